@@ -1,0 +1,178 @@
+"""The daemon: builds the pipeline and the control plane from settings and runs them until stopped.
+
+The asyncio loop (main thread) hosts the control plane; each part is a component with
+`async run()` that handles its own reconnects, so one missing service (OBS, Twitch) never stops the
+others or the video. Components are listed in COMPONENTS as "module:build" and imported lazily, so
+an optional extra that is not installed only disables its own part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from streamer import config as config_mod
+from streamer.config import Settings
+from streamer.control.prompts import PromptBus
+from streamer.metrics import Metrics
+from streamer.pipeline import Pipeline
+from streamer.store import Store
+
+log = logging.getLogger(__name__)
+
+# "module:build" — build(ctx) returns a Component, or None when disabled in the config.
+COMPONENTS = [
+    "streamer.control.console:build",
+    "streamer.app:build_status_line",
+]
+
+
+class Component(Protocol):
+    name: str
+
+    async def run(self) -> None: ...
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    bus: PromptBus
+    store: Store
+    metrics: Metrics
+    pipeline: Pipeline
+    control: Any = None  # streamer.control.plane.ControlPlane when available
+    interactive: bool = True  # read the console / redraw the status line
+
+
+class StatusLine:
+    """Prints the metrics' one-line summary every `metrics.status_interval_s`."""
+
+    name = "status"
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    async def run(self) -> None:
+        tty = sys.stdout.isatty()
+        while True:
+            await asyncio.sleep(self.ctx.settings.metrics.status_interval_s)
+            line = self.ctx.metrics.status_line()
+            if tty:
+                print(f"\r\033[K{line}", end="", flush=True)
+            else:
+                print(line, flush=True)
+
+
+def build_status_line(ctx: AppContext) -> Component:
+    return StatusLine(ctx)
+
+
+def build_pipeline(settings: Settings, bus: PromptBus, metrics: Metrics, record_path: str | None = None) -> Pipeline:
+    from streamer.sinks import build_sinks
+    from streamer.sources import build_source
+
+    factory = None
+    if settings.engine.transform == "model":
+        def factory() -> Any:
+            from streamer.model.engine import build_model_transform
+
+            return build_model_transform(settings)
+
+    return Pipeline(settings, build_source(settings), build_sinks(settings, record_path), bus, metrics, factory)
+
+
+def build_control(settings: Settings, store: Store, bus: PromptBus) -> Any:
+    try:
+        plane_mod = importlib.import_module("streamer.control.plane")
+    except ImportError as e:
+        log.warning("control plane unavailable (%s): prompts are not moderated", e)
+        return None
+    control = plane_mod.build_control_plane(settings, store, bus)
+    bus.moderator = control.moderation
+    return control
+
+
+async def run_daemon(settings: Settings, *, frames: int = 0, record: str | None = None, interactive: bool = True) -> int:
+    store = Store(settings.store.path)
+    metrics = Metrics(settings.metrics.window)
+    bus = PromptBus(settings.prompt.initial, store=store)
+    control = build_control(settings, store, bus)
+    pipeline = build_pipeline(settings, bus, metrics, record)
+    pipeline.frame_limit = frames
+    ctx = AppContext(settings, bus, store, metrics, pipeline, control, interactive)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows / non-main thread
+            loop.add_signal_handler(sig, stop.set)
+
+    log.info("streamer starting: source %s, sinks %s, transform %s, %dx%d @ %g fps",
+             settings.source.kind, ", ".join(s.name for s in pipeline.sinks) or "none",
+             settings.engine.transform, settings.video.width, settings.video.height, settings.video.fps)
+    pipeline.start()
+    tasks = []
+    for spec in COMPONENTS:
+        component = _build_component(spec, ctx)
+        if component is not None:
+            tasks.append(asyncio.create_task(_supervise(component), name=component.name))
+    waiter = asyncio.create_task(asyncio.to_thread(pipeline.frames_done.wait)) if frames else None
+    try:
+        if waiter is not None:
+            await asyncio.wait([waiter, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        else:
+            await stop.wait()
+    finally:
+        log.info("shutting down")
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(pipeline.stop)
+        if waiter is not None and not waiter.done():
+            pipeline.frames_done.set()
+        store.close()
+        if sys.stdout.isatty():
+            print()
+        log.info("stopped after %d output frames", pipeline.frames_out)
+    return 0
+
+
+def _build_component(spec: str, ctx: AppContext) -> Component | None:
+    module, func = spec.split(":")
+    try:
+        return getattr(importlib.import_module(module), func)(ctx)  # type: ignore[no-any-return]
+    except ImportError as e:
+        log.warning("%s disabled: %s (install the matching extra, see `streamer doctor`)", module, e)
+    except Exception:
+        log.exception("%s failed to start; the video keeps running without it", module)
+    return None
+
+
+async def _supervise(component: Component) -> None:
+    """Restart a crashed component with backoff: the control plane must never take the video down."""
+    delay = 1.0
+    while True:
+        try:
+            await component.run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("component %s crashed; restarting in %.0f s", component.name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = config_mod.load(args.config)
+    if getattr(args, "no_console", False):
+        settings = dataclasses.replace(settings, prompt=dataclasses.replace(settings.prompt, console=False))
+    return asyncio.run(run_daemon(settings, frames=args.frames, record=args.record))

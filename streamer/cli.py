@@ -1,0 +1,138 @@
+"""`streamer` command line: run | doctor | init | bench | model inspect | check-prompt | obs setup | twitch login.
+
+Each command is implemented in the module that owns the capability and imported only when that
+command runs, so `streamer doctor` works even when an optional extra (twitchio, obsws) is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from streamer import __version__
+from streamer.config import ConfigError, example_path
+
+# command name -> "module:function"; each function takes the parsed args and returns an exit code.
+_HANDLERS = {
+    "run": "streamer.app:run_command",
+    "doctor": "streamer.doctor:doctor_command",
+    "bench pipeline": "streamer.bench.pipeline:bench_pipeline_command",
+    "bench model": "streamer.bench.model:bench_model_command",
+    "model inspect": "streamer.model.checkpoints:inspect_command",
+    "check-prompt": "streamer.control.moderation:check_prompt_command",
+    "obs setup": "streamer.control.obs:setup_command",
+    "twitch login": "streamer.control.twitch_auth:login_command",
+}
+
+
+def _handler(name: str) -> Callable[[argparse.Namespace], int]:
+    module, func = _HANDLERS[name].split(":")
+    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+
+
+def init_command(args: argparse.Namespace) -> int:
+    target = Path(args.path)
+    if target.exists() and not args.force:
+        print(f"{target} already exists; use --force to overwrite it", file=sys.stderr)
+        return 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(example_path(), target)
+    print(f"wrote {target}; edit it, then run: streamer doctor --config {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamer", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"streamer {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def config_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--config", "-c", metavar="FILE", help="TOML config (default: embedded defaults)")
+
+    q = sub.add_parser("run", help="run the daemon until Ctrl-C / SIGTERM")
+    config_arg(q)
+    q.add_argument("--frames", type=int, default=0, help="stop after N output frames (0 = run until stopped)")
+    q.add_argument("--record", metavar="PATH", help="also record the output to PATH")
+    q.add_argument("--no-console", action="store_true", help="do not read prompts from the terminal")
+    q.set_defaults(name="run")
+
+    q = sub.add_parser("doctor", help="check every configured part and say how to fix problems")
+    config_arg(q)
+    q.set_defaults(name="doctor")
+
+    q = sub.add_parser("init", help="write a starter config")
+    q.add_argument("path", nargs="?", default="streamer.toml")
+    q.add_argument("--force", action="store_true", help="overwrite an existing file")
+    q.set_defaults(func=init_command)
+
+    bench = sub.add_parser("bench", help="measure a workload (see docs/benchmarks.md)").add_subparsers(
+        dest="bench", required=True
+    )
+    q = bench.add_parser("pipeline", help="W5: network source -> passthrough -> network sink, 1280x720 at 30 fps")
+    q.add_argument("--seconds", type=float, default=20.0)
+    q.add_argument("--width", type=int, default=1280)
+    q.add_argument("--height", type=int, default=720)
+    q.add_argument("--fps", type=float, default=30.0)
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q.set_defaults(name="bench pipeline")
+    q = bench.add_parser("model", help="W1-W4: eager vs torch.compile vs the fast path")
+    q.add_argument("workload", nargs="?", default="W4", help="W1, W2, W3, W4 (or 'custom')")
+    q.add_argument("--preset")
+    q.add_argument("--width", type=int)
+    q.add_argument("--height", type=int)
+    q.add_argument("--steps", type=int)
+    q.add_argument("--variants", default="eager,compile,fast", help="comma list of eager, compile, fast")
+    q.add_argument("--iters", type=int, default=50)
+    q.add_argument("--device", default="auto")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(name="bench model")
+
+    model = sub.add_parser("model", help="model tools").add_subparsers(dest="model", required=True)
+    q = model.add_parser("inspect", help="detect a checkpoint's layout, preset, dtype and problems")
+    q.add_argument("path")
+    q.add_argument("--lora", help="a LoRA file to check against the checkpoint")
+    q.set_defaults(name="model inspect")
+
+    q = sub.add_parser("check-prompt", help="show the moderation verdict for a text (exit 0 allowed, 1 rejected)")
+    q.add_argument("text")
+    config_arg(q)
+    q.set_defaults(name="check-prompt")
+
+    obs = sub.add_parser("obs", help="OBS Studio tools").add_subparsers(dest="obs", required=True)
+    q = obs.add_parser("setup", help="create or repair the AI input, prompt text and overlay in OBS")
+    config_arg(q)
+    q.set_defaults(name="obs setup")
+
+    twitch = sub.add_parser("twitch", help="Twitch tools").add_subparsers(dest="twitch", required=True)
+    q = twitch.add_parser("login", help="log the bot or broadcaster in (device-code flow)")
+    config_arg(q)
+    q.add_argument("--as", dest="role", choices=["bot", "broadcaster"], default="bot")
+    q.set_defaults(name="twitch login")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    func = getattr(args, "func", None) or _handler(args.name)
+    try:
+        return int(func(args) or 0)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

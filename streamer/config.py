@@ -1,0 +1,318 @@
+"""Settings: one TOML file -> frozen, validated dataclasses.
+
+Every section is a frozen dataclass below; the loader walks the type hints, so a new key is one
+field plus one line in config.example.toml. Errors name the file, the dotted key and what was
+expected; unknown keys are errors (a typo must never be silently ignored). Secrets are never read
+from the file: they come from the environment variables named in `secret()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+
+class ConfigError(ValueError):
+    """A problem in a config file, phrased for the streamer: file, key, expected, got."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    width: int = 640  # the pipeline's frame size: sources are scaled to it, sinks get it
+    height: int = 360
+    fps: float = 30.0  # output pacing; the output thread repeats the last frame when the engine is late
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    kind: Literal["pattern", "file", "network", "camera"] = "pattern"
+    pattern: str = "testsrc2"  # lavfi source name for kind=pattern
+    path: str = ""  # media file for kind=file (looped, paced in real time)
+    url: str = ""  # udp://, tcp://, rtmp:// for kind=network
+    format: str = ""  # container for kind=network ("mpegts", "flv"); empty = probe
+    device: str = ""  # camera: "video=OBS Virtual Camera" (dshow), "0" (avfoundation), "/dev/video10" (v4l2)
+    camera_backend: Literal["auto", "dshow", "avfoundation", "v4l2"] = "auto"
+    reconnect_initial_s: float = 0.5  # first retry delay after the input drops
+    reconnect_max_s: float = 10.0  # backoff ceiling
+
+
+@dataclass(frozen=True)
+class VirtualCamSinkSettings:
+    backend: str = ""  # pyvirtualcam backend ("v4l2loopback", "unitycapture", "obs"); empty = auto
+    device: str = ""  # e.g. /dev/video11 (Linux) or "Unity Video Capture" (Windows)
+
+
+@dataclass(frozen=True)
+class NetworkSinkSettings:
+    url: str = "udp://127.0.0.1:5600?pkt_size=1316"
+    bitrate_kbps: int = 4000
+    preset: str = "ultrafast"
+
+
+@dataclass(frozen=True)
+class RecordSinkSettings:
+    path: str = "recordings/streamer-{time}.mp4"  # {time} becomes a timestamp
+    codec: str = "libx264"
+    crf: int = 23
+
+
+@dataclass(frozen=True)
+class SinksSettings:
+    enabled: tuple[str, ...] = ("virtualcam", "record")  # any of: virtualcam, network, record, null
+    virtualcam: VirtualCamSinkSettings = field(default_factory=VirtualCamSinkSettings)
+    network: NetworkSinkSettings = field(default_factory=NetworkSinkSettings)
+    record: RecordSinkSettings = field(default_factory=RecordSinkSettings)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    transform: Literal["passthrough", "model"] = "model"
+    retry_model_after_s: float = 10.0  # after a model failure, passthrough this long, then try again
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    preset: Literal["tiny", "wan-1.3b", "wan-14b"] = "tiny"
+    checkpoint: str = ""  # DiT weights (any supported layout); empty = random or embedded weights
+    lora: str = ""  # optional LoRA file merged into the checkpoint (LongLive)
+    vae: str = ""  # TAEHV weights (taew2_1.pth / .safetensors); empty = random
+    text_encoder: str = ""  # local folder of umt5-xxl (wan presets); empty = the small offline encoder
+    width: int = 256  # model resolution (multiple of 16)
+    height: int = 256
+    steps: int = 2
+    timesteps: tuple[float, ...] = ()  # explicit denoising timesteps (0-1000); empty = derived from strength
+    strength: float = 0.8  # SDEdit noise strength
+    motion_aware: bool = True  # lower the strength on fast motion
+    shift: float = 5.0  # flow-matching schedule shift
+    window: int = 6  # KV cache window in latent frames, sinks included
+    sinks: int = 3  # attention-sink frames kept at the start of the window
+    adaptive_sinks: bool = True  # replace a sink when new content is dissimilar
+    mode: Literal["sequential", "stream-batch"] = "sequential"
+    transition_chunks: int = 8  # chunks over which a new prompt blends in
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    seed: int = 0
+    cache_dir: str = ""  # prompt-embedding cache; empty = platform cache dir
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    initial: str = "a watercolour painting"
+    console: bool = True  # read prompts typed into the daemon's terminal
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    status_interval_s: float = 1.0  # how often the status line is printed
+    window: int = 600  # samples kept for p50/p99
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    path: str = "~/.local/share/streamer/streamer.db"
+
+
+@dataclass(frozen=True)
+class ModerationSettings:
+    mode: Literal["open", "approval", "presets-only"] = "open"
+    max_length: int = 200  # characters of prompt text a person may propose
+    blocklist_extra: tuple[str, ...] = ()  # words and phrases added to the shipped blocklist
+    template: str = "{prompt}"  # server-side prompt template; chat text fills {prompt} only
+    min_change_interval_s: float = 10.0  # at most one audience prompt change per this many seconds
+
+
+@dataclass(frozen=True)
+class TwitchSettings:
+    enabled: bool = False
+    client_id: str = ""  # the app's client id (public); the secret comes from TWITCH_CLIENT_SECRET
+    bot_id: str = ""  # user id of the bot account
+    owner_id: str = ""  # user id of the broadcaster
+    prefix: str = "!"
+
+
+@dataclass(frozen=True)
+class ObsSettings:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 4455  # obs-websocket v5; the password comes from OBS_WEBSOCKET_PASSWORD
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback only by default; the token comes from STREAMER_DASHBOARD_TOKEN
+    port: int = 8765
+
+
+@dataclass(frozen=True)
+class Settings:
+    video: VideoSettings = field(default_factory=VideoSettings)
+    source: SourceSettings = field(default_factory=SourceSettings)
+    sinks: SinksSettings = field(default_factory=SinksSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
+    twitch: TwitchSettings = field(default_factory=TwitchSettings)
+    obs: ObsSettings = field(default_factory=ObsSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    source_file: str = ""  # where these settings came from ("" = embedded defaults); not a TOML key
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(path: str | Path | None = None) -> Settings:
+    """Settings from a TOML file, or the embedded defaults when path is None."""
+    if path is None:
+        return Settings()
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found (create one with `streamer init {p}`)")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text: {e}") from None
+    return from_dict(raw, str(p))
+
+
+def from_dict(raw: dict[str, Any], source_file: str = "<dict>") -> Settings:
+    settings = _build(Settings, raw, source_file, "", skip={"source_file"})
+    settings = dataclasses.replace(settings, source_file=source_file)
+    _check(settings, source_file)
+    return settings
+
+
+def _build(cls: type, raw: Any, file: str, prefix: str, skip: frozenset[str] | set[str] = frozenset()) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: [{where}] must be a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"{file}: unknown key '{prefix}{key}'{hint}; known keys in [{where}]: {', '.join(fields)}"
+            )
+    values = {name: _convert(hints[name], raw[name], file, prefix + name) for name in fields if name in raw}
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, file, key + ".")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{file}: '{key}' must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        return value
+    if origin in (tuple, list):
+        (item_tp, *_rest) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{file}: '{key}' must be a list; got {type(value).__name__} {value!r}")
+        return tuple(_convert(item_tp, v, file, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in get_args(tp):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return _convert(option, value, file, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{file}: '{key}' has the wrong type: {value!r}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{file}: '{key}' must be true or false; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{file}: '{key}' must be an integer; got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{file}: '{key}' must be a number; got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{file}: '{key}' must be a string; got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{file}: '{key}': unsupported setting type {tp!r}")  # a bug in this module
+
+
+def _require(ok: bool, file: str, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{file}: '{key}' {message}")
+
+
+_SINK_KINDS = ("virtualcam", "network", "record", "null")
+
+
+def _check(s: Settings, f: str) -> None:
+    """Cross-field and range checks the types cannot express."""
+    _require(16 <= s.video.width <= 7680 and s.video.width % 2 == 0, f, "video.width", "must be an even number 16-7680")
+    _require(16 <= s.video.height <= 4320 and s.video.height % 2 == 0, f, "video.height", "must be an even number 16-4320")
+    _require(1 <= s.video.fps <= 240, f, "video.fps", "must be between 1 and 240")
+    for i, kind in enumerate(s.sinks.enabled):
+        _require(kind in _SINK_KINDS, f, f"sinks.enabled[{i}]", f"must be one of {', '.join(_SINK_KINDS)}; got {kind!r}")
+    _require(len(set(s.sinks.enabled)) == len(s.sinks.enabled), f, "sinks.enabled", "lists a sink twice")
+    if s.source.kind == "file":
+        _require(bool(s.source.path), f, "source.path", "must name a media file when source.kind = 'file'")
+    if s.source.kind == "network":
+        _require("://" in s.source.url, f, "source.url", "must be a URL like udp://127.0.0.1:5600 when source.kind = 'network'")
+    _require(s.source.reconnect_initial_s > 0, f, "source.reconnect_initial_s", "must be > 0")
+    _require(s.source.reconnect_max_s >= s.source.reconnect_initial_s, f, "source.reconnect_max_s", "must be >= source.reconnect_initial_s")
+    m = s.model
+    _require(m.width % 16 == 0 and m.width >= 16, f, "model.width", "must be a multiple of 16")
+    _require(m.height % 16 == 0 and m.height >= 16, f, "model.height", "must be a multiple of 16")
+    _require(1 <= m.steps <= 50, f, "model.steps", "must be between 1 and 50")
+    _require(0.0 < m.strength <= 1.0, f, "model.strength", "must be in (0, 1]")
+    _require(all(0 <= t <= 1000 for t in m.timesteps), f, "model.timesteps", "must be between 0 and 1000")
+    _require(not m.timesteps or len(m.timesteps) == m.steps, f, "model.timesteps", "must list exactly model.steps values")
+    _require(m.window >= 1, f, "model.window", "must be >= 1")
+    _require(0 <= m.sinks < m.window, f, "model.sinks", "must be >= 0 and smaller than model.window")
+    _require(m.transition_chunks >= 1, f, "model.transition_chunks", "must be >= 1")
+    _require(m.shift > 0, f, "model.shift", "must be > 0")
+    _require(s.metrics.status_interval_s > 0, f, "metrics.status_interval_s", "must be > 0")
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+SECRET_ENV = {
+    "twitch_client_secret": "TWITCH_CLIENT_SECRET",
+    "obs_password": "OBS_WEBSOCKET_PASSWORD",
+    "dashboard_token": "STREAMER_DASHBOARD_TOKEN",
+}
+
+
+def secret(name: str) -> str | None:
+    """A secret from its environment variable (never from the config file, never logged)."""
+    value = os.environ.get(SECRET_ENV[name], "")
+    return value or None
+
+
+def example_path() -> Path:
+    """config.example.toml shipped with the package (repo root in a checkout, package data when installed)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "config.example.toml", here.parent / "config.example.toml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("config.example.toml is missing from this installation")

@@ -1,0 +1,138 @@
+"""Per-stage timings, fps in/out, drops and glass-to-glass latency, for the status line,
+the dashboard and Prometheus (/metrics).
+
+Thread-safe: the capture, engine and output threads record; the asyncio loop reads snapshots.
+Percentiles come from a bounded window of recent samples, so memory never grows.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterable
+
+from streamer.frames import now
+
+
+def percentile(samples: Iterable[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of the samples; 0.0 for none."""
+    values = sorted(samples)
+    if not values:
+        return 0.0
+    rank = max(0, min(len(values) - 1, round(q / 100.0 * (len(values) - 1))))
+    return values[rank]
+
+
+class RateMeter:
+    """Events per second over the last `span` seconds."""
+
+    def __init__(self, span: float = 2.0) -> None:
+        self._times: collections.deque[float] = collections.deque()
+        self._span = span
+
+    def tick(self, t: float) -> None:
+        self._times.append(t)
+        self._trim(t)
+
+    def rate(self, t: float) -> float:
+        self._trim(t)
+        if len(self._times) < 2:
+            return 0.0
+        elapsed = t - self._times[0]
+        return (len(self._times) - 1) / elapsed if elapsed > 0 else 0.0
+
+    def _trim(self, t: float) -> None:
+        while self._times and t - self._times[0] > self._span:
+            self._times.popleft()
+
+
+class Metrics:
+    def __init__(self, window: int = 600) -> None:
+        self._lock = threading.Lock()
+        self._window = window
+        self._stages: dict[str, collections.deque[float]] = {}
+        self._latency: collections.deque[float] = collections.deque(maxlen=window)
+        self._counters: dict[str, int] = collections.defaultdict(int)
+        self._rates = {"in": RateMeter(), "out": RateMeter(), "engine": RateMeter()}
+        self.info: dict[str, str] = {}  # free-form status: transform path, device, warnings
+
+    def observe(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            samples = self._stages.get(stage)
+            if samples is None:
+                samples = self._stages[stage] = collections.deque(maxlen=self._window)
+            samples.append(seconds)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counters[name] += n
+
+    def tick(self, which: str) -> None:
+        """One frame passed point `which` ('in', 'engine', 'out')."""
+        with self._lock:
+            self._rates[which].tick(now())
+
+    def latency(self, seconds: float) -> None:
+        with self._lock:
+            self._latency.append(seconds)
+
+    def snapshot(self) -> dict:
+        t = now()
+        with self._lock:
+            latency = list(self._latency)
+            return {
+                "fps_in": round(self._rates["in"].rate(t), 2),
+                "fps_engine": round(self._rates["engine"].rate(t), 2),
+                "fps_out": round(self._rates["out"].rate(t), 2),
+                "latency_p50_ms": round(percentile(latency, 50) * 1000, 1),
+                "latency_p99_ms": round(percentile(latency, 99) * 1000, 1),
+                "stages": {
+                    name: {
+                        "p50_ms": round(percentile(s, 50) * 1000, 2),
+                        "p99_ms": round(percentile(s, 99) * 1000, 2),
+                    }
+                    for name, s in self._stages.items()
+                },
+                "counters": dict(self._counters),
+                "info": dict(self.info),
+            }
+
+    def status_line(self) -> str:
+        s = self.snapshot()
+        c = s["counters"]
+        engine = s["stages"].get("engine", {}).get("p50_ms", 0.0)
+        parts = [
+            f"in {s['fps_in']:5.1f} fps",
+            f"out {s['fps_out']:5.1f} fps",
+            f"engine {engine:6.1f} ms",
+            f"latency p50 {s['latency_p50_ms']:6.1f} / p99 {s['latency_p99_ms']:6.1f} ms",
+            f"drops {c.get('drops_input', 0)}",
+            f"repeats {c.get('repeats', 0)}",
+        ]
+        if s["info"].get("transform"):
+            parts.append(s["info"]["transform"])
+        return " | ".join(parts)
+
+    def prometheus_text(self) -> str:
+        """The Prometheus text exposition format (version 0.0.4)."""
+        s = self.snapshot()
+        lines = []
+
+        def gauge(name: str, help_text: str, value: float, labels: str = "") -> None:
+            if not any(line.startswith(f"# TYPE {name} ") for line in lines):
+                lines.append(f"# HELP {name} {help_text}")
+                lines.append(f"# TYPE {name} gauge")
+            lines.append(f"{name}{labels} {value}")
+
+        gauge("streamer_fps_in", "Input frames per second.", s["fps_in"])
+        gauge("streamer_fps_out", "Output frames per second handed to the sinks.", s["fps_out"])
+        gauge("streamer_fps_engine", "Frames per second through the transform.", s["fps_engine"])
+        gauge("streamer_latency_seconds", "Glass-to-glass latency (capture to sink hand-off).", s["latency_p50_ms"] / 1000, '{quantile="0.5"}')
+        gauge("streamer_latency_seconds", "Glass-to-glass latency (capture to sink hand-off).", s["latency_p99_ms"] / 1000, '{quantile="0.99"}')
+        for stage, v in sorted(s["stages"].items()):
+            gauge("streamer_stage_seconds", "Per-stage time.", v["p50_ms"] / 1000, f'{{stage="{stage}",quantile="0.5"}}')
+            gauge("streamer_stage_seconds", "Per-stage time.", v["p99_ms"] / 1000, f'{{stage="{stage}",quantile="0.99"}}')
+        for name, value in sorted(s["counters"].items()):
+            lines.append(f"# TYPE streamer_{name}_total counter")
+            lines.append(f"streamer_{name}_total {value}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,246 @@
+"""The frame path: capture thread -> latest-frame slot -> engine thread -> output queue -> output thread.
+
+Why three threads: decoding blocks on I/O, the engine blocks on the GPU, and the sinks must be
+paced at a steady fps (repeating the last frame when the engine is late) so OBS never sees a stall.
+Only the newest input frame is kept (LatestFrameSlot), so a slow transform drops frames instead of
+building lag. A transform that raises is replaced by passthrough for that very frame and retried
+after `engine.retry_model_after_s`; the stream never goes black or freezes because of the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from streamer.control.prompts import PromptBus
+from streamer.frames import Frame, LatestFrameSlot, OutputQueue, blank_frame, now
+from streamer.metrics import Metrics
+from streamer.transform import Passthrough, Transform
+
+if TYPE_CHECKING:
+    from streamer.config import Settings
+    from streamer.sinks import Sink
+    from streamer.sources import Source
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        source: Source,
+        sinks: Sequence[Sink],
+        bus: PromptBus,
+        metrics: Metrics,
+        model_factory: Callable[[], Transform] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.sinks = list(sinks)
+        self.bus = bus
+        self.metrics = metrics
+        self._model_factory = model_factory
+        self._model: Transform | None = None
+        self._model_error: str = ""
+        self._passthrough = Passthrough()
+        self._slot = LatestFrameSlot()
+        self._out = OutputQueue(capacity=8)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._scene_active = True
+        self._reset_requested = threading.Event()
+        self._model_failed_at: float | None = None
+        self._latest_output: Frame | None = None
+        self.frames_out = 0  # ticks handed to the sinks (repeats included)
+        self.frames_done = threading.Event()  # set when frame_limit ticks were written
+        self.frame_limit = 0
+
+    # ------------------------------------------------------------------ control API (thread-safe)
+
+    def latest_output(self) -> Frame | None:
+        return self._latest_output
+
+    def set_scene_active(self, active: bool) -> None:
+        """OBS per-scene activation: the model runs only while an active scene is live."""
+        if active != self._scene_active:
+            log.info("model %s by scene change", "resumed" if active else "paused (passthrough)")
+        self._scene_active = active
+
+    def reset(self) -> None:
+        """Forget the model's temporal state at the next frame."""
+        self._reset_requested.set()
+
+    def transform_status(self) -> str:
+        if self._model is None:
+            if self._model_error:
+                return f"passthrough (model failed to load: {self._model_error})"
+            return "passthrough (model loading…)" if self._model_factory else "passthrough"
+        if self._model_failed_at is not None:
+            return f"passthrough (model failed; retrying) — {self._model.status()}"
+        if not self.bus.current().enabled:
+            return f"passthrough (kill switch) — {self._model.status()}"
+        if not self._scene_active:
+            return f"passthrough (scene inactive) — {self._model.status()}"
+        return self._model.status()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        for name, target in [("capture", self._capture_loop), ("engine", self._engine_loop), ("output", self._output_loop)]:
+            t = threading.Thread(target=target, name=f"streamer-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        if self._model_factory is not None:
+            threading.Thread(target=self._load_model, name="streamer-model-load", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop the threads, then finalise the sinks (a recording is playable after this)."""
+        self._stop.set()
+        self._slot.close()
+        for t in self._threads:
+            t.join(timeout=10)
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing sink %s failed", sink.name)
+        if self._model is not None:
+            self._model.close()
+        self.source.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # ------------------------------------------------------------------ threads
+
+    def _load_model(self) -> None:
+        assert self._model_factory is not None
+        try:
+            t0 = time.perf_counter()
+            model = self._model_factory()
+            log.info("model ready in %.1f s: %s", time.perf_counter() - t0, model.status())
+            self._model = model
+        except Exception as e:
+            self._model_error = f"{type(e).__name__}: {e}"
+            log.error("model failed to load, running passthrough: %s", self._model_error)
+
+    def _capture_loop(self) -> None:
+        try:
+            for frame in self.source.frames(self._stop):
+                dropped_before = self._slot.dropped
+                self._slot.put(frame)
+                self.metrics.tick("in")
+                if self._slot.dropped != dropped_before:
+                    self.metrics.count("drops_input")
+                if self._stop.is_set():
+                    break
+        except Exception:
+            log.exception("capture thread crashed")
+
+    def _pick_transform(self) -> Transform:
+        model = self._model
+        if model is None or not self._scene_active or not self.bus.current().enabled:
+            return self._passthrough
+        if self._model_failed_at is not None:
+            if now() - self._model_failed_at < self.settings.engine.retry_model_after_s:
+                return self._passthrough
+            log.info("retrying the model after its failure")
+            self._model_failed_at = None
+            model.reset()
+        return model
+
+    def _engine_loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self._slot.get(timeout=0.2)
+            if frame is None:
+                continue
+            if self._reset_requested.is_set() and self._model is not None:
+                self._reset_requested.clear()
+                self._model.reset()
+            transform = self._pick_transform()
+            t0 = time.perf_counter()
+            try:
+                outputs = transform.step(frame, self.bus.current())
+                for out in outputs:
+                    if out.pixels.shape != frame.pixels.shape:
+                        raise ValueError(f"transform returned {out.pixels.shape}, expected {frame.pixels.shape}")
+            except Exception as e:
+                if transform is self._passthrough:
+                    raise
+                self._model_failed_at = now()
+                self.metrics.count("model_failures")
+                log.error(
+                    "model step failed (%s: %s); passthrough for %.0f s, then retrying",
+                    type(e).__name__, e, self.settings.engine.retry_model_after_s,
+                )
+                outputs = [frame]  # this very frame goes out unchanged: never black, never frozen
+            self.metrics.observe("engine", time.perf_counter() - t0)
+            self.metrics.tick("engine")
+            self.metrics.info["transform"] = self.transform_status()
+            self._out.put_many(outputs)
+
+    def _output_loop(self) -> None:
+        v = self.settings.video
+        interval = 1.0 / v.fps
+        self._open_sinks(v.width, v.height, v.fps)
+        last: Frame | None = None
+        next_tick = now()
+        while not self._stop.is_set():
+            frame = self._out.take()
+            fresh = frame is not None
+            if frame is None:
+                frame = last or blank_frame(v.width, v.height)
+                if last is not None:
+                    self.metrics.count("repeats")
+            t0 = time.perf_counter()
+            for sink in list(self.sinks):
+                self._write(sink, frame)
+            self.metrics.observe("output", time.perf_counter() - t0)
+            if fresh:
+                self.metrics.latency(now() - frame.capture_time)
+            self.metrics.tick("out")
+            self._latest_output = frame
+            last = frame
+            self.frames_out += 1
+            if self.frame_limit and self.frames_out >= self.frame_limit:
+                self.frames_done.set()
+                return
+            next_tick += interval
+            delay = next_tick - now()
+            if delay > 0:
+                self._stop.wait(delay)
+            elif delay < -interval:  # fell behind (a slow sink): resync instead of bursting
+                self.metrics.count("output_late")
+                next_tick = now()
+
+    def _open_sinks(self, width: int, height: int, fps: float) -> None:
+        from streamer.sinks import SinkUnavailable
+
+        opened = []
+        for sink in self.sinks:
+            try:
+                sink.open(width, height, fps)
+                opened.append(sink)
+            except SinkUnavailable as e:
+                log.warning("sink %s unavailable, continuing without it: %s", sink.name, e)
+                self.metrics.info[f"sink_{sink.name}"] = f"unavailable: {e}"
+            except Exception as e:
+                log.error("sink %s failed to open (%s: %s); continuing without it", sink.name, type(e).__name__, e)
+        self.sinks = opened
+
+    def _write(self, sink: Sink, frame: Frame) -> None:
+        try:
+            sink.write(frame)
+        except Exception as e:
+            log.error("sink %s failed (%s: %s); removing it", sink.name, type(e).__name__, e)
+            self.metrics.count("sink_errors")
+            self.sinks.remove(sink)
+            try:
+                sink.close()
+            except Exception:
+                pass
