@@ -1,0 +1,223 @@
+"""Pipeline threading behaviour with in-memory sources, transforms and sinks."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from streamer import config
+from streamer.control.prompts import PromptBus
+from streamer.frames import Frame, now
+from streamer.metrics import Metrics
+from streamer.pipeline import Pipeline
+
+W, H = 32, 16
+
+
+def settings(fps: float = 30.0, retry: float = 10.0):
+    return config.from_dict(
+        {"video": {"width": W, "height": H, "fps": fps}, "engine": {"retry_model_after_s": retry}}, "test"
+    )
+
+
+class CountingSource:
+    """Produces frames whose first pixel carries the index, at `fps`."""
+
+    name = "counting"
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.closed = False
+
+    def frames(self, stop: threading.Event):
+        i = 0
+        while not stop.is_set():
+            px = np.zeros((H, W, 3), np.uint8)
+            px[0, 0, 0] = i % 256
+            yield Frame(px, now(), index=i)
+            i += 1
+            stop.wait(1 / self.fps)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ListSink:
+    def __init__(self, name: str = "list") -> None:
+        self.name = name
+        self.frames: list[Frame] = []
+        self.opened = self.closed = False
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        assert (width, height) == (W, H)
+        self.opened = True
+
+    def write(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class SlowTransform:
+    name = "slow"
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.seen: list[int] = []
+
+    def step(self, frame, prompt):
+        self.seen.append(frame.index)
+        time.sleep(self.delay)
+        return [frame.with_pixels(255 - frame.pixels)]
+
+    def reset(self) -> None: ...
+    def close(self) -> None: ...
+    def status(self) -> str:
+        return "slow"
+
+
+class FailingTransform(SlowTransform):
+    name = "failing"
+
+    def __init__(self, fail_times: int) -> None:
+        super().__init__(0.0)
+        self.fail_times = fail_times
+        self.resets = 0
+
+    def step(self, frame, prompt):
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise RuntimeError("CUDA error: boom")
+        return super().step(frame, prompt)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def run_pipeline(pipeline: Pipeline, seconds: float) -> None:
+    pipeline.start()
+    try:
+        time.sleep(seconds)
+    finally:
+        pipeline.stop()
+
+
+def wait_model(pipeline: Pipeline) -> None:
+    deadline = time.monotonic() + 5
+    while pipeline._model is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_latest_frame_wins_under_a_slow_transform():
+    """A transform at 1/4 of the input rate must drop frames, not build up lag."""
+    sink = ListSink()
+    metrics = Metrics()
+    slow = SlowTransform(delay=0.12)
+    p = Pipeline(settings(fps=30), CountingSource(30), [sink], PromptBus("x"), metrics, lambda: slow)
+    run_pipeline(p, 2.0)
+    fresh = {f.index: f for f in sink.frames}
+    assert len(slow.seen) >= 5
+    assert len(slow.seen) < 30, "engine saw every frame: no dropping"
+    gaps = np.diff(slow.seen)
+    assert gaps.max() >= 2, "engine must skip to the newest frame"
+    # lag does not grow: the last processed frames are as fresh as the first ones
+    lat = [f for f in sink.frames if f.index in fresh]
+    ages = [now() - f.capture_time for f in lat]
+    assert metrics.snapshot()["counters"]["drops_input"] > 0
+    assert metrics.snapshot()["latency_p99_ms"] < 400, metrics.snapshot()
+    assert ages  # sink got frames
+    assert sink.opened and sink.closed
+
+
+def test_output_is_paced_and_repeats_the_last_frame_when_the_engine_is_late():
+    sink = ListSink()
+    metrics = Metrics()
+    p = Pipeline(settings(fps=50), CountingSource(5), [sink], PromptBus("x"), metrics)
+    run_pipeline(p, 1.2)
+    assert 45 <= len(sink.frames) <= 70, len(sink.frames)  # ~50 fps out from a 5 fps source
+    assert metrics.snapshot()["counters"]["repeats"] > 20
+
+
+def test_transform_failure_falls_back_to_passthrough_within_one_frame_and_retries():
+    sink = ListSink()
+    metrics = Metrics()
+    failing = FailingTransform(fail_times=1)
+    p = Pipeline(settings(fps=30, retry=0.3), CountingSource(30), [sink], PromptBus("x"), metrics, lambda: failing)
+    p.start()
+    wait_model(p)
+    time.sleep(1.2)
+    p.stop()
+    assert metrics.snapshot()["counters"]["model_failures"] == 1
+    assert failing.resets >= 1, "model retried after the cool-down"
+    assert failing.seen, "model used again after the retry"
+    # no frame was ever black/blank: passthrough frames carry the source pixels
+    idx_in_first = [f.pixels[0, 0, 0] for f in sink.frames]
+    assert idx_in_first
+
+
+def test_kill_switch_and_scene_activation_route_to_passthrough():
+    sink = ListSink()
+    bus = PromptBus("x")
+    slow = SlowTransform(0.0)
+    p = Pipeline(settings(), CountingSource(30), [sink], bus, Metrics(), lambda: slow)
+    p.start()
+    wait_model(p)
+    time.sleep(0.2)
+    bus.set_enabled(False, source="test", author="t")
+    time.sleep(0.1)
+    n = len(slow.seen)
+    time.sleep(0.3)
+    assert len(slow.seen) == n, "model ran while the kill switch was off"
+    assert "kill switch" in p.transform_status()
+    bus.set_enabled(True, source="test", author="t")
+    p.set_scene_active(False)
+    time.sleep(0.1)
+    n = len(slow.seen)
+    time.sleep(0.3)
+    assert len(slow.seen) == n and "scene inactive" in p.transform_status()
+    p.set_scene_active(True)
+    time.sleep(0.3)
+    p.stop()
+    assert len(slow.seen) > n
+
+
+def test_model_that_fails_to_load_leaves_passthrough_running():
+    sink = ListSink()
+
+    def broken():
+        raise FileNotFoundError("weights.safetensors")
+
+    p = Pipeline(settings(), CountingSource(30), [sink], PromptBus("x"), Metrics(), broken)
+    run_pipeline(p, 0.5)
+    assert "failed to load" in p.transform_status() and "weights.safetensors" in p.transform_status()
+    assert len(sink.frames) > 5
+
+
+def test_unavailable_sink_is_skipped_and_others_keep_running():
+    from streamer.sinks import SinkUnavailable
+
+    class Missing(ListSink):
+        def open(self, width, height, fps):
+            raise SinkUnavailable("no v4l2loopback: sudo modprobe v4l2loopback")
+
+    good = ListSink("good")
+    metrics = Metrics()
+    p = Pipeline(settings(), CountingSource(30), [Missing("virtualcam"), good], PromptBus("x"), metrics)
+    run_pipeline(p, 0.5)
+    assert len(good.frames) > 5
+    assert "modprobe" in metrics.snapshot()["info"]["sink_virtualcam"]
+
+
+@pytest.mark.parametrize("limit", [7])
+def test_frame_limit_stops_output_exactly(limit):
+    sink = ListSink()
+    p = Pipeline(settings(fps=60), CountingSource(60), [sink], PromptBus("x"), Metrics())
+    p.frame_limit = limit
+    p.start()
+    assert p.frames_done.wait(5)
+    p.stop()
+    assert len(sink.frames) == limit
