@@ -1,0 +1,148 @@
+"""Attention over the KV cache: pick the fastest correct backend on this card by measuring.
+
+The chunk's queries attend to every cached key plus their own (block-causal across chunks, full
+within one), so no mask is needed: q [B, Sq, H, D], k/v [B, Sk, H, D] -> [B, Sq, H, D].
+
+Candidates, in preference order: FlashAttention-3 (`flash_attn_interface`, if importable), then
+PyTorch SDPA pinned to its cuDNN, flash and memory-efficient backends. Measured on an H100 for W1's
+shapes, the backend alone changes attention time 1.7x (docs/benchmarks.md), and which one wins
+depends on shape and library versions, so `AttentionPicker` times each candidate once per shape,
+rejects any that disagrees with the fp32 reference, and remembers the winner. Picking happens
+during warm-up; inside CUDA graph capture only remembered picks are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+log = logging.getLogger(__name__)
+AttnFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _sdpa(backend: SDPBackend | None) -> AttnFn:
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with sdpa_kernel([backend]) if backend is not None else nullcontext():
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            )
+        return out.transpose(1, 2)
+
+    return run
+
+
+def _fa3() -> AttnFn | None:
+    try:
+        mod = importlib.import_module("flash_attn_interface")
+    except Exception:  # not installed, or built for another torch: either way not usable
+        return None
+
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = mod.flash_attn_func(q, k, v)
+        return out[0] if isinstance(out, tuple) else out
+
+    return run
+
+
+def available_backends(device: torch.device) -> dict[str, AttnFn]:
+    """Backends that can run on `device`, best first by expectation (the picker measures)."""
+    found: dict[str, AttnFn] = {}
+    if device.type == "cuda":
+        fa3 = _fa3()
+        if fa3 is not None:
+            found["fa3"] = fa3
+        found["cudnn"] = _sdpa(SDPBackend.CUDNN_ATTENTION)
+        found["flash"] = _sdpa(SDPBackend.FLASH_ATTENTION)
+        found["efficient"] = _sdpa(SDPBackend.EFFICIENT_ATTENTION)
+    found["sdpa"] = _sdpa(None)  # PyTorch's own choice: the fallback everywhere
+    return found
+
+
+def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Plain softmax attention in fp32, [B, S, H, D] layout."""
+    qf, kf, vf = (t.float().transpose(1, 2) for t in (q, k, v))
+    w = torch.softmax(qf @ kf.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+    return (w @ vf).transpose(1, 2).to(q.dtype)
+
+
+def _time_ms(fn: AttnFn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, iters: int) -> float:
+    for _ in range(2):
+        fn(q, k, v)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn(q, k, v)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / iters
+
+
+class AttentionPicker:
+    """Callable attention that measures the candidates once per (shape, dtype, device) and keeps the fastest."""
+
+    def __init__(self, iters: int = 10, only: str | None = None) -> None:
+        self.iters = iters
+        self.only = only  # force one backend by name (tests, benchmarks)
+        self.picks: dict[tuple, str] = {}
+        self.timings: dict[tuple, dict[str, float]] = {}
+        self._backends: dict[str, dict[str, AttnFn]] = {}
+
+    def _candidates(self, device: torch.device) -> dict[str, AttnFn]:
+        key = str(device)
+        if key not in self._backends:
+            self._backends[key] = available_backends(device)
+        return self._backends[key]
+
+    def pick(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+        """The backend name used for these shapes; measures on first sight (never while capturing)."""
+        key = (tuple(q.shape), tuple(k.shape), q.dtype, str(q.device))
+        if key in self.picks:
+            return self.picks[key]
+        cands = self._candidates(q.device)
+        if self.only is not None:
+            if self.only not in cands:
+                raise ValueError(f"attention backend {self.only!r} not available on {q.device}; have {list(cands)}")
+            self.picks[key] = self.only
+            return self.only
+        if q.device.type != "cuda":
+            self.picks[key] = "sdpa"
+            return "sdpa"
+        if torch.cuda.is_current_stream_capturing():
+            # no timing inside a capture: the warm-up should have picked; take PyTorch's own choice
+            log.warning("attention shape %s first seen during graph capture; using PyTorch's default SDPA", key)
+            return "sdpa"
+        ref = attention_ref(q, k, v).float()
+        times: dict[str, float] = {}
+        for name, fn in cands.items():
+            try:
+                err = float((fn(q, k, v).float() - ref).norm() / ref.norm())
+            except RuntimeError as e:  # e.g. cuDNN refusing a shape: not a candidate for it
+                log.debug("attention backend %s unavailable for %s: %s", name, key, e)
+                continue
+            if not err < (1e-2 if q.dtype in (torch.bfloat16, torch.float16) else 1e-3):
+                log.warning("attention backend %s rejected for %s: relative error %.3g", name, key, err)
+                continue
+            times[name] = _time_ms(fn, q, k, v, self.iters)
+        if not times:
+            raise RuntimeError(f"no attention backend produced a correct result for {key}")
+        best = min(times, key=times.__getitem__)
+        self.picks[key], self.timings[key] = best, times
+        log.info("attention %s: %s (ms: %s)", key, best, {n: round(t, 3) for n, t in times.items()})
+        return best
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self._candidates(q.device)[self.pick(q, k, v)](q, k, v)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+    """One-off attention through a named backend (see `available_backends`); [B, S, H, D] layout."""
+    fns = available_backends(q.device)
+    if backend not in fns:
+        raise ValueError(f"attention backend {backend!r} not available on {q.device}; have {list(fns)}")
+    return fns[backend](q, k, v)
