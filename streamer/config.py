@@ -131,6 +131,73 @@ class ModerationSettings:
     min_change_interval_s: float = 10.0  # at most one audience prompt change per this many seconds
 
 
+Role = Literal["everyone", "subscriber", "vip", "moderator", "broadcaster"]
+
+
+@dataclass(frozen=True)
+class TwitchCommandNames:
+    """The chat word (after the prefix) for each command; "" switches that command off."""
+
+    ai: str = "ai"  # !ai <prompt>: propose a prompt
+    style: str = "style"  # !style <preset>
+    vote: str = "vote"  # !vote <n>: chat vote while a chat poll runs
+    aiqueue: str = "aiqueue"  # !aiqueue: what waits for approval
+    approve: str = "approve"  # !approve <id>
+    deny: str = "deny"  # !deny <id>
+    poll: str = "poll"  # !poll a | b [| ...] [seconds]
+    aioff: str = "aioff"  # kill switch: passthrough
+    aion: str = "aion"  # model back on
+    strength: str = "strength"  # !strength <0..1>
+
+
+@dataclass(frozen=True)
+class TwitchCommandRoles:
+    """The least role that may use each command (everyone < subscriber < vip < moderator < broadcaster)."""
+
+    ai: Role = "everyone"
+    style: Role = "everyone"
+    vote: Role = "everyone"
+    aiqueue: Role = "everyone"
+    approve: Role = "moderator"
+    deny: Role = "moderator"
+    poll: Role = "moderator"
+    aioff: Role = "moderator"
+    aion: Role = "moderator"
+    strength: Role = "moderator"
+
+
+@dataclass(frozen=True)
+class TwitchUserCooldowns:
+    """Seconds one chatter waits between two uses of a command (moderators and the broadcaster are exempt)."""
+
+    ai: float = 30.0
+    style: float = 30.0
+    vote: float = 0.0
+    aiqueue: float = 30.0
+    approve: float = 0.0
+    deny: float = 0.0
+    poll: float = 0.0
+    aioff: float = 0.0
+    aion: float = 0.0
+    strength: float = 0.0
+
+
+@dataclass(frozen=True)
+class TwitchGlobalCooldowns:
+    """Seconds between two uses of a command by anyone in the channel (moderators and the broadcaster are exempt)."""
+
+    ai: float = 2.0
+    style: float = 5.0
+    vote: float = 0.0
+    aiqueue: float = 10.0
+    approve: float = 0.0
+    deny: float = 0.0
+    poll: float = 0.0
+    aioff: float = 0.0
+    aion: float = 0.0
+    strength: float = 0.0
+
+
 @dataclass(frozen=True)
 class TwitchSettings:
     enabled: bool = False
@@ -138,6 +205,23 @@ class TwitchSettings:
     bot_id: str = ""  # user id of the bot account
     owner_id: str = ""  # user id of the broadcaster
     prefix: str = "!"
+    bot_is_moderator: bool = False  # a mod bot may send 100 messages / 30 s instead of 20
+    replies: bool = True  # answer commands in chat (replies are queued within Twitch's rate limits)
+    outbox_max: int = 50  # replies waiting to be sent; the oldest are dropped beyond this
+    reconnect_initial_s: float = 2.0  # first retry after Twitch is unreachable
+    reconnect_max_s: float = 60.0  # backoff ceiling
+    polls: Literal["auto", "native", "chat"] = "auto"  # auto: native Twitch polls, chat votes when not affiliate
+    poll_seconds: int = 60  # default poll length (Twitch allows 15-1800)
+    reward_enabled: bool = True  # create and serve the channel-points reward
+    reward_title: str = "AI prompt"
+    reward_cost: int = 500
+    reward_prompt: str = "Describe a look for the stream (moderated; refunded if rejected)"
+    reward_route: Literal["approval", "governor"] = "approval"  # approval: mods decide; governor: moderation rules only
+    reward_cooldown_s: int = 60  # Twitch-side global cooldown of the reward (0 = none)
+    commands: TwitchCommandNames = field(default_factory=TwitchCommandNames)
+    roles: TwitchCommandRoles = field(default_factory=TwitchCommandRoles)
+    user_cooldowns_s: TwitchUserCooldowns = field(default_factory=TwitchUserCooldowns)
+    global_cooldowns_s: TwitchGlobalCooldowns = field(default_factory=TwitchGlobalCooldowns)
 
 
 @dataclass(frozen=True)
@@ -291,6 +375,31 @@ def _check(s: Settings, f: str) -> None:
     _require(m.transition_chunks >= 1, f, "model.transition_chunks", "must be >= 1")
     _require(m.shift > 0, f, "model.shift", "must be > 0")
     _require(s.metrics.status_interval_s > 0, f, "metrics.status_interval_s", "must be > 0")
+    _check_twitch(s.twitch, f)
+
+
+def _check_twitch(t: TwitchSettings, f: str) -> None:
+    _require(bool(t.prefix.strip()) and " " not in t.prefix, f, "twitch.prefix", "must be a non-empty word without spaces")
+    if t.enabled:
+        for key in ("client_id", "bot_id", "owner_id"):
+            _require(bool(getattr(t, key)), f, f"twitch.{key}", "must be set when twitch.enabled = true (see docs/twitch.md)")
+    for key in ("bot_id", "owner_id"):
+        _require(getattr(t, key).isdigit() or not getattr(t, key), f, f"twitch.{key}", "must be a numeric Twitch user id (not a login name)")
+    _require(1 <= t.outbox_max <= 10_000, f, "twitch.outbox_max", "must be between 1 and 10000")
+    _require(t.reconnect_initial_s > 0, f, "twitch.reconnect_initial_s", "must be > 0")
+    _require(t.reconnect_max_s >= t.reconnect_initial_s, f, "twitch.reconnect_max_s", "must be >= twitch.reconnect_initial_s")
+    _require(15 <= t.poll_seconds <= 1800, f, "twitch.poll_seconds", "must be between 15 and 1800 (Twitch's limits)")
+    _require(1 <= len(t.reward_title) <= 45, f, "twitch.reward_title", "must be 1-45 characters (Twitch's limit)")
+    _require(t.reward_cost >= 1, f, "twitch.reward_cost", "must be >= 1")
+    _require(len(t.reward_prompt) <= 200, f, "twitch.reward_prompt", "must be at most 200 characters (Twitch's limit)")
+    _require(t.reward_cooldown_s >= 0, f, "twitch.reward_cooldown_s", "must be >= 0")
+    names = [n for n in dataclasses.astuple(t.commands) if n]
+    for key, name in dataclasses.asdict(t.commands).items():
+        _require(name == "" or (name.isprintable() and " " not in name), f, f"twitch.commands.{key}", "must be one word")
+    _require(len(set(names)) == len(names), f, "twitch.commands", "uses the same command word twice")
+    for table in ("user_cooldowns_s", "global_cooldowns_s"):
+        for key, value in dataclasses.asdict(getattr(t, table)).items():
+            _require(0 <= value <= 86_400, f, f"twitch.{table}.{key}", "must be between 0 and 86400 seconds")
 
 
 # --------------------------------------------------------------------------- secrets
