@@ -1,0 +1,283 @@
+"""The causal Wan2.1 DiT: one configurable module, checkpoint-compatible with the open Wan2.1 models.
+
+Parameter names and shapes are exactly those of the original Wan2.1 state dict (model.md §1), so the
+Wan, Self-Forcing, CausVid, StreamDiffusionV2 and LongLive weights load with `strict=True`. Causal
+variants add no parameters: only masking and the rolling KV cache (streamer/model/cache.py) differ.
+
+Precision follows upstream: the residual stream, LayerNorms, time embedding, modulation and gating run
+in fp32; the linear layers and attention run in the weights' dtype (see `DiT.to_inference_dtype`).
+The forward has fixed shapes for a fixed chunk size, keeps positions and timesteps as tensors, and
+never reads tensor values on the host, so the fast path can capture it as a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from streamer.model.attention import CrossAttention, SelfAttention, frame_mask, token_mask
+from streamer.model.cache import CrossAttnKV, KVCache
+from streamer.model.rope import rope_tables
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Architecture hyper-parameters (names follow the original Wan config.json)."""
+
+    dim: int
+    num_layers: int
+    num_heads: int
+    ffn_dim: int
+    in_dim: int = 16
+    out_dim: int = 16
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    freq_dim: int = 256
+    text_dim: int = 4096
+    text_len: int = 512
+    eps: float = 1e-6
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.freq_dim % 2:
+            raise ValueError(f"freq_dim must be even, got {self.freq_dim}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    def tokens_per_frame(self, latent_height: int, latent_width: int) -> int:
+        """Tokens per latent frame for a latent of this spatial size (1560 at 60x104, 1024 at 64x64)."""
+        _, ph, pw = self.patch_size
+        if latent_height % ph or latent_width % pw:
+            raise ValueError(f"latent size {latent_height}x{latent_width} is not divisible by the patch {ph}x{pw}")
+        return (latent_height // ph) * (latent_width // pw)
+
+
+PRESETS: dict[str, DiTConfig] = {
+    "wan-1.3b": DiTConfig(dim=1536, num_layers=30, num_heads=12, ffn_dim=8960),
+    "wan-14b": DiTConfig(dim=5120, num_layers=40, num_heads=40, ffn_dim=13824),
+    # Same code at small width for CPUs and tests; text_dim 384 = all-MiniLM-L6-v2 token embeddings.
+    "tiny": DiTConfig(dim=256, num_layers=4, num_heads=4, ffn_dim=1024, text_dim=384, text_len=64),
+}
+
+
+def preset(name: str) -> DiTConfig:
+    """The DiTConfig of a named preset (`wan-1.3b`, `wan-14b`, `tiny`)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+def timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoid of t (0-1000 scale, not normalised): [N] -> [N, dim] float64, cos half then sin half."""
+    half = dim // 2
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    args = t.to(torch.float64)[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+def _modulate(x: Tensor, shift: Tensor, scale: Tensor, frames: int) -> Tensor:
+    """x: [B, F*T, dim] fp32; shift/scale: [B, F, dim] broadcast over each frame's T tokens."""
+    b, s, d = x.shape
+    xv = x.view(b, frames, s // frames, d)
+    return (xv * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)).view(b, s, d)
+
+
+def _gate(y: Tensor, gate: Tensor, frames: int) -> Tensor:
+    b, s, d = y.shape
+    return (y.to(gate.dtype).view(b, frames, s // frames, d) * gate.unsqueeze(2)).view(b, s, d)
+
+
+class DiTBlock(nn.Module):
+    """Self-attention, cross-attention and FFN with per-frame AdaLN modulation (`modulation` [1, 6, dim])."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        self.dim, self.eps = cfg.dim, cfg.eps
+        self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
+        self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, cfg.eps)
+        self.norm3 = nn.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=True)
+        self.cross_attn = CrossAttention(cfg.dim, cfg.num_heads, cfg.eps)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, cfg.dim)
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        e0: Tensor,
+        rope: tuple[Tensor, Tensor],
+        text_kv: tuple[Tensor, Tensor],
+        *,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> Tensor:
+        """x: [B, F*T, dim] residual (fp32, or fp64 for an fp64 model); e0: [B, F, 6, dim] in x's dtype;
+        rope: cos/sin [F*T, D/2]; text_kv: k, v [B, H, L, D]. Returns the new residual [B, F*T, dim]."""
+        frames, acc = e0.shape[1], x.dtype
+        dtype = self.self_attn.q.weight.dtype
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.to(acc).unsqueeze(0) + e0).unbind(2)
+        h = _modulate(F.layer_norm(x, (self.dim,), eps=self.eps), shift1, scale1, frames).to(dtype)
+        y = self.self_attn(h, *rope, mask=mask, cache=cache, layer=layer)
+        x = x + _gate(y, gate1, frames)
+        w, b = self.norm3.weight.to(acc), self.norm3.bias.to(acc)
+        x = x + self.cross_attn(F.layer_norm(x, (self.dim,), w, b, self.eps).to(dtype), *text_kv).to(acc)
+        h = _modulate(F.layer_norm(x, (self.dim,), eps=self.eps), shift2, scale2, frames).to(dtype)
+        return x + _gate(self.ffn(h), gate2, frames)
+
+
+class Head(nn.Module):
+    """Final modulated LayerNorm + Linear to patch pixels (`head.modulation` [1, 2, dim], `head.head`)."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        self.dim, self.eps = cfg.dim, cfg.eps
+        self.head = nn.Linear(cfg.dim, math.prod(cfg.patch_size) * cfg.out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+
+    def forward(self, x: Tensor, e: Tensor) -> Tensor:
+        """x: [B, F*T, dim] residual; e: [B, F, dim] time_embedding output, x's dtype -> [B, F*T, prod(patch)*out]."""
+        shift, scale = (self.modulation.to(x.dtype).unsqueeze(0) + e.unsqueeze(2)).unbind(2)
+        h = _modulate(F.layer_norm(x, (self.dim,), eps=self.eps), shift, scale, e.shape[1])
+        return self.head(h.to(self.head.weight.dtype))
+
+
+class DiT(nn.Module):
+    """Causal Wan2.1 DiT predicting the flow v = noise - x0 for each latent frame."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(
+            nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim)
+        )
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
+        self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
+        self.head = Head(cfg)
+
+    # ---- precision -------------------------------------------------------------------------------
+    def to_inference_dtype(self, dtype: torch.dtype) -> DiT:
+        """Cast the matmul weights to `dtype`, keeping time embedding, modulation and head in fp32 (upstream)."""
+        self.to(dtype)
+        keep = torch.promote_types(dtype, torch.float32)
+        self.time_embedding.to(keep)
+        self.time_projection.to(keep)
+        self.head.to(keep)
+        for block in self.blocks:
+            block.modulation.data = block.modulation.data.to(keep)
+        return self
+
+    @property
+    def acc_dtype(self) -> torch.dtype:
+        """Dtype of the residual stream and modulation math: fp32, or fp64 for an fp64 model."""
+        return torch.promote_types(self.dtype, torch.float32)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.patch_embedding.weight.dtype
+
+    # ---- conditioning ----------------------------------------------------------------------------
+    def embed_text(self, text: Tensor) -> Tensor:
+        """text: [B, L, text_dim] encoder output (L <= text_len) -> [B, text_len, dim]; zero-padded like upstream."""
+        b, n, d = text.shape
+        if d != self.cfg.text_dim:
+            raise ValueError(f"text embedding width {d} != model text_dim {self.cfg.text_dim}")
+        if n > self.cfg.text_len:
+            raise ValueError(f"text has {n} tokens, more than text_len {self.cfg.text_len}")
+        text = F.pad(text.to(self.text_embedding[0].weight.dtype), (0, 0, 0, self.cfg.text_len - n))
+        return self.text_embedding(text)
+
+    @torch.no_grad()
+    def cross_kv(self, text: Tensor, out: CrossAttnKV | None = None) -> CrossAttnKV:
+        """Per-layer cross-attention K/V for a prompt: text [B, L, text_dim] -> CrossAttnKV.
+
+        Written into `out` in place when given (static buffers for a captured graph), else allocated.
+        """
+        ctx = self.embed_text(text)
+        if out is None:
+            out = CrossAttnKV.allocate(self.cfg, text.shape[0], ctx.dtype, ctx.device)
+        for i, block in enumerate(self.blocks):
+            k, v = block.cross_attn.kv(ctx)
+            out.k[i].copy_(k)
+            out.v[i].copy_(v)
+        return out
+
+    def time_embed(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """t: [B, F] timesteps (0-1000) -> e [B, F, dim], e0 [B, F, 6, dim], both in acc_dtype (fp32)."""
+        b, f = t.shape
+        acc, w = self.acc_dtype, self.time_embedding[0].weight
+        e = self.time_embedding(timestep_embedding(t.reshape(-1), self.cfg.freq_dim).to(w.dtype)).to(acc)
+        e0 = self.time_projection(e.to(self.time_projection[1].weight.dtype)).to(acc)
+        return e.view(b, f, self.cfg.dim), e0.view(b, f, 6, self.cfg.dim)
+
+    # ---- forward ---------------------------------------------------------------------------------
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        context: CrossAttnKV | Tensor,
+        cache: KVCache | None = None,
+        *,
+        chunk_frames: int | None = None,
+        window: int | None = None,
+        sinks: int = 0,
+        start: int = 0,
+    ) -> Tensor:
+        """Flow prediction for latent frames.
+
+        x: [B, in_dim, F, H, W] latents; t: [B, F] per-frame timesteps (or [B], shared by all frames);
+        context: CrossAttnKV from `cross_kv`, or raw text [B, L, text_dim].
+        With `cache`: x is the current chunk; its time positions come from the cache, it attends to the
+        cached frames plus itself, and its K/V are left in the cache's staging slots (call
+        `cache.commit(F)` once the chunk is final). Without: the whole sequence in one pass, positions
+        start..start+F-1, block-causal over `chunk_frames` (bidirectional when None), optionally with the
+        cache's window/sink mask for reference computations.
+        Returns v: [B, out_dim, F, H, W] in acc_dtype (float32; float64 for a float64 model).
+        """
+        cfg = self.cfg
+        b, _, f_in, h_in, w_in = x.shape
+        pt, ph, pw = cfg.patch_size
+        if f_in % pt or h_in % ph or w_in % pw:
+            raise ValueError(f"latent shape {tuple(x.shape)} is not divisible by the patch {cfg.patch_size}")
+        frames, hp, wp = f_in // pt, h_in // ph, w_in // pw
+        if t.dim() == 1:
+            t = t[:, None].expand(b, frames)
+        if tuple(t.shape) != (b, frames):
+            raise ValueError(f"t must be [B, F] = [{b}, {frames}], got {tuple(t.shape)}")
+        if isinstance(context, Tensor):
+            context = self.cross_kv(context)
+
+        tokens = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2).to(self.acc_dtype)  # [B, F*T, dim]
+        e, e0 = self.time_embed(t)
+        mask = None
+        if cache is not None:
+            if chunk_frames is not None or window is not None or sinks or start:
+                raise ValueError("chunk_frames/window/sinks/start describe the full-sequence pass; the cache sets them")
+            cache.check_chunk(frames, hp * wp)
+            positions = cache.positions(frames)
+        else:
+            positions = torch.arange(start, start + frames, device=x.device)
+            fm = frame_mask(frames, chunk_frames, window, sinks, device=x.device)
+            mask = None if fm is None else token_mask(fm, hp * wp)
+        rope = rope_tables(positions, hp, wp, cfg.head_dim, cfg.rope_theta, dtype=self.acc_dtype)
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens, e0, rope, context.layer(i), mask=mask, cache=cache, layer=i)
+        out = self.head(tokens, e).to(self.acc_dtype)  # [B, F*T, pt*ph*pw*out]
+        out = out.view(b, frames, hp, wp, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return out.reshape(b, cfg.out_dim, frames * pt, hp * ph, wp * pw)
+
+
+def build(preset_name: str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> DiT:
+    """A DiT of a named preset with random weights, on `device`, in inference precision `dtype`."""
+    model = DiT(preset(preset_name)).to(device)
+    return model.to_inference_dtype(dtype).eval()
