@@ -229,6 +229,21 @@ class ObsSettings:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 4455  # obs-websocket v5; the password comes from OBS_WEBSOCKET_PASSWORD
+    connect_timeout_s: float = 3.0  # per connection attempt and per request
+    reconnect_initial_s: float = 1.0  # first retry delay after OBS goes away
+    reconnect_max_s: float = 30.0  # backoff ceiling
+    scene: str = "Streamer AI"  # the scene `streamer obs setup` creates and fills
+    return_path: Literal["auto", "network", "virtualcam"] = "auto"  # auto: network if that sink is enabled, else virtualcam
+    return_url: str = ""  # what OBS's media source reads; empty = sinks.network.url
+    return_device: str = ""  # virtual-camera device OBS reads; empty = sinks.virtualcam.device
+    ai_input: str = "Streamer AI video"  # OBS input showing the daemon's output
+    prompt_input: str = "Streamer prompt"  # OBS text source showing the current prompt
+    overlay_input: str = "Streamer overlay"  # OBS browser source for the dashboard's overlay
+    overlay_url: str = ""  # empty = http://<dashboard.host>:<dashboard.port>/overlays/overlay.html
+    prompt_debounce_s: float = 0.1  # coalesce prompt changes before updating the text source
+    active_scenes: tuple[str, ...] = ()  # the model runs only while one of these is the program scene; empty = always
+    kill_source: str = ""  # a source whose visibility turns the AI off (bind show/hide hotkeys to it)
+    kill_scene: str = ""  # switching to this scene turns the AI off; leaving it turns it back on
 
 
 @dataclass(frozen=True)
@@ -375,6 +390,15 @@ def _check(s: Settings, f: str) -> None:
     _require(m.transition_chunks >= 1, f, "model.transition_chunks", "must be >= 1")
     _require(m.shift > 0, f, "model.shift", "must be > 0")
     _require(s.metrics.status_interval_s > 0, f, "metrics.status_interval_s", "must be > 0")
+    o = s.obs
+    _require(1 <= o.port <= 65535, f, "obs.port", "must be a TCP port 1-65535")
+    _require(o.connect_timeout_s > 0, f, "obs.connect_timeout_s", "must be > 0")
+    _require(o.reconnect_initial_s > 0, f, "obs.reconnect_initial_s", "must be > 0")
+    _require(o.reconnect_max_s >= o.reconnect_initial_s, f, "obs.reconnect_max_s", "must be >= obs.reconnect_initial_s")
+    _require(0 <= o.prompt_debounce_s <= 10, f, "obs.prompt_debounce_s", "must be between 0 and 10")
+    for key in ("scene", "ai_input", "prompt_input", "overlay_input"):
+        _require(bool(getattr(o, key).strip()), f, f"obs.{key}", "must not be empty")
+    _require(not o.return_url or "://" in o.return_url, f, "obs.return_url", "must be a URL like udp://127.0.0.1:5600")
     _check_twitch(s.twitch, f)
 
 
