@@ -44,6 +44,8 @@ class SourceSettings:
     camera_backend: Literal["auto", "dshow", "avfoundation", "v4l2"] = "auto"
     reconnect_initial_s: float = 0.5  # first retry delay after the input drops
     reconnect_max_s: float = 10.0  # backoff ceiling
+    timeout_s: float = 3.0  # network/camera: an input silent this long (or not opening) counts as dropped
+    stamp: bool = True  # pattern: burn the frame index into the top-left corner as a block code
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class NetworkSinkSettings:
     url: str = "udp://127.0.0.1:5600?pkt_size=1316"
     bitrate_kbps: int = 4000
     preset: str = "ultrafast"
+    keyframe_interval_s: float = 0.5  # small GOP: a receiver that joins (or loses a packet) recovers this fast
+    end_frames_early: bool = True  # end each H.264 frame with an access-unit delimiter: receivers decode it a frame sooner
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class RecordSinkSettings:
     path: str = "recordings/streamer-{time}.mp4"  # {time} becomes a timestamp
     codec: str = "libx264"
     crf: int = 23
+    preset: str = "veryfast"  # x264 preset: encoding must keep up in the output thread
 
 
 @dataclass(frozen=True)
@@ -378,6 +383,10 @@ def _check(s: Settings, f: str) -> None:
         _require("://" in s.source.url, f, "source.url", "must be a URL like udp://127.0.0.1:5600 when source.kind = 'network'")
     _require(s.source.reconnect_initial_s > 0, f, "source.reconnect_initial_s", "must be > 0")
     _require(s.source.reconnect_max_s >= s.source.reconnect_initial_s, f, "source.reconnect_max_s", "must be >= source.reconnect_initial_s")
+    _require(0.5 <= s.source.timeout_s <= 60, f, "source.timeout_s", "must be between 0.5 and 60")
+    _require(100 <= s.sinks.network.bitrate_kbps <= 100_000, f, "sinks.network.bitrate_kbps", "must be between 100 and 100000")
+    _require(0.05 <= s.sinks.network.keyframe_interval_s <= 10, f, "sinks.network.keyframe_interval_s", "must be between 0.05 and 10")
+    _require(0 <= s.sinks.record.crf <= 51, f, "sinks.record.crf", "must be between 0 and 51")
     m = s.model
     _require(m.width % 16 == 0 and m.width >= 16, f, "model.width", "must be a multiple of 16")
     _require(m.height % 16 == 0 and m.height >= 16, f, "model.height", "must be a multiple of 16")
