@@ -1,0 +1,52 @@
+"""Camera source: a missing device gives a clear error (with how to list devices) and never hangs."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import pytest
+
+from streamer import config
+from streamer.sources import SourceError, build_source
+from streamer.sources.camera import CameraSource, default_backend
+
+
+def settings(**source):
+    return config.from_dict({"video": {"width": 64, "height": 48}, "source": {"kind": "camera", **source}}, "test")
+
+
+def test_default_backend_per_os():
+    assert default_backend("win32") == "dshow"
+    assert default_backend("darwin") == "avfoundation"
+    assert default_backend("linux") == "v4l2"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the v4l2 path is Linux-only")
+def test_missing_v4l2_device_is_a_clear_error():
+    source = build_source(settings(device="/dev/video99", camera_backend="v4l2"))
+    assert isinstance(source, CameraSource)
+    with pytest.raises(SourceError) as err:
+        next(source._read(threading.Event()))
+    message = str(err.value)
+    assert "/dev/video99 does not exist" in message
+    assert "v4l2-ctl --list-devices" in message and "modprobe v4l2loopback" in message
+
+    stop = threading.Event()  # through frames(): reported once in last_error, retried, stops promptly
+    th = threading.Thread(target=lambda: list(source.frames(stop)))
+    th.start()
+    deadline = time.monotonic() + 2
+    while not source.last_error and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    stop.set()
+    th.join(2)
+    assert not th.is_alive() and time.monotonic() - t0 < 0.5
+    assert "does not exist" in source.last_error
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="dshow/avfoundation exist there")
+def test_backend_of_another_os_is_refused_at_build():
+    with pytest.raises(SourceError, match="not available"):
+        build_source(settings(device="video=OBS Virtual Camera", camera_backend="dshow"))
