@@ -1,0 +1,78 @@
+"""One PyAV output container with one encoded video stream: what the network and record sinks share."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from streamer.sinks import FrameClock
+
+
+class VideoEncoder:
+    """Encodes RGB frames (converted to yuv420p by PyAV's reformatter) and muxes them as they come.
+
+    Timestamps come from a `FrameClock` (wall time on the 1/fps grid), so the output's duration is the
+    stream's real duration.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        format: str | None,
+        width: int,
+        height: int,
+        fps: float,
+        codec: str = "libx264",
+        codec_options: dict[str, str] | None = None,
+        container_options: dict[str, str] | None = None,
+        bit_rate: int = 0,
+        gop: int = 0,
+        packet_suffix: bytes = b"",
+    ) -> None:
+        self.clock = FrameClock(fps)
+        self.container = av.open(target, mode="w", format=format, options=container_options or {})
+        try:
+            stream = self.container.add_stream(codec, rate=self.clock.rate, options=codec_options or {})
+            stream.width, stream.height = width, height
+            stream.pix_fmt = "yuv420p"
+            ctx = stream.codec_context
+            ctx.time_base = 1 / self.clock.rate
+            if bit_rate:
+                ctx.bit_rate = bit_rate
+            if gop:
+                ctx.gop_size = gop
+            ctx.open()  # fail here (bad codec option, odd size) rather than on the first frame
+        except BaseException:
+            self.container.close()
+            raise
+        self.stream = stream
+        self.packet_suffix = packet_suffix
+        self.frames = 0
+        self._closed = False
+
+    def encode(self, pixels: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+        frame.pts = self.clock.next_pts()
+        frame.time_base = self.stream.codec_context.time_base
+        for packet in self.stream.encode(frame):
+            self.container.mux(self._with_suffix(packet) if self.packet_suffix else packet)
+        self.frames += 1
+
+    def _with_suffix(self, packet: av.Packet) -> av.Packet:
+        out = av.Packet(bytes(packet) + self.packet_suffix)
+        out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
+        out.is_keyframe = packet.is_keyframe
+        out.stream = packet.stream
+        return out
+
+    def close(self) -> None:
+        """Flush the encoder and write the trailer: the output is complete and playable after this."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+        finally:
+            self.container.close()
