@@ -256,6 +256,11 @@ class DashboardSettings:
     enabled: bool = True
     host: str = "127.0.0.1"  # loopback only by default; the token comes from STREAMER_DASHBOARD_TOKEN
     port: int = 8765
+    allowed_hosts: tuple[str, ...] = ()  # extra Host names accepted (e.g. a LAN name); guards DNS rebinding
+    preview_fps: float = 10.0  # live preview frames per second (encoded once, shared by all viewers)
+    preview_quality: int = 5  # JPEG qscale, 2 (best) to 31 (smallest)
+    preview_max_width: int = 640  # preview is scaled down to this width; 0 = full size
+    metrics_interval_s: float = 1.0  # how often fps/latency are pushed to the dashboard charts
 
 
 @dataclass(frozen=True)
@@ -399,6 +404,12 @@ def _check(s: Settings, f: str) -> None:
     _require(m.transition_chunks >= 1, f, "model.transition_chunks", "must be >= 1")
     _require(m.shift > 0, f, "model.shift", "must be > 0")
     _require(s.metrics.status_interval_s > 0, f, "metrics.status_interval_s", "must be > 0")
+    d = s.dashboard
+    _require(0 <= d.port <= 65535, f, "dashboard.port", "must be 0-65535 (0 = any free port)")
+    _require(0.1 <= d.preview_fps <= 60, f, "dashboard.preview_fps", "must be between 0.1 and 60")
+    _require(2 <= d.preview_quality <= 31, f, "dashboard.preview_quality", "must be between 2 and 31")
+    _require(d.preview_max_width == 0 or d.preview_max_width >= 16, f, "dashboard.preview_max_width", "must be 0 or >= 16")
+    _require(0.1 <= d.metrics_interval_s <= 60, f, "dashboard.metrics_interval_s", "must be between 0.1 and 60")
     o = s.obs
     _require(1 <= o.port <= 65535, f, "obs.port", "must be a TCP port 1-65535")
     _require(o.connect_timeout_s > 0, f, "obs.connect_timeout_s", "must be > 0")

@@ -1,0 +1,163 @@
+// The streamer's dashboard. The token lives in this tab's sessionStorage (taken from the URL's
+// #token= fragment, which browsers never send to the server) and goes out only in the
+// X-Streamer-Token header of POST requests. Chat-supplied text is only set through textContent.
+import { connectLive, el, clear } from "/overlays/live.js";
+import { mountPoll } from "/overlays/widgets.js";
+import { LineChart } from "/assets/chart.js";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "streamer-dashboard-token";
+
+function takeTokenFromUrl() {
+  const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (match) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname + location.search);  // keep it out of history
+  }
+}
+
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+
+function showTokenForm(show) { $("token-form").classList.toggle("hidden", !show); }
+
+async function post(path, body, resultEl) {
+  resultEl.textContent = "…";
+  resultEl.className = "result";
+  let response;
+  try {
+    response = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Streamer-Token": token() },
+      body: JSON.stringify(body ?? {}),
+      credentials: "omit",
+    });
+  } catch (err) {
+    resultEl.textContent = `daemon unreachable: ${err}`;
+    resultEl.className = "result bad";
+    return null;
+  }
+  const text = await response.text();
+  let data = null;
+  try { data = JSON.parse(text); } catch { /* plain-text error */ }
+  if (response.status === 401 || response.status === 403) showTokenForm(true);
+  if (!response.ok) {
+    const reason = data ? (data.reason || data.status || text) : text;
+    resultEl.textContent = `refused (${response.status}): ${reason}`;
+    resultEl.className = "result bad";
+    return null;
+  }
+  resultEl.textContent = data && data.status ? `${data.status}${data.reason ? `: ${data.reason}` : ""}` : "done";
+  resultEl.className = "result ok";
+  return data;
+}
+
+// ---------------------------------------------------------------- live state
+
+const updatePoll = mountPoll($("poll-current"));
+let strengthTouched = false;
+
+function renderState(state) {
+  const p = state.prompt;
+  $("current-prompt").textContent = p.text;
+  $("previous-prompt").textContent = p.previous_text || "—";
+  const when = p.changed_at ? new Date(p.changed_at * 1000).toLocaleTimeString() : "";
+  $("prompt-meta").textContent = `v${p.version} · ${p.source}/${p.author} · ${p.reason} · ${when}`;
+  const ai = $("ai-state");
+  ai.textContent = p.enabled ? "AI on" : "AI off (kill switch)";
+  ai.className = `pill ${p.enabled ? "ok" : "bad"}`;
+  $("transform").textContent = state.transform;
+  const m = state.model;
+  const strength = p.strength ?? m.strength;
+  if (!strengthTouched) $("strength").value = String(strength);
+  $("strength-value").textContent = Number($("strength").value).toFixed(2);
+  $("model-info").textContent =
+    `${m.preset} ${m.width}×${m.height} · steps ${m.steps} (config) · strength ${strength.toFixed(2)}` +
+    `${p.strength === null ? " (config)" : " (override)"} · transition over ${state.transition_chunks} chunks`;
+  renderApprovals(state.queue || []);
+  updatePoll(state);
+  $("poll-end").disabled = !state.poll;
+}
+
+function renderApprovals(queue) {
+  const list = $("approvals");
+  clear(list);
+  $("approvals-empty").classList.toggle("hidden", queue.length > 0);
+  for (const item of queue) {
+    const li = el("li", "approval");
+    li.dataset.id = String(item.id);
+    const who = el("span", "approval-author", `${item.author ?? "?"} (${item.source ?? "chat"})`);
+    const text = el("span", "approval-text", item.text ?? "");
+    const approve = el("button", "approve", "Approve");
+    const deny = el("button", "deny danger", "Deny");
+    approve.type = deny.type = "button";
+    const result = el("span", "result");
+    approve.addEventListener("click", () => post(`/api/approvals/${encodeURIComponent(item.id)}/approve`, {}, result));
+    deny.addEventListener("click", () => post(`/api/approvals/${encodeURIComponent(item.id)}/deny`, { reason: "denied on the dashboard" }, result));
+    li.append(who, text, approve, deny, result);
+    list.append(li);
+  }
+}
+
+const fpsChart = new LineChart($("chart-fps"), { series: [{ name: "out", color: "#6fb8ff" }, { name: "in", color: "#9be38c" }] });
+const latencyChart = new LineChart($("chart-latency"), { series: [{ name: "p50", color: "#ffd27f" }, { name: "p99", color: "#ff8f8f" }] });
+
+function renderMetrics(m) {
+  fpsChart.push([m.fps_out, m.fps_in]);
+  latencyChart.push([m.latency_p50_ms, m.latency_p99_ms]);
+  $("fps-now").textContent = `${m.fps_out.toFixed(1)} fps out · ${m.fps_in.toFixed(1)} in`;
+  $("latency-now").textContent = `latency p50 ${m.latency_p50_ms.toFixed(0)} ms · p99 ${m.latency_p99_ms.toFixed(0)} ms`;
+  const stages = Object.entries(m.stages || {}).map(([name, s]) => `${name} ${s.p50_ms.toFixed(1)} ms`);
+  $("stages").textContent = stages.join(" · ");
+}
+
+// ---------------------------------------------------------------- controls
+
+function wire() {
+  $("token-entry").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
+    $("token-input").value = "";
+    showTokenForm(false);
+  });
+  $("prompt-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const text = $("prompt-input").value.trim();
+    if (!text) return;
+    if (await post("/api/prompt", { text }, $("prompt-result"))) $("prompt-input").value = "";
+  });
+  $("kill").addEventListener("click", () => post("/api/kill", {}, $("control-result")));
+  $("revive").addEventListener("click", () => post("/api/revive", {}, $("control-result")));
+  $("reset").addEventListener("click", () => post("/api/reset", {}, $("control-result")));
+  $("strength").addEventListener("input", () => {
+    strengthTouched = true;
+    $("strength-value").textContent = Number($("strength").value).toFixed(2);
+  });
+  $("strength-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    await post("/api/strength", { strength: Number($("strength").value) }, $("control-result"));
+    strengthTouched = false;
+  });
+  $("strength-default").addEventListener("click", async () => {
+    await post("/api/strength", { strength: null }, $("control-result"));
+    strengthTouched = false;
+  });
+  $("poll-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const options = $("poll-options").value.split("\n").map((s) => s.trim()).filter(Boolean);
+    post("/api/poll/start", { title: $("poll-title").value.trim(), options, duration_s: Number($("poll-duration").value) }, $("poll-result"));
+  });
+  $("poll-end").addEventListener("click", () => post("/api/poll/end", {}, $("poll-result")));
+}
+
+takeTokenFromUrl();
+showTokenForm(!token());
+wire();
+connectLive({
+  metrics: true,
+  onState: renderState,
+  onMetrics: renderMetrics,
+  onStatus: (up) => {
+    $("conn").textContent = up ? "connected" : "disconnected";
+    $("conn").className = `pill ${up ? "ok" : "bad"}`;
+  },
+});

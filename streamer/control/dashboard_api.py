@@ -1,0 +1,280 @@
+"""The dashboard's JSON API: read the live state, and the token-checked controls.
+
+Every control goes through the same paths as chat: a prompt typed here is proposed to the
+governor (moderation, cooldown, approval mode) with source "dashboard"; the kill switch, strength,
+approvals and polls call the control plane. When the control plane is unavailable (it failed to
+import) the PromptBus is used directly, still moderated when a moderator is set.
+The auth, Origin and CSP checks live in dashboard.py's middleware, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+BY = "dashboard"  # who the audit log names for actions taken here
+MAX_PROMPT_CHARS = 2000  # hard cap before moderation (which applies its own, smaller one)
+
+
+def _plain(obj: Any) -> Any:
+    """A JSON-friendly copy of a dataclass / object / container."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    # Only JSON: a cross-site <form> can only send urlencoded/multipart/text, so this is one more CSRF wall.
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="send a JSON body with Content-Type: application/json")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="the JSON body must be an object")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise web.HTTPBadRequest(text=f"'{name}' must be a {want}")
+    return value
+
+
+class DashboardApi:
+    """Handlers over an AppContext-like object (settings, bus, store, metrics, pipeline, control)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.on_change: Callable[..., None] = lambda *a: None  # set to LiveHub.notify
+
+    @property
+    def control(self) -> Any:
+        return getattr(self.ctx, "control", None)
+
+    def subscribe(self, notify: Callable[..., None]) -> None:
+        """Register `notify` with every part that can tell us of changes (thread-safe callers)."""
+        self.ctx.bus.add_listener(notify)
+        c = self.control
+        if c is None:
+            return
+        for part in ("governor", "approvals", "polls"):
+            add = getattr(getattr(c, part, None), "add_listener", None)
+            if add is not None:
+                add(notify)
+
+    # ------------------------------------------------------------------ read side
+
+    def state(self) -> dict[str, Any]:
+        """What the pages show: prompt (+ transition), transform, poll, approval queue."""
+        p = self.ctx.bus.current()
+        m = self.ctx.settings.model
+        c = self.control
+        return {
+            "prompt": {
+                "text": p.text,
+                "previous_text": p.previous_text,
+                "version": p.version,
+                "source": p.source,
+                "author": p.author,
+                "reason": p.reason,
+                "changed_at": p.changed_at,
+                "enabled": p.enabled,
+                "strength": p.strength,
+            },
+            "transition_chunks": m.transition_chunks,
+            "model": {"preset": m.preset, "steps": m.steps, "strength": m.strength,
+                      "width": m.width, "height": m.height},
+            "transform": self.ctx.pipeline.transform_status(),
+            "poll": self._poll_view(c),
+            "queue": self._queue_view(c),
+            "governor": _plain(c.governor.status()) if c is not None else None,
+        }
+
+    @staticmethod
+    def _poll_view(c: Any) -> dict[str, Any] | None:
+        polls = getattr(c, "polls", None)
+        if polls is None:
+            return None
+        current = polls.current() if callable(getattr(polls, "current", None)) else None
+        if current is None:
+            return None
+        view = _plain(current.view() if hasattr(current, "view") else current)
+        return view if isinstance(view, dict) else {"value": view}
+
+    @staticmethod
+    def _queue_view(c: Any) -> list[dict[str, Any]]:
+        """Pending approvals, public fields only: overlays are unauthenticated, so no meta
+        (channel-points redemption ids) and no templated model text."""
+        approvals = getattr(c, "approvals", None)
+        if approvals is None:
+            return []
+        return [
+            {"id": item.id, "author": item.author, "source": item.source, "text": item.text,
+             "created_at": item.created_at}
+            for item in approvals.pending()
+        ]
+
+    def metrics_view(self) -> dict[str, Any]:
+        return _plain(self.ctx.metrics.snapshot())  # type: ignore[no-any-return]
+
+    async def get_state(self, request: web.Request) -> web.Response:
+        return web.json_response({**self.state(), "metrics": self.metrics_view()})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.ctx.metrics.prometheus_text(), content_type="text/plain",
+                            charset="utf-8", headers={"X-Prometheus-Format": "0.0.4"})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        pipeline = self.ctx.pipeline
+        stopped = bool(getattr(pipeline, "stopped", False))
+        body = {"ok": not stopped, "transform": pipeline.transform_status(),
+                "output": pipeline.latest_output() is not None}
+        return web.json_response(body, status=503 if stopped else 200)
+
+    # ------------------------------------------------------------------ controls (token-checked upstream)
+
+    def _changed(self) -> None:
+        self.on_change()
+
+    async def set_prompt(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        text = _field(body, "text", str).strip()
+        if not text:
+            raise web.HTTPBadRequest(text="the prompt is empty")
+        if len(text) > MAX_PROMPT_CHARS:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_PROMPT_CHARS, actual_size=len(text),
+                                                text=f"a prompt is at most {MAX_PROMPT_CHARS} characters")
+        governor = getattr(self.control, "governor", None)
+        if governor is not None:
+            proposal = governor.propose(text, source=BY, author="streamer", meta={})
+            result = _plain(proposal)
+            accepted = proposal.status != "rejected"
+        else:
+            verdict = self.ctx.bus.propose(text, source=BY, author="streamer")
+            result = {"status": "applied" if verdict.allowed else "rejected", "reason": verdict.reason,
+                      "text": verdict.text}
+            accepted = verdict.allowed
+        self._changed()
+        return web.json_response(result, status=200 if accepted else 422)
+
+    async def kill(self, request: web.Request) -> web.Response:
+        return self._enable(False)
+
+    async def revive(self, request: web.Request) -> web.Response:
+        return self._enable(True)
+
+    def _enable(self, on: bool) -> web.Response:
+        governor = getattr(self.control, "governor", None)
+        if governor is not None:
+            (governor.revive if on else governor.kill)(by=BY)
+        else:
+            self.ctx.bus.set_enabled(on, source=BY, author="streamer", reason="dashboard " + ("on" if on else "off"))
+        self._changed()
+        return web.json_response({"enabled": self.ctx.bus.current().enabled})
+
+    async def set_strength(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        value = _field(body, "strength", (int, float), required=False)
+        if value is not None and not 0.0 <= float(value) <= 1.0:
+            raise web.HTTPBadRequest(text="strength must be between 0 and 1 (or null for the configured value)")
+        value = None if value is None else float(value)
+        governor = getattr(self.control, "governor", None)
+        if governor is not None:
+            try:
+                governor.set_strength(value, by=BY)
+            except ValueError as e:
+                raise web.HTTPBadRequest(text=str(e)) from None
+        else:
+            self.ctx.bus.set_strength(value, source=BY, author="streamer")
+        self._changed()
+        return web.json_response({"strength": self.ctx.bus.current().strength})
+
+    async def reset(self, request: web.Request) -> web.Response:
+        """Forget the model's temporal state (a stuck look, a scene cut)."""
+        self.ctx.pipeline.reset()
+        return web.json_response({"reset": True})
+
+    def _decide(self, request: web.Request, decide: Callable[[Any], Any]) -> web.Response:
+        approvals = getattr(self.control, "approvals", None)
+        if approvals is None:
+            raise web.HTTPServiceUnavailable(text="the approval queue is not available (no control plane)")
+        item_id = request.match_info["id"]
+        if approvals.get(item_id) is None:
+            raise web.HTTPNotFound(text=f"there is no request #{item_id}")
+        try:
+            item = decide(approvals)
+        except LookupError as e:  # ApprovalError: already decided (by a mod in chat, say)
+            raise web.HTTPConflict(text=str(e)) from None
+        self._changed()
+        return web.json_response({"ok": True, "id": item.id, "status": item.status, "reason": item.reason})
+
+    async def approve(self, request: web.Request) -> web.Response:
+        return self._decide(request, lambda a: a.approve(request.match_info["id"], by=BY))
+
+    async def deny(self, request: web.Request) -> web.Response:
+        body = await _json_body(request) if request.can_read_body else {}
+        reason = (_field(body, "reason", str, required=False) or "denied on the dashboard")[:200]
+        return self._decide(request, lambda a: a.deny(request.match_info["id"], by=BY, reason=reason))
+
+    def _polls(self) -> Any:
+        polls = getattr(self.control, "polls", None)
+        if polls is None:
+            raise web.HTTPServiceUnavailable(text="polls are not available (no control plane)")
+        return polls
+
+    async def poll_start(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        title = _field(body, "title", str).strip()
+        options = _field(body, "options", list)
+        if not all(isinstance(o, str) for o in options):
+            raise web.HTTPBadRequest(text="'options' must be a list of strings")
+        duration = float(_field(body, "duration_s", (int, float)))
+        try:
+            poll = self._polls().start({"title": title, "options": [o.strip() for o in options],
+                                        "duration_s": duration}, by=BY)
+        except ValueError as e:  # invalid spec (too many options, too long, ...): the poll module says why
+            raise web.HTTPBadRequest(text=str(e)) from None
+        self._changed()
+        return web.json_response({"ok": True, "poll": _plain(poll)})
+
+    async def poll_end(self, request: web.Request) -> web.Response:
+        result = self._polls().end(by=BY)
+        self._changed()
+        return web.json_response({"ok": True, "result": _plain(result)})
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/state", self.get_state),
+            web.get("/metrics", self.metrics),
+            web.get("/healthz", self.healthz),
+            web.post("/api/prompt", self.set_prompt),
+            web.post("/api/kill", self.kill),
+            web.post("/api/revive", self.revive),
+            web.post("/api/strength", self.set_strength),
+            web.post("/api/reset", self.reset),
+            web.post("/api/approvals/{id}/approve", self.approve),
+            web.post("/api/approvals/{id}/deny", self.deny),
+            web.post("/api/poll/start", self.poll_start),
+            web.post("/api/poll/end", self.poll_end),
+        ]
