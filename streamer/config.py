@@ -134,6 +134,12 @@ class ModerationSettings:
     blocklist_extra: tuple[str, ...] = ()  # words and phrases added to the shipped blocklist
     template: str = "{prompt}"  # server-side prompt template; chat text fills {prompt} only
     min_change_interval_s: float = 10.0  # at most one audience prompt change per this many seconds
+    blocklist_allow: tuple[str, ...] = ()  # shipped blocklist entries to drop (exactly as listed in blocklist.py)
+    presets: dict[str, str] = field(default_factory=dict)  # curated looks: name -> prompt (`!style name`, presets-only mode)
+    negative_prompt: str = "nudity, nsfw, gore, blood, text, watermark"  # fixed negative terms (models that use one); chat cannot change it
+    trusted_sources: tuple[str, ...] = ("dashboard", "console", "poll")  # still moderated, but skip approval, presets-only and the rate limit
+    approval_max_age_s: float = 600.0  # pending approvals older than this expire (refunded); 0 = never
+    audit_max_chars: int = 300  # characters of raw text kept per audit-log entry
 
 
 Role = Literal["everyone", "subscriber", "vip", "moderator", "broadcaster"]
@@ -332,6 +338,11 @@ def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{file}: '{key}' must be one of {', '.join(map(repr, choices))}; got {value!r}")
         return value
+    if origin is dict:
+        key_tp, value_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file}: '{key}' must be a table; got {type(value).__name__} {value!r}")
+        return {_convert(key_tp, k, file, f"{key}.{k}"): _convert(value_tp, v, file, f"{key}.{k}") for k, v in value.items()}
     if origin in (tuple, list):
         (item_tp, *_rest) = get_args(tp)
         if not isinstance(value, list):
@@ -374,6 +385,18 @@ def _require(ok: bool, file: str, key: str, message: str) -> None:
 _SINK_KINDS = ("virtualcam", "network", "record", "null")
 
 
+def _check_moderation(m: ModerationSettings, f: str) -> None:
+    _require(1 <= m.max_length <= 2000, f, "moderation.max_length", "must be between 1 and 2000")
+    _require(m.template.count("{prompt}") == 1, f, "moderation.template", "must contain {prompt} exactly once")
+    _require(m.min_change_interval_s >= 0, f, "moderation.min_change_interval_s", "must be >= 0")
+    _require(m.approval_max_age_s >= 0, f, "moderation.approval_max_age_s", "must be >= 0 (0 = never expire)")
+    _require(16 <= m.audit_max_chars <= 10_000, f, "moderation.audit_max_chars", "must be between 16 and 10000")
+    for i, term in enumerate(m.blocklist_extra):
+        _require(bool(term.strip(" *")), f, f"moderation.blocklist_extra[{i}]", "must not be empty")
+    for name, prompt in m.presets.items():
+        _require(bool(name.strip()) and bool(prompt.strip()), f, f"moderation.presets.{name}", "needs a name and a prompt")
+
+
 def _check(s: Settings, f: str) -> None:
     """Cross-field and range checks the types cannot express."""
     _require(16 <= s.video.width <= 7680 and s.video.width % 2 == 0, f, "video.width", "must be an even number 16-7680")
@@ -404,6 +427,7 @@ def _check(s: Settings, f: str) -> None:
     _require(m.transition_chunks >= 1, f, "model.transition_chunks", "must be >= 1")
     _require(m.shift > 0, f, "model.shift", "must be > 0")
     _require(s.metrics.status_interval_s > 0, f, "metrics.status_interval_s", "must be > 0")
+    _check_moderation(s.moderation, f)
     d = s.dashboard
     _require(0 <= d.port <= 65535, f, "dashboard.port", "must be 0-65535 (0 = any free port)")
     _require(0.1 <= d.preview_fps <= 60, f, "dashboard.preview_fps", "must be between 0.1 and 60")

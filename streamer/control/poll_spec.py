@@ -1,0 +1,87 @@
+"""PollSpec: a poll's title, choices and length, checked against Twitch's limits before any HTTP call.
+
+Twitch (Helix Create Poll) allows a title of at most 60 characters, 2 to 5 choices of at most 25
+characters each, and 15 to 1800 seconds; TwitchIO only learns of a violation from the HTTP error,
+so every poll (native or chat-vote) is validated here first, with a message fit for a chat reply.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+TITLE_MAX = 60
+CHOICE_MAX = 25
+CHOICES_MIN, CHOICES_MAX = 2, 5
+SECONDS_MIN, SECONDS_MAX = 15, 1800
+
+
+class PollSpecError(ValueError):
+    """The poll's title, choices or length break a rule; the message says which and how."""
+
+
+class PollError(RuntimeError):
+    """A poll action that does not fit the current state (none running, one already running, bad vote)."""
+
+
+def _no_controls(text: str, what: str) -> None:
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in text):
+        raise PollSpecError(f"{what} contains control or invisible characters")
+
+
+@dataclass(frozen=True)
+class PollSpec:
+    """title: <= 60 chars; choices: 2-5 distinct texts of <= 25 chars; seconds: 15-1800 (whole seconds).
+    Surrounding whitespace is stripped; anything else wrong raises PollSpecError."""
+
+    title: str
+    choices: tuple[str, ...]
+    seconds: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.title, str):
+            raise PollSpecError("the poll title must be text")
+        title = " ".join(self.title.split())
+        if not title:
+            raise PollSpecError("the poll needs a title")
+        if len(title) > TITLE_MAX:
+            raise PollSpecError(f"the poll title is {len(title)} characters; Twitch allows at most {TITLE_MAX}")
+        _no_controls(title, "the poll title")
+        if isinstance(self.choices, str) or not isinstance(self.choices, list | tuple):
+            raise PollSpecError("the choices must be a list of texts")
+        if not all(isinstance(c, str) for c in self.choices):
+            raise PollSpecError("every choice must be text")
+        choices = tuple(" ".join(c.split()) for c in self.choices)
+        if not CHOICES_MIN <= len(choices) <= CHOICES_MAX:
+            raise PollSpecError(f"a poll needs {CHOICES_MIN} to {CHOICES_MAX} choices; got {len(choices)}")
+        for i, c in enumerate(choices, 1):
+            if not c:
+                raise PollSpecError(f"choice {i} is empty")
+            if len(c) > CHOICE_MAX:
+                raise PollSpecError(f"choice {i} is {len(c)} characters; Twitch allows at most {CHOICE_MAX}")
+            _no_controls(c, f"choice {i}")
+        if len({c.casefold() for c in choices}) != len(choices):
+            raise PollSpecError("two choices are the same")
+        seconds = self.seconds
+        if isinstance(seconds, float) and seconds.is_integer():
+            seconds = int(seconds)
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            raise PollSpecError(f"the poll length must be whole seconds; got {self.seconds!r}")
+        if not SECONDS_MIN <= seconds <= SECONDS_MAX:
+            raise PollSpecError(f"a poll lasts {SECONDS_MIN} to {SECONDS_MAX} seconds; got {seconds}")
+        object.__setattr__(self, "title", title)
+        object.__setattr__(self, "choices", choices)
+        object.__setattr__(self, "seconds", seconds)
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> PollSpec:
+        """From JSON-like data: title, choices (or options), seconds (or duration_s)."""
+        if not isinstance(m, Mapping):
+            raise PollSpecError("a poll must be given as title, choices and seconds")
+        choices = m.get("choices", m.get("options"))
+        seconds = m.get("seconds", m.get("duration_s"))
+        if choices is None or seconds is None or "title" not in m:
+            raise PollSpecError("a poll needs 'title', 'choices' and 'seconds'")
+        return cls(m["title"], tuple(choices) if isinstance(choices, list) else choices, seconds)
