@@ -137,7 +137,9 @@ def doctor_checks(settings: Settings) -> Iterable[Check]:
                 continue
             sink.open(v.width, v.height, v.fps)
         except SinkUnavailable as e:
-            yield Check(label, "FAIL", str(e).splitlines()[0], _fix_of(e))
+            # the daemon carries on with the other sinks, so that is a warning, a lone sink a failure
+            others = [k for k in settings.sinks.enabled if k not in (kind, "null")]
+            yield Check(label, "WARN" if others else "FAIL", str(e).splitlines()[0], _fix_of(e))
             continue
         except Exception as e:
             yield Check(label, "FAIL", f"{type(e).__name__}: {e}", "see the error above")

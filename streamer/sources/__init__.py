@@ -220,7 +220,9 @@ def first_frame(source: Source, timeout_s: float) -> Frame:
 
     waiter = threading.Thread(target=wait, name="source-probe", daemon=True)
     waiter.start()
-    waiter.join(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while waiter.is_alive() and not source.last_error and time.monotonic() < deadline:
+        waiter.join(0.05)  # the first failed open is the answer: no need to sit through the backoff
     stop.set()
     waiter.join(1.0)
     source.close()

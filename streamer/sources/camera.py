@@ -12,13 +12,16 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
 
 from streamer.frames import Frame
 from streamer.sources import Source, SourceError, to_rgb
+
+if TYPE_CHECKING:
+    from streamer.config import Settings
 
 _LIST_DEVICES = {
     "dshow": "list cameras with: ffmpeg -hide_banner -list_devices true -f dshow -i dummy "
@@ -44,7 +47,7 @@ class CameraSource(Source):
 
     name = "camera"
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         cfg = self.settings.source
         self.backend = default_backend() if cfg.camera_backend == "auto" else cfg.camera_backend

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import av
 
 from streamer.frames import Frame
 from streamer.sources import Source, SourceError, to_rgb
+
+if TYPE_CHECKING:
+    from streamer.config import Settings
 
 SCHEMES = ("udp", "tcp", "rtmp", "rtmps", "rtp", "http", "https")
 _DEFAULT_FORMAT = {"udp": "mpegts", "tcp": "mpegts", "rtp": "", "rtmp": "flv", "rtmps": "flv"}
@@ -51,8 +55,8 @@ class NetworkSource(Source):
 
     name = "network"
 
-    def __init__(self, settings: object) -> None:
-        super().__init__(settings)  # type: ignore[arg-type]
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
         cfg = self.settings.source
         self.scheme = check_url(cfg.url)
         self.format = cfg.format or _DEFAULT_FORMAT.get(self.scheme, "") or None
