@@ -1,0 +1,409 @@
+"""Load the DiT weights users bring, whatever the container, into the original Wan2.1 names.
+
+Layouts (model.md §1): original Wan safetensors (+ config.json beside it, optionally sharded with an
+index json), Diffusers `WanTransformer3DModel` names, Self-Forcing / CausVid / StreamDiffusionV2 torch
+pickles (`generator_ema` preferred over `generator`, then `state_dict`, then a bare dict; `model.`
+prefixes stripped), and LongLive: such a base plus a PEFT LoRA merged as W += (alpha/r) B A.
+
+Pickles are read only with `torch.load(weights_only=True)`. The whole state dict is checked against
+the architecture (missing, unexpected and mis-shaped keys) before any model is built, so a wrong or
+truncated file is a `CheckpointError` naming the problems, never a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from streamer.model.dit import PRESETS, DiT, DiTConfig
+
+_SHOW = 10  # keys listed per problem kind
+_CONTAINER_KEYS = ("generator_ema", "generator", "state_dict", "model")
+_LORA_CONTAINER_KEYS = ("generator_lora", "lora", "state_dict")
+_PREFIXES = ("module.", "_orig_mod.", "model.", "base_model.model.")
+_DIFFUSERS_RENAMES = [  # (diffusers pattern, original replacement); applied in order, anchored on name parts
+    (r"^condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
+    (r"^condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
+    (r"^condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
+    (r"^condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
+    (r"^condition_embedder\.time_proj\.", "time_projection.1."),
+    (r"^scale_shift_table$", "head.modulation"),
+    (r"^proj_out\.", "head.head."),
+    (r"^(blocks\.\d+)\.scale_shift_table$", r"\1.modulation"),
+    (r"^(blocks\.\d+)\.attn1\.to_out\.0\.", r"\1.self_attn.o."),
+    (r"^(blocks\.\d+)\.attn2\.to_out\.0\.", r"\1.cross_attn.o."),
+    (r"^(blocks\.\d+)\.attn1\.to_([qkv])\.", r"\1.self_attn.\2."),
+    (r"^(blocks\.\d+)\.attn2\.to_([qkv])\.", r"\1.cross_attn.\2."),
+    (r"^(blocks\.\d+)\.attn1\.(norm_[qk])\.", r"\1.self_attn.\2."),
+    (r"^(blocks\.\d+)\.attn2\.(norm_[qk])\.", r"\1.cross_attn.\2."),
+    (r"^(blocks\.\d+)\.norm2\.", r"\1.norm3."),  # Diffusers' norm2 is Wan's affine cross-attention norm3
+    (r"^(blocks\.\d+)\.ffn\.net\.0\.proj\.", r"\1.ffn.0."),
+    (r"^(blocks\.\d+)\.ffn\.net\.2\.", r"\1.ffn.2."),
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and every problem found."""
+
+
+@dataclass
+class CheckpointInfo:
+    """What `read_checkpoint` found: weights in original Wan names plus how they were stored."""
+
+    path: Path
+    layout: str
+    config: DiTConfig
+    preset: str
+    state_dict: dict[str, Tensor]
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_params(self) -> int:
+        return sum(t.numel() for t in self.state_dict.values())
+
+    @property
+    def dtypes(self) -> str:
+        counts: dict[str, int] = {}
+        for t in self.state_dict.values():
+            counts[str(t.dtype).removeprefix("torch.")] = counts.get(str(t.dtype).removeprefix("torch."), 0) + 1
+        return ", ".join(f"{k} ({v} tensors)" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+# ---- reading containers ------------------------------------------------------------------------------
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own error type for truncated/corrupt headers
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def _read_pickle(path: Path) -> Any:
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:  # legacy (non-zip) files cannot be memory-mapped
+            if "mmap" not in str(e):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors, truncated zips, forbidden globals
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint with plain tensors ({type(e).__name__}: {e})"
+        ) from e
+
+
+def _read_index(path: Path) -> dict[str, Tensor]:
+    try:
+        weight_map = json.loads(path.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: not a sharded-checkpoint index with a weight_map ({e})") from e
+    out: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        out.update(_read_safetensors(path.parent / shard))
+    missing = sorted(set(weight_map) - set(out))
+    if missing:
+        raise CheckpointError(f"{path}: {len(missing)} keys of the index are in no shard: {', '.join(missing[:_SHOW])}")
+    return out
+
+
+def _resolve(path: Path) -> Path:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.is_file():
+        return path
+    for name in (
+        "diffusion_pytorch_model.safetensors.index.json",
+        "diffusion_pytorch_model.safetensors",
+        "model.safetensors.index.json",
+        "model.safetensors",
+        "model.pt",
+    ):
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(
+        f"{path}: directory holds no diffusion_pytorch_model.safetensors, model.safetensors or model.pt"
+    )
+
+
+def _unwrap(obj: Any, keys: tuple[str, ...], path: Path) -> tuple[dict[str, Tensor], str]:
+    """Pick the weights out of a training container; returns (tensors, which entry)."""
+    where = "bare dict"
+    if isinstance(obj, dict):
+        for key in keys:
+            if isinstance(obj.get(key), dict):
+                obj, where = obj[key], key
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} entries are not tensors (e.g. {', '.join(bad[:_SHOW])}); containers "
+                              f"looked for: {', '.join(keys)}")  # fmt: skip
+    return dict(obj), where
+
+
+def _strip_prefixes(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    stripped = []
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix) :]: v for k, v in sd.items()}
+                stripped.append(prefix)
+                changed = True
+    return sd, stripped
+
+
+def _is_diffusers(keys: list[str]) -> bool:
+    return any(k.startswith(("condition_embedder.", "proj_out.")) or ".attn1." in k for k in keys)
+
+
+def diffusers_to_wan(key: str) -> str:
+    """Rename one Diffusers `WanTransformer3DModel` key to the original Wan name (unknown keys unchanged)."""
+    for pattern, repl in _DIFFUSERS_RENAMES:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return key
+
+
+def _config_from_json(path: Path) -> DiTConfig | None:
+    cfg_file = path.parent / "config.json"
+    if not cfg_file.is_file():
+        return None
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{cfg_file}: unreadable config ({e})") from e
+    try:
+        if "num_attention_heads" in raw:  # Diffusers
+            heads = int(raw["num_attention_heads"])
+            return DiTConfig(dim=heads * int(raw["attention_head_dim"]), num_layers=int(raw["num_layers"]),
+                             num_heads=heads, ffn_dim=int(raw["ffn_dim"]), in_dim=int(raw.get("in_channels", 16)),
+                             out_dim=int(raw.get("out_channels", 16)), patch_size=tuple(raw.get("patch_size", (1, 2, 2))),
+                             freq_dim=int(raw.get("freq_dim", 256)), text_dim=int(raw.get("text_dim", 4096)),
+                             eps=float(raw.get("eps", 1e-6)))  # fmt: skip
+        if raw.get("model_type", "t2v") != "t2v":
+            raise CheckpointError(f"{cfg_file}: model_type {raw['model_type']!r} is not supported (text-to-video only)")
+        return DiTConfig(dim=int(raw["dim"]), num_layers=int(raw["num_layers"]), num_heads=int(raw["num_heads"]),
+                         ffn_dim=int(raw["ffn_dim"]), in_dim=int(raw.get("in_dim", 16)), out_dim=int(raw.get("out_dim", 16)),
+                         patch_size=tuple(raw.get("patch_size", (1, 2, 2))), freq_dim=int(raw.get("freq_dim", 256)),
+                         text_dim=int(raw.get("text_dim", 4096)), text_len=int(raw.get("text_len", 512)),
+                         eps=float(raw.get("eps", 1e-6)))  # fmt: skip
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{cfg_file}: not a Wan or Diffusers transformer config ({e})") from e
+
+
+def _config_from_shapes(sd: dict[str, Tensor]) -> DiTConfig:
+    """Infer the architecture from tensor shapes; heads come from a matching preset, else head_dim 128."""
+    try:
+        pe = sd["patch_embedding.weight"]
+        dim, in_dim, patch = pe.shape[0], pe.shape[1], tuple(int(p) for p in pe.shape[2:])
+        layers = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+        ffn = sd["blocks.0.ffn.0.weight"].shape[0]
+        text_dim = sd["text_embedding.0.weight"].shape[1]
+        freq = sd["time_embedding.0.weight"].shape[1]
+        out_dim = sd["head.head.weight"].shape[0] // math.prod(patch)
+    except (KeyError, IndexError, ValueError) as e:
+        raise CheckpointError(f"cannot tell the architecture from the tensors (missing or odd {e}); "
+                              "is this a Wan2.1 DiT checkpoint?") from e  # fmt: skip
+    for cfg in PRESETS.values():
+        if (cfg.dim, cfg.num_layers, cfg.ffn_dim, cfg.text_dim, cfg.in_dim) == (dim, layers, ffn, text_dim, in_dim):
+            return cfg
+    heads = dim // 128 if dim % 128 == 0 else max(1, dim // 64)
+    return DiTConfig(dim=dim, num_layers=layers, num_heads=heads, ffn_dim=ffn, in_dim=in_dim, out_dim=out_dim,
+                     patch_size=patch, freq_dim=freq, text_dim=text_dim)  # type: ignore[arg-type]  # fmt: skip
+
+
+def preset_name(cfg: DiTConfig) -> str:
+    for name, p in PRESETS.items():
+        if p == cfg or (p.dim, p.num_layers, p.num_heads, p.ffn_dim, p.text_dim) == (
+            cfg.dim, cfg.num_layers, cfg.num_heads, cfg.ffn_dim, cfg.text_dim,
+        ):  # fmt: skip
+            return name
+    return "custom"
+
+
+def check_state_dict(sd: dict[str, Tensor], cfg: DiTConfig) -> list[str]:
+    """Problems (missing / unexpected / mis-shaped keys, non-float tensors) against the architecture."""
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in DiT(cfg).state_dict().items()}
+    problems = []
+
+    def listed(title: str, items: list[str]) -> None:
+        if items:
+            more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+            problems.append(f"{len(items)} {title}: {', '.join(items[:_SHOW])}{more}")
+
+    listed("missing keys", sorted(set(want) - set(sd)))
+    listed("unexpected keys", sorted(set(sd) - set(want)))
+    listed("mis-shaped keys (file vs model)", sorted(
+        f"{k} {list(sd[k].shape)} vs {list(want[k])}" for k in set(want) & set(sd) if tuple(sd[k].shape) != want[k]
+    ))  # fmt: skip
+    listed("non-float tensors", sorted(f"{k} ({v.dtype})" for k, v in sd.items() if not v.is_floating_point()))
+    return problems
+
+
+# ---- LoRA -----------------------------------------------------------------------------------------------
+def merge_lora(sd: dict[str, Tensor], lora_path: Path, alpha: float | None = None) -> tuple[list[str], str]:
+    """Merge a PEFT LoRA into `sd` in place: W += scale * B @ A, scale = alpha / r (alpha / sqrt(r) with rsLoRA).
+
+    alpha comes from `alpha`, else adapter_config.json beside the file (lora_alpha, r, use_rslora), else
+    a per-module `.alpha` tensor, else alpha = r (LongLive: r 256, alpha 256). Returns (problems, summary).
+    """
+    raw = _read_safetensors(lora_path) if lora_path.suffix == ".safetensors" else _read_pickle(lora_path)
+    lora, where = _unwrap(raw, _LORA_CONTAINER_KEYS, lora_path)
+    lora, _ = _strip_prefixes(lora)
+    # PEFT drops the adapter name when saving; a raw module state_dict keeps it (lora_A.default.weight).
+    lora = {re.sub(r"\.(lora_[AB])\.[^.]+\.weight$", r".\1.weight", k): v for k, v in lora.items()}
+    rslora, cfg_alpha = False, None
+    cfg_file = lora_path.parent / "adapter_config.json"
+    if cfg_file.is_file():
+        try:
+            acfg = json.loads(cfg_file.read_text())
+            cfg_alpha, rslora = acfg.get("lora_alpha"), bool(acfg.get("use_rslora", False))
+        except (OSError, ValueError) as e:
+            return [f"{cfg_file}: unreadable adapter config ({e})"], ""
+    problems: list[str] = []
+    modules = sorted({k.rsplit(".lora_", 1)[0] for k in lora if ".lora_A." in k or ".lora_B." in k})
+    others = sorted(k for k in lora if ".lora_A." not in k and ".lora_B." not in k and not k.endswith(".alpha"))
+    if others:
+        problems.append(
+            f"{len(others)} unsupported LoRA keys (only lora_A/lora_B pairs merge): {', '.join(others[:_SHOW])}"
+        )
+    if not modules:
+        problems.append(f"{lora_path}: no lora_A/lora_B weights found")
+    updates: dict[str, Tensor] = {}
+    ranks = set()
+    for mod in modules:
+        a, b = lora.get(f"{mod}.lora_A.weight"), lora.get(f"{mod}.lora_B.weight")
+        target = diffusers_to_wan(f"{mod}.weight")
+        if a is None or b is None:
+            problems.append(f"LoRA module {mod} lacks lora_{'A' if a is None else 'B'}.weight")
+            continue
+        if target not in sd:
+            problems.append(f"LoRA module {mod} targets {target}, which the checkpoint does not have")
+            continue
+        w = sd[target]
+        if (
+            a.dim() != 2
+            or b.dim() != 2
+            or w.dim() != 2
+            or b.shape[1] != a.shape[0]
+            or (b.shape[0], a.shape[1]) != w.shape
+        ):
+            problems.append(
+                f"LoRA module {mod}: A {list(a.shape)} / B {list(b.shape)} do not fit {target} {list(w.shape)}"
+            )
+            continue
+        r = a.shape[0]
+        ranks.add(r)
+        mod_alpha = alpha if alpha is not None else cfg_alpha
+        if mod_alpha is None and f"{mod}.alpha" in lora:
+            mod_alpha = float(lora[f"{mod}.alpha"])
+        mod_alpha = float(r if mod_alpha is None else mod_alpha)
+        scale = mod_alpha / (math.sqrt(r) if rslora else r)
+        updates[target] = (w.float() + scale * (b.float() @ a.float())).to(w.dtype)
+    if not problems:
+        sd.update(updates)
+    summary = f"{len(updates)} layers from {where}, rank {sorted(ranks)}, alpha {alpha or cfg_alpha or 'r'}"
+    return problems, summary
+
+
+# ---- public entry points --------------------------------------------------------------------------------
+def read_checkpoint(
+    path: str | Path, lora: str | Path | None = None, *, lora_alpha: float | None = None
+) -> CheckpointInfo:
+    """Read any supported layout into original Wan names, detect the architecture and list problems.
+
+    Raises CheckpointError only when the file cannot be read at all; shape problems go in `.problems`.
+    """
+    file = _resolve(Path(path))
+    notes = []
+    if file.name.endswith(".index.json"):
+        sd, container = _read_index(file), "sharded safetensors"
+    elif file.suffix == ".safetensors":
+        sd, container = _read_safetensors(file), "safetensors"
+    else:
+        sd, where = _unwrap(_read_pickle(file), _CONTAINER_KEYS, file)
+        container = f"torch pickle ({where})"
+    sd, stripped = _strip_prefixes(sd)
+    if stripped:
+        notes.append(f"stripped prefix {' + '.join(repr(p) for p in stripped)}")
+    names, collisions = "Wan", []
+    if _is_diffusers(list(sd)):
+        renamed: dict[str, Tensor] = {}
+        for k, v in sd.items():
+            new = diffusers_to_wan(k)
+            if new in renamed:
+                collisions.append(f"{k} -> {new}")
+            renamed[new] = v
+        sd, names = renamed, "Diffusers"
+    cfg = _config_from_json(file) or _config_from_shapes(sd)
+    problems = check_state_dict(sd, cfg)
+    if collisions:
+        problems.append(f"{len(collisions)} keys collide after the Diffusers rename: {', '.join(collisions[:_SHOW])}")
+    if lora is not None and not problems:
+        lora_problems, summary = merge_lora(sd, Path(lora), lora_alpha)
+        problems += lora_problems
+        notes.append(f"LoRA {lora}: {summary}")
+    layout = f"{container}, {names} names"
+    return CheckpointInfo(file, layout, cfg, preset_name(cfg), sd, problems, notes)
+
+
+def load_dit(
+    path: str | Path,
+    *,
+    lora: str | Path | None = None,
+    lora_alpha: float | None = None,
+    expect_preset: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> DiT:
+    """A DiT with the checkpoint's weights (LoRA merged), in inference precision; CheckpointError otherwise."""
+    info = read_checkpoint(path, lora, lora_alpha=lora_alpha)
+    if info.problems:
+        raise CheckpointError(
+            f"{info.path} ({info.layout}) does not fit the Wan2.1 DiT:\n  " + "\n  ".join(info.problems)
+        )
+    if expect_preset is not None and info.preset != expect_preset:
+        raise CheckpointError(f"{info.path} is a {info.preset} checkpoint (dim {info.config.dim}, "
+                              f"{info.config.num_layers} layers) but the config asks for {expect_preset}")  # fmt: skip
+    with torch.device("meta"):
+        model = DiT(info.config)
+    model.load_state_dict(info.state_dict, strict=True, assign=True)
+    return model.to(device).to_inference_dtype(dtype).eval()
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    """`streamer model inspect PATH [--lora FILE]`: layout, preset, dtype, parameters, problems; 1 on problems."""
+    try:
+        info = read_checkpoint(args.path, getattr(args, "lora", None))
+    except CheckpointError as e:
+        print(f"error: {e}")
+        return 1
+    c = info.config
+    print(f"file:       {info.path}")
+    print(f"layout:     {info.layout}" + "".join(f"; {n}" for n in info.notes))
+    print(f"preset:     {info.preset} (dim {c.dim}, {c.num_layers} layers, {c.num_heads} heads, ffn {c.ffn_dim}, "
+          f"text {c.text_dim})")  # fmt: skip
+    print(f"dtype:      {info.dtypes}")
+    print(f"parameters: {info.num_params:,} in {len(info.state_dict)} tensors")
+    if info.problems:
+        print("problems:\n  " + "\n  ".join(info.problems))
+        return 1
+    print("problems:   none")
+    return 0
