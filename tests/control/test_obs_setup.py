@@ -4,6 +4,7 @@ checks, and the network return path (the daemon's network sink -> udp MPEG-TS ->
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import io
 import socket
@@ -241,3 +242,66 @@ def test_setup_virtualcam_path_needs_a_device(obs_instance: ObsInstance) -> None
         assert created["device_id"] == "/dev/video11" and created["buffering"] is False
     finally:
         session.close()
+
+
+def test_daemon_with_obs_component_returns_its_frames_and_prompt_to_obs(
+    obs_instance: ObsInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole daemon (pattern source -> passthrough -> network sink, OBS component built by the app):
+    OBS's media source shows the pattern's stamped frames, advancing, and the text source the prompt."""
+    from streamer import app
+    from streamer.sources.pattern import read_stamp
+
+    monkeypatch.setenv("OBS_WEBSOCKET_PASSWORD", PASSWORD)
+    monkeypatch.setattr(app, "COMPONENTS", ["streamer.control.obs:build"])
+    cfg = write_config(tmp_path / "daemon.toml", obs_instance, "Daemon Test", free_udp_port())
+    cfg.write_text(cfg.read_text() + f"""
+[video]
+width = 320
+height = 180
+fps = 25.0
+[source]
+kind = "pattern"
+[engine]
+transform = "passthrough"
+[prompt]
+initial = "a daemon prompt"
+console = false
+[store]
+path = "{tmp_path / 'streamer.db'}"
+""")
+    settings = config.load(cfg)
+    assert setup_command(argparse.Namespace(config=str(cfg))) == 0
+    session = obs_instance.connect()
+    session.request("SetInputSettings", {"inputName": "Daemon Test prompt", "inputSettings": {"text": "stale"}})
+    loop = asyncio.new_event_loop()
+    daemon = threading.Thread(target=loop.run_forever, daemon=True)
+    daemon.start()
+    # frames= bounds the run if the test dies; normally it is cancelled (as Ctrl-C would) once checked
+    finished = threading.Event()
+
+    async def daemon_main() -> int:
+        try:
+            return await app.run_daemon(settings, frames=25 * 60, interactive=False)
+        finally:
+            finished.set()  # after run_daemon's own cleanup (components cancelled, pipeline stopped)
+
+    run = asyncio.run_coroutine_threadsafe(daemon_main(), loop)
+    try:
+        stamps: list[int] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (len(stamps) < 2 or stamps[-1] <= stamps[0] + 10):
+            stamp = read_stamp(screenshot(obs_instance, "Daemon Test video", 320, 180))
+            if stamp is not None:
+                stamps.append(stamp)
+            time.sleep(0.3)
+        assert len(stamps) >= 2 and stamps[-1] > stamps[0] + 10, f"OBS did not show advancing frames: {stamps}"
+        text = session.request("GetInputSettings", {"inputName": "Daemon Test prompt"})["inputSettings"]["text"]
+        assert text == "a daemon prompt"
+        assert not run.done(), "the daemon stopped early"
+    finally:
+        session.close()
+        run.cancel()
+        assert finished.wait(20), "the daemon did not shut down after cancel"
+        loop.call_soon_threadsafe(loop.stop)
+        daemon.join(timeout=5)
