@@ -38,25 +38,18 @@ export function clear(node) {
   while (node.firstChild) node.removeChild(node.firstChild);
 }
 
-// A poll as the overlays draw it, whatever the server's field names: {title, options:[{label, votes}], total, endsAt, open, winner}.
-export function normalisePoll(poll, receivedAt) {
+// A poll as the overlays draw it: {title, options:[{label, votes}], total, endsAt, open, winner}.
+// The server sends ends_at and its own clock (server_time); endsAt is in this page's
+// performance.now() time, so a wrong clock on the viewer's machine cannot skew the countdown.
+export function normalisePoll(poll, serverTime, receivedAt) {
   if (!poll) return null;
-  const options = (poll.options || poll.choices || []).map((o) => (typeof o === "string"
-    ? { label: o, votes: 0 }
-    : { label: String(o.label ?? o.text ?? o.title ?? ""), votes: Number(o.votes ?? o.count ?? 0) }));
-  if (Array.isArray(poll.votes) || (poll.votes && typeof poll.votes === "object")) {
-    options.forEach((o, i) => {
-      const v = Array.isArray(poll.votes) ? poll.votes[i] : poll.votes[o.label];
-      if (v !== undefined) o.votes = Number(v);
-    });
-  }
+  const options = (poll.choices || []).map((c) => ({ label: String(c.text ?? ""), votes: Number(c.votes ?? 0) }));
   const total = options.reduce((sum, o) => sum + o.votes, 0);
-  const remaining = Number(poll.remaining_s ?? poll.ends_in_s ?? NaN);
-  const endsAt = Number.isFinite(remaining) ? receivedAt + remaining * 1000 : null;
-  const status = String(poll.status ?? (poll.open === false ? "ended" : "open"));
-  return { title: String(poll.title ?? poll.question ?? "Poll"), options, total, endsAt,
-           open: status === "open" || status === "running" || status === "active",
-           winner: poll.winner ?? null };
+  const endsAt = Number.isFinite(poll.ends_at) && Number.isFinite(serverTime)
+    ? receivedAt + (poll.ends_at - serverTime) * 1000 : null;
+  return { title: String(poll.title ?? "Poll"), options, total, endsAt, open: poll.status === "running",
+           status: String(poll.status ?? ""),
+           winner: poll.winner_text || null, result: String(poll.result ?? "") };
 }
 
 export function formatCountdown(ms) {

@@ -57,15 +57,15 @@ export function mountPoll(root) {
     if (poll && poll.open && poll.endsAt !== null) countdown.textContent = formatCountdown(poll.endsAt - performance.now());
   }, 250);
   return (state) => {
-    poll = normalisePoll(state.poll, performance.now());
+    poll = normalisePoll(state.poll, state.server_time, performance.now());
     card.classList.toggle("hidden", !poll);
     if (!poll) return;
     title.textContent = poll.title;
     countdown.textContent = poll.open
       ? (poll.endsAt !== null ? formatCountdown(poll.endsAt - performance.now()) : "")
-      : "ended";
+      : poll.status;
     footer.textContent = poll.open ? `${poll.total} vote${poll.total === 1 ? "" : "s"}`
-      : (poll.winner ? `Winner: ${poll.winner}` : `${poll.total} votes`);
+      : (poll.winner ? `Winner: ${poll.winner}` : (poll.result || `${poll.total} votes`));
     const rows = list.children;
     if (rows.length !== poll.options.length) {
       clear(list);

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 BY = "dashboard"  # who the audit log names for actions taken here
+RESULT_SHOWN_S = 15.0  # how long a finished poll's result stays on the overlays
 MAX_PROMPT_CHARS = 2000  # hard cap before moderation (which applies its own, smaller one)
 
 
@@ -67,6 +69,10 @@ class DashboardApi:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
         self.on_change: Callable[..., None] = lambda *a: None  # set to LiveHub.notify
+        self._last_poll: tuple[Any, float] = (None, 0.0)
+        polls = getattr(self.control, "polls", None)
+        if polls is not None:
+            polls.add_listener(self._remember_poll)
 
     @property
     def control(self) -> Any:
@@ -108,19 +114,38 @@ class DashboardApi:
             "transform": self.ctx.pipeline.transform_status(),
             "poll": self._poll_view(c),
             "queue": self._queue_view(c),
-            "governor": _plain(c.governor.status()) if c is not None else None,
+            "governor": self._governor_view(c),
         }
 
     @staticmethod
-    def _poll_view(c: Any) -> dict[str, Any] | None:
+    def _governor_view(c: Any) -> dict[str, Any] | None:
+        if getattr(c, "governor", None) is None:
+            return None
+        status = _plain(c.governor.status())
+        # a countdown would make every push differ from the last: pages would be re-sent the whole
+        # state twice a second for nothing
+        status.pop("next_change_in_s", None)
+        return status  # type: ignore[no-any-return]
+
+    def _poll_view(self, c: Any) -> dict[str, Any] | None:
+        """The running poll, else the one that just finished (for RESULT_SHOWN_S, so overlays can show
+        the winner). seconds_left is left out: it changes every read, and pages count down from
+        ends_at and the message's server_time instead."""
         polls = getattr(c, "polls", None)
         if polls is None:
             return None
-        current = polls.current() if callable(getattr(polls, "current", None)) else None
-        if current is None:
-            return None
-        view = _plain(current.view() if hasattr(current, "view") else current)
-        return view if isinstance(view, dict) else {"value": view}
+        snap = polls.current()
+        if snap is None:
+            last, at = self._last_poll
+            if last is None or last.status == "running" or time.monotonic() - at > RESULT_SHOWN_S:
+                return None
+            snap = last
+        view = snap.view()
+        view.pop("seconds_left", None)
+        return _plain(view)  # type: ignore[no-any-return]
+
+    def _remember_poll(self, snap: Any) -> None:
+        self._last_poll = (snap, time.monotonic())
 
     @staticmethod
     def _queue_view(c: Any) -> list[dict[str, Any]]:
@@ -139,7 +164,7 @@ class DashboardApi:
         return _plain(self.ctx.metrics.snapshot())  # type: ignore[no-any-return]
 
     async def get_state(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.state(), "metrics": self.metrics_view()})
+        return web.json_response({**self.state(), "metrics": self.metrics_view(), "server_time": time.time()})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.ctx.metrics.prometheus_text(), content_type="text/plain",
@@ -244,24 +269,28 @@ class DashboardApi:
         return polls
 
     async def poll_start(self, request: web.Request) -> web.Response:
+        """{"title", "options": [...], "duration_s"}; checked by PollSpec (Twitch's limits) and the blocklist."""
         body = await _json_body(request)
-        title = _field(body, "title", str).strip()
-        options = _field(body, "options", list)
-        if not all(isinstance(o, str) for o in options):
-            raise web.HTTPBadRequest(text="'options' must be a list of strings")
-        duration = float(_field(body, "duration_s", (int, float)))
+        spec = {k: body[k] for k in ("title", "choices", "options", "seconds", "duration_s") if k in body}
         try:
-            poll = self._polls().start({"title": title, "options": [o.strip() for o in options],
-                                        "duration_s": duration}, by=BY)
-        except ValueError as e:  # invalid spec (too many options, too long, ...): the poll module says why
+            snap = await self._polls().start(spec, by=BY)
+        except ValueError as e:  # PollSpecError: bad title/choices/length or a blocked text
             raise web.HTTPBadRequest(text=str(e)) from None
+        except RuntimeError as e:  # PollError: one is already running
+            raise web.HTTPConflict(text=str(e)) from None
         self._changed()
-        return web.json_response({"ok": True, "poll": _plain(poll)})
+        return web.json_response({"ok": True, "poll": _plain(snap.view())})
 
     async def poll_end(self, request: web.Request) -> web.Response:
-        result = self._polls().end(by=BY)
+        """End the running poll now and apply its winner ({"cancel": true} ends it without a winner)."""
+        body = await _json_body(request) if request.can_read_body else {}
+        polls = self._polls()
+        try:
+            snap = await (polls.cancel(by=BY) if body.get("cancel") is True else polls.end(by=BY))
+        except RuntimeError as e:  # PollError: none running
+            raise web.HTTPConflict(text=str(e)) from None
         self._changed()
-        return web.json_response({"ok": True, "result": _plain(result)})
+        return web.json_response({"ok": True, "poll": _plain(snap.view())})
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -61,8 +62,11 @@ class LiveHub:
             with contextlib.suppress(RuntimeError):  # loop shutting down
                 loop.call_soon_threadsafe(self._dirty.set)
 
-    def state_message(self) -> str:
-        return json.dumps({"type": "state", **self._state_fn()}, separators=(",", ":"))
+    def state_message(self, state: dict[str, Any] | None = None) -> str:
+        """server_time lets pages turn absolute end times (a poll's ends_at) into countdowns without
+        trusting the browser's clock; it is left out of change detection."""
+        state = self._state_fn() if state is None else state
+        return json.dumps({"type": "state", **state, "server_time": time.time()}, separators=(",", ":"))
 
     def metrics_message(self) -> str:
         return json.dumps({"type": "metrics", **self._metrics_fn()}, separators=(",", ":"))
@@ -84,13 +88,14 @@ class LiveHub:
                 next_metrics = loop.time() + self.metrics_interval
                 continue
             try:
-                message = self.state_message()
+                state = self._state_fn()
+                key = json.dumps(state, sort_keys=True)
             except Exception:  # a broken reader must not stop the metrics or later states
                 log.exception("could not read the live state")
-                message = self._last_state
-            if message != self._last_state:
-                self._last_state = message
-                await self._broadcast(message, metrics_only=False)
+                state, key = None, self._last_state
+            if state is not None and key != self._last_state:
+                self._last_state = key
+                await self._broadcast(self.state_message(state), metrics_only=False)
             if loop.time() >= next_metrics:
                 next_metrics = loop.time() + self.metrics_interval
                 try:

@@ -26,7 +26,7 @@ W, H = 64, 48
 TOKEN = "test-token-0123456789"
 
 
-def test_picture() -> np.ndarray:
+def still_picture() -> np.ndarray:
     """Left half red, right half blue: easy to recognise after a JPEG round trip."""
     px = np.zeros((H, W, 3), np.uint8)
     px[:, : W // 2] = (220, 30, 30)
@@ -45,7 +45,7 @@ class StillSource:
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         i = 0
         while not stop.is_set():
-            yield Frame(test_picture(), now(), index=i)
+            yield Frame(still_picture(), now(), index=i)
             i += 1
             stop.wait(1 / 30)
 
@@ -72,18 +72,7 @@ def make_ctx(tmp_path: Path, extra: dict[str, Any] | None = None) -> AppContext:
     metrics = Metrics(settings.metrics.window)
     bus = PromptBus(settings.prompt.initial, store=store)
     control = importlib.import_module("streamer.app").build_control(settings, store, bus)
-    if control is None:  # plane.py not there yet: the same real parts, assembled here
-        from types import SimpleNamespace
-
-        from streamer.control.approvals import Approvals
-        from streamer.control.governor import PromptGovernor
-        from streamer.control.moderation import Moderation
-
-        moderation = Moderation(settings.moderation, store)
-        approvals = Approvals(store)
-        governor = PromptGovernor(bus, moderation, approvals, settings.moderation)
-        control = SimpleNamespace(moderation=moderation, approvals=approvals, governor=governor, polls=None)
-        bus.moderator = moderation
+    assert control is not None, "streamer.control.plane did not build"
     pipeline = Pipeline(settings, StillSource(), [], bus, metrics)
     return AppContext(settings, bus, store, metrics, pipeline, control, interactive=False)
 

@@ -169,20 +169,37 @@ def test_approve_and_deny(ctx):
     serve(ctx, body)
 
 
-def test_poll_start_and_end(ctx):
-    if getattr(ctx.control, "polls", None) is None:
-        pytest.skip("streamer.control.polls / plane not in this checkout yet (the moderation engineer's files)")
+def test_poll_start_vote_and_end(ctx):
+    polls = ctx.control.polls
 
     async def body(client: TestClient, app: web.Application) -> None:
         r = await client.post("/api/poll/start", json=BODIES["/api/poll/start"], headers=AUTH)
         assert r.status == 200, await r.text()
         state = await (await client.get("/api/state")).json()
-        assert state["poll"] is not None and "pixel art" in str(state["poll"])
-        r = await client.post("/api/poll/start", json={"title": "x", "options": ["only one"], "duration_s": 30},
-                              headers=AUTH)
-        assert r.status in (400, 409)
+        poll = state["poll"]
+        assert poll["status"] == "running" and [c["text"] for c in poll["choices"]] == ["oil painting", "pixel art"]
+        assert 25 < poll["ends_at"] - state["server_time"] <= 30
+        for bad, status in [({"title": "x", "options": ["only one"], "duration_s": 30}, 400),
+                            ({"title": "x", "options": ["a", "b"], "duration_s": 5}, 400),
+                            ({"title": "naked?", "options": ["a", "b"], "duration_s": 30}, 400),
+                            (BODIES["/api/poll/start"], 409)]:  # one poll at a time
+            r = await client.post("/api/poll/start", json=bad, headers=AUTH)
+            assert r.status == status, (bad, await r.text())
+        polls.vote("chatter-1", 2)
+        polls.vote("chatter-2", 2)
+        polls.vote("chatter-3", 1)
+        poll = (await (await client.get("/api/state")).json())["poll"]
+        assert [c["votes"] for c in poll["choices"]] == [1, 2]
+
         r = await client.post("/api/poll/end", json={}, headers=AUTH)
         assert r.status == 200
+        ended = (await r.json())["poll"]
+        assert ended["status"] == "ended" and ended["winner_text"] == "pixel art"
+        assert ctx.bus.current().text == "pixel art" and ctx.bus.current().source == "poll"
+        poll = (await (await client.get("/api/state")).json())["poll"]
+        assert poll["status"] == "ended" and poll["winner_text"] == "pixel art"  # shown a while on the overlays
+        r = await client.post("/api/poll/end", json={}, headers=AUTH)
+        assert r.status == 409  # nothing running
 
     serve(ctx, body)
 
