@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -73,11 +74,12 @@ class TwitchLink:
         self.plane = PlaneAdapter(control)
         self.metrics = metrics
         self.outbox = outbox or ChatOutbox(self.send_chat, max_queue=self.tw.outbox_max)
-        self.polls = TwitchPollBackend(self.tw.owner_id)
+        self.polls = TwitchPollBackend(self.tw.owner_id, self.plane.polls)
         self.rewards = RewardService(settings, store, self.plane)
         self.ready = asyncio.Event()
         self.bot: Any = None
         self.plane.install_poll_backend(self.polls, use_native=self.tw.polls != "chat")
+        self.plane.on_poll_result(self.say)
 
     # ------------------------------------------------------------------ bot lifecycle
 
@@ -134,11 +136,11 @@ class TwitchLink:
         e, ctx = payload.exception, payload.context
         if isinstance(e, commands.CommandNotFound):
             return
+        if isinstance(e, commands.CommandOnCooldown):  # a GuardFailure subclass: test it first
+            self.count("twitch_command_cooldown")
+            return
         if isinstance(e, commands.GuardFailure):
             self.count("twitch_command_forbidden")
-            return
-        if isinstance(e, commands.CommandOnCooldown):
-            self.count("twitch_command_cooldown")
             return
         if isinstance(e, commands.MissingRequiredArgument | commands.ConversionError | commands.BadArgument):
             self.reply(ctx, f"usage: {self.tw.prefix}{ctx.command.name}{ctx.command.signature or ''}")
@@ -202,7 +204,8 @@ async def cmd_poll(link: TwitchLink, ctx: Any, text: str) -> None:
     if len(options) < 2:
         link.reply(ctx, f"usage: {link.tw.prefix}{link.tw.commands.poll} option a | option b [| ...] [seconds]")
         return
-    ok, message = await link.plane.start_poll(POLL_TITLE, options, seconds, by=ctx.chatter.name)
+    ok, message = await link.plane.start_poll(POLL_TITLE, options, seconds, by=ctx.chatter.name,
+                                              fallback=link.tw.polls == "auto")
     if ok:
         link.say(message)
     else:
@@ -246,6 +249,31 @@ def _exempt(ctx: Any) -> bool:
     return chatter_rank(ctx.chatter) >= ROLE_RANK["moderator"]
 
 
+class CooldownGate:
+    """Per-chatter and channel-wide cooldown of one command, taken together: a use refused by one of
+    them does not use up the other (TwitchIO's separate buckets would charge the first one)."""
+
+    def __init__(self, user_s: float, global_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.user_s, self.global_s = user_s, global_s
+        self._clock = clock
+        self._last_global = -float("inf")
+        self._last_user: dict[str, float] = {}
+
+    def take(self, chatter_id: str) -> float:
+        """0 and the use is recorded, or the seconds left before this chatter may use it."""
+        now = self._clock()
+        wait = max(self._last_global + self.global_s - now,
+                   self._last_user.get(chatter_id, -float("inf")) + self.user_s - now)
+        if wait > 0:
+            return wait
+        self._last_global = now
+        if self.user_s > 0:
+            if len(self._last_user) > 10_000:  # forget chatters whose cooldown is long over
+                self._last_user = {k: t for k, t in self._last_user.items() if t + self.user_s > now}
+            self._last_user[chatter_id] = now
+        return 0.0
+
+
 def make_command(link: TwitchLink, key: str) -> Any:
     """The TwitchIO Command for one config key, with its role guard and cooldown buckets."""
     from twitchio.ext import commands
@@ -262,16 +290,19 @@ def make_command(link: TwitchLink, key: str) -> Any:
     def role_guard(ctx: commands.Context) -> bool:
         return chatter_rank(ctx.chatter) >= needed
 
-    buckets = []
-    user_s, global_s = getattr(tw.user_cooldowns_s, key), getattr(tw.global_cooldowns_s, key)
-    if user_s > 0:
-        buckets.append(commands.Bucket(commands.Cooldown(rate=1, per=user_s),
-                                       key=lambda ctx: None if _exempt(ctx) else ("chatter", ctx.chatter.id)))
-    if global_s > 0:
-        buckets.append(commands.Bucket(commands.Cooldown(rate=1, per=global_s),
-                                       key=lambda ctx: None if _exempt(ctx) else "channel"))
-    callback.__command_guards__ = [role_guard]  # type: ignore[attr-defined]
-    callback.__command_cooldowns__ = buckets  # type: ignore[attr-defined]
+    gate = CooldownGate(getattr(tw.user_cooldowns_s, key), getattr(tw.global_cooldowns_s, key))
+
+    def cooldown_guard(ctx: commands.Context) -> bool:
+        if _exempt(ctx):
+            return True
+        remaining = gate.take(str(ctx.chatter.id))
+        if remaining > 0:
+            raise commands.CommandOnCooldown(f"!{word} is on cooldown for {remaining:.0f} s", cooldown=None,  # type: ignore[arg-type]
+                                             remaining=remaining)
+        return True
+
+    # Role first: a refused command must not use up anyone's cooldown.
+    callback.__command_guards__ = [role_guard, cooldown_guard]  # type: ignore[attr-defined]
     callback.__doc__ = f"!{word} ({key})"
     return commands.Command(callback, name=word)
 

@@ -7,7 +7,6 @@ governor, approvals and poll manager.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -114,34 +113,52 @@ class PlaneAdapter:
 
     @property
     def polls(self) -> Any:
-        return getattr(self.control, "polls", None)
+        return self.control.polls
 
     def install_poll_backend(self, backend: Any, *, use_native: bool) -> None:
-        if self.polls is None:
-            log.warning("the control plane has no poll manager: !poll and !vote are off")
-        elif use_native:
-            self.polls.set_native_backend(backend)
+        self.polls.set_default_backend(backend if use_native else None)
 
-    async def start_poll(self, title: str, options: list[str], seconds: int, *, by: str) -> tuple[bool, str]:
-        if self.polls is None:
-            return False, "polls are not available"
+    async def start_poll(self, title: str, options: list[str], seconds: int, *, by: str, fallback: bool) -> tuple[bool, str]:
+        """Start a poll (native when the default backend is set); with fallback, chat votes when Twitch refuses."""
+        from streamer.control.polls import PollError, PollSpec
+        from streamer.control.twitch_polls import PollsUnsupported
+
         try:
-            result = self.polls.start(title, options, seconds, source="poll", author=by)
-            if inspect.isawaitable(result):
-                result = await result
-        except ValueError as e:
+            spec = PollSpec(title, tuple(options), seconds)
+            try:
+                snap = await self.polls.start(spec, by=by)
+            except PollsUnsupported as e:
+                if not fallback:
+                    return False, str(e)
+                log.warning("%s: using chat votes from now on", e)
+                self.polls.set_default_backend(None)
+                snap = await self.polls.start(spec, by=by, backend="chat")
+        except (ValueError, PollError) as e:
             return False, str(e)
-        return True, str(getattr(result, "announcement", "") or f"poll: {' | '.join(options)} ({seconds} s)")
+        choices = " ".join(f"[{i + 1}] {c}" for i, c in enumerate(snap.choices))
+        if snap.backend == "chat":
+            return True, f"POLL ({snap.seconds} s): {choices} -- vote with !vote <number>"
+        return True, f"POLL ({snap.seconds} s): {choices} -- vote in the poll above the chat"
 
     def vote(self, voter_id: str, choice: str) -> tuple[bool, str]:
+        from streamer.control.polls import PollError
+
         try:
-            n = int(choice)
-        except ValueError:
-            return False, "vote with the option's number, e.g. !vote 2"
-        if self.polls is None:
-            return False, "no poll is running"
-        try:
-            self.polls.vote(voter_id, n)
-        except ValueError as e:
+            self.polls.vote(voter_id, choice)
+        except PollError as e:
             return False, str(e)
         return True, ""
+
+    def on_poll_result(self, announce: Any) -> None:
+        """announce(line) for every finished poll (winner or why not)."""
+
+        def listener(snap: Any) -> None:
+            if snap.status == "running":
+                return
+            if snap.winner is None:
+                announce(f"poll over: {snap.result}")
+            else:
+                announce(f"poll over: [{snap.winner + 1}] {snap.winner_text} wins ({snap.votes[snap.winner]} of "
+                         f"{snap.total} votes) -- {snap.result}")
+
+        self.polls.add_listener(listener)

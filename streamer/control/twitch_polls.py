@@ -10,8 +10,6 @@ cannot run polls, `PollsUnsupported` tells the PollManager to fall back to chat 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -43,32 +41,17 @@ def _unsupported(e: Any) -> bool:
     return getattr(e, "status", 0) == 403 or "affiliate" in message.lower() or "partner" in message.lower()
 
 
-@dataclass
-class NativePoll:
-    """What Twitch knows about the running poll; `votes` follows the progress events."""
-
-    id: str
-    title: str
-    choices: list[str]
-    choice_ids: list[str]
-    votes: list[int] = field(default_factory=list)
-    ended: bool = False
-    status: str = "active"
-
-
-# on_update(poll) is called after every begin/progress/end event for the current poll.
-PollListener = Callable[[NativePoll], None]
-
-
 class TwitchPollBackend:
-    """Creates and ends polls through Helix and tracks their tallies from EventSub."""
+    """The PollManager's NativePollBackend over Helix; EventSub poll events feed the manager's tallies."""
 
-    def __init__(self, broadcaster_id: str) -> None:
+    name = "twitch"
+
+    def __init__(self, broadcaster_id: str, manager: Any) -> None:
         self.broadcaster_id = broadcaster_id
+        self.manager = manager  # streamer.control.polls.PollManager
         self._bot: Any = None
-        self.current: NativePoll | None = None
         self.unsupported = False
-        self._listeners: list[PollListener] = []
+        self.choice_ids: dict[str, list[str]] = {}  # platform poll id -> choice ids in spec order
 
     def attach(self, bot: Any) -> None:
         self._bot = bot
@@ -80,13 +63,11 @@ class TwitchPollBackend:
     def available(self) -> bool:
         return self._bot is not None and not self.unsupported and self.broadcaster_id in self._bot.tokens
 
-    def add_listener(self, listener: PollListener) -> None:
-        self._listeners.append(listener)
-
-    async def start(self, title: str, choices: list[str], seconds: int) -> NativePoll:
-        """Create a poll; raises ValueError (bad poll), PollsUnsupported (use chat votes) or the HTTP error."""
+    async def create(self, spec: Any) -> str:
+        """Create the poll; raises ValueError (bad poll), PollsUnsupported (use chat votes) or the HTTP error."""
         import twitchio
 
+        title, choices, seconds = spec.title, list(spec.choices), int(spec.seconds)
         validate(title, choices, seconds)
         if not self.available:
             raise PollsUnsupported("native polls are not available (no broadcaster login, or not Affiliate/Partner)")
@@ -98,34 +79,26 @@ class TwitchPollBackend:
                 self.unsupported = True
                 raise PollsUnsupported(f"Twitch does not allow polls on this channel ({e.status})") from None
             raise
-        self.current = NativePoll(poll.id, poll.title, [c.title for c in poll.choices], [c.id for c in poll.choices],
-                                  [0] * len(poll.choices))
+        self.choice_ids[poll.id] = [c.id for c in poll.choices]
         log.info("native poll %s started: %s %s (%d s)", poll.id, title, choices, seconds)
-        return self.current
+        return str(poll.id)
 
-    async def end(self, poll_id: str) -> None:
-        """End the poll early (it stays visible as TERMINATED); the end event delivers the final tally."""
+    async def end(self, poll_id: str, *, cancel: bool) -> None:
+        """End early: TERMINATED keeps the results visible, ARCHIVED (cancel) hides them."""
         if self._bot is None:
             raise PollsUnsupported("Twitch is not connected")
         owner = self._bot.create_partialuser(self.broadcaster_id)
-        await owner.end_poll(id=poll_id, status="TERMINATED")
+        await owner.end_poll(id=poll_id, status="ARCHIVED" if cancel else "TERMINATED")
 
     def on_event(self, kind: str, payload: Any) -> None:
-        """EventSub channel.poll.begin/progress/end -> tallies of the current poll."""
-        poll = self.current
-        if poll is None or payload.id != poll.id:
-            if kind == "begin" and poll is None:  # a poll started elsewhere (dashboard, Twitch UI): track it
-                self.current = poll = NativePoll(payload.id, payload.title, [c.title for c in payload.choices],
-                                                 [c.id for c in payload.choices], [0] * len(payload.choices))
-            else:
-                return
+        """EventSub channel.poll.begin/progress/end -> the manager's on_progress / on_end (votes in spec order)."""
+        ids = self.choice_ids.get(payload.id) or [c.id for c in payload.choices]
         by_id = {c.id: int(c.votes or 0) for c in payload.choices}
-        poll.votes = [by_id.get(cid, 0) for cid in poll.choice_ids]
-        if kind == "end":
-            poll.ended, poll.status = True, str(getattr(payload, "status", "completed"))
-            self.current = None
-        for listener in list(self._listeners):
-            try:
-                listener(poll)
-            except Exception:
-                log.exception("poll listener failed")
+        votes = [by_id.get(cid, 0) for cid in ids]
+        if kind == "progress":
+            self.manager.on_progress(votes, poll_id=payload.id)
+        elif kind == "end":
+            self.choice_ids.pop(payload.id, None)
+            if getattr(payload, "status", "completed") == "archived":
+                return  # cancelled (ARCHIVED): the manager closed it already, without a winner
+            self.manager.on_end(votes, poll_id=payload.id)

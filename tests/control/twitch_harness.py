@@ -21,9 +21,15 @@ from streamer.store import Store
 OWNER, BOT, VIEWER, VIEWER2, MOD, VIP = "1000", "2000", "3001", "3002", "3003", "3004"
 
 
-def make_settings(tmp_path: Path, **twitch_overrides: Any) -> config.Settings:
+class _Harness(SimpleNamespace):
+    def __repr__(self) -> str:  # keep assertion messages short (and free of the fake's tokens)
+        return "<twitch harness>"
+
+
+def make_settings(tmp_path: Path, moderation: dict[str, Any] | None = None, **twitch_overrides: Any) -> config.Settings:
     raw: dict[str, Any] = {
         "store": {"path": str(tmp_path / "streamer.db")},
+        "moderation": moderation or {},
         "twitch": {"enabled": True, "client_id": FakeTwitch.client_id, "bot_id": BOT, "owner_id": OWNER,
                    **twitch_overrides},
     }
@@ -38,6 +44,7 @@ async def running_twitch(
     *,
     affiliate: bool = True,
     broadcaster_login: bool = True,
+    moderation: dict[str, Any] | None = None,
     **twitch_overrides: Any,
 ) -> AsyncIterator[SimpleNamespace]:
     """Yields h with fake, settings, store, bus, control, component, link; the bot is connected and ready."""
@@ -49,7 +56,7 @@ async def running_twitch(
     fake.add_user(BOT, "aibot")
     for uid, login in [(VIEWER, "viewer1"), (VIEWER2, "viewer2"), (MOD, "modguy"), (VIP, "vipper")]:
         fake.add_user(uid, login)
-    settings = make_settings(tmp_path, **twitch_overrides)
+    settings = make_settings(tmp_path, moderation, **twitch_overrides)
     store = Store(settings.store.path)
     tokens = TokenStore(store)
     logins = [(BOT, "aibot", "bot", BOT_SCOPES)] + ([(OWNER, "streamer", "broadcaster", BROADCASTER_SCOPES)]
@@ -64,7 +71,7 @@ async def running_twitch(
     component = twitch.build(ctx)
     assert component is not None
     task = asyncio.create_task(component.run())
-    h = SimpleNamespace(fake=fake, settings=settings, store=store, bus=bus, control=control, component=component,
+    h = _Harness(fake=fake, settings=settings, store=store, bus=bus, control=control, component=component,
                         link=component.link, tokens=tokens, metrics=ctx.metrics, task=task)
     try:
         await asyncio.wait_for(component.link.ready.wait(), timeout=10)
@@ -90,17 +97,21 @@ def sent_texts(h: SimpleNamespace) -> list[str]:
     return [m["message"] for m in h.fake.sent]
 
 
-def make_control(settings: config.Settings, store: Store, bus: PromptBus) -> Any:
-    """The real control plane (moderation, approvals, governor, polls)."""
-    try:
-        from streamer.control.plane import build_control_plane
-    except ImportError:  # plane.py not written yet: the same real parts, assembled here (no poll manager)
-        from streamer.control.approvals import Approvals
-        from streamer.control.governor import PromptGovernor
-        from streamer.control.moderation import Moderation
+def counter(h: SimpleNamespace, name: str) -> int:
+    return int(h.metrics.snapshot()["counters"].get(name, 0))
 
-        moderation = Moderation(settings.moderation, store)
-        approvals = Approvals(store)
-        governor = PromptGovernor(bus, moderation, approvals, settings.moderation)
-        return SimpleNamespace(moderation=moderation, approvals=approvals, governor=governor)
+
+async def replies_to(h: SimpleNamespace, login: str, n: int = 1) -> list[str]:
+    """Wait until the bot has answered @login n times; returns the answers (the outbox may have
+    joined several answers into one chat message with " | ")."""
+    def mine() -> list[str]:
+        return [part for t in sent_texts(h) for part in t.split(" | ") if part.startswith(f"@{login} ")]
+    await h.fake.wait_for(lambda: len(mine()) >= n)
+    return mine()
+
+
+def make_control(settings: config.Settings, store: Store, bus: PromptBus) -> Any:
+    """The real control plane (moderation, approvals, governor, polls), as the app builds it."""
+    from streamer.control.plane import build_control_plane
+
     return build_control_plane(settings, store, bus)
