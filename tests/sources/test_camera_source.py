@@ -50,3 +50,12 @@ def test_missing_v4l2_device_is_a_clear_error():
 def test_backend_of_another_os_is_refused_at_build():
     with pytest.raises(SourceError, match="not available"):
         build_source(settings(device="video=OBS Virtual Camera", camera_backend="dshow"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the v4l2 path is Linux-only")
+def test_a_path_that_is_not_a_camera_is_a_clear_error(tmp_path):
+    not_a_camera = tmp_path / "video0"
+    not_a_camera.write_bytes(b"")
+    source = build_source(settings(device=str(not_a_camera), camera_backend="v4l2"))
+    with pytest.raises(SourceError, match="cannot open camera .* with v4l2"):
+        next(source._read(threading.Event()))
