@@ -39,6 +39,7 @@ PROVIDERS = [
     "streamer.sources:doctor_checks",
     "streamer.sinks:doctor_checks",
     "streamer.control.obs:doctor_checks",
+    "streamer.control.twitch:doctor_checks",
 ]
 
 

@@ -110,8 +110,12 @@ class ChatOutbox:
                 await self._wake.wait()
                 continue
             wait = self._wait_s()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if wait > 0:  # sleep until the window frees a slot (a new post re-checks sooner)
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                except TimeoutError:
+                    pass
                 continue
             msg = self._next_batch()
             self._sent_at.append(self._clock())
