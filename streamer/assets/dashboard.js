@@ -61,7 +61,7 @@ function renderState(state) {
   $("current-prompt").textContent = p.text;
   $("previous-prompt").textContent = p.previous_text || "—";
   const when = p.changed_at ? new Date(p.changed_at * 1000).toLocaleTimeString() : "";
-  $("prompt-meta").textContent = `v${p.version} · ${p.source}/${p.author} · ${p.reason} · ${when}`;
+  $("prompt-meta").textContent = [`v${p.version}`, `${p.source}/${p.author}`, p.reason, when].filter(Boolean).join(" · ");
   const ai = $("ai-state");
   ai.textContent = p.enabled ? "AI on" : "AI off (kill switch)";
   ai.className = `pill ${p.enabled ? "ok" : "bad"}`;
@@ -75,7 +75,7 @@ function renderState(state) {
     `${p.strength === null ? " (config)" : " (override)"} · transition over ${state.transition_chunks} chunks`;
   renderApprovals(state.queue || []);
   updatePoll(state);
-  $("poll-end").disabled = !state.poll;
+  $("poll-end").disabled = !state.poll || state.poll.status !== "running";
 }
 
 function renderApprovals(queue) {
@@ -143,8 +143,8 @@ function wire() {
   });
   $("poll-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    const options = $("poll-options").value.split("\n").map((s) => s.trim()).filter(Boolean);
-    post("/api/poll/start", { title: $("poll-title").value.trim(), options, duration_s: Number($("poll-duration").value) }, $("poll-result"));
+    const options = $("poll-choices").value.split("\n").map((s) => s.trim()).filter(Boolean);
+    post("/api/poll/start", { title: $("poll-question").value.trim(), options, duration_s: Number($("poll-seconds").value) }, $("poll-result"));
   });
   $("poll-end").addEventListener("click", () => post("/api/poll/end", {}, $("poll-result")));
 }

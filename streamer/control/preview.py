@@ -151,7 +151,10 @@ class PreviewFeed:
                 data = await self.jpeg()
                 if data is not None and data is not last:
                     head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
-                    await response.write(head.encode("ascii") + data + b"\r\n")
+                    try:
+                        await response.write(head.encode("ascii") + data + b"\r\n")
+                    except ConnectionResetError:  # the viewer closed the tab: the normal way a stream ends
+                        break
                     last = data
                 with contextlib.suppress(TimeoutError):  # asyncio.timeout: see live.py on wait_for
                     async with asyncio.timeout(self.interval):
