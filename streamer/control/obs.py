@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# GENERAL (ExitStarted) | SCENES (CurrentProgramSceneChanged) | SCENEITEMS (SceneItemEnableStateChanged)
-EVENT_SUBS = (1 << 0) | (1 << 2) | (1 << 7)
+# GENERAL (ExitStarted) | SCENES (CurrentProgramSceneChanged) | INPUTS (InputCreated) | SCENEITEMS
+# (SceneItemEnableStateChanged): obs-websocket 5 EventSubscription bits
+EVENT_SUBS = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 7)
 SOURCE = "obs"  # PromptBus `source` of the changes this controller makes
 
 
@@ -178,6 +179,8 @@ class ObsController:
     async def _handle_event(self, event_type: str, data: dict[str, Any]) -> None:
         if event_type == "CurrentProgramSceneChanged":
             await self._scene_changed(data.get("sceneName", ""))
+        elif event_type == "InputCreated" and data.get("inputName") == self.settings.obs.prompt_input:
+            self._prompt_changed()  # `obs setup` (re)created it with the config's prompt: show the live one
         elif event_type == "SceneItemEnableStateChanged" and self.settings.obs.kill_source:
             name = await self._item_source(data.get("sceneName", ""), data.get("sceneItemId"))
             if name == self.settings.obs.kill_source:

@@ -165,6 +165,14 @@ def _differs(wanted: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return out
 
 
+def retire_input(obs: ObsSession, name: str, temporary: str) -> None:
+    """Free `name` now and remove that input. RemoveInput alone is not enough: OBS drops a removed
+    source's scene items only when that scene renders, so in a scene that is not live the name stays
+    taken; a rename takes effect at once."""
+    obs.request("SetInputName", {"inputName": name, "newInputName": temporary})
+    obs.request("RemoveInput", {"inputName": temporary})
+
+
 def ensure_scene(obs: ObsSession, scene: str, report: SetupReport) -> None:
     scenes = {s["sceneName"] for s in obs.request("GetSceneList").get("scenes", [])}
     if scene in scenes:
@@ -178,7 +186,7 @@ def ensure_input(obs: ObsSession, scene: str, want: WantedInput, existing: dict[
     label = f"input '{want.name}' ({want.kind})"
     kind = existing.get(want.name)
     if kind is not None and kind != want.kind:
-        obs.request("RemoveInput", {"inputName": want.name})
+        retire_input(obs, want.name, f"{want.name} (old {kind})")
         report.changed(f"{label}: removed the old {kind} input of that name")
         kind = None
     if kind is None:

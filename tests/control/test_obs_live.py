@@ -17,7 +17,7 @@ from obs_harness import PASSWORD, ObsInstance, running_obs
 from streamer.config import Settings
 from streamer.control.obs import ObsController, build
 from streamer.control.obs_conn import ObsSession
-from streamer.control.obs_setup import run_setup
+from streamer.control.obs_setup import retire_input, run_setup
 from streamer.control.prompts import PromptBus
 
 pytestmark = pytest.mark.obs
@@ -151,6 +151,19 @@ def test_prompt_text_follows_the_bus_debounced(obs_instance: ObsInstance, obs: O
         run.ctx.bus.set_enabled(False, source="test", author="t")
         wait_for(lambda: prompt_text(obs) == "AI off", what="kill switch shown")
         assert run.max_loop_gap < 0.25, f"the asyncio loop stalled {run.max_loop_gap:.2f} s"
+    finally:
+        run.stop()
+
+
+def test_prompt_is_restored_when_setup_recreates_the_text_source(obs_instance: ObsInstance, obs: ObsSession) -> None:
+    run = Running(obs_instance)
+    try:
+        wait_for(lambda: run.controller.connected, what="connect")
+        run.ctx.bus.set("the live prompt", source="test", author="t")
+        wait_for(lambda: prompt_text(obs) == "the live prompt", what="live prompt")
+        retire_input(obs, f"{SCENE} prompt", f"{SCENE} prompt (dropped)")
+        run_setup(obs, run.settings, "the config's prompt", say=lambda _line: None)
+        wait_for(lambda: prompt_text(obs) == "the live prompt", what="live prompt after InputCreated")
     finally:
         run.stop()
 

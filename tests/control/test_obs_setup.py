@@ -22,6 +22,7 @@ from obs_harness import PASSWORD, ObsInstance, running_obs
 from streamer import config
 from streamer.control.obs import doctor_checks, setup_command
 from streamer.control.obs_conn import ObsAuthError, connect
+from streamer.control.obs_setup import retire_input, run_setup
 
 pytestmark = pytest.mark.obs
 
@@ -228,7 +229,7 @@ def test_network_sink_frames_show_up_in_obs(obs_instance: ObsInstance, tmp_path:
 
 
 def test_setup_virtualcam_path_needs_a_device(obs_instance: ObsInstance) -> None:
-    from streamer.control.obs_setup import SetupError, run_setup
+    from streamer.control.obs_setup import SetupError
 
     settings = replace(config.Settings(), obs=obs_instance.settings(return_path="virtualcam", scene="Cam Test"))
     session = obs_instance.connect()
@@ -298,6 +299,33 @@ path = "{tmp_path / 'streamer.db'}"
         assert len(stamps) >= 2 and stamps[-1] > stamps[0] + 10, f"OBS did not show advancing frames: {stamps}"
         text = session.request("GetInputSettings", {"inputName": "Daemon Test prompt"})["inputSettings"]["text"]
         assert text == "a daemon prompt"
+
+        # OBS crashes and comes back: the video never stopped (the stamps kept counting in real time),
+        # the controller reconnects and puts the live prompt back, even over a re-run `obs setup`
+        session.close()
+        killed_at, last_before = time.monotonic(), stamps[-1]
+        obs_instance.restart()
+        session = obs_instance.connect()
+        # OBS autosaved its sources; drop the text so setup recreates it with stale text: only the
+        # reconnected controller (on connect, or on InputCreated) can put the live prompt back
+        retire_input(session, "Daemon Test prompt", "Daemon Test prompt (dropped)")
+        report = run_setup(session, settings, "stale text from setup", say=lambda _line: None)
+        assert any("Daemon Test prompt' (text_ft2_source_v2): created" in line for line in report.lines), "\n".join(report.lines)
+
+        def text_now() -> str:
+            return str(session.request("GetInputSettings", {"inputName": "Daemon Test prompt"})["inputSettings"]["text"])
+
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and text_now() != "a daemon prompt":
+            time.sleep(0.2)
+        assert text_now() == "a daemon prompt", "the controller did not reconnect and restore the prompt"
+        stamp, deadline = None, time.monotonic() + 15
+        while time.monotonic() < deadline and stamp is None:
+            stamp = read_stamp(screenshot(obs_instance, "Daemon Test video", 320, 180))
+            time.sleep(0.2)
+        assert stamp is not None, "no frames in OBS after its restart"
+        elapsed_frames = (time.monotonic() - killed_at) * 25
+        assert stamp - last_before > 0.6 * elapsed_frames, f"the pipeline stalled while OBS was away ({last_before} -> {stamp})"
         assert not run.done(), "the daemon stopped early"
     finally:
         session.close()
@@ -305,3 +333,23 @@ path = "{tmp_path / 'streamer.db'}"
         assert finished.wait(20), "the daemon did not shut down after cancel"
         loop.call_soon_threadsafe(loop.stop)
         daemon.join(timeout=5)
+
+
+def test_setup_replaces_an_input_of_the_wrong_kind(obs_instance: ObsInstance) -> None:
+    base = config.Settings()
+    settings = replace(base, sinks=replace(base.sinks, enabled=("network",)),
+                       obs=obs_instance.settings(scene="Kind Test", ai_input="Kind Test video", prompt_input="Kind Test prompt"))
+    session = obs_instance.connect()
+    try:
+        session.request("CreateScene", {"sceneName": "Kind Test"})  # not the live scene: removal there is deferred
+        session.request("CreateInput", {"sceneName": "Kind Test", "inputName": "Kind Test video",
+                                        "inputKind": "color_source_v3", "inputSettings": {}})
+        report = run_setup(session, settings, "x", say=lambda _line: None)
+        text = "\n".join(report.lines)
+        assert "input 'Kind Test video' (ffmpeg_source): removed the old color_source_v3 input of that name" in text
+        assert "input 'Kind Test video' (ffmpeg_source): created in scene 'Kind Test'" in text
+        kinds = {i["inputName"]: i["inputKind"] for i in session.request("GetInputList")["inputs"]}
+        assert kinds["Kind Test video"] == "ffmpeg_source"
+        assert run_setup(session, settings, "x", say=lambda _line: None).changes == 0
+    finally:
+        session.close()
