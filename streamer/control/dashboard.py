@@ -253,7 +253,8 @@ class Dashboard:
     def _announce(self, bind_host: str) -> None:
         if not _is_loopback(bind_host):
             log.warning("dashboard listens on %s, reachable from other machines: keep the token secret", bind_host)
-        log.info("dashboard: %s  overlays: %soverlays/prompt.html, poll.html, queue.html", self.url, self.url)
+        log.info("dashboard: %s  OBS browser sources: %soverlay (prompt, poll, queue), %soverlays/preview.html (output)",
+                 self.url, self.url, self.url)
         if self.generated and not self._announced:
             # The one place the token is shown: the console, inside the URL fragment (never sent to
             # the server, so no access log can hold it). Deliberately print(), not logging.

@@ -4,7 +4,6 @@ control plane when importable) and a real dashboard server on a random loopback 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import numpy as np
 
 from streamer import config
 from streamer.app import AppContext
+from streamer.control.plane import build_control_plane
 from streamer.control.prompts import PromptBus
 from streamer.frames import Frame, now
 from streamer.metrics import Metrics
@@ -71,8 +71,7 @@ def make_ctx(tmp_path: Path, extra: dict[str, Any] | None = None) -> AppContext:
     store = Store(str(tmp_path / "streamer.db"))
     metrics = Metrics(settings.metrics.window)
     bus = PromptBus(settings.prompt.initial, store=store)
-    control = importlib.import_module("streamer.app").build_control(settings, store, bus)
-    assert control is not None, "streamer.control.plane did not build"
+    control = build_control_plane(settings, store, bus)  # as the daemon builds it (moderates bus.propose too)
     pipeline = Pipeline(settings, StillSource(), [], bus, metrics)
     return AppContext(settings, bus, store, metrics, pipeline, control, interactive=False)
 

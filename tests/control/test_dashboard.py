@@ -246,7 +246,7 @@ def test_security_headers_on_every_kind_of_response(ctx):
         assert r.status == 302 and r.headers["Location"] == "/overlays/overlay.html"
         # no inline script anywhere in the shipped pages (the CSP would block it anyway)
         for path in ["/", "/overlays/prompt.html", "/overlays/poll.html", "/overlays/queue.html",
-                     "/overlays/overlay.html"]:
+                     "/overlays/overlay.html", "/overlays/preview.html"]:
             html = await (await client.get(path)).text()
             assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), path
             assert not re.search(r"<[^>]+\s(?:on[a-z]+|style)\s*=", html, re.I), path  # no inline handlers/styles

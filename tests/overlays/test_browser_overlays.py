@@ -219,3 +219,31 @@ def test_dashboard_without_the_token_is_refused(browser, app):
     page.click("#kill")
     wait_for(lambda: not ctx.bus.current().enabled, what="the kill switch with the token")
     dash.close()
+
+
+def test_queue_and_output_preview_pages(browser, app):
+    ctx, url = app
+    ctx.control.approvals.submit("a paper-cut diorama", source="twitch", author="viewer3", model_text="x")
+    queue = Watched(browser, f"{url}/overlays/queue.html", (720, 300))
+    queue.page.wait_for_function("() => document.querySelectorAll('.queue-item').length === 1")
+    assert queue.page.text_content(".queue-author") == "viewer3"
+    ctx.control.approvals.deny(1, by="a mod")  # decided elsewhere (chat): the overlay drops it
+    queue.page.wait_for_function("() => document.querySelector('.queue-card').classList.contains('hidden')")
+    ctx.control.approvals.submit("a mossy stone bridge", source="twitch", author="viewer4", model_text="x")
+    queue.page.wait_for_function("() => document.querySelector('.queue-text')?.textContent === 'a mossy stone bridge'")
+    queue.shot("overlay-queue", transparent=True)
+    queue.close()
+
+    preview = Watched(browser, f"{url}/overlays/preview.html", (640, 480))
+    preview.page.wait_for_function("() => document.getElementById('output').naturalWidth === 64")
+    preview.page.wait_for_timeout(300)
+    # the red/blue test picture, scaled to fill the page: sample both halves from a screenshot
+    png = preview.shot("overlay-preview")
+    import av
+
+    with av.open(str(png)) as container:
+        pixels = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    h, w = pixels.shape[:2]
+    left, right = pixels[h // 2, w // 4], pixels[h // 2, 3 * w // 4]
+    assert left[0] > 180 and left[2] < 80 and right[2] > 180 and right[0] < 80, (left, right)
+    preview.close()
