@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from streamer.config import ModerationSettings
 from streamer.control.approvals import ApprovalItem, Approvals
-from streamer.control.moderation import Moderation
+from streamer.control.moderation import Moderation, storable
 
 if TYPE_CHECKING:
     from streamer.control.prompts import PromptBus
@@ -104,6 +104,9 @@ class PromptGovernor:
     ) -> Proposal:
         """Moderate and route one proposal (see the module doc). Never raises on hostile text."""
         meta = dict(meta or {})
+        # Names come from chat too: make them storable (no lone surrogates) and bounded before they
+        # reach the bus, the Store and the logs.
+        source, author = storable(source, 100), storable(author, 100)
         verdict = self.moderation.review(text, source=source, author=author)
         if not verdict.allowed:
             outcome = Proposal("rejected", None, verdict.reason, "", source, author, meta)

@@ -12,6 +12,7 @@ Nothing here raises on any `str` (lone surrogates included): hostile input is th
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -51,6 +52,8 @@ _REPEATS = re.compile(r"(.)\1+")
 _SPACES = re.compile(r"\s+")
 _ASCII_CONTROLS = {c: None for c in range(32) if not chr(c).isspace()} | {127: None}
 _MODEL_PUNCT = frozenset(".,!?'\"-:;()&/+#%")
+_ASCII_SPACE = re.compile(r"[\s\x1c-\x1f]")
+_ASCII_DROP = re.compile(r"[^A-Za-z0-9 .,!?'\"\-:;()&/+#%]")
 _MAX_MARKS = 2  # combining marks kept after one letter: real scripts need 1-2; "Zalgo" stacks dozens
 _MAX_RUN = 32  # spaced single letters considered together ("n u d e")
 
@@ -109,6 +112,8 @@ def _clean_once(text: str) -> str:
 
 def clean_for_model(text: str) -> str:
     """Plain text safe to template and show: letters, digits, single spaces, `.,!?'"-:;()&/+#%`."""
+    if text.isascii():  # the common case, without the per-character Unicode walk
+        return _SPACES.sub(" ", _ASCII_DROP.sub("", _ASCII_SPACE.sub(" ", text))).strip()
     text = fix_surrogates(text).replace("\ufffd", "")
     for _ in range(3):  # dropping a character can let NFKC compose its neighbours: repeat to a fixed point
         cleaned = _clean_once(text)
@@ -118,6 +123,7 @@ def clean_for_model(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1 << 16)  # chat repeats its words: most tokens are seen before
 def _collapse(s: str) -> str:
     return _REPEATS.sub(r"\1", s)
 
@@ -132,12 +138,18 @@ class BlockedTerm:
     key: str  # the entry's letters with repeats collapsed: the lookup key
     pattern: re.Pattern[str]  # checks the uncollapsed candidate ("boobs" must not match "bobs")
     words: int = 1
-    first_word: str = ""
 
 
-def _term(entry: str, category: str) -> BlockedTerm:
-    anywhere = entry.startswith("*")
+def _terms(entry: str, category: str) -> list[BlockedTerm]:
+    """An entry's matchable forms. Entries with digits ("rule34") also get their leetspeak readings, since
+    a disguised "ru1e34" is read with every digit as a letter."""
     body = fold(entry.strip().lstrip("*"))
+    bodies = {body} | ({body.translate(_LEET_I), body.translate(_LEET_L)} if any(c.isdigit() for c in body) else set())
+    return [_term(entry, category, b) for b in sorted(bodies)]
+
+
+def _term(entry: str, category: str, body: str) -> BlockedTerm:
+    anywhere = entry.startswith("*")
     words = _NOT_ALNUM.sub(" ", body).split()
     joined = "".join(words)
     if len(joined) < 2 or not joined.isascii():
@@ -145,7 +157,7 @@ def _term(entry: str, category: str) -> BlockedTerm:
     # Each letter may repeat ("nuuude"), but a doubled letter must stay doubled ("boobs" is not "bobs").
     body_re = "".join(re.escape(ch) + ("+" if n == 1 else f"{{{n},}}") for ch, n in _runs(joined))
     pattern = re.compile(body_re if anywhere else body_re + "(?:e*s+)?")
-    return BlockedTerm(entry, category, anywhere, _collapse(joined), pattern, len(words), words[0])
+    return BlockedTerm(entry, category, anywhere, _collapse(joined), pattern, len(words))
 
 
 def _runs(s: str) -> Iterable[tuple[str, int]]:
@@ -165,23 +177,27 @@ class Blocklist:
         self._words: dict[str, list[BlockedTerm]] = {}
         self._phrases: dict[str, list[BlockedTerm]] = {}
         self._anywhere: list[BlockedTerm] = []
-        self._phrase_heads: set[str] = set()  # first words of phrases: only there can a phrase start
+        self._phrase_heads: set[str] = set()  # prefixes of phrase keys: only there can a phrase start
         self._max_words = 1
         self.size = 0
         for category, items in entries.items():
             for entry in items:
-                term = _term(entry, category)
                 self.size += 1
-                if term.anywhere:
-                    self._anywhere.append(term)
-                else:
-                    self._words.setdefault(term.key, []).append(term)
-                if term.words > 1:
-                    self._phrases.setdefault(term.key, []).append(term)
-                    self._phrase_heads.add(_collapse(term.first_word))
-                    self._max_words = max(self._max_words, term.words)
+                for term in _terms(entry, category):
+                    self._add(term)
         keys = sorted({t.key for t in self._anywhere}, key=len, reverse=True)
         self._anywhere_re = re.compile("|".join(map(re.escape, keys))) if keys else None
+
+    def _add(self, term: BlockedTerm) -> None:
+        if term.anywhere:
+            self._anywhere.append(term)
+        else:
+            self._words.setdefault(term.key, []).append(term)
+        if term.words > 1:
+            self._phrases.setdefault(term.key, []).append(term)
+            # A phrase can only start at a token that is a prefix of it ("takeoff clothes").
+            self._phrase_heads.update(term.key[:i] for i in range(1, len(term.key) + 1))
+            self._max_words = max(self._max_words, term.words)
 
     @classmethod
     def build(cls, extra: Iterable[str] = (), allow: Iterable[str] = ()) -> Blocklist:
@@ -209,24 +225,25 @@ class Blocklist:
         return None
 
     def _scan(self, tokens: list[str], seen: dict[str, BlockedTerm | None]) -> BlockedTerm | None:
-        keys = []
-        for tok in tokens:
-            key = _collapse(tok)
-            keys.append(key)
-            if tok not in seen:
-                seen[tok] = self._word(tok, key, self._words) or self._inside(tok, key)
-            if seen[tok] is not None:
-                return seen[tok]
+        keys = [_collapse(tok) for tok in tokens]
+        for tok, key in zip(tokens, keys, strict=True):
+            hit = seen.get(tok, False)
+            if hit is False:
+                hit = seen[tok] = self._word(tok, key, self._words) or self._inside(tok, key)
+            if hit is not None:
+                return hit  # type: ignore[return-value]
+        # Spaced single letters ("n u d e", "n uuu d e"): a token of one repeated letter counts as one.
         run: list[str] = []
-        for tok in [*tokens, ""]:
-            if len(tok) == 1 and len(run) < _MAX_RUN:
+        for tok, key in [*zip(tokens, keys, strict=True), ("", "")]:
+            single = len(key) == 1
+            if single and len(run) < _MAX_RUN:
                 run.append(tok)
                 continue
             if len(run) >= 2:
                 hit = self._letters("".join(run))
                 if hit is not None:
                     return hit
-            run = [tok] if len(tok) == 1 else []
+            run = [tok] if single else []
         for i, key in enumerate(keys):
             if key not in self._phrase_heads:
                 continue
@@ -240,10 +257,12 @@ class Blocklist:
 
     @staticmethod
     def _word(tok: str, key: str, table: dict[str, list[BlockedTerm]]) -> BlockedTerm | None:
-        for k in (key, key[:-1] if key.endswith("s") else "", key[:-2] if key.endswith("es") else ""):
-            for term in table.get(k, ()) if k else ():
-                if term.pattern.fullmatch(tok):
-                    return term
+        terms = table.get(key)
+        if key[-1:] == "s":  # plurals: the term's pattern allows the suffix
+            terms = (terms or []) + table.get(key[:-1], []) + (table.get(key[:-2], []) if key[-2:] == "es" else [])
+        for term in terms or ():
+            if term.pattern.fullmatch(tok):
+                return term
         return None
 
     def _inside(self, tok: str, key: str) -> BlockedTerm | None:
