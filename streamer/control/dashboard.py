@@ -20,7 +20,9 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import socket
 import sys
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -261,6 +263,37 @@ class Dashboard:
             print(f"dashboard (token generated for this run; set {SECRET_ENV['dashboard_token']} to fix it): "
                   f"{self.url}#token={self.token}", file=sys.stderr, flush=True)
         self._announced = True
+
+
+def doctor_checks(settings: Any) -> Iterable[Any]:
+    """`streamer doctor` provider: address, token source, port, shipped pages."""
+    from streamer.doctor import Check
+
+    ds = settings.dashboard
+    if not ds.enabled:
+        yield Check("dashboard", "OK", "disabled ([dashboard] enabled = false)")
+        return
+    where = f"http://{ds.host}:{ds.port}/"
+    if _is_loopback(ds.host):
+        yield Check("dashboard address", "OK", f"{where} (this machine only)")
+    else:
+        yield Check("dashboard address", "WARN", f"{where} is reachable from other machines",
+                    "set [dashboard] host = \"127.0.0.1\" unless you need it on the network")
+    env = SECRET_ENV["dashboard_token"]
+    yield Check("dashboard token", "OK", f"from {env}" if secret("dashboard_token") else
+                f"generated at each start and printed once ({env} unset)")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in ds.host else socket.AF_INET) as probe:
+            probe.bind((ds.host, ds.port))
+        yield Check("dashboard port", "OK", f"{ds.port} is free")
+    except OSError as e:
+        yield Check("dashboard port", "WARN", f"cannot bind {ds.host}:{ds.port}: {e.strerror or e} "
+                    "(fine if the daemon is running now)", "pick a free [dashboard] port")
+    missing = [n for n in ("dashboard.html", "dashboard.js") if n not in _file_table(assets_dir())]
+    missing += [n for n in ("overlay.html", "overlay.js", "live.js") if n not in _file_table(overlays_dir())]
+    yield Check("dashboard pages", "FAIL" if missing else "OK",
+                f"missing: {', '.join(missing)}" if missing else "dashboard and overlays installed",
+                "reinstall the package (overlays/ and streamer/assets/ are package data)")
 
 
 def build(ctx: Any) -> Dashboard | None:

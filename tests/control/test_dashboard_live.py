@@ -174,3 +174,20 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         asyncio.run(component.run())
     taken.close()
     ctx.store.close()
+
+
+def test_doctor_checks(monkeypatch):
+    from dashboard_harness import make_settings
+
+    monkeypatch.delenv("STREAMER_DASHBOARD_TOKEN", raising=False)
+    checks = {c.name: c for c in dashboard.doctor_checks(make_settings({"dashboard": {"port": 0}}))}
+    assert checks["dashboard address"].status == "OK"
+    assert "generated" in checks["dashboard token"].detail
+    assert checks["dashboard port"].status == "OK" and checks["dashboard pages"].status == "OK"
+    wide = {c.name: c for c in dashboard.doctor_checks(make_settings({"dashboard": {"host": "0.0.0.0", "port": 0}}))}
+    assert wide["dashboard address"].status == "WARN"
+    monkeypatch.setenv("STREAMER_DASHBOARD_TOKEN", "secret-value")
+    token_check = next(c for c in dashboard.doctor_checks(make_settings()) if c.name == "dashboard token")
+    assert "STREAMER_DASHBOARD_TOKEN" in token_check.detail and "secret-value" not in token_check.line()
+    off = list(dashboard.doctor_checks(make_settings({"dashboard": {"enabled": False}})))
+    assert [c.status for c in off] == ["OK"]
