@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from streamer import config as config_mod
 from streamer.config import Settings
+from streamer.control.plane import build_control_plane
 from streamer.control.prompts import PromptBus
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 COMPONENTS = [
     "streamer.control.console:build",
     "streamer.app:build_status_line",
+    "streamer.control.plane:build",
+    "streamer.control.dashboard:build",
+    "streamer.control.obs:build",
+    "streamer.control.twitch:build",
 ]
 
 
@@ -48,7 +53,7 @@ class AppContext:
     store: Store
     metrics: Metrics
     pipeline: Pipeline
-    control: Any = None  # streamer.control.plane.ControlPlane when available
+    control: Any = None  # streamer.control.plane.ControlPlane
     interactive: bool = True  # read the console / redraw the status line
 
 
@@ -89,22 +94,11 @@ def build_pipeline(settings: Settings, bus: PromptBus, metrics: Metrics, record_
     return Pipeline(settings, build_source(settings), build_sinks(settings, record_path), bus, metrics, factory)
 
 
-def build_control(settings: Settings, store: Store, bus: PromptBus) -> Any:
-    try:
-        plane_mod = importlib.import_module("streamer.control.plane")
-    except ImportError as e:
-        log.warning("control plane unavailable (%s): prompts are not moderated", e)
-        return None
-    control = plane_mod.build_control_plane(settings, store, bus)
-    bus.moderator = control.moderation
-    return control
-
-
 async def run_daemon(settings: Settings, *, frames: int = 0, record: str | None = None, interactive: bool = True) -> int:
     store = Store(settings.store.path)
     metrics = Metrics(settings.metrics.window)
     bus = PromptBus(settings.prompt.initial, store=store)
-    control = build_control(settings, store, bus)
+    control = build_control_plane(settings, store, bus)  # every text from people is moderated
     pipeline = build_pipeline(settings, bus, metrics, record)
     pipeline.frame_limit = frames
     ctx = AppContext(settings, bus, store, metrics, pipeline, control, interactive)

@@ -95,7 +95,7 @@ class OutputQueue:
     a few frames (oldest dropped beyond `capacity`); the output thread takes one per tick."""
 
     def __init__(self, capacity: int = 8) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._frames: collections.deque[Frame] = collections.deque()
         self._capacity = capacity
         self.dropped = 0
@@ -107,9 +107,13 @@ class OutputQueue:
                     self._frames.popleft()
                     self.dropped += 1
                 self._frames.append(frame)
+            self._lock.notify_all()
 
-    def take(self) -> Frame | None:
+    def take(self, timeout: float = 0.0) -> Frame | None:
+        """The oldest waiting frame, waiting up to `timeout` seconds for one; None if none came."""
         with self._lock:
+            if not self._frames and timeout > 0:
+                self._lock.wait_for(lambda: bool(self._frames), timeout)
             return self._frames.popleft() if self._frames else None
 
     def __len__(self) -> int:

@@ -135,6 +135,7 @@ class Pipeline:
                 dropped_before = self._slot.dropped
                 self._slot.put(frame)
                 self.metrics.tick("in")
+                self.metrics.count("frames_in")
                 if self._slot.dropped != dropped_before:
                     self.metrics.count("drops_input")
                 if self._stop.is_set():
@@ -185,18 +186,31 @@ class Pipeline:
             self._out.put_many(outputs)
 
     def _output_loop(self) -> None:
+        """Hand frames to the sinks as soon as the engine has them (lowest latency), but never
+        closer than half a frame interval (a full one while a chunk's frames are queued), and
+        repeat the last frame when nothing new arrives in time, so the sinks see a steady fps."""
         v = self.settings.video
         interval = 1.0 / v.fps
         self._open_sinks(v.width, v.height, v.fps)
         last: Frame | None = None
-        next_tick = now()
+        last_write = now()
+        repeat_after = interval
         while not self._stop.is_set():
-            frame = self._out.take()
+            frame = self._out.take(timeout=max(0.0, last_write + repeat_after - now()))
             fresh = frame is not None
             if frame is None:
+                if self._stop.is_set():
+                    break
                 frame = last or blank_frame(v.width, v.height)
                 if last is not None:
                     self.metrics.count("repeats")
+                repeat_after = interval
+            else:
+                gap = interval if len(self._out) else interval / 2
+                wait = last_write + gap - now()
+                if wait > 0:
+                    self._stop.wait(wait)
+                repeat_after = 1.5 * interval  # a little slack before repeating: engine jitter is normal
             t0 = time.perf_counter()
             for sink in list(self.sinks):
                 self._write(sink, frame)
@@ -204,19 +218,14 @@ class Pipeline:
             if fresh:
                 self.metrics.latency(now() - frame.capture_time)
             self.metrics.tick("out")
+            self.metrics.count("frames_out")
             self._latest_output = frame
             last = frame
+            last_write = now()
             self.frames_out += 1
             if self.frame_limit and self.frames_out >= self.frame_limit:
                 self.frames_done.set()
                 return
-            next_tick += interval
-            delay = next_tick - now()
-            if delay > 0:
-                self._stop.wait(delay)
-            elif delay < -interval:  # fell behind (a slow sink): resync instead of bursting
-                self.metrics.count("output_late")
-                next_tick = now()
 
     def _open_sinks(self, width: int, height: int, fps: float) -> None:
         from streamer.sinks import SinkUnavailable
