@@ -48,7 +48,7 @@ class Pipeline:
         self._model_error: str = ""
         self._passthrough = Passthrough()
         self._slot = LatestFrameSlot()
-        self._out = OutputQueue(capacity=8)
+        self._out = OutputQueue(capacity=4)  # one wan chunk; more would only add latency
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._scene_active = True
