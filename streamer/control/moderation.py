@@ -20,7 +20,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from streamer.config import ConfigError, ModerationSettings
@@ -215,3 +215,23 @@ def check_prompt_command(args: argparse.Namespace) -> int:
     if verdict.allowed and settings.moderation.mode == "approval":
         print("note:       mode is 'approval': chat proposals wait for a moderator before they apply")
     return 0 if verdict.allowed else 1
+
+
+def doctor_checks(settings: Any) -> Iterable[Any]:
+    """`streamer doctor` provider: the moderation settings load, and warnings for risky choices."""
+    from streamer.doctor import Check
+
+    m: ModerationSettings = settings.moderation
+    try:
+        moderation = Moderation(m, None)
+    except ConfigError as e:
+        yield Check("moderation", "FAIL", str(e), "edit the [moderation] section of your config")
+        return
+    yield Check("moderation", "OK", f"mode {m.mode}, {moderation.blocklist.size} blocklist entries, {len(m.presets)} presets,"
+                f" at most {m.max_length} characters, one audience change per {m.min_change_interval_s:g} s")
+    if m.mode == "presets-only" and not m.presets:
+        yield Check("moderation presets", "WARN", "presets-only mode without presets: chat cannot change the prompt",
+                    "add [moderation.presets] entries, or use mode = \"open\" or \"approval\"")
+    if m.mode == "open" and m.min_change_interval_s < 5:
+        yield Check("moderation rate limit", "WARN", f"chat may change the prompt every {m.min_change_interval_s:g} s",
+                    "raise moderation.min_change_interval_s (10 s or more keeps the stream watchable)")

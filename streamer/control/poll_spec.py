@@ -1,4 +1,4 @@
-"""PollSpec: a poll's title, choices and length, checked against Twitch's limits before any HTTP call.
+"""Poll data: PollSpec (checked against Twitch's limits before any HTTP call), PollSnapshot, the tie-break.
 
 Twitch (Helix Create Poll) allows a title of at most 60 characters, 2 to 5 choices of at most 25
 characters each, and 15 to 1800 seconds; TwitchIO only learns of a violation from the HTTP error,
@@ -8,14 +8,17 @@ so every poll (native or chat-vote) is validated here first, with a message fit 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 TITLE_MAX = 60
 CHOICE_MAX = 25
 CHOICES_MIN, CHOICES_MAX = 2, 5
 SECONDS_MIN, SECONDS_MAX = 15, 1800
+
+
+PollStatus = Literal["running", "ended", "cancelled"]
 
 
 class PollSpecError(ValueError):
@@ -85,3 +88,45 @@ class PollSpec:
         if choices is None or seconds is None or "title" not in m:
             raise PollSpecError("a poll needs 'title', 'choices' and 'seconds'")
         return cls(m["title"], tuple(choices) if isinstance(choices, list) else choices, seconds)
+
+
+@dataclass(frozen=True)
+class PollSnapshot:
+    """A poll as the overlay and dashboard show it. winner is a 0-based index (None: no winner)."""
+
+    id: int
+    title: str
+    choices: tuple[str, ...]
+    votes: tuple[int, ...]
+    seconds: int
+    backend: str
+    status: PollStatus
+    started_by: str
+    started_at: float
+    ends_at: float
+    seconds_left: float
+    winner: int | None = None
+    winner_text: str = ""
+    result: str = ""
+    platform_id: str = ""
+
+    @property
+    def total(self) -> int:
+        return sum(self.votes)
+
+    def view(self) -> dict[str, Any]:
+        """JSON-friendly overlay data."""
+        return {
+            "id": self.id, "title": self.title, "status": self.status, "backend": self.backend,
+            "choices": [{"number": i + 1, "text": c, "votes": v} for i, (c, v) in enumerate(zip(self.choices, self.votes, strict=True))],
+            "total": self.total, "seconds_left": round(self.seconds_left, 1), "ends_at": self.ends_at,
+            "winner": self.winner, "winner_text": self.winner_text, "result": self.result,
+        }
+
+
+def winner_of(votes: Sequence[int], reached: Sequence[int]) -> int | None:
+    """Most votes; ties: earliest to reach that count, then the lowest index. None without votes."""
+    if not votes or max(votes) <= 0:
+        return None
+    top = max(votes)
+    return min((i for i, v in enumerate(votes) if v == top), key=lambda i: (reached[i], i))

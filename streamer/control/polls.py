@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from streamer.control.moderation import storable
-from streamer.control.poll_spec import PollError, PollSpec, PollSpecError
+from streamer.control.poll_spec import PollError, PollSnapshot, PollSpec, PollSpecError, PollStatus, winner_of
 
 if TYPE_CHECKING:
     from streamer.control.governor import PromptGovernor
     from streamer.store import Store
 
-__all__ = ["NativePollBackend", "PollError", "PollManager", "PollSnapshot", "PollSpec", "PollSpecError"]
+__all__ = ["NativePollBackend", "PollError", "PollManager", "PollSnapshot", "PollSpec", "PollSpecError", "winner_of"]
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,6 @@ CREATE TABLE IF NOT EXISTS poll_votes (
 );
 """
 
-PollStatus = Literal["running", "ended", "cancelled"]
-
-
 class NativePollBackend(Protocol):
     """A platform poll (the Twitch component implements it over Helix).
 
@@ -83,40 +80,6 @@ class NativePollBackend(Protocol):
     async def end(self, poll_id: str, *, cancel: bool) -> None: ...
 
 
-@dataclass(frozen=True)
-class PollSnapshot:
-    """A poll as the overlay and dashboard show it. winner is a 0-based index (None: no winner)."""
-
-    id: int
-    title: str
-    choices: tuple[str, ...]
-    votes: tuple[int, ...]
-    seconds: int
-    backend: str
-    status: PollStatus
-    started_by: str
-    started_at: float
-    ends_at: float
-    seconds_left: float
-    winner: int | None = None
-    winner_text: str = ""
-    result: str = ""
-    platform_id: str = ""
-
-    @property
-    def total(self) -> int:
-        return sum(self.votes)
-
-    def view(self) -> dict[str, Any]:
-        """JSON-friendly overlay data."""
-        return {
-            "id": self.id, "title": self.title, "status": self.status, "backend": self.backend,
-            "choices": [{"number": i + 1, "text": c, "votes": v} for i, (c, v) in enumerate(zip(self.choices, self.votes, strict=True))],
-            "total": self.total, "seconds_left": round(self.seconds_left, 1), "ends_at": self.ends_at,
-            "winner": self.winner, "winner_text": self.winner_text, "result": self.result,
-        }
-
-
 @dataclass
 class _Running:
     id: int
@@ -131,14 +94,6 @@ class _Running:
     reached: list[int]  # per choice: the update number that last raised its count (tie-break)
     seq: int = 0
     ballots: dict[str, int] = field(default_factory=dict)  # chat: chatter -> 0-based choice
-
-
-def winner_of(votes: Sequence[int], reached: Sequence[int]) -> int | None:
-    """Most votes; ties: earliest to reach that count, then the lowest index. None without votes."""
-    if not votes or max(votes) <= 0:
-        return None
-    top = max(votes)
-    return min((i for i, v in enumerate(votes) if v == top), key=lambda i: (reached[i], i))
 
 
 Listener = Callable[[PollSnapshot], None]

@@ -183,3 +183,14 @@ def test_check_prompt_command(tmp_path, capsys):
     assert check_prompt_command(argparse.Namespace(text="a cat", config=str(p))) == 0
     out = capsys.readouterr().out
     assert "'ukiyo-e print of a cat'" in out and "approval" in out
+
+
+def test_doctor_checks():
+    from streamer.control.moderation import doctor_checks
+
+    ok = list(doctor_checks(config.from_dict({})))
+    assert [c.status for c in ok] == ["OK"] and "mode open" in ok[0].detail
+    warn = list(doctor_checks(config.from_dict({"moderation": {"mode": "presets-only"}})))
+    assert [c.status for c in warn] == ["OK", "WARN"]
+    fail = list(doctor_checks(config.from_dict({"moderation": {"presets": {"x": "a nude statue"}}})))
+    assert [c.status for c in fail] == ["FAIL"] and "moderation.presets.x" in fail[0].detail
