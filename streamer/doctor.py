@@ -38,6 +38,7 @@ PROVIDERS = [
     "streamer.doctor:environment_checks",
     "streamer.sources:doctor_checks",
     "streamer.sinks:doctor_checks",
+    "streamer.control.moderation:doctor_checks",
     "streamer.control.dashboard:doctor_checks",
     "streamer.control.obs:doctor_checks",
     "streamer.control.twitch:doctor_checks",
