@@ -3,7 +3,7 @@
 Math (model.md §1): q and k get an RMSNorm over the whole `dim` (before splitting into heads, weight
 only, eps 1e-6); then each 128-wide head is rotated as 64 complex pairs (x[2i], x[2i+1]) by the
 per-token angle table; the rotated k and the raw v go straight into the rolling cache's slot. One
-program per token reads q, k, v once and writes q, k, v once: the unfused path makes ~8 passes.
+program per (token, q|k|v) reads its row once and writes it once: the unfused path makes ~8 passes.
 
 Angle tables: `cos`, `sin` are [S, head_dim/2] float32 for the S tokens of the chunk, the same table
 for every head; `rope_tables()` builds them from 3D grid positions the way Wan splits the pairs
@@ -18,7 +18,7 @@ import triton.language as tl
 
 
 @triton.jit
-def _rms_rope_row(
+def _norm_rope_one(
     SRC,
     DST,
     W,
@@ -26,31 +26,33 @@ def _rms_rope_row(
     SIN,
     s_idx,
     D,
-    half_head,
+    hd,
+    src_sh,
+    dst_sh,
     eps,
-    cols_half,
-    mask,
+    NORM: tl.constexpr,
     APPLY_ROPE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
-    """RMSNorm the row at SRC (length D), rotate its pairs, store at DST (contiguous D)."""
-    xe = tl.load(SRC + 2 * cols_half, mask=mask, other=0.0).to(tl.float32)
-    xo = tl.load(SRC + 2 * cols_half + 1, mask=mask, other=0.0).to(tl.float32)
-    rstd = 1.0 / tl.sqrt((tl.sum(xe * xe, axis=0) + tl.sum(xo * xo, axis=0)) / D + eps)
-    we = tl.load(W + 2 * cols_half, mask=mask, other=0.0).to(tl.float32)
-    wo = tl.load(W + 2 * cols_half + 1, mask=mask, other=0.0).to(tl.float32)
-    xe = xe * rstd * we
-    xo = xo * rstd * wo
+    """One token's row: optional RMSNorm * weight, optional pair rotation, store (head-strided)."""
+    cols = tl.arange(0, BLOCK)
+    mask = cols < D
+    src_off = (cols // hd) * src_sh + cols % hd
+    dst_off = (cols // hd) * dst_sh + cols % hd
+    x = tl.load(SRC + src_off, mask=mask, other=0.0).to(tl.float32)
+    if NORM:
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / D + eps)
+        x = x * rstd * tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
     if APPLY_ROPE:
-        pair = cols_half % half_head
-        c = tl.load(COS + s_idx * half_head + pair, mask=mask, other=1.0)
-        s = tl.load(SIN + s_idx * half_head + pair, mask=mask, other=0.0)
-        ye = xe * c - xo * s
-        yo = xe * s + xo * c
-    else:
-        ye = xe
-        yo = xo
-    tl.store(DST + 2 * cols_half, ye.to(DST.dtype.element_ty), mask=mask)
-    tl.store(DST + 2 * cols_half + 1, yo.to(DST.dtype.element_ty), mask=mask)
+        # pairs (x[2i], x[2i+1]) never straddle heads (hd is even): rotate in registers
+        xe, xo = tl.split(tl.reshape(x, (BLOCK // 2, 2)))
+        pair = tl.arange(0, BLOCK // 2)
+        pmask = pair < D // 2
+        tab = s_idx * (hd // 2) + pair % (hd // 2)
+        c = tl.load(COS + tab, mask=pmask, other=1.0)
+        sn = tl.load(SIN + tab, mask=pmask, other=0.0)
+        x = tl.reshape(tl.join(xe * c - xo * sn, xe * sn + xo * c), (BLOCK,))
+    tl.store(DST + dst_off, x.to(DST.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -67,45 +69,53 @@ def _qk_norm_rope_kernel(
     VO,
     S,
     D,
-    half_head,
+    hd,
     q_sb,
     q_ss,
+    q_sh,
     k_sb,
     k_ss,
+    k_sh,
     v_sb,
     v_ss,
+    v_sh,
     qo_sb,
     qo_ss,
+    qo_sh,
     ko_sb,
     ko_ss,
+    ko_sh,
     vo_sb,
     vo_ss,
+    vo_sh,
     eps,
-    HAS_KV: tl.constexpr,
     APPLY_ROPE: tl.constexpr,
-    BLOCK_HALF: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
+    """Grid (B*S, 1 or 3): axis 1 picks q (norm+rope), k (norm+rope) or v (copy) of one token."""
     row = tl.program_id(0).to(tl.int64)
+    which = tl.program_id(1)
     b = row // S
     s_idx = row % S
-    cols_half = tl.arange(0, BLOCK_HALF)
-    mask = cols_half < D // 2
-    _rms_rope_row(
-        Q + b * q_sb + s_idx * q_ss,
-        QO + b * qo_sb + s_idx * qo_ss,
-        WQ,
-        COS,
-        SIN,
-        s_idx,
-        D,
-        half_head,
-        eps,
-        cols_half,
-        mask,
-        APPLY_ROPE,
-    )
-    if HAS_KV:
-        _rms_rope_row(
+    if which == 0:
+        _norm_rope_one(
+            Q + b * q_sb + s_idx * q_ss,
+            QO + b * qo_sb + s_idx * qo_ss,
+            WQ,
+            COS,
+            SIN,
+            s_idx,
+            D,
+            hd,
+            q_sh,
+            qo_sh,
+            eps,
+            True,
+            APPLY_ROPE,
+            BLOCK,
+        )
+    elif which == 1:
+        _norm_rope_one(
             K + b * k_sb + s_idx * k_ss,
             KO + b * ko_sb + s_idx * ko_ss,
             WK,
@@ -113,25 +123,43 @@ def _qk_norm_rope_kernel(
             SIN,
             s_idx,
             D,
-            half_head,
+            hd,
+            k_sh,
+            ko_sh,
             eps,
-            cols_half,
-            mask,
+            True,
             APPLY_ROPE,
+            BLOCK,
         )
-        cols = tl.arange(0, 2 * BLOCK_HALF)
-        vmask = cols < D
-        v = tl.load(V + b * v_sb + s_idx * v_ss + cols, mask=vmask, other=0.0)
-        tl.store(VO + b * vo_sb + s_idx * vo_ss + cols, v.to(VO.dtype.element_ty), mask=vmask)
+    else:
+        _norm_rope_one(
+            V + b * v_sb + s_idx * v_ss,
+            VO + b * vo_sb + s_idx * vo_ss,
+            WK,
+            COS,
+            SIN,
+            s_idx,
+            D,
+            hd,
+            v_sh,
+            vo_sh,
+            eps,
+            False,
+            False,
+            BLOCK,
+        )
 
 
-def _bsd(name: str, t: torch.Tensor, B: int, S: int, D: int) -> tuple[int, int]:
-    """(batch stride, token stride) of a [B, S, D] or [B, S, H, hd] tensor whose rows are contiguous."""
-    if t.shape[0] != B or t.shape[1] != S or t[0, 0].numel() != D:
-        raise ValueError(f"{name} must be [B={B}, S={S}, D={D}] (or heads split), got {tuple(t.shape)}")
-    if t.dim() == 4 and t.stride(3) == 1 and t.stride(2) == t.shape[3] or t.dim() == 3 and t.stride(2) == 1:
-        return t.stride(0), t.stride(1)
-    raise ValueError(f"{name}: each token's {D} values must be contiguous")
+def _strides(name: str, t: torch.Tensor, B: int, S: int, H: int, hd: int) -> tuple[int, int, int]:
+    """(batch, token, head) strides of a [B, S, D] or [B, S, H, hd] tensor; each head's hd values contiguous."""
+    if t.dim() == 3 and tuple(t.shape) == (B, S, H * hd) and t.stride(2) == 1:
+        return t.stride(0), t.stride(1), hd
+    if t.dim() == 4 and tuple(t.shape) == (B, S, H, hd) and t.stride(3) == 1:
+        return t.stride(0), t.stride(1), t.stride(2)
+    raise ValueError(
+        f"{name} must be [B={B}, S={S}, {H * hd}] or [B, S, {H}, {hd}] with contiguous heads, "
+        f"got {tuple(t.shape)} strides {t.stride()}"
+    )
 
 
 def qk_norm_rope(
@@ -146,14 +174,16 @@ def qk_norm_rope(
     k_out: torch.Tensor | None = None,
     v_out: torch.Tensor | None = None,
     eps: float = 1e-6,
+    heads_first: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """RMSNorm(q)·wq and RMSNorm(k)·wk over the full width, RoPE on both, v copied.
 
     q, k, v: [B, S, D] projections (row-contiguous; strided views of a fused qkv output are fine).
     cos, sin: [S, head_dim/2] float32, or None for no rotation (cross-attention's q/k norm).
-    k_out, v_out: where to write k and v, e.g. the cache slot `cache_k[layer, :, start:start+S]`
-    ([B, S, H, hd] views); allocated when not given. Returns (q [B,S,H,hd], k_out, v_out).
-    k and v may be None together (norm + RoPE of q alone).
+    k_out, v_out: where to write k and v as [B, S, H, hd] views (any strides with contiguous heads),
+    e.g. the cache slot `cache_k[layer, :, :, a:b].transpose(1, 2)`; allocated when not given.
+    heads_first: store q as [B, H, S, hd] memory (what SDPA wants); the returned view is still
+    [B, S, H, hd]. Returns (q, k_out, v_out); k and v may be None together (q alone).
     """
     if q.dim() != 3:
         raise ValueError(f"q must be [B, S, D], got {tuple(q.shape)}")
@@ -170,7 +200,10 @@ def qk_norm_rope(
     has_kv = k is not None
     if has_kv != (v is not None) or has_kv != (wk is not None):
         raise ValueError("k, v and wk go together")
-    q_out = torch.empty(B, S, num_heads, hd, device=q.device, dtype=q.dtype)
+    if heads_first:
+        q_out = torch.empty(B, num_heads, S, hd, device=q.device, dtype=q.dtype).transpose(1, 2)
+    else:
+        q_out = torch.empty(B, S, num_heads, hd, device=q.device, dtype=q.dtype)
     if has_kv:
         assert k is not None and v is not None
         k_out = k_out if k_out is not None else torch.empty(B, S, num_heads, hd, device=q.device, dtype=k.dtype)
@@ -178,30 +211,28 @@ def qk_norm_rope(
         kk, vv, ko, vo = k, v, k_out, v_out
     else:
         kk = vv = ko = vo = q_out
-    strides = [
-        _bsd(n, t, B, S, D) for n, t in (("q", q), ("k", kk), ("v", vv), ("q_out", q_out), ("k_out", ko), ("v_out", vo))
-    ]
-    dummy = cos if rope else wq
-    _qk_norm_rope_kernel[(B * S,)](
+    named = (("q", q), ("k", kk), ("v", vv), ("q_out", q_out), ("k_out", ko), ("v_out", vo))
+    strides = [x for n, t in named for x in _strides(n, t, B, S, num_heads, hd)]
+    block = triton.next_power_of_2(D)
+    _qk_norm_rope_kernel[(B * S, 3 if has_kv else 1)](
         q,
         kk,
         vv,
         wq,
         wk if wk is not None else wq,
-        dummy,
+        cos if rope else wq,
         sin if rope else wq,
         q_out,
         ko,
         vo,
         S,
         D,
-        hd // 2,
-        *[x for st in strides for x in st],
+        hd,
+        *strides,
         eps,
-        HAS_KV=has_kv,
         APPLY_ROPE=rope,
-        BLOCK_HALF=triton.next_power_of_2(D // 2),
-        num_warps=8 if D >= 4096 else 4,
+        BLOCK=block,
+        num_warps=8 if block >= 4096 else (4 if block >= 1024 else 2),
     )
     return q_out, (k_out if has_kv else None), (v_out if has_kv else None)
 

@@ -38,20 +38,24 @@ def test_qk_norm_rope_small(B, grid, heads, hd, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_writes_into_cache_slot_only(dtype):
-    """k/v land in the given slice of a preallocated cache; nothing outside it is touched."""
+def test_writes_into_heads_first_cache_slot_only(dtype):
+    """k/v land in a slice of a preallocated [B, H, slots*T, hd] cache (the DiT's layout); nothing
+    outside it is touched; q comes back as [B, H, S, hd] memory for SDPA."""
     dev = small_device()
     B, grid, heads, hd = 2, (1, 3, 2), 2, 16
     q, k, v, wq, wk, cos, sin = _case(B, grid, heads, hd, dtype, dev)
     S = math.prod(grid)
-    cache_k = torch.full((B, 4 * S, heads, hd), float("nan"), dtype=dtype, device=dev)
+    cache_k = torch.full((B, heads, 4 * S, hd), float("nan"), dtype=dtype, device=dev)
     cache_v = torch.full_like(cache_k, float("nan"))
-    _, ko, vo = qk_norm_rope(q, k, v, wq, wk, cos, sin, heads, k_out=cache_k[:, S : 2 * S], v_out=cache_v[:, S : 2 * S])
-    _, k_ref, v_ref = qk_norm_rope_ref(q, k, v, wq, wk, cos, sin, heads)
-    assert_matches(cache_k[:, S : 2 * S], k_ref, dtype, "cached k")
-    assert_matches(cache_v[:, S : 2 * S], v_ref, dtype, "cached v")
-    assert torch.isnan(cache_k[:, :S]).all() and torch.isnan(cache_k[:, 2 * S :]).all()
-    assert ko.data_ptr() == cache_k[:, S:].data_ptr()
+    slot_k, slot_v = cache_k[:, :, S : 2 * S].transpose(1, 2), cache_v[:, :, S : 2 * S].transpose(1, 2)
+    q_out, _, _ = qk_norm_rope(q, k, v, wq, wk, cos, sin, heads, k_out=slot_k, v_out=slot_v, heads_first=True)
+    q_ref, k_ref, v_ref = qk_norm_rope_ref(q, k, v, wq, wk, cos, sin, heads)
+    assert q_out.transpose(1, 2).is_contiguous()
+    assert_matches(q_out, q_ref, dtype, "q")
+    assert_matches(slot_k, k_ref, dtype, "cached k")
+    assert_matches(slot_v, v_ref, dtype, "cached v")
+    assert torch.isnan(cache_k[:, :, :S]).all() and torch.isnan(cache_k[:, :, 2 * S :]).all()
+    assert torch.isnan(cache_v[:, :, :S]).all() and torch.isnan(cache_v[:, :, 2 * S :]).all()
 
 
 def test_norm_only_for_cross_attention():

@@ -1,0 +1,77 @@
+"""TAEHV over one chunk at a time with its memory in static buffers (graph-capturable streaming).
+
+`streamer.model.vae`'s StreamingEncoder/Decoder push frames one by one and keep each MemBlock's
+previous input by rebinding a Python reference, which a CUDA graph cannot replay. `ChunkCodec` runs
+a whole chunk through each layer at once (a MemBlock sees [memory, frames[:-1]] as the past of
+frames, exactly the frame-by-frame recurrence) and copies each MemBlock's last input into a buffer
+allocated once, so the same addresses are read and written on every replay. A chunk must be a whole
+number of latents (4 frames temporal, 1 per-frame), which is how the engine feeds it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from streamer.model.vae import TAEHV, MemBlock, TGrow, TPool
+
+
+class _StaticStream:
+    """One layer list (encoder or decoder) with a static memory buffer per MemBlock."""
+
+    def __init__(self, layers: nn.Sequential) -> None:
+        self.layers = layers
+        self.memory: dict[int, Tensor] = {}
+
+    def reset(self) -> None:
+        for buf in self.memory.values():
+            buf.zero_()
+
+    def run(self, x: Tensor) -> Tensor:
+        """x: [T, C, H, W] (batch 1, frames on dim 0) -> [T', C', H', W']."""
+        h = x
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, MemBlock):
+                mem = self.memory.get(i)
+                if mem is None or mem.shape != h.shape[1:] or mem.dtype != h.dtype or mem.device != h.device:
+                    mem = self.memory[i] = torch.zeros_like(h[0])
+                past = torch.cat([mem[None], h[:-1]]) if h.shape[0] > 1 else mem[None]
+                out = layer(h, past)
+                mem.copy_(h[-1])
+                h = out
+            elif isinstance(layer, TPool):
+                if h.shape[0] % layer.stride:
+                    raise ValueError(f"chunk of {h.shape[0]} frames at a TPool of stride {layer.stride}")
+                h = layer(h)
+            elif isinstance(layer, TGrow):
+                h = layer(h)
+            else:
+                h = layer(h)
+        return h
+
+
+class ChunkCodec:
+    """Encode a chunk of frames to one latent frame and decode a latent frame to a chunk of frames."""
+
+    def __init__(self, vae: TAEHV) -> None:
+        self.vae = vae
+        self.frames_per_latent = vae.frames_per_latent
+        self._enc = _StaticStream(vae.encoder)
+        self._dec = _StaticStream(vae.decoder)
+
+    def reset(self) -> None:
+        """A new stream: zero every memory buffer in place (the captured graph keeps its addresses)."""
+        self._enc.reset()
+        self._dec.reset()
+
+    @torch.no_grad()
+    def encode(self, frames: Tensor) -> Tensor:
+        """frames: [frames_per_latent, 3, H, W] in [0, 1] -> latent [1, C, 1, H/8, W/8]."""
+        if frames.shape[0] != self.frames_per_latent:
+            raise ValueError(f"a chunk is {self.frames_per_latent} frames, got {frames.shape[0]}")
+        return self._enc.run(frames).permute(1, 0, 2, 3).unsqueeze(0)
+
+    @torch.no_grad()
+    def decode(self, latent: Tensor) -> Tensor:
+        """latent: [1, C, 1, h, w] -> frames [frames_per_latent, 3, 8h, 8w] clamped to [0, 1]."""
+        return self._dec.run(latent[0].permute(1, 0, 2, 3)).clamp(0, 1)
