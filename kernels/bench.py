@@ -102,7 +102,7 @@ def run() -> dict[str, object]:
         attn[label] = {}
         for name, fn in available_backends(qa.device).items():
             try:
-                ms = do_bench(lambda fn=fn: fn(qa, ka, va), return_mode="median")  # type: ignore[misc]
+                ms = do_bench(lambda fn=fn, q=qa, k=ka, v=va: fn(q, k, v), return_mode="median")  # type: ignore[misc]
             except RuntimeError as e:
                 print(f"attention {name} refused {label}: {e}", file=sys.stderr)
                 continue

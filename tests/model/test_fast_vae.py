@@ -16,7 +16,7 @@ def test_chunk_codec_matches_streaming_encoder_and_decoder(temporal: bool) -> No
     codec, enc, dec = ChunkCodec(vae), vae.stream_encoder(), vae.stream_decoder()
     fpl = vae.frames_per_latent
     addresses = None
-    for chunk in range(4):
+    for _chunk in range(4):
         frames = torch.rand(fpl, 3, 32, 48)
         z_ref = None
         for i in range(fpl):
