@@ -145,6 +145,16 @@ def stream_batch_step(
     return done if state.filled >= steps else None
 
 
+def prime_stream_batch(state: StreamBatchState, z: Tensor, noises: Tensor, timesteps: Tensor) -> None:
+    """Fill the empty slots of a fresh stream with the first chunk at each slot's noise level (the clean
+    latent as its own x0 estimate), so a causal model's per-slot history starts from real content
+    instead of zeros. Outputs stay None until real chunks reach the last slot (`filled` unchanged)."""
+    for i in range(1, state.steps):
+        state.x[i] = renoise(z[0], noises[i, 0], timesteps[i] / 1000)
+        state.noises[i] = noises[:, 0]
+        state.timesteps[i] = timesteps
+
+
 def motion_level(frames: Tensor, previous: Tensor | None) -> Tensor:
     """d in [0, 1] for a chunk: the largest RMS difference between consecutive frames (the previous
     chunk's last frame included), pixels read on the [-1, 1] scale, divided by MOTION_RMS_FULL.

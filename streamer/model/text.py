@@ -227,12 +227,47 @@ class CachedTextEncoder:
 
 
 def build_text_encoder(
-    text_encoder: str, cache_dir: str, device: str | torch.device, dtype: torch.dtype = torch.bfloat16
-) -> CachedTextEncoder:
-    """`model.text_encoder` folder -> umT5; empty -> MiniLM. Always wrapped in the cache."""
+    folder: str,
+    cache_dir: str,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    *,
+    text_dim: int,
+    text_len: int,
+    allow_random: bool = False,
+) -> TextEncoder:
+    """The encoder a DiT with this text width needs: `model.text_encoder` folder -> umT5 (cached);
+    empty and 384-d -> MiniLM (cached); empty otherwise -> seeded random states only when the DiT has
+    random weights too (`allow_random`), else a clear error."""
     inner: TextEncoder
-    if text_encoder:
-        inner = UMT5TextEncoder(text_encoder, device=device, dtype=dtype)
-    else:
+    if folder:
+        inner = UMT5TextEncoder(folder, device=device, dtype=dtype)
+    elif text_dim == 384:
         inner = MiniLMTextEncoder(device="cpu")  # 22M parameters: the CPU is fine and keeps the GPU free
+    elif allow_random:
+        return RandomTextEncoder(text_len, text_dim)
+    else:
+        raise TextEncoderError(
+            "this preset needs the umT5-XXL text encoder: set model.text_encoder to a local folder with "
+            "config.json, the tokenizer and the weights (e.g. the Wan2.1 repo's google/umt5-xxl files)"
+        )
+    if inner.text_dim != text_dim:
+        raise TextEncoderError(f"text encoder gives {inner.text_dim}-d states; the model needs {text_dim}-d")
     return CachedTextEncoder(inner, cache_dir or None)
+
+
+class RandomTextEncoder:
+    """Seeded random token states per prompt, for speed runs of a wan preset with RANDOM DiT weights
+    and no umT5 folder (the states mean nothing, like the weights). Never used with trained weights."""
+
+    def __init__(self, text_len: int, text_dim: int, seed: int = 0) -> None:
+        self.text_len, self.text_dim, self.seed = text_len, text_dim, seed
+        self.encoder_id = f"random:{text_len}x{text_dim}:{seed}"
+
+    def encode(self, prompts: list[str]) -> Tensor:
+        out = []
+        for prompt in prompts:
+            digest = hashlib.sha256(f"{self.seed}\n{prompt}".encode()).digest()
+            gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+            out.append(torch.randn(self.text_len, self.text_dim, generator=gen))
+        return torch.stack(out)

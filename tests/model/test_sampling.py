@@ -11,6 +11,7 @@ from streamer.model.sampling import (
     inverse_flow_sigma,
     motion_level,
     motion_strength,
+    prime_stream_batch,
     renoise,
     sample_sequential,
     sdedit_noise,
@@ -117,6 +118,7 @@ def test_stream_batch_matches_sequential_delayed(steps: int) -> None:
         batches.append(x.shape[0])
         return _toy_model(x, t)
 
+    prime_stream_batch(state, chunks[0], noises[0], schedules[0])  # must not change any real output
     outs = [
         stream_batch_step(counting, state, *args) for args in zip(chunks, noises, strengths, schedules, strict=True)
     ]

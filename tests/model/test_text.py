@@ -102,3 +102,14 @@ def test_umt5_tiny_random_model_from_local_folder(tmp_path: Path) -> None:
     n = _real_tokens(encoder, "snow")
     assert torch.count_nonzero(out[1, n:]) == 0 and out[1, :n].abs().sum(-1).min() > 0
     assert encoder.encoder_id.startswith("umt5:") and "model.safetensors" in encoder.encoder_id
+
+
+def test_build_text_encoder_picks_by_width_and_refuses_silent_substitutes(tmp_path: Path) -> None:
+    from streamer.model.text import RandomTextEncoder, build_text_encoder
+
+    with pytest.raises(TextEncoderError, match="umT5-XXL"):
+        build_text_encoder("", str(tmp_path), "cpu", torch.float32, text_dim=4096, text_len=512)
+    rnd = build_text_encoder("", str(tmp_path), "cpu", torch.float32, text_dim=64, text_len=8, allow_random=True)
+    assert isinstance(rnd, RandomTextEncoder)
+    a, b = rnd.encode(["x", "y"]), rnd.encode(["x"])
+    assert a.shape == (2, 8, 64) and torch.equal(a[0], b[0]) and not torch.equal(a[0], a[1])

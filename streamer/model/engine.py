@@ -1,0 +1,231 @@
+"""The model engine: `ModelTransform`, the causal diffusion model as a `streamer.transform.Transform`.
+
+Per chunk (1 frame for `tiny`, 4 frames for the Wan presets): uint8 frames -> [0,1] at the model's
+resolution -> streaming TAEHV encode -> SDEdit noise at the (motion-aware) strength -> `steps` DiT
+passes over the rolling KV cache (committed after the last pass) -> streaming decode -> back to the
+frame size as uint8, each output keeping its input frame's capture time.
+
+`step_tensor` is the hot path over device tensors with fixed shapes: no .item(), no host reads of
+tensor values, noise drawn into a preallocated buffer from the engine's seeded generator, timesteps
+and strength kept as device tensors - so the fast path can capture it as a CUDA graph. `step` is the
+host wrapper: buffering, prompt changes (cached text encoding, cross-attention K/V rebuilt in place,
+blended over `model.transition_chunks` chunks) and frame bookkeeping.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from streamer.config import ModelSettings, Settings
+from streamer.control.prompts import PromptState
+from streamer.frames import Frame
+from streamer.model.cache import KVCache
+from streamer.model.dit import DiT
+from streamer.model.loading import LoadedParts, load_parts, resolve_device
+from streamer.model.sampling import (
+    StreamBatchState,
+    motion_level,
+    motion_strength,
+    prime_stream_batch,
+    sample_sequential,
+    seeded_generator,
+    stream_batch_step,
+    strength_timesteps,
+)
+from streamer.model.transitions import PromptTransition
+
+log = logging.getLogger(__name__)
+
+
+class ModelTransform:
+    """The causal streaming video model behind the `Transform` protocol (engine thread only)."""
+
+    name = "model"
+
+    def __init__(self, m: ModelSettings, parts: LoadedParts) -> None:
+        self.settings, self.parts = m, parts
+        self.device, self.dtype = parts.device, parts.dtype
+        self.dit: DiT = parts.dit
+        self.vae, self.text = parts.vae, parts.text
+        self.frames_per_latent = self.vae.frames_per_latent
+        self.batch = m.steps if m.mode == "stream-batch" else 1
+        cfg = self.dit.cfg
+        self.latent_hw = (m.height // 8, m.width // 8)
+        self.cache = KVCache(
+            cfg,
+            batch=self.batch,
+            tokens_per_frame=cfg.tokens_per_frame(*self.latent_hw),
+            window=m.window,
+            sinks=m.sinks,
+            chunk_frames=1,
+            adaptive_sinks=m.adaptive_sinks,
+            dtype=self.dtype,
+            device=self.device,
+        )
+        self._cross = self.dit.cross_kv(torch.zeros(self.batch, 1, cfg.text_dim, device=self.device))
+        chunk = (1, self.vae.latent_channels, 1, *self.latent_hw)
+        self._noise = torch.empty(m.steps, *chunk, device=self.device, dtype=self.dtype)
+        self._batch_state = StreamBatchState.allocate(m.steps, chunk[1:], self.device, self.dtype)
+        self._fixed_ts = torch.tensor(m.timesteps, device=self.device) if m.timesteps else None
+        self._s_init = torch.tensor(m.strength, device=self.device)
+        self._s_init_host = m.strength
+        self._strength = self._s_init.clone()
+        self._transition: PromptTransition | None = None
+        self._text: str | None = None
+        self.chunks_done = 0
+        self.reset()
+
+    # ---- Transform protocol ------------------------------------------------------------------------
+    def step(self, frame: Frame, prompt: PromptState) -> list[Frame]:
+        """Buffer a frame; when a chunk is complete run the model and return its output frames."""
+        self._sync_prompt(prompt)
+        self._inbox.append(frame)
+        if len(self._inbox) < self.frames_per_latent:
+            return []
+        chunk, self._inbox = self._inbox, []
+        pixels = [_as_tensor(f.pixels) for f in chunk]
+        if any(p.shape != pixels[0].shape for p in pixels):
+            raise ValueError(f"frames of one chunk differ in size: {[tuple(p.shape) for p in pixels]}")
+        self._advance_transition()
+        out = self.step_tensor(torch.stack(pixels).to(self.device))
+        self._pending_chunks.append(chunk)
+        if out is None:  # stream batch still filling its slots
+            return []
+        meta = self._pending_chunks.popleft()[-out.shape[0] :]  # a trimmed first decode keeps the newest
+        on_host = isinstance(chunk[0].pixels, np.ndarray)
+        host = out.cpu().numpy() if on_host else out
+        return [f.with_pixels(host[i]) for i, f in enumerate(meta)]
+
+    def reset(self) -> None:
+        """A new stream: autoencoder memory, KV cache, stream-batch slots, motion and buffers forgotten."""
+        self.encoder, self.decoder = self.vae.stream_encoder(), self.vae.stream_decoder()
+        self.cache.reset()
+        self._batch_state.reset()
+        self._inbox: list[Frame] = []
+        self._pending_chunks: collections.deque[list[Frame]] = collections.deque()
+        self._prev_frame: Tensor | None = None
+        self._strength.copy_(self._s_init)
+        self._gen = seeded_generator(self.settings.seed, self.device)
+        if self._transition is not None:  # nothing on screen to blend from: take the target now
+            self._transition.jump(self._transition.target)
+            self._set_cross(self._transition.current)
+
+    def close(self) -> None:
+        self.cache.storage = self.cache.k = self.cache.v = torch.empty(0)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def status(self) -> str:
+        m = self.settings
+        text = (
+            f"model {m.preset} {m.width}x{m.height} {m.steps} steps {m.mode} on {self.device} "
+            f"({str(self.dtype).removeprefix('torch.')}), path eager; {self.parts.describe()}"
+        )
+        return text + (" — RANDOM WEIGHTS (output not meaningful)" if self.parts.random_parts else "")
+
+    # ---- the hot path ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step_tensor(self, frames: Tensor) -> Tensor | None:
+        """frames: [frames_per_latent, H, W, 3] uint8 on the device -> [T, H, W, 3] uint8 on the device
+        (T = frames_per_latent; 1 for a Wan stream's first chunk), or None while stream batch fills."""
+        m, (h, w) = self.settings, frames.shape[1:3]
+        x = _resize(frames.permute(0, 3, 1, 2).to(self.dtype) / 255, (m.height, m.width))
+        if m.motion_aware:
+            motion = motion_level(x, self._prev_frame)
+            self._strength.copy_(motion_strength(self._s_init, self._strength, motion))
+        self._prev_frame = x[-1]
+        z: Tensor | None = None
+        for i in range(x.shape[0]):
+            z = self.encoder.encode_frame(x[i : i + 1])
+        if z is None:
+            raise RuntimeError("the autoencoder produced no latent for a full chunk (frames_per_latent mismatch)")
+        z = z.unsqueeze(2)  # [1, C, 1, h, w]: one latent frame per chunk
+        ts = self._fixed_ts if self._fixed_ts is not None else strength_timesteps(self._strength, m.steps, m.shift)
+        self._noise.normal_(generator=self._gen)
+        if self.batch == 1:
+            latent: Tensor | None = sample_sequential(self._denoiser, z, self._noise, self._strength, ts)
+        else:
+            if self._batch_state.filled == 0:
+                prime_stream_batch(self._batch_state, z, self._noise, ts)
+            latent = stream_batch_step(self._denoiser, self._batch_state, z, self._noise, self._strength, ts)
+        self.cache.commit(1)  # the last pass's K/V become history
+        self.chunks_done += 1
+        if latent is None:
+            return None
+        out = self.decoder.decode_latent(latent[:, :, 0].to(self.dtype))[0]  # [T, 3, H', W'] in [0, 1]
+        return (_resize(out, (h, w)) * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+    def _denoiser(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.dit(x, t, self._cross, self.cache)
+
+    # ---- prompts -----------------------------------------------------------------------------------
+    def _sync_prompt(self, prompt: PromptState) -> None:
+        s_init = prompt.strength if prompt.strength is not None else self.settings.strength
+        if s_init != self._s_init_host:
+            self._s_init.fill_(s_init)
+            self._s_init_host = s_init
+        if prompt.text == self._text:
+            return
+        states = self.text.encode([prompt.text]).to(self.device)  # cached: a repeat prompt costs no encoding
+        if self._transition is None:
+            self._transition = PromptTransition(states, self.settings.transition_chunks)
+            self._set_cross(states)
+        else:
+            self._transition.begin(states)
+        self._text = prompt.text
+
+    def _advance_transition(self) -> None:
+        if self._transition is not None and (states := self._transition.advance()) is not None:
+            self._set_cross(states)
+
+    def _set_cross(self, states: Tensor) -> None:
+        """Rebuild only the cross-attention K/V, in place (the buffers a captured graph reads)."""
+        self.dit.cross_kv(states.expand(self.batch, -1, -1), out=self._cross)
+
+    @property
+    def transition(self) -> PromptTransition | None:
+        return self._transition
+
+
+def _as_tensor(pixels: Any) -> Tensor:
+    if isinstance(pixels, np.ndarray):
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError(f"frame pixels must be HxWx3 uint8, got {pixels.dtype} {pixels.shape}")
+        return torch.from_numpy(np.ascontiguousarray(pixels))
+    if isinstance(pixels, Tensor) and pixels.dtype == torch.uint8 and pixels.ndim == 3:
+        return pixels
+    raise ValueError(f"frame pixels must be an HxWx3 uint8 array or tensor, got {type(pixels).__name__}")
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """[N, 3, H, W] -> [N, 3, *size], antialiased bilinear; a no-op at the same size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def build_model_transform(settings: Settings, *, warmup: bool = True) -> ModelTransform:
+    """Load (or seed) the parts named in [model], allocate the engine, optionally warm it up once."""
+    m = settings.model
+    started = time.monotonic()
+    parts = load_parts(m, resolve_device(m.device))
+    engine = ModelTransform(m, parts)
+    if warmup:
+        log.info("model warm-up: one chunk at %dx%d ...", settings.video.width, settings.video.height)
+        t0 = time.monotonic()
+        grey = torch.full(
+            (engine.frames_per_latent, settings.video.height, settings.video.width, 3), 64, dtype=torch.uint8
+        )
+        engine.step_tensor(grey.to(engine.device))
+        engine.reset()
+        log.info("model warm-up: 100%% (%.2f s)", time.monotonic() - t0)
+    log.info("model ready in %.1f s: %s", time.monotonic() - started, engine.status())
+    return engine
