@@ -109,6 +109,7 @@ class KVCache:
         self.n_committed = torch.zeros((), dtype=torch.int64, device=device)
         self.pos_start = torch.zeros((), dtype=torch.int64, device=device)
         self._layer_idx = torch.arange(n_layers, device=device)
+        self._all_true = torch.ones(n_layers, dtype=torch.bool, device=device)  # no host scalar copies in a graph
         self.committed = 0  # host mirror of n_committed
         self.next_pos = 0  # host mirror of pos_start
         self.refreshes = 0
@@ -212,7 +213,7 @@ class KVCache:
     def _commit_frame(self, j: int) -> None:
         kf, vf = self._frames_view(self.k), self._frames_view(self.v)
         src = self.history + j
-        new_k, new_v = kf[:, :, :, src].clone(), vf[:, :, :, src].clone()  # [L, B, H, T, D]
+        new_k, new_v = kf[:, :, :, src], vf[:, :, :, src]  # [L, B, H, T, D] views; dest never overlaps staging
         n_layers, li = kf.shape[0], self._layer_idx
         frame_pos = (self.pos_start + j).expand(n_layers)
         n = self.n_committed
@@ -233,7 +234,7 @@ class KVCache:
         kf[li, :, :, dest] = new_k
         vf[li, :, :, dest] = new_v
         self.slot_pos[li, dest] = new_pos
-        self.valid[li, dest] = True
+        self.valid[li, dest] = self._all_true
         self.ring_ptr.add_(advance.long())
         self.n_committed.add_(1)
 
