@@ -118,20 +118,18 @@ async def run_daemon(settings: Settings, *, frames: int = 0, record: str | None 
         component = _build_component(spec, ctx)
         if component is not None:
             tasks.append(asyncio.create_task(_supervise(component), name=component.name))
-    waiter = asyncio.create_task(asyncio.to_thread(pipeline.frames_done.wait)) if frames else None
+    waiters = [asyncio.create_task(stop.wait())]
+    if frames:
+        waiters.append(asyncio.create_task(asyncio.to_thread(pipeline.frames_done.wait)))
     try:
-        if waiter is not None:
-            await asyncio.wait([waiter, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        else:
-            await stop.wait()
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
         log.info("shutting down")
-        for t in tasks:
+        pipeline.frames_done.set()  # releases the frame-count waiter's thread
+        for t in tasks + waiters:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *waiters, return_exceptions=True)
         await asyncio.to_thread(pipeline.stop)
-        if waiter is not None and not waiter.done():
-            pipeline.frames_done.set()
         store.close()
         if sys.stdout.isatty():
             print()
