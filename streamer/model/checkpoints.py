@@ -200,7 +200,7 @@ def _config_from_json(path: Path) -> DiTConfig | None:
                          ffn_dim=int(raw["ffn_dim"]), in_dim=int(raw.get("in_dim", 16)), out_dim=int(raw.get("out_dim", 16)),
                          patch_size=tuple(raw.get("patch_size", (1, 2, 2))), freq_dim=int(raw.get("freq_dim", 256)),
                          text_dim=int(raw.get("text_dim", 4096)), text_len=int(raw.get("text_len", 512)),
-                         eps=float(raw.get("eps", 1e-6)))  # fmt: skip
+                         eps=float(raw.get("eps", 1e-6)), head_width=int(raw.get("head_dim", 0)))  # fmt: skip
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, CheckpointError):
             raise
@@ -369,23 +369,28 @@ def load_dit(
     *,
     lora: str | Path | None = None,
     lora_alpha: float | None = None,
-    expect_preset: str | None = None,
+    preset: str | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-) -> DiT:
-    """A DiT with the checkpoint's weights (LoRA merged), in inference precision; CheckpointError otherwise."""
+) -> tuple[DiT, str]:
+    """(DiT with the checkpoint's weights, LoRA merged, in inference precision; a one-line report).
+
+    `preset`, when given, must match the detected architecture. Raises CheckpointError otherwise.
+    """
     info = read_checkpoint(path, lora, lora_alpha=lora_alpha)
     if info.problems:
         raise CheckpointError(
             f"{info.path} ({info.layout}) does not fit the Wan2.1 DiT:\n  " + "\n  ".join(info.problems)
         )
-    if expect_preset is not None and info.preset != expect_preset:
+    if preset is not None and info.preset != preset:
         raise CheckpointError(f"{info.path} is a {info.preset} checkpoint (dim {info.config.dim}, "
-                              f"{info.config.num_layers} layers) but the config asks for {expect_preset}")  # fmt: skip
+                              f"{info.config.num_layers} layers) but the config asks for {preset}")  # fmt: skip
     with torch.device("meta"):
         model = DiT(info.config)
     model.load_state_dict(info.state_dict, strict=True, assign=True)
-    return model.to(device).to_inference_dtype(dtype).eval()
+    report = f"{info.path.name}: {info.preset}, {info.layout}" + "".join(f"; {n}" for n in info.notes)
+    del info  # drop the loader's references so dtype casts below can free the file's tensors
+    return model.to(device).to_inference_dtype(dtype).eval().requires_grad_(False), report
 
 
 def inspect_command(args: argparse.Namespace) -> int:

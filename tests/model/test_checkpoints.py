@@ -86,7 +86,7 @@ def test_original_wan_safetensors_with_config_json(tmp_path: Path) -> None:
     raw = {"_class_name": "WanModel", "model_type": "t2v", "dim": 64, "num_layers": 2, "num_heads": 2, "ffn_dim": 96,
            "in_dim": 16, "out_dim": 16, "freq_dim": 256, "text_len": 8, "eps": 1e-6, "text_dim": 32}  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(raw))
-    model = load_dit(tmp_path)
+    model, _ = load_dit(tmp_path)
     assert model.cfg == cfg  # heads come from config.json (shapes alone cannot tell them)
     _same(model, sd)
     info = read_checkpoint(tmp_path)
@@ -103,7 +103,7 @@ def test_diffusers_layout_with_diffusers_config(tmp_path: Path, ref: dict[str, t
     }))  # fmt: skip
     info = read_checkpoint(tmp_path)
     assert "Diffusers names" in info.layout and info.problems == []
-    _same(load_dit(tmp_path), ref)
+    _same(load_dit(tmp_path)[0], ref)
 
 
 @pytest.mark.parametrize("container", ["generator_ema", "generator", "state_dict", "bare"])
@@ -122,7 +122,8 @@ def test_training_pickles(tmp_path: Path, ref: dict[str, torch.Tensor], containe
     info = read_checkpoint(path)
     assert info.preset == "tiny" and info.problems == []
     assert ("bf" in info.dtypes) and (container in info.layout if container != "bare" else "bare dict" in info.layout)
-    model = load_dit(path, expect_preset="tiny")
+    model, report = load_dit(path, preset="tiny")
+    assert report.startswith("model.pt: tiny, torch pickle")
     _same(model, {k: v.to(torch.bfloat16) for k, v in ref.items()})
 
 
@@ -133,7 +134,7 @@ def test_sharded_safetensors_index(tmp_path: Path, ref: dict[str, torch.Tensor])
         save_file({k: ref[k] for k in ks}, str(tmp_path / name))
     index = {"metadata": {}, "weight_map": {k: n for n, ks in halves.items() for k in ks}}
     (tmp_path / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
-    _same(load_dit(tmp_path), ref)
+    _same(load_dit(tmp_path)[0], ref)
 
 
 def _lora(ref: dict[str, torch.Tensor], rank: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -162,7 +163,8 @@ def test_longlive_base_plus_peft_lora_merge(tmp_path: Path, ref: dict[str, torch
     want = dict(ref)
     for k, d in deltas.items():
         want[k] = ref[k] + scale * d
-    model = load_dit(base, lora=lora_dir / "lora.pt")
+    model, report = load_dit(base, lora=lora_dir / "lora.pt")
+    assert "LoRA" in report and "3 layers" in report
     for k in want:
         torch.testing.assert_close(model.state_dict()[k], want[k], rtol=1e-6, atol=1e-5)
     assert not torch.equal(model.state_dict()["blocks.0.self_attn.q.weight"], ref["blocks.0.self_attn.q.weight"])
@@ -244,7 +246,7 @@ def test_expected_preset_mismatch(tmp_path: Path, ref: dict[str, torch.Tensor]) 
     path = tmp_path / "tiny.safetensors"
     save_file(ref, str(path))
     with pytest.raises(CheckpointError, match="tiny checkpoint .* asks for wan-1.3b"):
-        load_dit(path, expect_preset="wan-1.3b")
+        load_dit(path, preset="wan-1.3b")
 
 
 def test_inspect_command_exit_codes(tmp_path: Path, ref: dict[str, torch.Tensor], capsys) -> None:
