@@ -37,16 +37,17 @@ class RMSNorm(nn.Module):
 
 
 class _Projections(nn.Module):
-    def __init__(self, dim: int, num_heads: int, eps: float) -> None:
+    def __init__(self, dim: int, num_heads: int, eps: float, head_dim: int | None = None) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps)
-        self.norm_k = RMSNorm(dim, eps)
+        self.head_dim = head_dim or dim // num_heads
+        inner = num_heads * self.head_dim  # == dim except in a head-pruned model
+        self.q = nn.Linear(dim, inner)
+        self.k = nn.Linear(dim, inner)
+        self.v = nn.Linear(dim, inner)
+        self.o = nn.Linear(inner, dim)
+        self.norm_q = RMSNorm(inner, eps)
+        self.norm_k = RMSNorm(inner, eps)
 
     def heads(self, x: Tensor) -> Tensor:
         """[B, S, dim] -> [B, S, H, D]."""

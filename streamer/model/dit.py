@@ -40,16 +40,24 @@ class DiTConfig:
     text_len: int = 512
     eps: float = 1e-6
     rope_theta: float = 10000.0
+    # Width of one attention head; 0 = dim // num_heads (every Wan model). Only head pruning
+    # (`streamer prune`) sets it, making the attention width num_heads * head_width narrower than dim.
+    head_width: int = 0
 
     def __post_init__(self) -> None:
-        if self.dim % self.num_heads:
+        if not self.head_width and self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.freq_dim % 2:
             raise ValueError(f"freq_dim must be even, got {self.freq_dim}")
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.num_heads
+        return self.head_width or self.dim // self.num_heads
+
+    @property
+    def attn_dim(self) -> int:
+        """Width of q/k/v and the attention output: dim, or less in a head-pruned model."""
+        return self.num_heads * self.head_dim
 
     def tokens_per_frame(self, latent_height: int, latent_width: int) -> int:
         """Tokens per latent frame for a latent of this spatial size (1560 at 60x104, 1024 at 64x64)."""
@@ -102,9 +110,9 @@ class DiTBlock(nn.Module):
         super().__init__()
         self.dim, self.eps = cfg.dim, cfg.eps
         self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
-        self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, cfg.eps)
+        self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, cfg.eps, cfg.head_dim)
         self.norm3 = nn.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=True)
-        self.cross_attn = CrossAttention(cfg.dim, cfg.num_heads, cfg.eps)
+        self.cross_attn = CrossAttention(cfg.dim, cfg.num_heads, cfg.eps, cfg.head_dim)
         self.ffn = nn.Sequential(
             nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, cfg.dim)
         )
