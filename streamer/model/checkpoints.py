@@ -130,8 +130,12 @@ def _resolve(path: Path) -> Path:
     ):
         if (path / name).is_file():
             return path / name
+    candidates = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".pt", ".pth") and p.is_file())
+    if len(candidates) == 1:  # e.g. a folder holding only self_forcing_dmd.pt
+        return candidates[0]
+    found = f" (found {', '.join(p.name for p in candidates[:_SHOW])}; name one)" if candidates else ""
     raise CheckpointError(
-        f"{path}: directory holds no diffusion_pytorch_model.safetensors, model.safetensors or model.pt"
+        f"{path}: directory holds no diffusion_pytorch_model.safetensors, model.safetensors or model.pt{found}"
     )
 
 
@@ -186,6 +190,8 @@ def _config_from_json(path: Path) -> DiTConfig | None:
         raw = json.loads(cfg_file.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{cfg_file}: unreadable config ({e})") from e
+    if not isinstance(raw, dict) or not ("dim" in raw or "num_attention_heads" in raw):
+        return None  # some other component's config (VAE, scheduler): the shapes decide
     try:
         if "num_attention_heads" in raw:  # Diffusers
             heads = int(raw["num_attention_heads"])
@@ -352,7 +358,11 @@ def read_checkpoint(
                 collisions.append(f"{k} -> {new}")
             renamed[new] = v
         sd, names = renamed, "Diffusers"
-    cfg = _config_from_json(file) or _config_from_shapes(sd)
+    # config.json travels with safetensors exports (Wan, Diffusers); training pickles carry only tensors.
+    from_json = _config_from_json(file) if container.endswith("safetensors") else None
+    if from_json is not None:
+        notes.append("dims from config.json")
+    cfg = from_json or _config_from_shapes(sd)
     problems = check_state_dict(sd, cfg)
     if collisions:
         problems.append(f"{len(collisions)} keys collide after the Diffusers rename: {', '.join(collisions[:_SHOW])}")

@@ -265,3 +265,14 @@ def test_inspect_command_exit_codes(tmp_path: Path, ref: dict[str, torch.Tensor]
     assert cli_main(["model", "inspect", str(bad)]) == 1
     assert "mis-shaped" in capsys.readouterr().out
     assert cli_main(["model", "inspect", str(tmp_path / "nothing.pt")]) == 1
+
+
+def test_folder_with_one_pickle_and_a_foreign_config(tmp_path: Path, ref: dict[str, torch.Tensor]) -> None:
+    torch.save({"generator": {"model." + k: v for k, v in ref.items()}}, tmp_path / "self_forcing_dmd.pt")
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLWan", "z_dim": 16}))
+    model, report = load_dit(tmp_path)
+    _same(model, ref)
+    assert "self_forcing_dmd.pt: tiny" in report
+    torch.save(ref, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="found other.pt, self_forcing_dmd.pt; name one"):
+        load_dit(tmp_path)
