@@ -422,8 +422,9 @@ def _check(s: Settings, f: str) -> None:
     _require(0.0 < m.strength <= 1.0, f, "model.strength", "must be in (0, 1]")
     _require(all(0 <= t <= 1000 for t in m.timesteps), f, "model.timesteps", "must be between 0 and 1000")
     _require(not m.timesteps or len(m.timesteps) == m.steps, f, "model.timesteps", "must list exactly model.steps values")
-    _require(m.window >= 1, f, "model.window", "must be >= 1")
-    _require(0 <= m.sinks < m.window, f, "model.sinks", "must be >= 0 and smaller than model.window")
+    _require(m.window >= 2, f, "model.window", "must be >= 2 (the current chunk plus at least one history frame)")
+    # The rolling cache holds sinks + history + the current chunk: at least one history frame must remain.
+    _require(0 <= m.sinks <= m.window - 2, f, "model.sinks", "must be >= 0 and at most model.window - 2")
     _require(m.transition_chunks >= 1, f, "model.transition_chunks", "must be >= 1")
     _require(m.shift > 0, f, "model.shift", "must be > 0")
     _require(s.metrics.status_interval_s > 0, f, "metrics.status_interval_s", "must be > 0")

@@ -36,6 +36,7 @@ class Check:
 # "module:function" providers, run in this order.
 PROVIDERS = [
     "streamer.doctor:environment_checks",
+    "streamer.model.doctor:checks",
     "streamer.sources:doctor_checks",
     "streamer.sinks:doctor_checks",
     "streamer.control.moderation:doctor_checks",

@@ -81,6 +81,7 @@ class ModelTransform:
         self._transition: PromptTransition | None = None
         self._text: str | None = None
         self.chunks_done = 0
+        self.fast: Any | None = None  # a streamer.model.fast.FastPath once attached (CUDA, sequential mode)
         self.reset()
 
     # ---- Transform protocol ------------------------------------------------------------------------
@@ -95,7 +96,8 @@ class ModelTransform:
         if any(p.shape != pixels[0].shape for p in pixels):
             raise ValueError(f"frames of one chunk differ in size: {[tuple(p.shape) for p in pixels]}")
         self._advance_transition()
-        out = self.step_tensor(torch.stack(pixels).to(self.device))
+        batch = torch.stack(pixels).to(self.device, non_blocking=True)
+        out = self.fast.step(batch) if self.fast is not None else self.step_tensor(batch)
         self._pending_chunks.append(chunk)
         if out is None:  # stream batch still filling its slots
             return []
@@ -114,6 +116,8 @@ class ModelTransform:
         self._prev_frame: Tensor | None = None
         self._strength.copy_(self._s_init)
         self._gen = seeded_generator(self.settings.seed, self.device)
+        if self.fast is not None:
+            self.fast.reset()
         if self._transition is not None:  # nothing on screen to blend from: take the target now
             self._transition.jump(self._transition.target)
             self._set_cross(self._transition.current)
@@ -127,9 +131,13 @@ class ModelTransform:
         m = self.settings
         text = (
             f"model {m.preset} {m.width}x{m.height} {m.steps} steps {m.mode} on {self.device} "
-            f"({str(self.dtype).removeprefix('torch.')}), path eager; {self.parts.describe()}"
+            f"({str(self.dtype).removeprefix('torch.')}), path {self.path}; {self.parts.describe()}"
         )
         return text + (" — RANDOM WEIGHTS (output not meaningful)" if self.parts.random_parts else "")
+
+    @property
+    def path(self) -> str:
+        return self.fast.describe() if self.fast is not None else "eager"
 
     # ---- the hot path ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -218,7 +226,12 @@ def build_model_transform(settings: Settings, *, warmup: bool = True) -> ModelTr
     started = time.monotonic()
     parts = load_parts(m, resolve_device(m.device))
     engine = ModelTransform(m, parts)
-    if warmup:
+    if engine.device.type == "cuda":
+        from streamer.model.fast import enable_fast_path  # Triton + CUDA graphs: imported only on a GPU
+
+        # Warms up and captures at the pipeline's frame size; a capture failure raises (no silent fallback).
+        engine.fast = enable_fast_path(engine, settings.video.height, settings.video.width)
+    if warmup and engine.fast is None:
         log.info("model warm-up: one chunk at %dx%d ...", settings.video.width, settings.video.height)
         t0 = time.monotonic()
         grey = torch.full(

@@ -76,13 +76,10 @@ def _seeded(device: torch.device) -> contextlib.AbstractContextManager[None]:
 def load_dit(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tuple[DiT, str]:
     """The DiT from model.checkpoint (via the checkpoint loader), else seeded random weights."""
     if m.checkpoint:
-        # Adapter: the checkpoint loader (streamer/model/checkpoints.py) belongs to the DiT engineer.
-        try:
-            from streamer.model.checkpoints import load_dit as load_checkpoint
-        except ImportError as e:
-            raise ModelLoadError(f"model.checkpoint is set but the checkpoint loader is unavailable: {e}") from None
-        dit, _report = load_checkpoint(m.checkpoint, lora=m.lora or None, preset=m.preset, device=device, dtype=dtype)
-        return dit, Path(m.checkpoint).name + (f" + {Path(m.lora).name}" if m.lora else "")
+        from streamer.model.checkpoints import load_dit as load_checkpoint
+
+        dit, report = load_checkpoint(m.checkpoint, lora=m.lora or None, preset=m.preset, device=device, dtype=dtype)
+        return dit, report + (f" + LoRA {Path(m.lora).name}" if m.lora else "")
     if m.lora:
         raise ModelLoadError("model.lora is set without model.checkpoint: a LoRA needs its base checkpoint")
     with _seeded(device):

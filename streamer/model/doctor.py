@@ -1,0 +1,180 @@
+"""`streamer doctor` checks for the model: files present and recognised, and enough device memory.
+
+The memory estimate is arithmetic on the configured preset, resolution, window and mode (no model is
+built): DiT weights (exact parameter count from a meta-device build) + KV cache + cross-attention K/V
++ text encoder + autoencoder + a peak-activation allowance. It is an estimate; `streamer bench`
+measures the real peak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from streamer.config import ModelSettings, Settings
+from streamer.doctor import Check
+from streamer.model.dit import DiT, DiTConfig, preset
+from streamer.model.loading import DTYPES, ModelLoadError, resolve_device
+from streamer.model.text import TextEncoderError, _require_files, default_cache_dir, minilm_model_dir
+from streamer.model.vae import DECODER_WIDTHS, TINY_DECODER_WIDTHS, VAELoadError, infer_config, read_state_dict
+
+GIB = 2**30
+UMT5_XXL_PARAMS = 5.68e9  # encoder only: 256384x4096 embedding + 24 layers (model.md §5: ≈11.4 GB in bf16)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes the configured model needs on its device, by part."""
+
+    weights: int
+    kv_cache: int
+    cross_kv: int
+    text_encoder: int
+    autoencoder: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.cross_kv + self.text_encoder + self.autoencoder + self.activations
+
+    def line(self) -> str:
+        parts = ", ".join(
+            f"{name} {getattr(self, name) / GIB:.2f}"
+            for name in ("weights", "kv_cache", "cross_kv", "text_encoder", "autoencoder", "activations")
+        )
+        return f"≈{self.total / GIB:.2f} GiB ({parts} GiB)"
+
+
+def _umt5_params(folder: str) -> float:
+    """Encoder parameters from the folder's config.json (gated FFN: wi_0, wi_1, wo), else umT5-XXL's."""
+    try:
+        c = json.loads((Path(folder).expanduser() / "config.json").read_text())
+        d, inner = c["d_model"], c["num_heads"] * c["d_kv"]
+        return c["vocab_size"] * d + c["num_layers"] * (4 * d * inner + 3 * d * c["d_ff"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return UMT5_XXL_PARAMS
+
+
+def estimate_memory(m: ModelSettings, on_gpu: bool) -> MemoryEstimate:
+    cfg: DiTConfig = preset(m.preset)
+    dtype = DTYPES[m.dtype]
+    size = torch.empty((), dtype=dtype).element_size()
+    with torch.device("meta"):
+        dit = DiT(cfg).to_inference_dtype(dtype)
+    weights = sum(p.numel() * p.element_size() for p in dit.parameters())
+    batch = m.steps if m.mode == "stream-batch" else 1
+    tokens = cfg.tokens_per_frame(m.height // 8, m.width // 8)
+    per_token_layer = 2 * cfg.num_heads * cfg.head_dim * size  # K and V
+    kv = cfg.num_layers * batch * m.window * tokens * per_token_layer
+    cross = cfg.num_layers * batch * cfg.text_len * per_token_layer
+    if m.text_encoder:
+        text = int(_umt5_params(m.text_encoder) * 2) if on_gpu else 0  # bf16 on the GPU
+    else:
+        text = 0  # MiniLM runs on the CPU
+    temporal = m.preset != "tiny"
+    a, b, c, d = DECODER_WIDTHS if temporal or m.vae else TINY_DECODER_WIDTHS
+    h, w = m.height, m.width
+    frames = (1, 1, 2, 4) if temporal else (1, 1, 1, 1)
+    # The widest decoder stage: a MemBlock's concatenated input (2x channels) plus its output, per frame.
+    stage = max(ch * (h // s) * (w // s) * f for ch, s, f in zip((a, b, c, d), (8, 4, 2, 1), frames, strict=True))
+    vae = 12_000_000 * size + 3 * stage * size
+    # Per layer: residual + modulated copy in fp32, q/k/v/o, the FFN hidden; attention is fused (no scores).
+    acts = batch * tokens * (4 * cfg.dim * 4 + 4 * cfg.dim * size + cfg.ffn_dim * size) * 2
+    return MemoryEstimate(weights, kv, cross, text, vae, acts)
+
+
+def _available(device: torch.device) -> tuple[int, str] | None:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free, f"free on {torch.cuda.get_device_name(device)}"
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024, "available RAM"
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _file_checks(m: ModelSettings) -> Iterable[Check]:
+    if not m.checkpoint:
+        yield Check("model checkpoint", "WARN", "none: random DiT weights, output not meaningful",
+                    "set model.checkpoint to a Self-Forcing / CausVid / StreamDiffusionV2 / Wan checkpoint")  # fmt: skip
+    else:
+        from streamer.model.checkpoints import CheckpointError, read_checkpoint
+
+        try:
+            info = read_checkpoint(m.checkpoint, m.lora or None)
+        except (CheckpointError, OSError) as e:
+            yield Check("model checkpoint", "FAIL", str(e), "check model.checkpoint / model.lora")
+        else:
+            bad = info.problems + (
+                [f"it is {info.preset}, the config says {m.preset}"] if info.preset != m.preset else []
+            )
+            status = "FAIL" if bad else "OK"
+            detail = f"{info.path.name}: {info.preset}, {info.layout}" + (f"; {'; '.join(bad[:3])}" if bad else "")
+            yield Check("model checkpoint", status, detail, "run `streamer model inspect` on it; fix model.preset")
+    if not m.vae:
+        yield Check("model autoencoder", "WARN", "none: random autoencoder, output not meaningful",
+                    "set model.vae to taew2_1.pth (TAEHV for Wan 2.1)")  # fmt: skip
+    else:
+        try:
+            cfg = infer_config(read_state_dict(m.vae), m.vae)
+        except VAELoadError as e:
+            yield Check("model autoencoder", "FAIL", str(e), "point model.vae at taew2_1.pth or .safetensors")
+        else:
+            wan = m.preset != "tiny"
+            ok = cfg["temporal"] or not wan
+            kind = "temporal (4 frames per latent)" if cfg["temporal"] else "per-frame"
+            yield Check("model autoencoder", "OK" if ok else "FAIL", f"{Path(m.vae).name}: TAEHV, {kind}",
+                        "the wan presets need a temporal TAEHV such as taew2_1")  # fmt: skip
+    try:
+        if m.text_encoder:
+            groups = [("config.json",), ("tokenizer.json", "spiece.model"), ("*.safetensors", "pytorch_model*.bin")]
+            _require_files(Path(m.text_encoder).expanduser(), "umT5 text encoder", groups)
+            yield Check(
+                "text encoder",
+                "OK",
+                f"umT5 folder {m.text_encoder} ({_umt5_params(m.text_encoder) / 1e9:.2f} B params)",
+            )
+        elif preset(m.preset).text_dim == 384:
+            folder = minilm_model_dir()
+            _require_files(folder, "MiniLM text encoder", [("config.json",), ("vocab.txt",), ("*.safetensors",)])
+            yield Check("text encoder", "OK", f"all-MiniLM-L6-v2 (offline package) at {folder}")
+        else:
+            status = "WARN" if not m.checkpoint else "FAIL"
+            yield Check("text encoder", status, f"preset {m.preset} needs umT5-XXL and model.text_encoder is empty"
+                        + (" (random text states with random weights)" if status == "WARN" else ""),
+                        "set model.text_encoder to a local umt5-xxl folder")  # fmt: skip
+    except TextEncoderError as e:
+        yield Check("text encoder", "FAIL", str(e), "download the encoder files into that folder")
+
+
+def checks(settings: Settings) -> Iterable[Check]:
+    """Doctor provider: model files, text encoder, cache dir and memory."""
+    m = settings.model
+    yield from _file_checks(m)
+    cache = Path(m.cache_dir).expanduser() if m.cache_dir else default_cache_dir()
+    probe = cache if cache.exists() else next((p for p in cache.parents if p.exists()), cache)
+    writable = os.access(probe, os.W_OK)
+    yield Check("prompt cache", "OK" if writable else "WARN", f"{cache} ({'writable' if writable else 'not writable'})",
+                "set model.cache_dir to a writable folder (prompts are re-encoded on every change without it)")  # fmt: skip
+    try:
+        device = resolve_device(m.device)
+    except ModelLoadError as e:
+        yield Check("model memory", "FAIL", str(e), "fix model.device")
+        return
+    est = estimate_memory(m, device.type == "cuda")
+    what = f"{m.preset} {m.width}x{m.height}, window {m.window}, {m.mode}, {m.dtype}: needs {est.line()}"
+    have = _available(device)
+    if have is None:
+        yield Check("model memory", "WARN", f"{what}; could not read what {device} has")
+        return
+    free, where = have
+    status = "OK" if est.total <= 0.9 * free else "FAIL" if est.total > free else "WARN"
+    yield Check("model memory", status, f"{what}; {free / GIB:.1f} GiB {where}",
+                "lower model.width/height or model.window, use bfloat16, or a larger GPU")  # fmt: skip
