@@ -231,6 +231,7 @@ def build_model_transform(settings: Settings, *, warmup: bool = True) -> ModelTr
 
         # Warms up and captures at the pipeline's frame size; a capture failure raises (no silent fallback).
         engine.fast = enable_fast_path(engine, settings.video.height, settings.video.width)
+        engine.reset()  # the warm-up chunks ran before the fast path was attached: forget them there too
     if warmup and engine.fast is None:
         log.info("model warm-up: one chunk at %dx%d ...", settings.video.width, settings.video.height)
         t0 = time.monotonic()

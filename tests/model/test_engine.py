@@ -154,3 +154,32 @@ def test_build_model_transform_on_the_embedded_defaults(tmp_path) -> None:
     assert out.pixels.shape == (64, 96, 3) and engine.device == torch.device("cpu")
     assert engine.cache.committed == 1  # the warm-up chunk was forgotten
     engine.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("fast", [False, True])
+def test_wan_engine_on_cuda_random_weights(tmp_path, fast: bool) -> None:
+    """The Wan path on a GPU: 4 frames per latent, bf16, random weights (no umT5 folder needed),
+    with and without the fast path (fused kernels + CUDA graph) attached by build_model_transform."""
+    raw = {"model": {"preset": "wan-1.3b", "width": 128, "height": 128, "dtype": "bfloat16", "device": "cuda",
+                     "cache_dir": str(tmp_path)}, "video": {"width": 160, "height": 96}}  # fmt: skip
+    engine = build_model_transform(from_dict(raw))
+    if not fast:
+        engine.fast = None
+        engine.reset()
+    assert (engine.fast is not None) == fast and ("fast" in engine.status()) == fast
+    assert "RANDOM WEIGHTS" in engine.status()
+    rng = np.random.default_rng(0)
+    counts, outs = [], []
+    for i in range(20):
+        f = Frame(rng.integers(0, 256, (96, 160, 3), dtype=np.uint8), capture_time=float(i), index=i)
+        out = engine.step(f, PROMPT)
+        counts.append(len(out))
+        outs += out
+    assert counts[:8] == [0, 0, 0, 1, 0, 0, 0, 4]
+    assert all(o.pixels.shape == (96, 160, 3) and o.pixels.dtype == np.uint8 for o in outs)
+    assert [o.capture_time for o in outs] == [float(i) for i in range(3, 20)]
+    if fast:
+        assert engine.fast.replays >= 1
+    engine.close()
