@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,13 +76,18 @@ def test_sigterm_shuts_down_cleanly_and_finalises_the_recording(tmp_path):
         [sys.executable, "-m", "streamer", "run", "--config", str(write_config(tmp_path)), "--record", str(rec)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (rec.exists() and rec.stat().st_size > 2000):
-            time.sleep(0.2)
-        time.sleep(1.0)
+        while time.monotonic() < deadline and not any(" fps |" in line for line in lines):
+            time.sleep(0.1)  # wait for the first status line: the pipeline is running
+        time.sleep(1.5)
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=5)
+        out = "".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
