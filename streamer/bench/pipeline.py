@@ -132,11 +132,15 @@ def _phase(name: str, sender: Sender, receiver: Receiver, warmup_s: float) -> Ph
     )
 
 
-def run_w5(width: int = 1280, height: int = 720, fps: float = 30.0, seconds: float = 20.0, warmup_s: float = 2.0) -> dict:
+def run_w5(
+    width: int = 1280, height: int = 720, fps: float = 30.0, seconds: float = 20.0, warmup_s: float = 2.0
+) -> dict:
     # 1. the raw network path
     port = free_udp_port()
     url = f"udp://127.0.0.1:{port}?pkt_size=1316"
-    raw = _phase("raw network path", Sender(url, width, height, fps, seconds), Receiver(url, width, height, fps), warmup_s)
+    raw = _phase(
+        "raw network path", Sender(url, width, height, fps, seconds), Receiver(url, width, height, fps), warmup_s
+    )
 
     # 2. through the daemon's pipeline (passthrough)
     p_in, p_out = free_udp_port(), free_udp_port()
@@ -144,8 +148,11 @@ def run_w5(width: int = 1280, height: int = 720, fps: float = 30.0, seconds: flo
     settings = _settings(width, height, fps)
     metrics = Metrics()
     pipeline = Pipeline(
-        settings, _network_source(url_in, width, height, fps), [_network_sink(url_out, width, height, fps)],
-        PromptBus(""), metrics,
+        settings,
+        _network_source(url_in, width, height, fps),
+        [_network_sink(url_out, width, height, fps)],
+        PromptBus(""),
+        metrics,
     )
     receiver = Receiver(url_out, width, height, fps)
     pipeline.start()
@@ -162,7 +169,10 @@ def run_w5(width: int = 1280, height: int = 720, fps: float = 30.0, seconds: flo
         "cpu": platform.processor() or platform.machine(),
         "cores": __import__("os").cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
-        "phases": [dataclasses.asdict(raw) | {"drop_pct": raw.drop_pct}, dataclasses.asdict(daemon) | {"drop_pct": daemon.drop_pct}],
+        "phases": [
+            dataclasses.asdict(raw) | {"drop_pct": raw.drop_pct},
+            dataclasses.asdict(daemon) | {"drop_pct": daemon.drop_pct},
+        ],
         "added_latency_p50_ms": daemon.latency_p50_ms - raw.latency_p50_ms,
         "pipeline": {k: snap[k] for k in ("latency_p50_ms", "latency_p99_ms", "stages", "counters")},
     }
