@@ -1,0 +1,1 @@
+"""Training the streamer models: diffusion forcing, history augmentation, shortcut distillation, pruning."""

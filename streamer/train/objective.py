@@ -1,0 +1,163 @@
+"""One training step's loss: pixels -> latents -> diffusion-forcing plan -> history -> shortcut targets -> MSE.
+
+`DiTObjective` composes the pieces (data batch, frozen autoencoder and text states, the per-frame plan,
+corrupted or self-rolled-out history, self-consistency targets) for the DiT stage; `VAEObjective` is the
+reconstruction loss of the tiny per-frame autoencoder stage. Both take a step's generator, so the loss
+of step N is a pure function of (weights, seed, N, rank).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from streamer.model.cache import CrossAttnKV
+from streamer.model.vae import TAEHV
+from streamer.train.config import TrainConfig
+from streamer.train.corrupt import corrupt
+from streamer.train.data import Batch
+from streamer.train.forcing import Plan, frame_loss, make_plan, noisy_clip
+from streamer.train.shortcut import ShortcutDiT, shortcut_target
+
+TextFn = Callable[[list[str]], Tensor]
+
+
+def trainable_cross_kv(model: ShortcutDiT, text: Tensor) -> CrossAttnKV:
+    """CrossAttnKV with gradients (DiT.cross_kv is inference-only: no_grad, in-place buffers)."""
+    ctx = model.embed_text(text)
+    ks, vs = zip(*(block.cross_attn.kv(ctx) for block in model.blocks), strict=True)
+    return CrossAttnKV(torch.stack(ks), torch.stack(vs))
+
+
+class DiTForward(nn.Module):
+    """The module DDP wraps: text states -> trainable cross K/V -> block-causal full-sequence forward.
+
+    Wrapping this (not the bare DiT) keeps every trained parameter inside DDP's forward.
+    """
+
+    def __init__(self, dit: ShortcutDiT, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.dit, self.cfg = dit, cfg
+
+    def forward(self, x: Tensor, t: Tensor, text: Tensor, d: Tensor) -> Tensor:
+        """x: [B, 16, F, h, w]; t: [B, F] (0-1000); text: [B, L, text_dim]; d: [B, F] step sizes -> v."""
+        c = self.cfg
+        kv = trainable_cross_kv(self.dit, text)
+        return self.dit(x, t, kv, chunk_frames=c.chunk_frames, window=c.window or None, sinks=c.sinks, step_size=d)
+
+
+@dataclass
+class StepStats:
+    """What one step measured (for the progress line and log.jsonl)."""
+
+    loss: float
+    flow_loss: float
+    shortcut_loss: float
+    history_frames: int
+    paired_frames: int
+    shortcut_clips: int
+
+
+def encode_clips(vae: TAEHV, clips: Tensor) -> Tensor:
+    """[B, T, 3, H, W] in [0, 1] -> latents [B, 16, F, h, w] with the frozen autoencoder."""
+    with torch.no_grad():
+        return vae.encode_video(clips.to(next(vae.parameters()).dtype)).permute(0, 2, 1, 3, 4).float()
+
+
+class DiTObjective:
+    """Diffusion forcing + history augmentation + shortcut self-consistency (see module docstrings)."""
+
+    def __init__(self, forward: nn.Module, dit: ShortcutDiT, vae: TAEHV, text: TextFn, cfg: TrainConfig) -> None:
+        self.forward, self.dit, self.vae, self.text, self.cfg = forward, dit, vae, text, cfg
+        self.min_half = 2.0 ** -cfg.shortcut_levels
+
+    def _history(self, batch: Batch, plan: Plan, z_in: Tensor, z_tgt: Tensor, text: Tensor,
+                 gen: torch.Generator) -> Tensor:  # fmt: skip
+        """Corrupted history content [B, C, F, h, w] (only read where plan.history)."""
+        z_hist = z_tgt.clone()
+        rows = plan.history.any(1)
+        pixel_rows = (rows & ~plan.rollout).nonzero().flatten().tolist()
+        if pixel_rows:
+            bad = torch.stack([corrupt(batch.targets[i], self.cfg.corruptions, gen)[0] for i in pixel_rows])
+            z_hist[pixel_rows] = encode_clips(self.vae, bad)
+        roll = plan.rollout.nonzero().flatten()
+        if len(roll):  # the model's own prediction of the clip, noised from the input as it streams
+            with torch.no_grad():
+                b, f = len(roll), z_tgt.shape[2]
+                sigma = (0.3 + 0.6 * torch.rand(b, f, generator=gen, dtype=torch.float64)).to(z_in.dtype)
+                level = (sigma + self.cfg.sdedit_offset / 1000).clamp(max=1)
+                eps = torch.randn(z_in[roll].shape, generator=gen, dtype=z_in.dtype)
+                lv, sg = level[:, None, :, None, None], sigma[:, None, :, None, None]
+                x = (1 - lv) * z_in[roll] + lv * eps
+                zero = torch.zeros(b, f, dtype=z_in.dtype)
+                v = self.forward(x, 1000 * sigma.float(), text[roll], zero)
+                z_hist[roll] = (x - sg * v).to(z_hist.dtype)
+        return z_hist
+
+    def loss(self, batch: Batch, gen: torch.Generator) -> tuple[Tensor, StepStats]:
+        cfg = self.cfg
+        z_in, z_tgt = encode_clips(self.vae, batch.inputs), encode_clips(self.vae, batch.targets)
+        b, _, f = z_tgt.shape[:3]
+        plan = make_plan(cfg, b, f, gen)
+        text = self.text(batch.prompts)
+        z_hist = self._history(batch, plan, z_in, z_tgt, text, gen)
+        eps = torch.randn(z_tgt.shape, generator=gen, dtype=z_tgt.dtype)
+        x, t, label = noisy_clip(plan, z_in, z_tgt, z_hist, eps)
+        d = torch.zeros(b, f, dtype=torch.float32)
+        sc_rows = plan.shortcut.nonzero().flatten()
+        if len(sc_rows):
+            d[sc_rows, -1] = plan.d_full[sc_rows].float()
+            base = d[sc_rows].clone()
+            base[:, -1] = 0
+
+            def fn(xx: Tensor, tt: Tensor, dd: Tensor) -> Tensor:
+                return self.forward(xx, tt, text[sc_rows], dd)
+
+            target = shortcut_target(fn, x[sc_rows], t[sc_rows], base, f - 1, plan.d_full[sc_rows], self.min_half)
+            label = label.clone()
+            label[sc_rows, :, -1] = target.to(label.dtype)
+        pred = self.forward(x, t, text, d)
+        weight = plan.weight
+        loss = frame_loss(pred, label, weight)
+        with torch.no_grad():
+            sc_w = torch.zeros_like(weight)
+            sc_w[sc_rows, -1] = 1
+            sc = frame_loss(pred, label, sc_w)
+        lv = float(loss.detach())
+        stats = StepStats(lv, lv - float(sc), float(sc), int(plan.history.sum()), int(plan.paired.sum()),
+                          len(sc_rows))  # fmt: skip
+        return loss, stats
+
+
+class VAEObjective:
+    """Reconstruction loss of the per-frame autoencoder: MSE + 0.5 x L1 of (decode(encode(x)), x)."""
+
+    def __init__(self, forward: nn.Module) -> None:
+        self.forward = forward
+
+    def loss(self, batch: Batch, gen: torch.Generator) -> tuple[Tensor, StepStats]:
+        del gen  # the data batch already carries all of this step's randomness
+        clips = torch.cat([batch.inputs, batch.targets])  # both the camera look and the styled look
+        recon = self.forward(clips)
+        loss = F.mse_loss(recon, clips) + 0.5 * F.l1_loss(recon, clips)
+        lv = float(loss.detach())
+        return loss, StepStats(lv, lv, 0.0, 0, 0, 0)
+
+
+class VAEForward(nn.Module):
+    """encode -> decode with gradients (TAEHV.decode_video clamps; training needs the unclamped path)."""
+
+    def __init__(self, vae: TAEHV) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, clips: Tensor) -> Tensor:
+        from streamer.model.vae import _run_clip
+
+        z = _run_clip(self.vae.encoder, clips)
+        out = _run_clip(self.vae.decoder, z)
+        return out[:, self.vae.frames_to_trim :] if self.vae.frames_to_trim else out
