@@ -1,4 +1,4 @@
-"""`streamer` command line: run | doctor | init | bench | model inspect | check-prompt | obs setup | twitch login.
+"""`streamer` command line: run | doctor | init | bench | model inspect | check-prompt | obs setup | twitch login | train | prune.
 
 Each command is implemented in the module that owns the capability and imported only when that
 command runs, so `streamer doctor` works even when an optional extra (twitchio, obsws) is missing.
@@ -27,6 +27,8 @@ _HANDLERS = {
     "check-prompt": "streamer.control.moderation:check_prompt_command",
     "obs setup": "streamer.control.obs:setup_command",
     "twitch login": "streamer.control.twitch_auth:login_command",
+    "train": "streamer.train.commands:train_command",
+    "prune": "streamer.train.prune:prune_command",
 }
 
 
@@ -114,6 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(q)
     q.add_argument("--as", dest="role", choices=["bot", "broadcaster"], default="bot")
     q.set_defaults(name="twitch login")
+
+    q = sub.add_parser("train", help="train or fine-tune a model (see docs/training.md; torchrun for several GPUs)")
+    q.add_argument("--config", "-c", metavar="FILE", required=True, help="training TOML ([train] table)")
+    q.add_argument("--steps", type=int, help="override train.steps")
+    q.add_argument("--out-dir", help="override train.out_dir")
+    q.add_argument("--stop-after", type=int, help="stop after N more steps (checkpointed; rerun to resume)")
+    q.add_argument("--max-minutes", type=float, help="stop after this long (checkpointed; rerun to resume)")
+    q.set_defaults(name="train")
+
+    q = sub.add_parser("prune", help="remove the least useful heads/FFN channels; writes a smaller preset")
+    q.add_argument("checkpoint", help="DiT checkpoint (file or folder) to prune")
+    q.add_argument("--out", required=True, help="folder for the pruned preset (config.json + model.safetensors)")
+    q.add_argument("--heads", type=int, default=0, help="heads to keep per layer (default 3/4)")
+    q.add_argument("--ffn", type=int, default=0, help="FFN width to keep, a multiple of 64 (default 3/4)")
+    q.add_argument("--config", help="training TOML whose data/resolution/autoencoder calibrate (default built-in)")
+    q.add_argument("--calib-batches", type=int, default=4, help="calibration batches for the importance scores")
+    q.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
+    q.set_defaults(name="prune")
     return p
 
 

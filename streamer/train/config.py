@@ -91,7 +91,9 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>", base: Path | None = N
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(table) - names)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) in [train]: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        raise ConfigError(
+            f"{source}: unknown key(s) in [train]: {', '.join(unknown)} (known: {', '.join(sorted(names))})"
+        )
     values = {k: _coerce(v, hints[k], f"{source}: train.{k}") for k, v in table.items()}
     for key in ("init", "vae", "text_encoder", "out_dir", "data"):
         v = values.get(key)
@@ -140,7 +142,9 @@ def check(c: TrainConfig, f: str) -> None:
         _require(0 <= getattr(c, key) <= 1, f, key, "must be in [0, 1]")
     _require(1 <= c.shortcut_levels <= 10, f, "shortcut_levels", "must be 1-10")
     bad = [x for x in c.looks if x not in LOOK_NAMES]
-    _require(bool(c.looks) and not bad, f, "looks", f"must be a non-empty subset of {', '.join(LOOK_NAMES)}; bad: {bad}")
+    _require(
+        bool(c.looks) and not bad, f, "looks", f"must be a non-empty subset of {', '.join(LOOK_NAMES)}; bad: {bad}"
+    )
     from streamer.train.corrupt import CORRUPTIONS
 
     bad = [x for x in c.corruptions if x not in CORRUPTIONS]
@@ -151,4 +155,9 @@ def check(c: TrainConfig, f: str) -> None:
     _require(0 <= c.ema < 1, f, "ema", "must be in [0, 1)")
     _require(c.dtype in ("float32", "bfloat16"), f, "dtype", "must be float32 or bfloat16")
     if c.data != "builtin":
-        _require(Path(c.data).expanduser().is_dir(), f, "data", f"must be 'builtin' or a folder of clip pairs; {c.data} is not a folder")
+        _require(
+            Path(c.data).expanduser().is_dir(),
+            f,
+            "data",
+            f"must be 'builtin' or a folder of clip pairs; {c.data} is not a folder",
+        )

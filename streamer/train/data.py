@@ -72,12 +72,20 @@ class PairFolder:
         for inp, tgt, prompts in find_pairs(Path(folder)):
             a, b = decode(inp, 2 * max(size)), decode(tgt, 2 * max(size))
             if a.shape[1:3] != b.shape[1:3]:
-                b = torch.nn.functional.interpolate(
-                    b.permute(0, 3, 1, 2).float(), size=tuple(a.shape[1:3]), mode="bilinear", antialias=True
-                ).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+                b = (
+                    torch.nn.functional.interpolate(
+                        b.permute(0, 3, 1, 2).float(), size=tuple(a.shape[1:3]), mode="bilinear", antialias=True
+                    )
+                    .round()
+                    .clamp(0, 255)
+                    .to(torch.uint8)
+                    .permute(0, 2, 3, 1)
+                )
             n = min(a.shape[0], b.shape[0])
             if a.shape[0] != b.shape[0]:
-                log.warning("%s / %s: %d vs %d frames; using the first %d", inp.name, tgt.name, a.shape[0], b.shape[0], n)
+                log.warning(
+                    "%s / %s: %d vs %d frames; using the first %d", inp.name, tgt.name, a.shape[0], b.shape[0], n
+                )
             self.pairs.append((Media(inp, a[:n]), Media(tgt, b[:n]), prompts or [default_prompt]))
 
     @property
@@ -105,6 +113,4 @@ def make_batch(source: ClipSource, batch: int, frames: int, seed: int, step: int
     """The batch of process `rank` at `step` (deterministic; see module docstring)."""
     gen = step_generator(seed, step, rank)
     items = [source.sample(frames, gen) for _ in range(batch)]
-    return Batch(
-        torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items]
-    )
+    return Batch(torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items])

@@ -73,7 +73,7 @@ class DiTObjective:
 
     def __init__(self, forward: nn.Module, dit: ShortcutDiT, vae: TAEHV, text: TextFn, cfg: TrainConfig) -> None:
         self.forward, self.dit, self.vae, self.text, self.cfg = forward, dit, vae, text, cfg
-        self.min_half = 2.0 ** -cfg.shortcut_levels
+        self.min_half = 2.0**-cfg.shortcut_levels
 
     def _history(self, batch: Batch, plan: Plan, z_in: Tensor, z_tgt: Tensor, text: Tensor,
                  gen: torch.Generator) -> Tensor:  # fmt: skip

@@ -91,7 +91,9 @@ def write_samples(trainer: Trainer, step: int, clips: int = 2, steps: int = 2) -
         device=str(trainer.device), seed=0,
     )  # fmt: skip
     model = copy.deepcopy(dit).eval()  # the engine may cast or cache; the trained module stays untouched
-    parts = LoadedParts(trainer.device, torch.float32, model, trainer.vae, _FixedText(trainer), {"DiT": f"step {step}"}, [])
+    parts = LoadedParts(
+        trainer.device, torch.float32, model, trainer.vae, _FixedText(trainer), {"DiT": f"step {step}"}, []
+    )
     engine = ModelTransform(settings, parts)
     batch = make_batch(trainer.source, clips, cfg.sample_frames * trainer.vae.frames_per_latent, SAMPLE_SEED, 0, 0)
     rows = []
