@@ -101,12 +101,15 @@ class OutputQueue:
         self.dropped = 0
 
     def put_many(self, frames: list[Frame]) -> None:
+        """Queue a transform's output. Beyond one batch plus one frame of jitter, older frames are
+        dropped: a network source often delivers two frames at once (kept and spaced out), but if
+        the sinks fall behind for good, latency stays at about one batch instead of growing."""
         with self._lock:
-            for frame in frames:
-                if len(self._frames) >= self._capacity:
-                    self._frames.popleft()
-                    self.dropped += 1
-                self._frames.append(frame)
+            self._frames.extend(frames)
+            keep = min(self._capacity, len(frames) + 1)
+            while len(self._frames) > keep:
+                self._frames.popleft()
+                self.dropped += 1
             self._lock.notify_all()
 
     def take(self, timeout: float = 0.0) -> Frame | None:

@@ -48,7 +48,7 @@ class Pipeline:
         self._model_error: str = ""
         self._passthrough = Passthrough()
         self._slot = LatestFrameSlot()
-        self._out = OutputQueue(capacity=4)  # one wan chunk; more would only add latency
+        self._out = OutputQueue(capacity=5)  # one wan chunk + one frame of jitter; more would only add latency
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._scene_active = True
@@ -183,7 +183,10 @@ class Pipeline:
             self.metrics.observe("engine", time.perf_counter() - t0)
             self.metrics.tick("engine")
             self.metrics.info["transform"] = self.transform_status()
+            dropped_before = self._out.dropped
             self._out.put_many(outputs)
+            if self._out.dropped != dropped_before:
+                self.metrics.count("drops_output", self._out.dropped - dropped_before)
 
     def _output_loop(self) -> None:
         """Hand frames to the sinks as soon as the engine has them (lowest latency), but never

@@ -4,8 +4,9 @@ Two phases on loopback, each with a real-time paced sender that burns a frame st
 frame (streamer.sources.pattern.stamp_index) and a receiver that reads it back:
   1. raw:    sender --udp mpegts--> receiver                      (the network path alone)
   2. daemon: sender --udp--> [network source -> pipeline -> network sink] --udp--> receiver
-Latency is receiver decode time minus sender hand-off time of the same stamp; the daemon's added
-latency is the difference of the medians. Drops are stamps sent but never received.
+The sender and receiver run in a child process (OBS's role), the daemon in this one. Latency is
+receiver decode time minus sender hand-off time of the same stamp (CLOCK_MONOTONIC is system-wide);
+the daemon's added latency is the difference of the medians. Drops are stamps sent, never received.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
+import os
 import platform
 import socket
 import threading
@@ -116,17 +119,32 @@ class Receiver(threading.Thread):
         self.source.close()
 
 
-def _phase(name: str, sender: Sender, receiver: Receiver, warmup_s: float) -> PhaseResult:
+def _peer_main(url_send: str, url_recv: str, width: int, height: int, fps: float, seconds: float, results) -> None:
+    """The far end (OBS's role): a paced stamped sender and a receiver, in their own process so
+    their codec and Python work does not share the daemon's interpreter."""
+    receiver = Receiver(url_recv, width, height, fps)
     receiver.start()
     time.sleep(0.5)  # let the receiver bind before the first packet
+    sender = Sender(url_send, width, height, fps, seconds)
     sender.start()
     sender.join()
     time.sleep(1.0)  # the tail still in flight
     receiver.stop.set()
     receiver.join(timeout=5)
-    counted = [i for i, t in sender.sent_at.items() if t - sender.sent_at[0] >= warmup_s]
-    lat = [receiver.got[i] - sender.sent_at[i] for i in counted if i in receiver.got]
-    span = (sender.sent_at[counted[-1]] - sender.sent_at[counted[0]]) if len(counted) > 1 else 1.0
+    results.put((sender.sent_at, receiver.got))
+
+
+def _phase(name: str, url_send: str, url_recv: str, width: int, height: int, fps: float, seconds: float,
+           warmup_s: float) -> PhaseResult:
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    peer = ctx.Process(target=_peer_main, args=(url_send, url_recv, width, height, fps, seconds, results), daemon=True)
+    peer.start()
+    sent_at, got = results.get(timeout=seconds + 60)
+    peer.join(timeout=10)
+    counted = [i for i, t in sent_at.items() if t - sent_at[0] >= warmup_s]
+    lat = [got[i] - sent_at[i] for i in counted if i in got]
+    span = (sent_at[counted[-1]] - sent_at[counted[0]]) if len(counted) > 1 else 1.0
     return PhaseResult(
         name, len(counted), len(lat), percentile(lat, 50) * 1000, percentile(lat, 99) * 1000, len(lat) / span
     )
@@ -135,12 +153,10 @@ def _phase(name: str, sender: Sender, receiver: Receiver, warmup_s: float) -> Ph
 def run_w5(
     width: int = 1280, height: int = 720, fps: float = 30.0, seconds: float = 20.0, warmup_s: float = 2.0
 ) -> dict:
-    # 1. the raw network path
+    # 1. the raw network path (time.monotonic is system-wide on Linux, so stamps compare across processes)
     port = free_udp_port()
     url = f"udp://127.0.0.1:{port}?pkt_size=1316"
-    raw = _phase(
-        "raw network path", Sender(url, width, height, fps, seconds), Receiver(url, width, height, fps), warmup_s
-    )
+    raw = _phase("raw network path", url, url, width, height, fps, seconds, warmup_s)
 
     # 2. through the daemon's pipeline (passthrough)
     p_in, p_out = free_udp_port(), free_udp_port()
@@ -154,10 +170,9 @@ def run_w5(
         PromptBus(""),
         metrics,
     )
-    receiver = Receiver(url_out, width, height, fps)
     pipeline.start()
     try:
-        daemon = _phase("through the daemon", Sender(url_in, width, height, fps, seconds), receiver, warmup_s)
+        daemon = _phase("through the daemon", url_in, url_out, width, height, fps, seconds, warmup_s)
         snap = metrics.snapshot()
     finally:
         pipeline.stop()
@@ -167,7 +182,7 @@ def run_w5(
         "fps_target": fps,
         "seconds": seconds,
         "cpu": platform.processor() or platform.machine(),
-        "cores": __import__("os").cpu_count(),
+        "cores": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
         "phases": [
             dataclasses.asdict(raw) | {"drop_pct": raw.drop_pct},
