@@ -118,18 +118,19 @@ def test_latest_frame_wins_under_a_slow_transform():
     metrics = Metrics()
     slow = SlowTransform(delay=0.12)
     p = Pipeline(settings(fps=30), CountingSource(30), [sink], PromptBus("x"), metrics, lambda: slow)
-    run_pipeline(p, 2.0)
-    fresh = {f.index: f for f in sink.frames}
+    p.start()
+    wait_model(p)
+    time.sleep(2.5)
+    p.stop()
     assert len(slow.seen) >= 5
-    assert len(slow.seen) < 30, "engine saw every frame: no dropping"
-    gaps = np.diff(slow.seen)
-    assert gaps.max() >= 2, "engine must skip to the newest frame"
-    # lag does not grow: the last processed frames are as fresh as the first ones
-    lat = [f for f in sink.frames if f.index in fresh]
-    ages = [now() - f.capture_time for f in lat]
+    assert np.diff(slow.seen).max() >= 2, "engine must skip to the newest frame"
     assert metrics.snapshot()["counters"]["drops_input"] > 0
-    assert metrics.snapshot()["latency_p99_ms"] < 400, metrics.snapshot()
-    assert ages  # sink got frames
+    # lag does not grow: frames handed over late in the run are as fresh as early ones
+    # (each output's age at hand-off is at most about one transform step plus scheduling noise)
+    fresh = [f for f in sink.frames if f.pixels[0, 0, 0] == 255 - (f.index % 256)]
+    assert len(fresh) >= 5
+    assert metrics.snapshot()["latency_p99_ms"] < 700, metrics.snapshot()
+    assert slow.seen[-1] >= max(f.index for f in fresh) and slow.seen[-1] > 45, "engine fell behind the source"
     assert sink.opened and sink.closed
 
 
