@@ -134,8 +134,9 @@ def _peer_main(url_send: str, url_recv: str, width: int, height: int, fps: float
     results.put((sender.sent_at, receiver.got))
 
 
-def _phase(name: str, url_send: str, url_recv: str, width: int, height: int, fps: float, seconds: float,
-           warmup_s: float) -> PhaseResult:
+def _phase(
+    name: str, url_send: str, url_recv: str, width: int, height: int, fps: float, seconds: float, warmup_s: float
+) -> PhaseResult:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     peer = ctx.Process(target=_peer_main, args=(url_send, url_recv, width, height, fps, seconds, results), daemon=True)
