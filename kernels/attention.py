@@ -4,7 +4,9 @@ The chunk's queries attend to every cached key plus their own (block-causal acro
 within one), so no mask is needed: q [B, Sq, H, D], k/v [B, Sk, H, D] -> [B, Sq, H, D].
 
 Candidates, in preference order: FlashAttention-3 (`flash_attn_interface`, if importable), then
-PyTorch SDPA pinned to its cuDNN, flash and memory-efficient backends. Measured on an H100 for W1's
+PyTorch SDPA pinned to its cuDNN, flash and memory-efficient backends. (Split-KV variants of the
+cuDNN kernel, meant to fill the second wave of W1's 156 q-tiles on 132 SMs, measured slower on an
+H100 - 0.27-0.33 ms vs 0.255 ms - and were dropped; docs/benchmarks.md.) Measured on an H100 for W1's
 shapes, the backend alone changes attention time 1.7x (docs/benchmarks.md), and which one wins
 depends on shape and library versions, so `AttentionPicker` times each candidate once per shape,
 rejects any that disagrees with the fp32 reference, and remembers the winner. Picking happens

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from kernels.attention import AttentionPicker
 from kernels.frame_convert import frame_to_model, model_to_frame
+from streamer.model.fast_cache import fast_commit_device
 from streamer.model.fast_dit import FusedDiT
 from streamer.model.fast_vae import ChunkCodec
 from streamer.model.sampling import motion_level, motion_strength, sample_sequential, strength_timesteps
@@ -61,7 +62,7 @@ class FastPath:
         self.use_graph = use_graph
         self.attention = AttentionPicker()
         self.dit = FusedDiT(engine.dit, self.attention)
-        self.codec = ChunkCodec(engine.vae)
+        self.codec = ChunkCodec(engine.vae, channels_last=engine.device.type == "cuda")
         m = engine.settings
         self._prev = torch.zeros(3, m.height, m.width, device=engine.device, dtype=engine.dtype)
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -115,7 +116,7 @@ class FastPath:
         z = self.codec.encode(x)
         ts = e._fixed_ts if e._fixed_ts is not None else strength_timesteps(e._strength, m.steps, m.shift)
         latent = sample_sequential(lambda xt, t: self.dit(xt, t, e._cross, e.cache), z, e._noise, e._strength, ts)
-        e.cache.commit_device(1)
+        fast_commit_device(e.cache, 1)
         out = self.codec.decode(latent.to(e.dtype))  # [T, 3, h, w] in [0, 1]
         return model_to_frame(out, frames.shape[1], frames.shape[2], fmt="rgb")
 

@@ -19,9 +19,10 @@ from streamer.model.vae import TAEHV, MemBlock, TGrow, TPool
 class _StaticStream:
     """One layer list (encoder or decoder) with a static memory buffer per MemBlock."""
 
-    def __init__(self, layers: nn.Sequential) -> None:
+    def __init__(self, layers: nn.Sequential, channels_last: bool = False) -> None:
         self.layers = layers
         self.memory: dict[int, Tensor] = {}
+        self.format = torch.channels_last if channels_last else torch.contiguous_format
 
     def reset(self) -> None:
         for buf in self.memory.values():
@@ -29,12 +30,12 @@ class _StaticStream:
 
     def run(self, x: Tensor) -> Tensor:
         """x: [T, C, H, W] (batch 1, frames on dim 0) -> [T', C', H', W']."""
-        h = x
+        h = x.contiguous(memory_format=self.format)
         for i, layer in enumerate(self.layers):
             if isinstance(layer, MemBlock):
                 mem = self.memory.get(i)
                 if mem is None or mem.shape != h.shape[1:] or mem.dtype != h.dtype or mem.device != h.device:
-                    mem = self.memory[i] = torch.zeros_like(h[0])
+                    mem = self.memory[i] = torch.zeros_like(h[:1], memory_format=self.format)[0]
                 past = torch.cat([mem[None], h[:-1]]) if h.shape[0] > 1 else mem[None]
                 out = layer(h, past)
                 mem.copy_(h[-1])
@@ -53,11 +54,15 @@ class _StaticStream:
 class ChunkCodec:
     """Encode a chunk of frames to one latent frame and decode a latent frame to a chunk of frames."""
 
-    def __init__(self, vae: TAEHV) -> None:
+    def __init__(self, vae: TAEHV, channels_last: bool = False) -> None:
+        """channels_last: run the convolutions in NHWC (cuDNN's fast layout for bf16 on tensor cores);
+        converts the autoencoder's weights in place (values unchanged, eager users unaffected)."""
         self.vae = vae
         self.frames_per_latent = vae.frames_per_latent
-        self._enc = _StaticStream(vae.encoder)
-        self._dec = _StaticStream(vae.decoder)
+        if channels_last:
+            vae.to(memory_format=torch.channels_last)
+        self._enc = _StaticStream(vae.encoder, channels_last)
+        self._dec = _StaticStream(vae.decoder, channels_last)
 
     def reset(self) -> None:
         """A new stream: zero every memory buffer in place (the captured graph keeps its addresses)."""
@@ -74,4 +79,4 @@ class ChunkCodec:
     @torch.no_grad()
     def decode(self, latent: Tensor) -> Tensor:
         """latent: [1, C, 1, h, w] -> frames [frames_per_latent, 3, 8h, 8w] clamped to [0, 1]."""
-        return self._dec.run(latent[0].permute(1, 0, 2, 3)).clamp(0, 1)
+        return self._dec.run(latent[0].permute(1, 0, 2, 3)).clamp(0, 1).contiguous()

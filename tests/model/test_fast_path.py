@@ -28,18 +28,19 @@ gpu = [pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GP
 
 def test_fused_dit_matches_eager_through_cache_fill_and_steady_state() -> None:
     torch.manual_seed(0)
-    dit = build("tiny")
+    dev = "cuda" if HAS_CUDA else "cpu"  # compiled kernels need CUDA tensors; the interpreter CPU ones
+    dit = build("tiny", device=dev)
     cfg, (hh, ww) = dit.cfg, (2, 4)
     tokens = cfg.tokens_per_frame(hh, ww)
 
     def cache() -> KVCache:
-        return KVCache(cfg, batch=1, tokens_per_frame=tokens, window=4, sinks=1, adaptive_sinks=True)
+        return KVCache(cfg, batch=1, tokens_per_frame=tokens, window=4, sinks=1, adaptive_sinks=True, device=dev)
 
     eager_cache, fused_cache = cache(), cache()
-    kv = dit.cross_kv(torch.randn(1, 5, cfg.text_dim))
+    kv = dit.cross_kv(torch.randn(1, 5, cfg.text_dim, device=dev))
     fused = FusedDiT(dit)
     for _ in range(4):  # 3 chunks fill the history, the 4th is steady state (no mask)
-        x, t = torch.randn(1, 16, 1, hh, ww), torch.rand(1, 1) * 1000
+        x, t = torch.randn(1, 16, 1, hh, ww, device=dev), torch.rand(1, 1, device=dev) * 1000
         want = dit(x, t, kv, eager_cache)
         got = fused(x, t, kv, fused_cache)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
@@ -73,10 +74,12 @@ def _run(engine: ModelTransform, step, frames: list[torch.Tensor], prompt_at: in
     return outs
 
 
-def test_fused_step_matches_engine_eager_on_cpu() -> None:
-    engine = _engine("tiny", 16, "cpu", torch.float32)
+def test_fused_step_matches_engine_eager() -> None:
+    engine = _engine("tiny", 16, "cuda" if HAS_CUDA else "cpu", torch.float32)
     gen = torch.Generator().manual_seed(1)
-    frames = [torch.randint(0, 256, (1, 16, 16, 3), generator=gen, dtype=torch.uint8) for _ in range(4)]
+    frames = [
+        torch.randint(0, 256, (1, 16, 16, 3), generator=gen, dtype=torch.uint8).to(engine.device) for _ in range(4)
+    ]
     want = _run(engine, engine.step_tensor, frames, prompt_at=2)
     fast = FastPath(engine, use_graph=False)
     got = _run(engine, fast.step, frames, prompt_at=2)

@@ -1,0 +1,244 @@
+"""`streamer bench model`: one workload (W1-W4, performance notes) in three variants, one process, one card.
+
+Variants: `eager` (the engine's own step), `compile` (the DiT wrapped in torch.compile, mode
+"max-autotune"; autoencoder eager), `fast` (fused kernels + the whole step as one CUDA graph,
+streamer/model/fast.py). Each runs the same engine state machine from a reset: warm-up until the KV
+cache is full (compilation / capture time reported separately), then `iters` back-to-back chunks
+timed with a device sync each (ms per chunk p50/p99, sustained output fps), then a real-time run at
+30 fps input in sequential mode measuring glass-to-glass latency (input frame capture -> its output
+frame ready; newest-chunk-wins when the engine falls behind, as the pipeline's one-slot mailbox does).
+FLOPs per chunk are counted once with torch's FlopCounterMode on an eager steady-state chunk, and
+achieved TFLOP/s is reported against the card's measured bf16 matmul rate. Weights are random
+(seeded, never zero): speed does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from streamer.bench.model_workloads import WORKLOADS, Workload, matmul_peak_tflops, percentile
+from streamer.config import ModelSettings
+
+log = logging.getLogger(__name__)
+VARIANTS = ("eager", "compile", "fast")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _frames(engine: Any, wl: Workload, n: int, seed: int) -> list[torch.Tensor]:
+    """n chunks of random (non-constant) camera frames on the device, rotated through during timing."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (engine.frames_per_latent, wl.height, wl.width, 3)
+    return [torch.randint(0, 256, shape, generator=g, dtype=torch.uint8).to(engine.device) for _ in range(n)]
+
+
+def _count_flops(step: Callable[[torch.Tensor], Any], frames: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(frames)
+    return float(counter.get_total_flops())
+
+
+def _latency_run(
+    step: Callable[[torch.Tensor], Any],
+    inputs: list[torch.Tensor],
+    device: torch.device,
+    chunks: int,
+    fps: float,
+    frames_per_chunk: int,
+) -> dict[str, float]:
+    """Real-time paced run: a chunk starts once its last frame has 'arrived' and the engine is free."""
+    period = 1.0 / fps
+    lat: list[float] = []
+    dropped = 0
+    start = time.perf_counter() + 0.05
+    k = 0
+    for i in range(chunks):
+        ready = start + (k * frames_per_chunk + frames_per_chunk - 1) * period
+        now = time.perf_counter()
+        if now < ready:
+            time.sleep(ready - now)
+        else:  # late: jump to the newest complete chunk, dropping the ones in between
+            arrived = int((now - start) / period)  # index of the newest frame already captured
+            newest = (arrived + 1) // frames_per_chunk - 1
+            if newest > k:
+                dropped += newest - k
+                k = newest
+        step(inputs[i % len(inputs)])
+        _sync(device)
+        done = time.perf_counter()
+        lat += [done - (start + (k * frames_per_chunk + j) * period) for j in range(frames_per_chunk)]
+        k += 1
+    return {
+        "latency_p50_ms": 1e3 * percentile(lat, 50),
+        "latency_p99_ms": 1e3 * percentile(lat, 99),
+        "latency_input_fps": fps,
+        "latency_chunks_dropped": dropped,
+    }
+
+
+def run_variant(engine: Any, wl: Workload, variant: str, iters: int, flops: float | None) -> dict[str, Any]:
+    """Warm up, time and latency-test one variant on a fresh stream of the engine."""
+    from streamer.model.fast import FastPath
+
+    dev = engine.device
+    result: dict[str, Any] = {"variant": variant}
+    engine.reset()
+    original_dit = engine.dit
+    fast: FastPath | None = None
+    if variant == "compile":
+        engine.dit = torch.compile(original_dit, mode="max-autotune")
+        step: Callable[[torch.Tensor], Any] = engine.step_tensor
+    elif variant == "fast":
+        fast = FastPath(engine, use_graph=dev.type == "cuda")
+        step = fast.step
+    else:
+        step = engine.step_tensor
+    inputs = _frames(engine, wl, 8, seed=1)
+    try:
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        t0 = time.perf_counter()
+        warm = engine.cache.history + (3 if variant != "eager" else 1)
+        for i in range(warm):
+            step(inputs[i % len(inputs)])
+        _sync(dev)
+        result["warmup_s"] = time.perf_counter() - t0
+        if fast is not None:
+            result["capture_s"] = fast.capture_s
+            result["graph_captured"] = fast._graph is not None
+        times = []
+        t_all = time.perf_counter()
+        for i in range(iters):
+            t1 = time.perf_counter()
+            step(inputs[i % len(inputs)])
+            _sync(dev)
+            times.append(time.perf_counter() - t1)
+        total = time.perf_counter() - t_all
+        fpc = engine.frames_per_latent
+        result |= {
+            "ms_p50": 1e3 * percentile(times, 50),
+            "ms_p99": 1e3 * percentile(times, 99),
+            "fps": fpc * iters / total,
+            "ms_per_frame_p99": 1e3 * percentile(times, 99) / fpc,
+        }
+        if flops:
+            result["tflops"] = flops / percentile(times, 50) / 1e12
+        result |= _latency_run(step, inputs, dev, max(8, min(iters, 40)), 30.0, fpc)
+        if dev.type == "cuda":
+            result["peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 1e9
+    finally:
+        engine.dit = original_dit
+        engine.reset()
+    return result
+
+
+def build_engine(wl: Workload, device: str) -> Any:
+    """The engine with seeded random DiT and autoencoder weights and a random text encoder: the text
+    encoder runs only on prompt changes, never in the per-chunk step being measured."""
+    from streamer.model.engine import ModelTransform
+    from streamer.model.loading import DTYPES, LoadedParts, load_dit, load_vae, resolve_device
+    from streamer.model.text import RandomTextEncoder
+
+    m = dataclasses.replace(
+        ModelSettings(), preset=wl.preset, width=wl.width, height=wl.height, steps=wl.steps,
+        window=wl.window, sinks=wl.sinks, dtype=wl.dtype, device=device, mode="sequential",
+    )  # fmt: skip
+    dev, dtype = resolve_device(device), DTYPES[wl.dtype]
+    dit, dit_src = load_dit(m, dev, dtype)
+    vae, vae_src = load_vae(m, dev, dtype)
+    text = RandomTextEncoder(dit.cfg.text_len, dit.cfg.text_dim)
+    sources = {"DiT": dit_src, "autoencoder": vae_src, "text": text.encoder_id}
+    return ModelTransform(m, LoadedParts(dev, dtype, dit, vae, text, sources, ["DiT", "autoencoder", "text encoder"]))
+
+
+def bench_model(wl: Workload, variants: list[str], iters: int, device: str) -> dict[str, Any]:
+    engine = build_engine(wl, device)
+    dev = engine.device
+    report: dict[str, Any] = {
+        "workload": wl.name, "preset": wl.preset, "resolution": f"{wl.width}x{wl.height}", "steps": wl.steps,
+        "dtype": wl.dtype, "window": wl.window, "sinks": wl.sinks, "frames_per_chunk": engine.frames_per_latent,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "variants": [],
+    }  # fmt: skip
+    if dev.type == "cuda":
+        report["matmul_peak_tflops"] = matmul_peak_tflops(dev)
+    # FLOPs of one steady-state chunk (eager, cache full), counted before any variant runs
+    inputs = _frames(engine, wl, engine.cache.history + 2, seed=2)
+    for f in inputs[:-1]:
+        engine.step_tensor(f)
+    report["tflop_per_chunk"] = _count_flops(engine.step_tensor, inputs[-1]) / 1e12
+    flops = report["tflop_per_chunk"] * 1e12
+    for v in variants:
+        if v == "fast" and dev.type != "cuda":
+            report["variants"].append({"variant": v, "skipped": "the fast path needs a CUDA GPU (graph capture)"})
+            continue
+        log.info("bench %s: %s ...", wl.name, v)
+        try:
+            res = run_variant(engine, wl, v, iters, flops)
+        except Exception as e:  # report and go on: one failing variant must not hide the others
+            log.exception("variant %s failed", v)
+            res = {"variant": v, "error": f"{type(e).__name__}: {e}"}
+        if "tflops" in res and "matmul_peak_tflops" in report:
+            res["pct_matmul_peak"] = 100 * res["tflops"] / report["matmul_peak_tflops"]
+        report["variants"].append(res)
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    head = (
+        f"{report['workload']}: {report['preset']} {report['resolution']} {report['steps']} steps {report['dtype']} "
+        f"on {report['device']} (torch {report['torch']}), {report['tflop_per_chunk']:.2f} TFLOP/chunk"
+    )
+    rows = [
+        head,
+        "variant  | ms/chunk p50 | p99    | fps    | g2g p50 ms | p99 ms | TFLOP/s | %peak | peak GB | warm-up s",
+    ]
+    for r in report["variants"]:
+        if "ms_p50" not in r:
+            rows.append(f"{r['variant']:8s} | {r.get('skipped') or r.get('error')}")
+            continue
+        rows.append(
+            f"{r['variant']:8s} | {r['ms_p50']:12.2f} | {r['ms_p99']:6.2f} | {r['fps']:6.1f} | "
+            f"{r['latency_p50_ms']:10.1f} | {r['latency_p99_ms']:6.1f} | {r.get('tflops', 0):7.1f} | "
+            f"{r.get('pct_matmul_peak', 0):5.1f} | {r.get('peak_mem_gb', 0):7.2f} | {r['warmup_s']:.1f}"
+            + (f" (capture {r['capture_s']:.2f})" if "capture_s" in r else "")
+        )
+    return "\n".join(rows)
+
+
+def bench_model_command(args: argparse.Namespace) -> int:
+    """Entry point of `streamer bench model` (arguments declared in streamer/cli.py)."""
+    name = str(args.workload).upper() if str(args.workload).upper() in WORKLOADS else str(args.workload)
+    if name not in WORKLOADS and name != "custom":
+        print(f"unknown workload {args.workload!r}; choose one of {', '.join(WORKLOADS)} or custom")
+        return 2
+    wl = WORKLOADS.get(name, WORKLOADS["W4"])
+    over = {k: getattr(args, k) for k in ("preset", "width", "height", "steps") if getattr(args, k, None)}
+    if over:
+        wl = dataclasses.replace(wl, name=name if name != "custom" else "custom", **over)
+    variants = [v.strip() for v in str(args.variants).split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        print(f"unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
+        return 2
+    if args.iters < 1:
+        print("--iters must be at least 1")
+        return 2
+    device = args.device if args.device != "auto" else wl.device
+    report = bench_model(wl, variants, args.iters, device)
+    print(json.dumps(report, indent=1) if args.json else format_table(report))
+    return 0 if all("error" not in r for r in report["variants"]) else 1

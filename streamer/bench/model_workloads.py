@@ -1,0 +1,49 @@
+"""The reference model workloads (W1-W4 of the performance notes) and the card's measured ceilings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from streamer.metrics import percentile
+
+__all__ = ["WORKLOADS", "Workload", "matmul_peak_tflops", "percentile"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One named benchmark setting; `streamer bench model` can override preset/size/steps."""
+
+    name: str
+    preset: str
+    width: int
+    height: int
+    steps: int = 2
+    window: int = 6  # latent frames attended per query, sinks and the chunk itself included
+    sinks: int = 3
+    dtype: str = "bfloat16"
+    device: str = "cuda"
+
+
+WORKLOADS: dict[str, Workload] = {
+    "W1": Workload("W1", "wan-1.3b", 832, 480),
+    "W2": Workload("W2", "wan-1.3b", 512, 512),
+    "W3": Workload("W3", "tiny", 512, 512),
+    "W4": Workload("W4", "tiny", 256, 256, dtype="float32", device="cpu"),
+}
+
+
+def matmul_peak_tflops(device: torch.device, n: int = 8192, reps: int = 20) -> float:
+    """bf16 dense matmul rate measured on this card (random operands: zeros run faster)."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    end.synchronize()
+    return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12
