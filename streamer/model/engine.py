@@ -131,12 +131,15 @@ class ModelTransform:
             torch.cuda.empty_cache()
 
     def status(self) -> str:
+        """One line: preset, resolution, steps, mode, device, path, and what the weights are."""
         m = self.settings
         text = (
-            f"model {m.preset} {m.width}x{m.height} {m.steps} steps {m.mode} on {self.device} "
-            f"({str(self.dtype).removeprefix('torch.')}), path {self.path}; {self.parts.describe()}"
+            f"model {m.preset} {m.width}x{m.height} {m.steps} steps {m.mode}, "
+            f"{self.device} {str(self.dtype).removeprefix('torch.')}, {self.path}"
         )
-        return text + (" — RANDOM WEIGHTS (output not meaningful)" if self.parts.random_parts else "")
+        if self.parts.random_parts:
+            return f"{text} — RANDOM WEIGHTS (output not meaningful: random {', '.join(self.parts.random_parts)})"
+        return f"{text} — {self.parts.sources['DiT']}"
 
     @property
     def path(self) -> str:
@@ -248,5 +251,5 @@ def build_model_transform(settings: Settings, *, warmup: bool = True) -> ModelTr
         engine.step_tensor(grey.to(engine.device))
         engine.reset()
         log.info("model warm-up: 100%% (%.2f s)", time.monotonic() - t0)
-    log.info("model ready in %.1f s: %s", time.monotonic() - started, engine.status())
+    log.info("model ready in %.1f s: %s (%s)", time.monotonic() - started, engine.status(), parts.describe())
     return engine
