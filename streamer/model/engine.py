@@ -138,7 +138,7 @@ class ModelTransform:
             f"{self.device} {str(self.dtype).removeprefix('torch.')}, {self.path}"
         )
         if self.parts.random_parts:
-            return f"{text} — RANDOM WEIGHTS (output not meaningful: random {', '.join(self.parts.random_parts)})"
+            return f"{text} — RANDOM WEIGHTS (output not meaningful) in {', '.join(self.parts.random_parts)}"
         return f"{text} — {self.parts.sources['DiT']}"
 
     @property

@@ -60,7 +60,10 @@ def test_tiny_end_to_end_sizes_dtypes_and_capture_times(parts: LoadedParts) -> N
         assert (o.capture_time, o.index, o.pts) == (f.capture_time, f.index, f.pts)
         assert o.pixels.std() > 0  # a picture, not a constant
     assert engine.cache.committed == 5
-    assert "RANDOM WEIGHTS (output not meaningful)" in engine.status() and "tiny 64x64 2 steps sequential, cpu float32, eager" in engine.status()
+    assert (
+        "RANDOM WEIGHTS (output not meaningful)" in engine.status()
+        and "tiny 64x64 2 steps sequential, cpu float32, eager" in engine.status()
+    )
 
 
 def test_deterministic_with_a_seed_and_after_reset(parts: LoadedParts) -> None:
