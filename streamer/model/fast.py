@@ -62,7 +62,7 @@ class FastPath:
         self.use_graph = use_graph
         self.attention = AttentionPicker()
         self.dit = FusedDiT(engine.dit, self.attention)
-        self.codec = ChunkCodec(engine.vae, channels_last=engine.device.type == "cuda")
+        self.codec = ChunkCodec(engine.vae)
         m = engine.settings
         self._prev = torch.zeros(3, m.height, m.width, device=engine.device, dtype=engine.dtype)
         self._graph: torch.cuda.CUDAGraph | None = None

@@ -58,7 +58,7 @@ def _commit_frame(c: KVCache, j: int) -> None:
         rot = torch.stack((a * cs - b * sn, a * sn + b * cs), dim=-1).flatten(-2)
         kf[li, :, :, dest, :, :t_dims] = rot.to(kf.dtype)
     c.slot_pos[li, dest] = new_pos
-    c.valid[li, dest] = True
+    c.valid[li, dest] = c._all_true  # a device tensor: no host scalar copy inside a graph
     c.ring_ptr.add_(advance.long())
     c.n_committed.add_(1)
 
