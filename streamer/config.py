@@ -106,6 +106,7 @@ class ModelSettings:
     transition_chunks: int = 8  # chunks over which a new prompt blends in
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # auto, cpu, cuda, cuda:N
+    fast_path: bool = True  # on CUDA: fused Triton kernels + one CUDA graph per chunk; false = eager PyTorch
     seed: int = 0
     cache_dir: str = ""  # prompt-embedding cache; empty = platform cache dir
 

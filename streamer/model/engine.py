@@ -236,7 +236,7 @@ def build_model_transform(settings: Settings, *, warmup: bool = True) -> ModelTr
     started = time.monotonic()
     parts = load_parts(m, resolve_device(m.device))
     engine = ModelTransform(m, parts)
-    if engine.device.type == "cuda":
+    if engine.device.type == "cuda" and m.fast_path:
         from streamer.model.fast import enable_fast_path  # Triton + CUDA graphs: imported only on a GPU
 
         # Warms up and captures at the pipeline's frame size; a capture failure raises (no silent fallback).

@@ -166,11 +166,8 @@ def test_wan_engine_on_cuda_random_weights(tmp_path, fast: bool) -> None:
     """The Wan path on a GPU: 4 frames per latent, bf16, random weights (no umT5 folder needed),
     with and without the fast path (fused kernels + CUDA graph) attached by build_model_transform."""
     raw = {"model": {"preset": "wan-1.3b", "width": 128, "height": 128, "dtype": "bfloat16", "device": "cuda",
-                     "cache_dir": str(tmp_path)}, "video": {"width": 160, "height": 96}}  # fmt: skip
+                     "cache_dir": str(tmp_path), "fast_path": fast}, "video": {"width": 160, "height": 96}}  # fmt: skip
     engine = build_model_transform(from_dict(raw))
-    if not fast:
-        engine.fast = None
-        engine.reset()
     assert (engine.fast is not None) == fast and ("fast" in engine.status()) == fast
     assert "RANDOM WEIGHTS" in engine.status()
     rng = np.random.default_rng(0)
