@@ -51,6 +51,7 @@ class Pipeline:
         self._out = OutputQueue(capacity=5)  # one wan chunk + one frame of jitter; more would only add latency
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._loader: threading.Thread | None = None
         self._scene_active = True
         self._reset_requested = threading.Event()
         self._model_failed_at: float | None = None
@@ -95,7 +96,8 @@ class Pipeline:
             t.start()
             self._threads.append(t)
         if self._model_factory is not None:
-            threading.Thread(target=self._load_model, name="streamer-model-load", daemon=True).start()
+            self._loader = threading.Thread(target=self._load_model, name="streamer-model-load", daemon=True)
+            self._loader.start()
 
     def stop(self) -> None:
         """Stop the threads, then finalise the sinks (a recording is playable after this)."""
@@ -103,6 +105,8 @@ class Pipeline:
         self._slot.close()
         for t in self._threads:
             t.join(timeout=10)
+        if self._loader is not None:  # a load in flight finishes first, so its model is closed below
+            self._loader.join(timeout=60)
         for sink in self.sinks:
             try:
                 sink.close()
