@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	echo "$(TORCH_SPEC)" > $(VENV)/constraints.txt
 	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,twitch,obs]"
+	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,twitch,obs,train]"
 	touch $@
 
 run: $(STAMP)
