@@ -59,10 +59,10 @@ def measure(model: DiT, run_calibration: Callable[[DiT], None]) -> Importance:
 
     def head_hook(kind: str, i: int, o: nn.Linear) -> Callable[..., None]:
         def hook(_m: nn.Module, args: tuple[Tensor, ...]) -> None:
-            y = args[0].detach().double().unflatten(-1, (h, hd))  # [B, S, H, D]
-            w = o.weight.detach().double().view(-1, h, hd)  # [dim, H, D]
+            y = args[0].detach().float().unflatten(-1, (h, hd))  # [B, S, H, D]
+            w = o.weight.detach().float().view(-1, h, hd)  # [dim, H, D]
             contrib = torch.einsum("bshd,ohd->bsho", y, w).norm(dim=-1)  # [B, S, H]
-            scores[kind][i] += contrib.mean(dim=(0, 1))
+            scores[kind][i] += contrib.double().mean(dim=(0, 1))
 
         return hook
 
@@ -181,9 +181,9 @@ def _calibration(args: argparse.Namespace) -> tuple[DiT, Callable[[DiT], None], 
     model.load_weights(info.state_dict, load_shortcut_file(info.path.parent))
     vae = build_vae(dataclasses.replace(cfg, stage="dit")).eval().requires_grad_(False)
     source = build_source(cfg.data, cfg.looks, (cfg.height, cfg.width))
-    from streamer.model.text import build_text_encoder
+    from streamer.train import trainer
 
-    enc = build_text_encoder(cfg.text_encoder, "", "cpu", torch.float32, text_dim=info.config.text_dim,
+    enc = trainer.build_text_encoder(cfg.text_encoder, "", "cpu", torch.float32, text_dim=info.config.text_dim,
                              text_len=info.config.text_len)  # fmt: skip
     text = TextStates(enc.encode, torch.device("cpu"))
 

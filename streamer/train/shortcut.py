@@ -41,7 +41,8 @@ class StepSizeEmbedding(nn.Module):
         w = self.mlp[0].weight
         f = timestep_embedding(1000 * d.reshape(-1), self.freq_dim).to(w.dtype)
         f0 = timestep_embedding(torch.zeros(1, device=d.device), self.freq_dim).to(w.dtype)
-        return self.mlp(f) - self.mlp(f0)
+        # The difference is continuous at 0; the mask makes d = 0 exactly zero despite batched rounding.
+        return (self.mlp(f) - self.mlp(f0)) * (d.reshape(-1, 1) != 0).to(w.dtype)
 
 
 class ShortcutDiT(DiT):

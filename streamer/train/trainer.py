@@ -53,16 +53,17 @@ def distributed_env() -> tuple[int, int, int]:
 def build_dit(cfg: TrainConfig) -> ShortcutDiT:
     """The DiT to train: `init` (any layout the project's loader reads, step embedding if saved), else a
     seeded random `preset`."""
-    if cfg.init:
+    # Seeded even with `init`: a step embedding the checkpoint lacks starts from these random weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if not cfg.init:
+            return ShortcutDiT(preset(cfg.preset))
         info = read_checkpoint(cfg.init)
         if info.problems:
             raise CheckpointError(f"{info.path}: cannot fine-tune: " + "; ".join(info.problems))
         model = ShortcutDiT(info.config)
-        model.load_weights(info.state_dict, load_shortcut_file(info.path.parent))
-        return model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        return ShortcutDiT(preset(cfg.preset))
+    model.load_weights(info.state_dict, load_shortcut_file(info.path.parent))
+    return model
 
 
 def build_vae(cfg: TrainConfig) -> TAEHV:

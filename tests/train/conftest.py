@@ -30,3 +30,21 @@ def fast_text(monkeypatch: pytest.MonkeyPatch) -> None:
         return RandomTextEncoder(text_len, text_dim)
 
     monkeypatch.setattr("streamer.train.trainer.build_text_encoder", build)
+
+
+@pytest.fixture(scope="session")
+def micro_init(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A very small DiT checkpoint folder (dim 128, 2 layers, 2 heads x 64, ffn 256, MiniLM text width)
+    for `train.init`: the same code paths as the tiny preset at a fraction of the CPU time."""
+    import dataclasses
+
+    import torch
+
+    from streamer.model.dit import DiT, preset
+    from streamer.train.checkpoint import save_dit_weights
+
+    cfg = dataclasses.replace(preset("tiny"), dim=128, num_layers=2, num_heads=2, ffn_dim=256, text_len=16)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("micro")
+    save_dit_weights(folder, cfg, DiT(cfg).state_dict(), None)
+    return folder
