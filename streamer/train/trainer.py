@@ -240,9 +240,13 @@ class Trainer:
                 eta = (end - done) / rate if rate > 0 else float("inf")
                 mean = {k: sum(getattr(s, k) for s in window) / len(window) for k in asdict(stats)}
                 if self.rank == 0:
-                    log.info("step %d/%d  loss %.4f (flow %.4f, shortcut %.4f)  %.2f step/s  %.1f clips/s  ETA %s",
-                             done, cfg.steps, mean["loss"], mean["flow_loss"], mean["shortcut_loss"], rate,
-                             rate * cfg.batch * self.world, _fmt_eta(eta))  # fmt: skip
+                    parts = (
+                        ""
+                        if self.dit is None
+                        else f" (flow {mean['flow_loss']:.4f}, shortcut {mean['shortcut_loss']:.4f})"
+                    )
+                    log.info("step %d/%d  loss %.4f%s  %.2f step/s  %.1f clips/s  ETA %s", done, cfg.steps,
+                             mean["loss"], parts, rate, rate * cfg.batch * self.world, _fmt_eta(eta))  # fmt: skip
                     with logfile.open("a") as f:
                         f.write(json.dumps({"step": done, **mean, "steps_per_s": rate, "lr": lr_at(cfg, done - 1),
                                             "time": time.time()}) + "\n")  # fmt: skip
