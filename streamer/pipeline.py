@@ -218,6 +218,7 @@ class Pipeline:
                 if wait > 0:
                     self._stop.wait(wait)
                 repeat_after = 1.5 * interval  # a little slack before repeating: engine jitter is normal
+            last_write = now()  # spacing counts from the hand-off, not from when the sinks finished
             t0 = time.perf_counter()
             for sink in list(self.sinks):
                 self._write(sink, frame)
@@ -228,7 +229,6 @@ class Pipeline:
             self.metrics.count("frames_out")
             self._latest_output = frame
             last = frame
-            last_write = now()
             self.frames_out += 1
             if self.frame_limit and self.frames_out >= self.frame_limit:
                 self.frames_done.set()
