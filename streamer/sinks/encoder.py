@@ -5,7 +5,8 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from streamer.sinks import FrameClock
+from streamer.frames import Frame
+from streamer.sinks import FrameClock, Sink, frame_rgb
 
 
 class VideoEncoder:
@@ -76,3 +77,24 @@ class VideoEncoder:
                 self.container.mux(packet)
         finally:
             self.container.close()
+
+
+class EncodingSink(Sink):
+    """A sink whose output is one `VideoEncoder` (network, record): subclasses open `self._encoder`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._encoder: VideoEncoder | None = None
+        self._size = (0, 0)
+
+    def write(self, frame: Frame) -> None:
+        if self._encoder is None:
+            raise RuntimeError(f"{type(self).__name__}.write before open")
+        self._encoder.encode(frame_rgb(frame, *self._size))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush and finalise (a recording is playable after this); safe to call twice."""
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None:
+            encoder.close()

@@ -17,9 +17,8 @@ from urllib.parse import urlsplit
 
 import av
 
-from streamer.frames import Frame
-from streamer.sinks import Sink, SinkUnavailable, frame_rgb
-from streamer.sinks.encoder import VideoEncoder
+from streamer.sinks import SinkUnavailable
+from streamer.sinks.encoder import EncodingSink, VideoEncoder
 
 _FORMATS = {"udp": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv", "file": "mpegts"}
 # An H.264 access-unit delimiter NAL. FFmpeg's H.264 parser (used by every FFmpeg-based receiver,
@@ -46,7 +45,7 @@ def check_output_url(url: str) -> str:
     return _FORMATS[scheme]
 
 
-class NetworkSink(Sink):
+class NetworkSink(EncodingSink):
     """Encodes with libx264 ultrafast/zerolatency and sends MPEG-TS (FLV for rtmp) to sinks.network.url."""
 
     name = "network"
@@ -55,8 +54,6 @@ class NetworkSink(Sink):
         super().__init__()
         self.cfg = settings.sinks.network
         self.url: str = self.cfg.url
-        self._encoder: VideoEncoder | None = None
-        self._size = (0, 0)
 
     def describe(self) -> str:
         return f"network {self.url} (H.264 {self.cfg.bitrate_kbps} kb/s, preset {self.cfg.preset})"
@@ -90,14 +87,3 @@ class NetworkSink(Sink):
                                   "for tcp:// and rtmp:// the receiver must be listening first; "
                                   "udp:// needs no receiver") from e
         self._size = (width, height)
-
-    def write(self, frame: Frame) -> None:
-        if self._encoder is None:
-            raise RuntimeError("NetworkSink.write before open")
-        self._encoder.encode(frame_rgb(frame, *self._size))
-        self.frames_written += 1
-
-    def close(self) -> None:
-        encoder, self._encoder = self._encoder, None
-        if encoder is not None:
-            encoder.close()

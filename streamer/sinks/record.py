@@ -13,9 +13,8 @@ from typing import Any
 
 import av
 
-from streamer.frames import Frame
-from streamer.sinks import Sink, SinkUnavailable, frame_rgb
-from streamer.sinks.encoder import VideoEncoder
+from streamer.sinks import SinkUnavailable
+from streamer.sinks.encoder import EncodingSink, VideoEncoder
 
 KEYFRAME_INTERVAL_S = 2.0  # also the most a crash can lose from a fragmented MP4
 _MP4_OPTIONS = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"}
@@ -33,7 +32,7 @@ def expand_path(pattern: str, when: float | None = None) -> str:
     return path
 
 
-class RecordSink(Sink):
+class RecordSink(EncodingSink):
     """Writes every output frame to sinks.record.path (or the `--record` path)."""
 
     name = "record"
@@ -43,8 +42,6 @@ class RecordSink(Sink):
         self.cfg = settings.sinks.record
         self.path_pattern: str = path or self.cfg.path
         self.path = ""  # the actual file, known after open()
-        self._encoder: VideoEncoder | None = None
-        self._size = (0, 0)
 
     def describe(self) -> str:
         return f"record {self.path or self.path_pattern} ({self.cfg.codec}, crf {self.cfg.crf})"
@@ -76,14 +73,3 @@ class RecordSink(Sink):
                                   "use a .mp4/.mkv path and an FFmpeg encoder such as libx264") from e
         self.path = path
         self._size = (width, height)
-
-    def write(self, frame: Frame) -> None:
-        if self._encoder is None:
-            raise RuntimeError("RecordSink.write before open")
-        self._encoder.encode(frame_rgb(frame, *self._size))
-        self.frames_written += 1
-
-    def close(self) -> None:
-        encoder, self._encoder = self._encoder, None
-        if encoder is not None:
-            encoder.close()

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import av
-import pytest
 
 from streamer.cli import main
 
