@@ -86,10 +86,10 @@ def build_pipeline(settings: Settings, bus: PromptBus, metrics: Metrics, record_
 
     factory = None
     if settings.engine.transform == "model":
-        def factory() -> Any:
+        def factory(model_settings: Settings) -> Any:
             from streamer.model.engine import build_model_transform
 
-            return build_model_transform(settings)
+            return build_model_transform(model_settings)
 
     return Pipeline(settings, build_source(settings), build_sinks(settings, record_path), bus, metrics, factory)
 

@@ -9,19 +9,20 @@ after `engine.retry_model_after_s`; the stream never goes black or freezes becau
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from streamer.config import Settings
 from streamer.control.prompts import PromptBus
 from streamer.frames import Frame, LatestFrameSlot, OutputQueue, blank_frame, now
 from streamer.metrics import Metrics
 from streamer.transform import Passthrough, Transform
 
 if TYPE_CHECKING:
-    from streamer.config import Settings
     from streamer.sinks import Sink
     from streamer.sources import Source
 
@@ -36,7 +37,7 @@ class Pipeline:
         sinks: Sequence[Sink],
         bus: PromptBus,
         metrics: Metrics,
-        model_factory: Callable[[], Transform] | None = None,
+        model_factory: Callable[[Settings], Transform] | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -52,6 +53,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loader: threading.Thread | None = None
+        self._retired: list[Transform] = []  # replaced models, closed by the engine thread
         self._scene_active = True
         self._reset_requested = threading.Event()
         self._model_failed_at: float | None = None
@@ -96,8 +98,7 @@ class Pipeline:
             t.start()
             self._threads.append(t)
         if self._model_factory is not None:
-            self._loader = threading.Thread(target=self._load_model, name="streamer-model-load", daemon=True)
-            self._loader.start()
+            self._start_loader(self.settings)
 
     def stop(self) -> None:
         """Stop the threads, then finalise the sinks (a recording is playable after this)."""
@@ -112,8 +113,9 @@ class Pipeline:
                 sink.close()
             except Exception:
                 log.exception("closing sink %s failed", sink.name)
-        if self._model is not None:
-            self._model.close()
+        for model in [self._model, *self._retired]:
+            if model is not None:
+                model.close()
         self.source.close()
 
     @property
@@ -122,16 +124,45 @@ class Pipeline:
 
     # ------------------------------------------------------------------ threads
 
-    def _load_model(self) -> None:
+    @property
+    def model_steps(self) -> int:
+        """Denoising steps of the model now running (or loading)."""
+        return self.settings.model.steps
+
+    def set_steps(self, steps: int) -> None:
+        """Change the denoising steps live: a model with the new step count (new buffers, a new
+        captured graph on the GPU) is built in the background while the current one keeps running,
+        then swapped in. Explicit `model.timesteps` of another length are dropped (derived instead)."""
+        if not 1 <= steps <= 50:
+            raise ValueError(f"steps must be between 1 and 50, got {steps}")
+        if self._model_factory is None:
+            raise RuntimeError("no model configured (engine.transform = 'passthrough')")
+        m = self.settings.model
+        if steps == m.steps:
+            return
+        timesteps = m.timesteps if len(m.timesteps) == steps else ()
+        self._start_loader(dataclasses.replace(self.settings, model=dataclasses.replace(m, steps=steps, timesteps=timesteps)))
+
+    def _start_loader(self, settings: Settings) -> None:
+        if self._loader is not None and self._loader.is_alive():
+            raise RuntimeError("a model is still loading; try again when it is ready")
+        self._loader = threading.Thread(target=self._load_model, args=(settings,), name="streamer-model-load", daemon=True)
+        self._loader.start()
+
+    def _load_model(self, settings: Settings) -> None:
         assert self._model_factory is not None
         try:
             t0 = time.perf_counter()
-            model = self._model_factory()
+            model = self._model_factory(settings)
             log.info("model ready in %.1f s: %s", time.perf_counter() - t0, model.status())
-            self._model = model
         except Exception as e:
             self._model_error = f"{type(e).__name__}: {e}"
-            log.error("model failed to load, running passthrough: %s", self._model_error)
+            log.error("model failed to load, keeping the current path: %s", self._model_error)
+            return
+        old, self._model, self.settings = self._model, model, settings
+        self._model_error = ""
+        if old is not None:  # the engine thread may be mid-step on it: close it after that step
+            self._retired.append(old)
 
     def _capture_loop(self) -> None:
         try:
@@ -167,6 +198,8 @@ class Pipeline:
             if self._reset_requested.is_set() and self._model is not None:
                 self._reset_requested.clear()
                 self._model.reset()
+            while self._retired:
+                self._retired.pop().close()
             transform = self._pick_transform()
             t0 = time.perf_counter()
             try:

@@ -55,6 +55,7 @@ async function post(path, body, resultEl) {
 
 const updatePoll = mountPoll($("poll-current"));
 let strengthTouched = false;
+let stepsTouched = false;
 
 function renderState(state) {
   const p = state.prompt;
@@ -69,9 +70,10 @@ function renderState(state) {
   const m = state.model;
   const strength = p.strength ?? m.strength;
   if (!strengthTouched) $("strength").value = String(strength);
+  if (!stepsTouched) $("steps").value = String(m.steps);
   $("strength-value").textContent = Number($("strength").value).toFixed(2);
   $("model-info").textContent =
-    `${m.preset} ${m.width}×${m.height} · steps ${m.steps} (config) · strength ${strength.toFixed(2)}` +
+    `${m.preset} ${m.width}×${m.height} · steps ${m.steps} · strength ${strength.toFixed(2)}` +
     `${p.strength === null ? " (config)" : " (override)"} · transition over ${state.transition_chunks} chunks`;
   renderApprovals(state.queue || []);
   updatePoll(state);
@@ -141,6 +143,12 @@ function wire() {
     await post("/api/strength", { strength: null }, $("control-result"));
     strengthTouched = false;
   });
+  $("steps-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    await post("/api/steps", { steps: Number($("steps").value) }, $("control-result"));
+    stepsTouched = false;
+  });
+  $("steps").addEventListener("input", () => { stepsTouched = true; });
   $("poll-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const options = $("poll-choices").value.split("\n").map((s) => s.trim()).filter(Boolean);

@@ -109,7 +109,7 @@ class DashboardApi:
                 "strength": p.strength,
             },
             "transition_chunks": m.transition_chunks,
-            "model": {"preset": m.preset, "steps": m.steps, "strength": m.strength,
+            "model": {"preset": m.preset, "steps": getattr(self.ctx.pipeline, "model_steps", m.steps), "strength": m.strength,
                       "width": m.width, "height": m.height},
             "transform": self.ctx.pipeline.transform_status(),
             "poll": self._poll_view(c),
@@ -235,6 +235,21 @@ class DashboardApi:
         self._changed()
         return web.json_response({"strength": self.ctx.bus.current().strength})
 
+    async def set_steps(self, request: web.Request) -> web.Response:
+        """Denoising steps: a new model is built in the background and swapped in when ready."""
+        body = await _json_body(request)
+        steps = _field(body, "steps", int)
+        if isinstance(steps, bool):
+            raise web.HTTPBadRequest(text="steps must be an integer")
+        try:
+            self.ctx.pipeline.set_steps(steps)
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+        except RuntimeError as e:
+            raise web.HTTPConflict(text=str(e)) from None
+        self._changed()
+        return web.json_response({"steps": steps, "applying": True})
+
     async def reset(self, request: web.Request) -> web.Response:
         """Forget the model's temporal state (a stuck look, a scene cut)."""
         self.ctx.pipeline.reset()
@@ -301,6 +316,7 @@ class DashboardApi:
             web.post("/api/kill", self.kill),
             web.post("/api/revive", self.revive),
             web.post("/api/strength", self.set_strength),
+            web.post("/api/steps", self.set_steps),
             web.post("/api/reset", self.reset),
             web.post("/api/approvals/{id}/approve", self.approve),
             web.post("/api/approvals/{id}/deny", self.deny),

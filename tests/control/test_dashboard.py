@@ -26,6 +26,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/api/kill": {},
     "/api/revive": {},
     "/api/strength": {"strength": 0.3},
+    "/api/steps": {"steps": 3},
     "/api/reset": {},
     "/api/approvals/1/approve": {},
     "/api/approvals/1/deny": {"reason": "no"},
@@ -283,5 +284,32 @@ def test_metrics_is_prometheus_text_and_healthz(ctx):
         assert r.status == 200
         health = await r.json()
         assert health["ok"] is True and health["transform"] == "passthrough"
+
+    serve(ctx, body)
+
+
+def test_steps_rebuild_the_model_through_the_pipeline(ctx, monkeypatch):
+    asked: list[int] = []
+    monkeypatch.setattr(ctx.pipeline, "set_steps", asked.append)
+
+    async def body(client: TestClient, app: web.Application) -> None:
+        r = await client.post("/api/steps", json={"steps": 3})
+        assert r.status in (401, 403) and asked == []
+        r = await client.post("/api/steps", json={"steps": 3}, headers=AUTH)
+        assert r.status == 200 and asked == [3]
+        for bad in ("3", 2.5, True, None):
+            r = await client.post("/api/steps", json={"steps": bad}, headers=AUTH)
+            assert r.status == 400, bad
+        assert asked == [3]
+
+    serve(ctx, body)
+
+
+def test_steps_on_a_passthrough_pipeline_is_a_clear_conflict(ctx):
+    async def body(client: TestClient, app: web.Application) -> None:
+        r = await client.post("/api/steps", json={"steps": 3}, headers=AUTH)
+        assert r.status == 409 and "no model configured" in await r.text()
+        r = await client.post("/api/steps", json={"steps": 0}, headers=AUTH)
+        assert r.status in (400, 409)
 
     serve(ctx, body)

@@ -117,7 +117,7 @@ def test_latest_frame_wins_under_a_slow_transform():
     sink = ListSink()
     metrics = Metrics()
     slow = SlowTransform(delay=0.12)
-    p = Pipeline(settings(fps=30), CountingSource(30), [sink], PromptBus("x"), metrics, lambda: slow)
+    p = Pipeline(settings(fps=30), CountingSource(30), [sink], PromptBus("x"), metrics, lambda s: slow)
     p.start()
     wait_model(p)
     time.sleep(2.5)
@@ -147,7 +147,7 @@ def test_transform_failure_falls_back_to_passthrough_within_one_frame_and_retrie
     sink = ListSink()
     metrics = Metrics()
     failing = FailingTransform(fail_times=1)
-    p = Pipeline(settings(fps=30, retry=0.3), CountingSource(30), [sink], PromptBus("x"), metrics, lambda: failing)
+    p = Pipeline(settings(fps=30, retry=0.3), CountingSource(30), [sink], PromptBus("x"), metrics, lambda s: failing)
     p.start()
     wait_model(p)
     time.sleep(1.2)
@@ -164,7 +164,7 @@ def test_kill_switch_and_scene_activation_route_to_passthrough():
     sink = ListSink()
     bus = PromptBus("x")
     slow = SlowTransform(0.0)
-    p = Pipeline(settings(), CountingSource(30), [sink], bus, Metrics(), lambda: slow)
+    p = Pipeline(settings(), CountingSource(30), [sink], bus, Metrics(), lambda s: slow)
     p.start()
     wait_model(p)
     time.sleep(0.2)
@@ -189,7 +189,7 @@ def test_kill_switch_and_scene_activation_route_to_passthrough():
 def test_model_that_fails_to_load_leaves_passthrough_running():
     sink = ListSink()
 
-    def broken():
+    def broken(s):
         raise FileNotFoundError("weights.safetensors")
 
     p = Pipeline(settings(), CountingSource(30), [sink], PromptBus("x"), Metrics(), broken)
@@ -222,3 +222,36 @@ def test_frame_limit_stops_output_exactly(limit):
     assert p.frames_done.wait(5)
     p.stop()
     assert len(sink.frames) == limit
+
+
+def test_set_steps_builds_a_new_model_in_the_background_and_swaps_it_in():
+    built = []
+
+    class Recording(SlowTransform):
+        def __init__(self, steps):
+            super().__init__(0.0)
+            self.steps, self.closed = steps, False
+
+        def close(self):
+            self.closed = True
+
+    def factory(s):
+        built.append(Recording(s.model.steps))
+        return built[-1]
+
+    sink = ListSink()
+    p = Pipeline(settings(), CountingSource(30), [sink], PromptBus("x"), Metrics(), factory)
+    p.start()
+    wait_model(p)
+    assert p.model_steps == 2
+    p.set_steps(3)
+    deadline = time.monotonic() + 5
+    while p.model_steps != 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    p.stop()
+    assert [m.steps for m in built] == [2, 3]
+    assert built[0].closed and built[1].closed
+    assert built[1].seen, "the new model ran after the swap"
+    with pytest.raises(ValueError):
+        p.set_steps(0)
