@@ -54,6 +54,9 @@ def fast_path_unavailable(engine: ModelTransform) -> str | None:
 class FastPath:
     """Fused kernels + one CUDA graph per chunk, driving an engine's own state (cache, noise, prompt)."""
 
+    # Run the autoencoder's convolutions in NHWC (see ChunkCodec); chosen by measurement, docs/benchmarks.md.
+    CHANNELS_LAST = False
+
     def __init__(self, engine: ModelTransform, *, use_graph: bool = True) -> None:
         reason = fast_path_unavailable(engine) if use_graph else None
         if reason is not None:
@@ -62,7 +65,7 @@ class FastPath:
         self.use_graph = use_graph
         self.attention = AttentionPicker()
         self.dit = FusedDiT(engine.dit, self.attention)
-        self.codec = ChunkCodec(engine.vae)
+        self.codec = ChunkCodec(engine.vae, channels_last=self.CHANNELS_LAST and engine.device.type == "cuda")
         m = engine.settings
         self._prev = torch.zeros(3, m.height, m.width, device=engine.device, dtype=engine.dtype)
         self._graph: torch.cuda.CUDAGraph | None = None

@@ -23,6 +23,28 @@ class _StaticStream:
         self.layers = layers
         self.memory: dict[int, Tensor] = {}
         self.format = torch.channels_last if channels_last else torch.contiguous_format
+        self._nhwc = channels_last
+
+    # TPool/TGrow regroup frames through the channel dim with reshapes that assume NCHW memory (on an
+    # NHWC tensor they silently copy to NCHW, and every later conv pays cuDNN's layout conversions);
+    # these two do the same regrouping as one NHWC -> NHWC copy.
+    @staticmethod
+    def _stack_frames(h: Tensor, s: int) -> Tensor:
+        """[T, C, H, W] (NHWC memory) -> [T/s, s*C, H, W], frames of a group consecutive on channels."""
+        t, c, hh, ww = h.shape
+        if s == 1:
+            return h
+        raw = h.permute(0, 2, 3, 1).reshape(t // s, s, hh, ww, c).permute(0, 2, 3, 1, 4)
+        return raw.reshape(t // s, hh, ww, s * c).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _split_frames(y: Tensor, s: int) -> Tensor:
+        """[T, s*C, H, W] (NHWC memory) -> [T*s, C, H, W], channel groups becoming consecutive frames."""
+        t, sc, hh, ww = y.shape
+        if s == 1:
+            return y
+        raw = y.permute(0, 2, 3, 1).reshape(t, hh, ww, s, sc // s).permute(0, 3, 1, 2, 4)
+        return raw.reshape(t * s, hh, ww, sc // s).permute(0, 3, 1, 2)
 
     def reset(self) -> None:
         for buf in self.memory.values():
@@ -43,9 +65,9 @@ class _StaticStream:
             elif isinstance(layer, TPool):
                 if h.shape[0] % layer.stride:
                     raise ValueError(f"chunk of {h.shape[0]} frames at a TPool of stride {layer.stride}")
-                h = layer(h)
+                h = layer.conv(self._stack_frames(h, layer.stride)) if self._nhwc else layer(h)
             elif isinstance(layer, TGrow):
-                h = layer(h)
+                h = self._split_frames(layer.conv(h), layer.stride) if self._nhwc else layer(h)
             else:
                 h = layer(h)
         return h
@@ -74,7 +96,7 @@ class ChunkCodec:
         """frames: [frames_per_latent, 3, H, W] in [0, 1] -> latent [1, C, 1, H/8, W/8]."""
         if frames.shape[0] != self.frames_per_latent:
             raise ValueError(f"a chunk is {self.frames_per_latent} frames, got {frames.shape[0]}")
-        return self._enc.run(frames).permute(1, 0, 2, 3).unsqueeze(0)
+        return self._enc.run(frames).permute(1, 0, 2, 3).unsqueeze(0).contiguous()
 
     @torch.no_grad()
     def decode(self, latent: Tensor) -> Tensor:
