@@ -118,7 +118,7 @@ async def run_daemon(settings: Settings, *, frames: int = 0, record: str | None 
         component = _build_component(spec, ctx)
         if component is not None:
             tasks.append(asyncio.create_task(_supervise(component), name=component.name))
-    waiters = [asyncio.create_task(stop.wait())]
+    waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
     if frames:
         waiters.append(asyncio.create_task(asyncio.to_thread(pipeline.frames_done.wait)))
     try:

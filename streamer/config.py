@@ -332,7 +332,7 @@ def _build(cls: type, raw: Any, file: str, prefix: str, skip: frozenset[str] | s
 
 def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
     origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, file, key + ".")
     if origin is Literal:
         choices = get_args(tp)

@@ -116,7 +116,7 @@ class Metrics:
     def prometheus_text(self) -> str:
         """The Prometheus text exposition format (version 0.0.4)."""
         s = self.snapshot()
-        lines = []
+        lines: list[str] = []
 
         def gauge(name: str, help_text: str, value: float, labels: str = "") -> None:
             if not any(line.startswith(f"# TYPE {name} ") for line in lines):

@@ -35,6 +35,7 @@ class VideoEncoder:
         self.container = av.open(target, mode="w", format=format, options=container_options or {})
         try:
             stream = self.container.add_stream(codec, rate=self.clock.rate, options=codec_options or {})
+            assert isinstance(stream, av.VideoStream), f"{codec} is not a video encoder"
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p"
             ctx = stream.codec_context
