@@ -217,7 +217,8 @@ class Pipeline:
                     type(e).__name__, e, self.settings.engine.retry_model_after_s,
                 )
                 outputs = [frame]  # this very frame goes out unchanged: never black, never frozen
-            self.metrics.observe("engine", time.perf_counter() - t0)
+            # the model's own time, not diluted by passthrough frames (loading, kill switch, fallback)
+            self.metrics.observe("engine" if transform is not self._passthrough else "passthrough", time.perf_counter() - t0)
             self.metrics.tick("engine")
             self.metrics.info["transform"] = self.transform_status()
             dropped_before = self._out.dropped
