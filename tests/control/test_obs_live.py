@@ -243,6 +243,7 @@ def test_reconnects_after_obs_is_killed_and_restarted_while_frames_flow(obs_inst
         obs_instance.stop()
         wait_for(lambda: not run.controller.connected, what="disconnect noticed")
         assert "waiting for OBS" in run.controller.status()
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - away_from)))  # away long enough for a stall to show
         obs_instance.start()
         away_s = time.monotonic() - away_from
         wait_for(lambda: run.controller.connections == 2 and run.controller.connected, timeout=20, what="reconnect")
