@@ -60,8 +60,12 @@ def _grid_barrier(COUNT, GEN):
         tl.atomic_add(GEN, 1, sem="release", scope="gpu")
     else:
         cur = tl.atomic_add(GEN, 0, sem="acquire", scope="gpu")
-        while cur == gen:
+        spins = tl.full([], 0, tl.int32)
+        # bounded: a grid that is not fully resident would hang the GPU; this gives wrong output instead,
+        # which the tests catch (the launcher keeps the grid <= SM count, one program per SM fits)
+        while (cur == gen) & (spins < 50_000_000):
             cur = tl.atomic_add(GEN, 0, sem="acquire", scope="gpu")
+            spins += 1
     tl.debug_barrier()
 
 
@@ -428,6 +432,11 @@ def _interpreted(device: torch.device) -> bool:
     return device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def default_config(device: torch.device | str) -> MegakernelConfig:
+    """The tile sizes used when none are given: interpreter-sized on CPU, MegakernelConfig() on a GPU."""
+    return INTERPRETER_CONFIG if _interpreted(torch.device(device)) else MegakernelConfig()
+
+
 def block_modulation(block: DiTBlock, e0: Tensor) -> Tensor:
     """The block's per-frame modulation (modulation + e0): [B, F, 6, dim] fp32, as the kernel takes it."""
     return (block.modulation.to(e0.dtype).unsqueeze(0) + e0).contiguous()
@@ -478,7 +487,7 @@ def block_megakernel(
     if tuple(w.wq.shape) != (D, D):
         raise ValueError(f"weights are for dim {w.wq.shape[1]}, x has {D}")
     interp = _interpreted(dev)
-    cfg = config or (INTERPRETER_CONFIG if interp else MegakernelConfig())
+    cfg = config or default_config(dev)
     if ff % cfg.bf:
         raise ValueError(f"ffn width {ff} is not a multiple of the hidden chunk {cfg.bf}")
     if mod.dim() != 4 or mod.shape[0] != B or mod.shape[2:] != (6, D) or S % mod.shape[1]:

@@ -1,0 +1,190 @@
+"""`python -m streamer.bench.megakernel`: one tiny-preset DiT block at W3 sizes, fast path vs megakernel.
+
+Compares, in one process on one card, bf16, random weights, a full KV cache (window 6 incl. 3 sinks,
+1024 tokens per frame = 6144 keys): (a) the block as the fast path runs it (streamer/model/fast_dit.py:
+fused Triton glue + cuBLAS + the attention picker's backend, 13 kernels), (b) the persistent
+megakernel (kernels/block_megakernel.py) in a few tile configurations, and (c) the whole DiT forward
+(4 blocks + head) with the megakernel switch off and on. Each variant is captured as ONE CUDA graph
+holding `reps` back-to-back calls (so graph-launch latency is amortised and inter-kernel gaps are
+counted as they are in the fast path's chunk graph); every replay is timed with CUDA events and
+divided by `reps`. Warm-up (compilation, backend picking) and capture are excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import triton
+
+from kernels.bias_gelu import bias_gelu
+from kernels.block_megakernel import (
+    INTERPRETER_CONFIG,
+    BlockWeights,
+    MegakernelConfig,
+    MegakernelWorkspace,
+    block_megakernel,
+)
+from kernels.modulated_layernorm import gated_modulated_layernorm, modulated_layernorm
+from streamer.bench.model_workloads import percentile
+from streamer.model.cache import KVCache
+from streamer.model.dit import build
+from streamer.model.fast_dit import FusedDiT
+from streamer.model.rope import rope_tables
+
+CONFIGS = {
+    "default": MegakernelConfig(),
+    "warps8": MegakernelConfig(num_warps=8),
+    "bmc16": MegakernelConfig(bm=32, bmc=16),
+    "split4_bma128": MegakernelConfig(bma=128, nsplit=4, num_warps=8),
+    "split1": MegakernelConfig(nsplit=1),
+}
+
+
+def _time_graph(fn: Callable[[], Any], reps: int, iters: int, warmup: int = 3) -> dict[str, float]:
+    """µs per call p50/p99: `reps` calls captured as one graph, replayed `iters` times (event-timed)."""
+    for _ in range(warmup):
+        fn()
+    if not torch.cuda.is_available():  # --smoke on a CPU: exercise the code path, no timing
+        return {"us_p50": float("nan"), "us_p99": float("nan"), "iters": 0, "reps": reps}
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    for _ in range(10):
+        graph.replay()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / reps)
+    return {"us_p50": percentile(times, 50), "us_p99": percentile(times, 99), "iters": iters, "reps": reps}
+
+
+def run(
+    iters: int = 300, reps: int = 10, budget_s: float = 200.0, out: str | None = None, smoke: bool = False
+) -> dict[str, Any]:
+    """Measure and return the results (also printed as JSON after each variant, and saved to `out`)."""
+    t_start = time.perf_counter()
+    dev = torch.device("cpu" if smoke else "cuda")
+    dtype = torch.float32 if smoke else torch.bfloat16
+    torch.manual_seed(0)
+    dit = build("tiny", device=dev, dtype=dtype)
+    cfg = dit.cfg
+    hp = wp = 2 if smoke else 32  # W3: 512x512 frames -> 64x64 latents -> 32x32 tokens
+    s = hp * wp
+    cache = KVCache(cfg, batch=1, tokens_per_frame=s, window=6, sinks=3, dtype=dtype, device=dev)
+    cache.storage.normal_()
+    cache.committed = cache.history  # steady state: history full, no mask
+    kv = dit.cross_kv(torch.randn(1, 20, cfg.text_dim, device=dev))
+    fused = FusedDiT(dit, megakernel=True)
+    x = torch.randn(1, s, cfg.dim, device=dev)
+    _, e0 = dit.time_embed(torch.full((1, 1), 700.0, device=dev))
+    layer = 1
+    blk = dit.blocks[layer]
+    mod = (blk.modulation.float().unsqueeze(0) + e0).contiguous()
+    cos, sin = rope_tables(cache.positions(1), hp, wp, cfg.head_dim, cfg.rope_theta, dtype=torch.float32)
+    k_txt, v_txt = kv.layer(layer)
+    result: dict[str, Any] = {
+        "card": "cpu (smoke)" if smoke else torch.cuda.get_device_name(dev),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "shape": {"tokens": s, "keys": cache.stage_offset + s, "dim": cfg.dim, "heads": cfg.num_heads},
+        "method": f"one CUDA graph of {reps} back-to-back calls, {iters} event-timed replays, per call",
+    }
+
+    def save() -> None:
+        if out:
+            with open(out, "w") as f:
+                json.dump(result, f, indent=1)
+        print(json.dumps(result), flush=True)
+
+    # (a) the block as the fast path runs it: residual x -> new residual, next block's LN included
+    def fast_block() -> torch.Tensor:
+        m = mod
+        h = modulated_layernorm(x, m[:, :, 0], m[:, :, 1], cfg.eps, out_dtype=dtype)  # the previous block's tail
+        y = fused._self_attention(layer, h, cos, sin, cache, None)
+        shift3, scale3 = fused._norm3(layer)
+        t, h = gated_modulated_layernorm(x, y, m[:, :, 2], shift3.expand(1, 1, -1), scale3.expand(1, 1, -1),
+                                         cfg.eps, dtype)  # fmt: skip
+        y = fused._cross_attention(layer, h, kv)
+        t, h = gated_modulated_layernorm(t, y, fused._ones.expand(1, 1, -1), m[:, :, 3], m[:, :, 4], cfg.eps, dtype)
+        hidden = bias_gelu(torch.nn.functional.linear(h, blk.ffn[0].weight), blk.ffn[0].bias)
+        y = torch.nn.functional.linear(hidden, blk.ffn[2].weight, blk.ffn[2].bias)
+        t, h = gated_modulated_layernorm(t, y, m[:, :, 5], m[:, :, 0], m[:, :, 1], cfg.eps, dtype)
+        return t
+
+    with torch.no_grad():
+        want = fast_block()
+        result["fast_block"] = _time_graph(fast_block, reps, iters)
+        result["fast_block"]["kernels"] = 14  # incl. the LN the previous block's tail does
+        save()
+        w = BlockWeights.from_block(blk)
+        configs = {"interpreter": INTERPRETER_CONFIG} if smoke else CONFIGS
+        for name, mk in configs.items():
+            if time.perf_counter() - t_start > budget_s:
+                result.setdefault("skipped_configs", []).append(name)
+                continue
+            try:
+                ws = MegakernelWorkspace(1, s, cfg.dim, cfg.num_heads, mk.nsplit, dtype, dev)
+                xo = torch.empty_like(x)
+                t0 = time.perf_counter()
+
+                def mega(mk: MegakernelConfig = mk, ws: MegakernelWorkspace = ws, xo: torch.Tensor = xo) -> None:
+                    block_megakernel(w, x, mod, cos, sin, cache.k[layer], cache.v[layer], cache.stage_offset,
+                                     k_txt, v_txt, out=xo, workspace=ws, config=mk)  # fmt: skip
+
+                mega()
+                if not smoke:
+                    torch.cuda.synchronize()
+                compile_s = time.perf_counter() - t0
+                err = float((xo - want).norm() / (want - x).norm())
+                r: dict[str, Any] = dict(_time_graph(mega, reps, iters))
+                r.update(compile_s=round(compile_s, 2), rel_err_vs_fast=err, config=dataclasses.asdict(mk))
+            except Exception as e:  # a config the compiler rejects (e.g. shared memory) is reported, not fatal
+                r = {"error": f"{type(e).__name__}: {e}"[:500]}
+            result[f"mega_{name}"] = r
+            save()
+        # (c) the whole DiT forward (4 blocks + head), the switch off and on
+        xin = torch.randn(1, 16, 1, 2 * hp, 2 * wp, device=dev)
+        tin = torch.full((1, 1), 700.0, device=dev)
+        for flag in (False, True):
+            fused.megakernel = flag
+            result[f"dit_forward_megakernel_{flag}"] = _time_graph(lambda: fused(xin, tin, kv, cache), 2, iters // 2)
+            save()
+        fused.megakernel = False
+        v0 = fused(xin, tin, kv, cache)
+        fused.megakernel = True
+        v1 = fused(xin, tin, kv, cache)
+        result["dit_forward_rel_diff"] = float((v1 - v0).norm() / v0.norm())
+    result["total_s"] = round(time.perf_counter() - t_start, 1)
+    save()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--budget", type=float, default=200.0, help="seconds; configs past it are skipped")
+    ap.add_argument("--json", default=None, help="write the results here too")
+    ap.add_argument("--smoke", action="store_true", help="CPU, Triton interpreter, 4 tokens: checks the script runs")
+    args = ap.parse_args(argv)
+    if not args.smoke and not torch.cuda.is_available():
+        print("needs a CUDA GPU (or --smoke)")
+        return 2
+    run(args.iters, args.reps, args.budget, args.json, smoke=args.smoke)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
