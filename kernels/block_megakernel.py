@@ -420,8 +420,9 @@ class MegakernelWorkspace:
         self, batch: int, tokens: int, dim: int, num_heads: int, nsplit: int, dtype: torch.dtype, device: torch.device
     ) -> None:
         hd = dim // num_heads
-        self.shape = (batch, tokens, dim, num_heads, nsplit, dtype, torch.device(device))
         self.q = torch.empty(batch, num_heads, tokens, hd, dtype=dtype, device=device)
+        # the allocated tensor's device: "cuda" and "cuda:0" must compare equal to x.device
+        self.shape = (batch, tokens, dim, num_heads, nsplit, dtype, self.q.device)
         self.raw = torch.empty(batch, tokens, dim, dtype=dtype, device=device)
         self.partial = torch.empty(nsplit, batch, tokens, dim, dtype=torch.float32, device=device)
         self.lse = torch.empty(nsplit, batch, num_heads, tokens, dtype=torch.float32, device=device)

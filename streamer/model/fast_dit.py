@@ -9,9 +9,6 @@ function as `dit(x, t, cross_kv, cache)` with, per block:
 - the gated residual adds fused with the next LayerNorm + modulation (norm3's affine is a
   modulation with scale = w - 1, shift = b), across block boundaries too;
 - FFN bias + GELU in one pass after a bias-free matmul.
-With `megakernel=True` (an experiment, off by default; docs/benchmarks.md) each steady-state block
-instead runs as ONE persistent Triton kernel (kernels/block_megakernel.py); the cache-filling
-chunks keep the path above (they need an attention mask).
 Precision is the eager model's: fp32 residual stream and modulation, matmuls in the weights' dtype.
 """
 
@@ -23,7 +20,6 @@ from torch import Tensor
 
 from kernels.attention import AttentionPicker
 from kernels.bias_gelu import bias_gelu
-from kernels.block_megakernel import BlockWeights, MegakernelWorkspace, block_megakernel, default_config
 from kernels.modulated_layernorm import gated_modulated_layernorm, modulated_layernorm
 from kernels.qk_norm_rope import qk_norm_rope
 from streamer.model.cache import CrossAttnKV, KVCache
@@ -47,15 +43,11 @@ def _fuse_linears(linears: list[torch.nn.Linear]) -> tuple[Tensor, Tensor]:
 class FusedDiT:
     """Callable like the DiT in streaming mode: (x, t, cross_kv, cache) -> flow prediction v."""
 
-    def __init__(self, dit: DiT, attention: AttentionPicker | None = None, *, megakernel: bool = False) -> None:
+    def __init__(self, dit: DiT, attention: AttentionPicker | None = None) -> None:
         self.dit = dit
         self.attn = attention or AttentionPicker()
         cfg = dit.cfg
         self.qkv = [_fuse_linears([b.self_attn.q, b.self_attn.k, b.self_attn.v]) for b in dit.blocks]
-        self.megakernel = megakernel
-        # views of the (just fused) parameters: checkpoint loads into the DiT still reach the kernel
-        self._mk_weights = [BlockWeights.from_block(b) for b in dit.blocks] if megakernel else []  # type: ignore[arg-type]
-        self._mk_workspace: MegakernelWorkspace | None = None
         acc = dit.acc_dtype
         self._ones = torch.ones(1, 1, cfg.dim, dtype=acc, device=dit.patch_embedding.weight.device)
 
@@ -83,12 +75,6 @@ class FusedDiT:
         mods = [blk.modulation.to(acc).unsqueeze(0) + e0 for blk in dit.blocks]
         head = dit.head
         head_mod = head.modulation.to(acc).unsqueeze(0) + e.unsqueeze(2)  # [B, F, 2, dim]
-        if self.megakernel and not masked:
-            tokens = self._megakernel_blocks(tokens.contiguous(), mods, cos, sin, cache, context)
-            h = modulated_layernorm(tokens, head_mod[:, :, 0], head_mod[:, :, 1], cfg.eps, head.head.weight.dtype)
-            out = head.head(h).to(acc)
-            out = out.view(b, frames, hp, wp, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
-            return out.reshape(b, cfg.out_dim, frames * pt, hp * ph, wp * pw)
         h = modulated_layernorm(tokens, mods[0][:, :, 0], mods[0][:, :, 1], cfg.eps, out_dtype=dtype)
         for i, blk in enumerate(dit.blocks):
             m = mods[i]
@@ -116,25 +102,6 @@ class FusedDiT:
         out = head.head(h).to(acc)  # [B, S, prod(patch) * out_dim]
         out = out.view(b, frames, hp, wp, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return out.reshape(b, cfg.out_dim, frames * pt, hp * ph, wp * pw)
-
-    def _megakernel_blocks(
-        self, tokens: Tensor, mods: list[Tensor], cos: Tensor, sin: Tensor, cache: KVCache, context: CrossAttnKV
-    ) -> Tensor:
-        """Every block as one persistent kernel each, updating the residual `tokens` [B, S, dim] in place."""
-        b, s, d = tokens.shape
-        cfg = self.dit.cfg
-        ws = self._mk_workspace
-        if ws is None or ws.shape[:2] != (b, s):
-            nsplit = default_config(tokens.device).nsplit
-            # allocated eagerly (the capture's warm-up chunk) before capture: its barrier words must start at zero
-            ws = self._mk_workspace = MegakernelWorkspace(b, s, d, cfg.num_heads, nsplit, self.dit.dtype, tokens.device)
-        for i in range(len(self.dit.blocks)):
-            k, v = context.layer(i)
-            block_megakernel(
-                self._mk_weights[i], tokens, mods[i].contiguous(), cos, sin, cache.k[i], cache.v[i],
-                cache.stage_offset, k, v, out=tokens, workspace=ws,
-            )  # fmt: skip
-        return tokens
 
     @staticmethod
     def _history_mask(cache: KVCache, layer: int, n: int) -> Tensor:

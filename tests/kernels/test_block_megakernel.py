@@ -145,9 +145,9 @@ def test_block_megakernel_w3_bf16():
 
 
 def _fused_vs_eager(dev, dtype, hw, steady_chunks, graph):
-    """FusedDiT(megakernel=True) against the eager DiT through cache fill and steady chunks."""
+    """The bench's MegakernelDiT against the eager DiT through cache fill and steady chunks."""
+    from streamer.bench.megakernel import MegakernelDiT
     from streamer.model.dit import build
-    from streamer.model.fast_dit import FusedDiT
 
     torch.manual_seed(0)
     dit = build("tiny", device=dev, dtype=dtype)
@@ -159,7 +159,7 @@ def _fused_vs_eager(dev, dtype, hw, steady_chunks, graph):
 
     eager_cache, fused_cache = cache(), cache()
     kv = dit.cross_kv(torch.randn(1, 5, cfg.text_dim, device=dev))
-    fused = FusedDiT(dit, megakernel=True)
+    fused = MegakernelDiT(dit)
     x_in = torch.empty(1, 16, 1, hh, ww, device=dev)
     t_in = torch.empty(1, 1, device=dev)
     graph_out = None
@@ -184,13 +184,13 @@ def _fused_vs_eager(dev, dtype, hw, steady_chunks, graph):
     return errs
 
 
-def test_fused_dit_megakernel_switch_matches_eager():
+def test_megakernel_dit_matches_eager():
     errs = _fused_vs_eager(small_device(), torch.float32, (2, 4), 1, graph=False)
     assert max(errs) < 1e-4, errs
 
 
 @needs_gpu
-def test_fused_dit_megakernel_graph_replay_matches_eager_w3():
+def test_megakernel_dit_graph_replay_matches_eager_w3():
     """W3 latent size (64x64) in bf16: eager chunk (warm-up) then graph replays, each vs the eager DiT."""
     errs = _fused_vs_eager("cuda", torch.bfloat16, (64, 64), 5, graph=True)
     assert max(errs) < 5e-2, errs  # bf16 roundings differ from eager's; a wrong block is O(1) off
