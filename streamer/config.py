@@ -102,6 +102,8 @@ class ModelSettings:
     window: int = 6  # KV cache window in latent frames, sinks included
     sinks: int = 3  # attention-sink frames kept at the start of the window
     adaptive_sinks: bool = True  # replace a sink when new content is dissimilar
+    sink_threshold: float = 0.2  # cosine similarity below which a new frame replaces a sink
+    rope_refresh_after: int = 50  # latent frames before RoPE positions rewind (0 = never)
     mode: Literal["sequential", "stream-batch"] = "sequential"
     transition_chunks: int = 8  # chunks over which a new prompt blends in
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -426,6 +428,9 @@ def _check(s: Settings, f: str) -> None:
     _require(m.window >= 2, f, "model.window", "must be >= 2 (the current chunk plus at least one history frame)")
     # The rolling cache holds sinks + history + the current chunk: at least one history frame must remain.
     _require(0 <= m.sinks <= m.window - 2, f, "model.sinks", "must be >= 0 and at most model.window - 2")
+    _require(-1.0 <= m.sink_threshold <= 1.0, f, "model.sink_threshold", "must be a cosine similarity between -1 and 1")
+    _require(m.rope_refresh_after == 0 or m.rope_refresh_after > m.window, f, "model.rope_refresh_after",
+             "must be 0 (never) or larger than model.window")
     _require(m.transition_chunks >= 1, f, "model.transition_chunks", "must be >= 1")
     _require(m.shift > 0, f, "model.shift", "must be > 0")
     _require(s.metrics.status_interval_s > 0, f, "metrics.status_interval_s", "must be > 0")

@@ -157,7 +157,8 @@ class Pipeline:
             log.info("model ready in %.1f s: %s", time.perf_counter() - t0, model.status())
         except Exception as e:
             self._model_error = f"{type(e).__name__}: {e}"
-            log.error("model failed to load, keeping the current path: %s", self._model_error)
+            log.error("model failed to load, %s: %s",
+                      "keeping the current model" if self._model else "running passthrough", self._model_error)
             return
         old, self._model, self.settings = self._model, model, settings
         self._model_error = ""

@@ -70,6 +70,8 @@ class ModelTransform:
             sinks=m.sinks,
             chunk_frames=1,
             adaptive_sinks=m.adaptive_sinks,
+            sink_threshold=m.sink_threshold,
+            refresh_after=m.rope_refresh_after,
             dtype=self.dtype,
             device=self.device,
         )

@@ -76,9 +76,13 @@ def _seeded(device: torch.device) -> contextlib.AbstractContextManager[None]:
 def load_dit(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tuple[DiT, str]:
     """The DiT from model.checkpoint (via the checkpoint loader), else seeded random weights."""
     if m.checkpoint:
+        from streamer.model.checkpoints import CheckpointError
         from streamer.model.checkpoints import load_dit as load_checkpoint
 
-        dit, report = load_checkpoint(m.checkpoint, lora=m.lora or None, preset=m.preset, device=device, dtype=dtype)
+        try:
+            dit, report = load_checkpoint(m.checkpoint, lora=m.lora or None, preset=m.preset, device=device, dtype=dtype)
+        except CheckpointError as e:  # one error type for every load problem, naming the setting
+            raise ModelLoadError(f"model.checkpoint = {m.checkpoint!r}: {e}") from e
         return dit, report + (f" + LoRA {Path(m.lora).name}" if m.lora else "")
     if m.lora:
         raise ModelLoadError("model.lora is set without model.checkpoint: a LoRA needs its base checkpoint")

@@ -143,3 +143,28 @@ def test_bad_config_gives_a_clear_error_and_exit_2(tmp_path, capsys):
     assert main(["run", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert str(cfg) in err and "video.fsp" in err and "did you mean 'fps'" in err
+
+
+def test_a_truncated_checkpoint_leaves_passthrough_running_with_a_clear_error(tmp_path):
+    from streamer import config
+    from streamer.app import build_pipeline
+    from streamer.control.prompts import PromptBus
+    from streamer.metrics import Metrics
+
+    bad = tmp_path / "self_forcing.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": ")  # a header cut off mid-way
+    cfg = write_config(tmp_path, "model")
+    cfg.write_text(cfg.read_text().replace("[model]\n", f'[model]\ncheckpoint = "{bad}"\n'))
+    settings = config.load(cfg)
+    pipeline = build_pipeline(settings, PromptBus("x"), Metrics(), str(tmp_path / "out.mp4"))
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + 60
+        while "failed to load" not in pipeline.transform_status() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status = pipeline.transform_status()
+        pipeline.frame_limit = pipeline.frames_out + 5
+        assert pipeline.frames_done.wait(10), "the stream stopped"
+    finally:
+        pipeline.stop()
+    assert "failed to load" in status and "model.checkpoint" in status and "self_forcing.safetensors" in status, status
