@@ -72,6 +72,12 @@ class Metrics:
         with self._lock:
             self._rates[which].tick(now())
 
+    def clear_latency(self) -> None:
+        """Forget latency samples: called when the engine switches path (passthrough <-> model), so
+        p50/p99 describe the path running now instead of a mix of both."""
+        with self._lock:
+            self._latency.clear()
+
     def latency(self, seconds: float) -> None:
         with self._lock:
             self._latency.append(seconds)

@@ -54,6 +54,7 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._loader: threading.Thread | None = None
         self._retired: list[Transform] = []  # replaced models, closed by the engine thread
+        self._last_transform: Transform | None = None
         self._scene_active = True
         self._reset_requested = threading.Event()
         self._model_failed_at: float | None = None
@@ -202,6 +203,9 @@ class Pipeline:
             while self._retired:
                 self._retired.pop().close()
             transform = self._pick_transform()
+            if transform is not self._last_transform:
+                self._last_transform = transform
+                self.metrics.clear_latency()
             t0 = time.perf_counter()
             try:
                 outputs = transform.step(frame, self.bus.current())

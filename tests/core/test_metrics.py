@@ -22,3 +22,13 @@ def test_snapshot_status_and_prometheus_text():
     assert "streamer_drops_input_total 3" in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.split(" ")) == 2, line
+
+
+def test_clear_latency_forgets_samples_but_not_counters():
+    m = Metrics()
+    m.latency(0.5)
+    m.count("frames_out")
+    m.clear_latency()
+    m.latency(0.01)
+    s = m.snapshot()
+    assert s["latency_p99_ms"] == 10.0 and s["counters"]["frames_out"] == 1
