@@ -221,6 +221,7 @@ class TwitchSettings:
     prefix: str = "!"
     bot_is_moderator: bool = False  # a mod bot may send 100 messages / 30 s instead of 20
     replies: bool = True  # answer commands in chat (replies are queued within Twitch's rate limits)
+    reply_on_refusal: bool = True  # say briefly why a command was refused (role/cooldown); throttled per chatter
     outbox_max: int = 50  # replies waiting to be sent; the oldest are dropped beyond this
     reconnect_initial_s: float = 2.0  # first retry after Twitch is unreachable
     reconnect_max_s: float = 60.0  # backoff ceiling

@@ -20,7 +20,7 @@ from streamer import config as config_mod
 from streamer.control.chat_outbox import ChatOutbox
 from streamer.control.twitch_auth import (
     BOT_SCOPES,
-    BROADCASTER_SCOPES,
+    StoredToken,
     TokenStore,
     install_redaction,
     redaction,
@@ -209,6 +209,7 @@ def build(ctx: AppContext) -> TwitchComponent | None:
 
 
 def doctor_checks(settings: Settings) -> Iterable[Check]:
+    """App id, secret, and per account: the stored login, its scopes as Twitch reports them, the token's state."""
     tw = settings.twitch
     if not tw.enabled:
         yield Check("twitch", "OK", "disabled (twitch.enabled = false)")
@@ -230,8 +231,8 @@ def doctor_checks(settings: Settings) -> Iterable[Check]:
         stored = {t.user_id: t for t in TokenStore(store).all(tw.client_id)}
     finally:
         store.close()
-    needs = [("bot", tw.bot_id, BOT_SCOPES, True), ("broadcaster", tw.owner_id, BROADCASTER_SCOPES, False)]
-    for role, user_id, scopes, required in needs:
+    validated: dict[str, tuple[int, dict[str, Any]] | Exception] = {}  # one call per account (bot may be owner)
+    for role, user_id, required in [("bot", tw.bot_id, True), ("broadcaster", tw.owner_id, False)]:
         token = stored.get(user_id)
         if token is None:
             yield Check(f"twitch {role} login", "FAIL" if required else "WARN",
@@ -239,29 +240,72 @@ def doctor_checks(settings: Settings) -> Iterable[Check]:
                         + ("" if required else ": native polls and channel points are off"),
                         f"streamer twitch login --as {role}")
             continue
-        missing = [s for s in scopes if s not in token.scopes]
-        yield Check(f"twitch {role} scopes", "WARN" if missing else "OK",
-                    f"{token.login}: missing {' '.join(missing)}" if missing else f"{token.login}: {' '.join(scopes)}",
-                    f"streamer twitch login --as {role}")
-        yield _validate_check(role, token.access_token, tw.client_id)
+        if user_id not in validated:
+            validated[user_id] = _validate(token.access_token)
+        yield from _token_checks(role, token, tw, validated[user_id])
 
 
-def _validate_check(role: str, access: str, client_id: str) -> Check:
-    """Ask Twitch's validate endpoint about a token (WARN, not FAIL, when Twitch cannot be reached)."""
+def required_scopes(role: str, tw: TwitchSettings) -> list[tuple[str, ...]]:
+    """What the account's token must carry; each entry is met by any one of its scopes (Twitch accepts a
+    manage scope wherever the matching read scope is asked for). Features switched off need nothing."""
+    if role == "bot":
+        return [(s,) for s in BOT_SCOPES]
+    need: list[tuple[str, ...]] = [("channel:bot",)]
+    if tw.polls != "chat":
+        need += [("channel:manage:polls",), ("channel:read:polls", "channel:manage:polls")]
+    if tw.reward_enabled:
+        need += [("channel:manage:redemptions",), ("channel:read:redemptions", "channel:manage:redemptions")]
+    return need
+
+
+def _missing(need: list[tuple[str, ...]], granted: Iterable[str]) -> list[str]:
+    have = set(granted)
+    return [alternatives[0] for alternatives in need if not have.intersection(alternatives)]
+
+
+def _validate(access: str) -> tuple[int, dict[str, Any]] | Exception:
+    """GET oauth2/validate for a token: (status, body), or the exception when Twitch cannot be reached."""
     import aiohttp
-    from twitchio.http import Route
+    from twitchio.http import Route  # tests point Route.ID_BASE at a local fake
 
     async def validate() -> tuple[int, dict[str, Any]]:
         timeout = aiohttp.ClientTimeout(total=5)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             async with session.get(f"{Route.ID_BASE}oauth2/validate", headers={"Authorization": f"OAuth {access}"}) as r:
-                return r.status, (await r.json(content_type=None)) if r.status == 200 else {}
+                body = (await r.json(content_type=None)) if r.status == 200 else {}
+                return r.status, body if isinstance(body, dict) else {}
 
     try:
-        status, body = asyncio.run(validate())
-    except Exception as e:
-        return Check(f"twitch {role} token", "WARN", f"could not reach Twitch to validate it ({type(e).__name__})",
+        return asyncio.run(validate())
+    except Exception as e:  # network, DNS, timeout, a non-JSON answer: Twitch is not usable from here now
+        return e
+
+
+def _token_checks(role: str, token: StoredToken, tw: TwitchSettings, answer: tuple[int, dict[str, Any]] | Exception) -> Iterable[Check]:
+    """The scopes Twitch reports for the token (the stored list only when Twitch cannot tell), then the token."""
+    fix = f"streamer twitch login --as {role}"
+    need = required_scopes(role, tw)
+    wanted = " ".join(a[0] for a in need)
+    if isinstance(answer, tuple) and answer[0] == 200 and answer[1].get("client_id") == tw.client_id:
+        missing = _missing(need, answer[1].get("scopes") or ())
+        yield Check(f"twitch {role} scopes", "FAIL" if missing else "OK",
+                    f"{token.login}: Twitch says the token lacks {' '.join(missing)}" if missing
+                    else f"{token.login}: {wanted} (confirmed by Twitch)", fix)
+    else:
+        # Not verified (unreachable, expired access token, other app): the stored list is the best guess.
+        missing = _missing(need, token.scopes)
+        yield Check(f"twitch {role} scopes", "WARN" if missing else "OK",
+                    f"{token.login}: the stored list lacks {' '.join(missing)} (not confirmed by Twitch)" if missing
+                    else f"{token.login}: {wanted} (stored list; not confirmed by Twitch)", fix)
+    yield _validate_check(role, answer, tw.client_id)
+
+
+def _validate_check(role: str, answer: tuple[int, dict[str, Any]] | Exception, client_id: str) -> Check:
+    """What Twitch's validate endpoint said about the token (WARN, not FAIL, when Twitch cannot be reached)."""
+    if isinstance(answer, Exception):
+        return Check(f"twitch {role} token", "WARN", f"could not reach Twitch to validate it ({type(answer).__name__})",
                      "check the network; the daemon validates again when it connects")
+    status, body = answer
     if status == 401:
         # Expired access tokens are refreshed by the daemon; only a dead refresh token needs a new login.
         return Check(f"twitch {role} token", "WARN", "access token expired (the daemon refreshes it on start)",

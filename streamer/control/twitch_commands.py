@@ -4,7 +4,8 @@ Every command word, its least role and its per-chatter and channel-wide cooldown
 `[twitch]` config, so the commands are built at runtime as TwitchIO `Command`s with a role guard and
 cooldown buckets (moderators and the broadcaster are exempt from cooldowns). Audience text only ever
 reaches the model through the governor (`PlaneAdapter.propose`). Refusals for role and cooldown are
-silent in chat (a flood of "you can't" replies would itself be spam) and counted in the metrics.
+counted in the metrics and, with `twitch.reply_on_refusal`, answered briefly in chat, throttled by
+`twitch_refusals.RefusalReplies` (a flood of "you can't" replies would itself be spam).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from streamer.control.chat_outbox import ChatOutbox, clip
 from streamer.control.twitch_plane import Outcome, PlaneAdapter
 from streamer.control.twitch_polls import TwitchPollBackend
+from streamer.control.twitch_refusals import Refusal, RefusalReplies
 from streamer.control.twitch_rewards import RewardService
 from streamer.store import Store
 
@@ -76,6 +78,7 @@ class TwitchLink:
         self.outbox = outbox or ChatOutbox(self.send_chat, max_queue=self.tw.outbox_max)
         self.polls = TwitchPollBackend(self.tw.owner_id, self.plane.polls)
         self.rewards = RewardService(settings, store, self.plane)
+        self.refusals = RefusalReplies(lambda key: float(getattr(self.tw.user_cooldowns_s, key)))
         self.ready = asyncio.Event()
         self.bot: Any = None
         self.plane.install_poll_backend(self.polls, use_native=self.tw.polls != "chat")
@@ -138,15 +141,26 @@ class TwitchLink:
             return
         if isinstance(e, commands.CommandOnCooldown):  # a GuardFailure subclass: test it first
             self.count("twitch_command_cooldown")
+            self._answer_refusal(ctx, e)
             return
         if isinstance(e, commands.GuardFailure):
             self.count("twitch_command_forbidden")
+            self._answer_refusal(ctx, e)
             return
         if isinstance(e, commands.MissingRequiredArgument | commands.ConversionError | commands.BadArgument):
             self.reply(ctx, f"usage: {self.tw.prefix}{ctx.command.name}{ctx.command.signature or ''}")
             return
         original = getattr(e, "original", e)
         log.error("Twitch command %s failed: %s: %s", getattr(ctx.command, "name", "?"), type(original).__name__, original)
+
+    def _answer_refusal(self, ctx: Any, e: Exception) -> None:
+        refusal = getattr(e, "refusal", None)
+        if not (self.tw.reply_on_refusal and self.tw.replies and isinstance(refusal, Refusal)):
+            return
+        if self.refusals.allow(str(ctx.chatter.id), refusal):
+            self.reply(ctx, refusal.text())
+        else:
+            self.count("twitch_refusal_replies_skipped")
 
     async def redemption(self, payload: Any) -> None:
         await self.rewards.on_redemption(payload)
@@ -280,7 +294,8 @@ def make_command(link: TwitchLink, key: str) -> Any:
 
     tw = link.tw
     word: str = getattr(tw.commands, key)
-    needed = ROLE_RANK[getattr(tw.roles, key)]
+    role: str = getattr(tw.roles, key)
+    needed = ROLE_RANK[role]
     handler = HANDLERS[key]
 
     async def callback(ctx: commands.Context, *, text: str = "") -> None:
@@ -288,7 +303,11 @@ def make_command(link: TwitchLink, key: str) -> Any:
         await handler(link, ctx, text)
 
     def role_guard(ctx: commands.Context) -> bool:
-        return chatter_rank(ctx.chatter) >= needed
+        if chatter_rank(ctx.chatter) >= needed:
+            return True
+        e = commands.GuardFailure(f"{tw.prefix}{word} needs the role {role}", guard=role_guard)
+        e.refusal = Refusal(key, f"{tw.prefix}{word}", role=role)  # type: ignore[attr-defined]
+        raise e
 
     gate = CooldownGate(getattr(tw.user_cooldowns_s, key), getattr(tw.global_cooldowns_s, key))
 
@@ -297,8 +316,10 @@ def make_command(link: TwitchLink, key: str) -> Any:
             return True
         remaining = gate.take(str(ctx.chatter.id))
         if remaining > 0:
-            raise commands.CommandOnCooldown(f"!{word} is on cooldown for {remaining:.0f} s", cooldown=None,  # type: ignore[arg-type]
-                                             remaining=remaining)
+            e = commands.CommandOnCooldown(f"{tw.prefix}{word} is on cooldown for {remaining:.0f} s",
+                                           cooldown=None, remaining=remaining)  # type: ignore[arg-type]
+            e.refusal = Refusal(key, f"{tw.prefix}{word}", remaining_s=remaining)  # type: ignore[attr-defined]
+            raise e
         return True
 
     # Role first: a refused command must not use up anyone's cooldown.

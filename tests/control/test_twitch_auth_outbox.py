@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import threading
 
+import twitchio.http
 from fake_twitch import FakeTwitch
 from twitch_harness import BOT, OWNER, make_settings
 
@@ -77,9 +79,59 @@ def test_device_login_stores_tokens_and_doctor_validates_them(monkeypatch, tmp_p
         thread.join(5)
 
 
-def test_doctor_warns_when_twitch_is_unreachable(monkeypatch, tmp_path):
-    import twitchio.http
+@contextlib.contextmanager
+def _fake_on_a_thread(monkeypatch):  # noqa: ANN001, ANN202
+    """FakeTwitch on its own loop, so doctor_checks (which runs asyncio.run itself) can reach it."""
+    fake = FakeTwitch()
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(fake.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        fake.patch_twitchio(monkeypatch)
+        fake.add_user(OWNER, "streamer", "affiliate")
+        fake.add_user(BOT, "aibot")
+        monkeypatch.setenv("TWITCH_CLIENT_SECRET", fake.client_secret)
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
 
+
+def test_doctor_checks_the_scopes_twitch_reports_not_the_stored_list(monkeypatch, tmp_path):
+    with _fake_on_a_thread(monkeypatch) as fake:
+        settings = make_settings(tmp_path)
+        store = Store(settings.store.path)
+        tokens = twitch_auth.TokenStore(store)
+        # The stored lists claim every scope; Twitch's validate answers with what the tokens really carry.
+        bot = fake.issue_token(BOT, ["user:read:chat", "user:bot"])
+        owner = fake.issue_token(OWNER, ["channel:bot", "channel:read:polls", "channel:manage:redemptions"])
+        tokens.save(user_id=BOT, login="aibot", role="bot", access=bot.access, refresh=bot.refresh,
+                    scopes=twitch_auth.BOT_SCOPES, client_id=fake.client_id)
+        tokens.save(user_id=OWNER, login="streamer", role="broadcaster", access=owner.access, refresh=owner.refresh,
+                    scopes=twitch_auth.BROADCASTER_SCOPES, client_id=fake.client_id)
+        store.close()
+        checks = {c.name: c for c in twitch.doctor_checks(settings)}
+        bot_scopes, owner_scopes = checks["twitch bot scopes"], checks["twitch broadcaster scopes"]
+        assert bot_scopes.status == "FAIL" and "user:write:chat" in bot_scopes.detail
+        assert bot_scopes.fix == "streamer twitch login --as bot"
+        # manage:redemptions covers read:redemptions; read:polls cannot create polls
+        assert owner_scopes.status == "FAIL" and owner_scopes.detail.endswith("lacks channel:manage:polls")
+        assert owner_scopes.fix == "streamer twitch login --as broadcaster"
+        assert checks["twitch bot token"].status == "OK"  # the token itself is fine
+        # with chat polls the broadcaster needs no poll scope
+        chat_polls = make_settings(tmp_path, polls="chat")
+        assert {c.name: c for c in twitch.doctor_checks(chat_polls)}["twitch broadcaster scopes"].status == "OK"
+        # Twitch unreachable: a WARN for the token, the stored list for the scopes, never a FAIL
+        monkeypatch.setattr(twitchio.http.Route, "ID_BASE", "http://127.0.0.1:9/")
+        checks = {c.name: c for c in twitch.doctor_checks(settings)}
+        assert checks["twitch bot token"].status == "WARN" and checks["twitch bot scopes"].status == "OK"
+        assert "not confirmed" in checks["twitch bot scopes"].detail
+        assert all(c.status != "FAIL" for c in checks.values())
+
+
+def test_doctor_warns_when_twitch_is_unreachable(monkeypatch, tmp_path):
     monkeypatch.setattr(twitchio.http.Route, "ID_BASE", "http://127.0.0.1:9/")  # nothing listens there
     monkeypatch.setenv("TWITCH_CLIENT_SECRET", "x" * 30)
     settings = make_settings(tmp_path, client_id="abc")
@@ -89,6 +141,7 @@ def test_doctor_warns_when_twitch_is_unreachable(monkeypatch, tmp_path):
     store.close()
     checks = {c.name: c for c in twitch.doctor_checks(settings)}
     assert checks["twitch bot token"].status == "WARN" and "could not reach" in checks["twitch bot token"].detail
+    assert checks["twitch bot scopes"].status == "OK"  # from the stored list, said to be unconfirmed
 
 
 def test_redaction_scrubs_tokens_and_oauth_parameters(caplog):
