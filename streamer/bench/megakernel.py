@@ -60,16 +60,10 @@ class MegakernelDiT(FusedDiT):
         if not self.enabled or not cache.history_full:
             return super().__call__(x, t, context, cache)
         dit, cfg = self.dit, self.dit.cfg
-        b, _, f_in, h_in, w_in = x.shape
-        pt, ph, pw = cfg.patch_size
-        frames, hp, wp = f_in // pt, h_in // ph, w_in // pw
-        if t.dim() == 1:
-            t = t[:, None].expand(b, frames)
-        cache.check_chunk(frames, hp * wp)
         acc = dit.acc_dtype
-        tokens = dit.patch_embedding(x.to(dit.dtype)).flatten(2).transpose(1, 2).to(acc).contiguous()
-        e, e0 = dit.time_embed(t)
-        cos, sin = rope_tables(cache.positions(frames), hp, wp, cfg.head_dim, cfg.rope_theta, dtype=torch.float32)
+        tokens, e, e0, cos, sin, grid = self._embed(x, t, cache)
+        tokens = tokens.contiguous()  # the megakernel writes its output in place
+        b = tokens.shape[0]
         ws = self.workspace
         if ws is None or ws.shape[:2] != tokens.shape[:2]:  # allocated before capture: barrier words start at 0
             nsplit = default_config(tokens.device).nsplit
@@ -85,9 +79,7 @@ class MegakernelDiT(FusedDiT):
         head = dit.head
         head_mod = head.modulation.to(acc).unsqueeze(0) + e.unsqueeze(2)  # [B, F, 2, dim]
         h = modulated_layernorm(tokens, head_mod[:, :, 0], head_mod[:, :, 1], cfg.eps, head.head.weight.dtype)
-        out = head.head(h).to(acc)
-        out = out.view(b, frames, hp, wp, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return out.reshape(b, cfg.out_dim, frames * pt, hp * ph, wp * pw)
+        return self._unpatchify(head.head(h).to(acc), grid)
 
 
 CONFIGS = {

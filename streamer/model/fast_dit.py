@@ -61,16 +61,9 @@ class FusedDiT:
     def __call__(self, x: Tensor, t: Tensor, context: CrossAttnKV, cache: KVCache) -> Tensor:
         """x: [B, in_dim, F, H, W] current chunk; t: [B, F] or [B]; context: CrossAttnKV -> v [B, out_dim, F, H, W]."""
         dit, cfg = self.dit, self.dit.cfg
-        b, _, f_in, h_in, w_in = x.shape
-        pt, ph, pw = cfg.patch_size
-        frames, hp, wp = f_in // pt, h_in // ph, w_in // pw
-        if t.dim() == 1:
-            t = t[:, None].expand(b, frames)
-        cache.check_chunk(frames, hp * wp)
         acc, dtype = dit.acc_dtype, dit.dtype
-        tokens = dit.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2).to(acc)  # [B, S, dim]
-        e, e0 = dit.time_embed(t)  # [B, F, dim], [B, F, 6, dim]
-        cos, sin = rope_tables(cache.positions(frames), hp, wp, cfg.head_dim, cfg.rope_theta, dtype=torch.float32)
+        tokens, e, e0, cos, sin, grid = self._embed(x, t, cache)
+        b, frames = tokens.shape[0], grid[0]
         masked = not cache.history_full  # host-known: steady state (the captured graph) needs no mask
         mods = [blk.modulation.to(acc).unsqueeze(0) + e0 for blk in dit.blocks]
         head = dit.head
@@ -99,9 +92,30 @@ class FusedDiT:
                 shift, scale, out_dtype = head_mod[:, :, 0], head_mod[:, :, 1], head.head.weight.dtype
             tokens, h = gated_modulated_layernorm(tokens, y, m[:, :, 5], shift, scale, cfg.eps, out_dtype)
             assert tokens.shape[1] == n
-        out = head.head(h).to(acc)  # [B, S, prod(patch) * out_dim]
-        out = out.view(b, frames, hp, wp, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return out.reshape(b, cfg.out_dim, frames * pt, hp * ph, wp * pw)
+        return self._unpatchify(head.head(h).to(acc), grid)
+
+    def _embed(self, x: Tensor, t: Tensor, cache: KVCache) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, tuple[int, int, int]]:
+        """Patchify, time embedding and RoPE tables for one chunk: tokens [B, S, dim] (acc dtype),
+        e [B, F, dim], e0 [B, F, 6, dim], cos/sin [S, head_dim/2], grid (frames, hp, wp)."""
+        dit, cfg = self.dit, self.dit.cfg
+        b, _, f_in, h_in, w_in = x.shape
+        pt, ph, pw = cfg.patch_size
+        frames, hp, wp = f_in // pt, h_in // ph, w_in // pw
+        if t.dim() == 1:
+            t = t[:, None].expand(b, frames)
+        cache.check_chunk(frames, hp * wp)
+        tokens = dit.patch_embedding(x.to(dit.dtype)).flatten(2).transpose(1, 2).to(dit.acc_dtype)
+        e, e0 = dit.time_embed(t)
+        cos, sin = rope_tables(cache.positions(frames), hp, wp, cfg.head_dim, cfg.rope_theta, dtype=torch.float32)
+        return tokens, e, e0, cos, sin, (frames, hp, wp)
+
+    def _unpatchify(self, out: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """Head output [B, S, prod(patch) * out_dim] -> v [B, out_dim, F, H, W]."""
+        cfg = self.dit.cfg
+        frames, hp, wp = grid
+        pt, ph, pw = cfg.patch_size
+        out = out.view(out.shape[0], frames, hp, wp, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return out.reshape(out.shape[0], cfg.out_dim, frames * pt, hp * ph, wp * pw)
 
     @staticmethod
     def _history_mask(cache: KVCache, layer: int, n: int) -> Tensor:
