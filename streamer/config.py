@@ -181,29 +181,14 @@ class TwitchCommandRoles:
 
 
 @dataclass(frozen=True)
-class TwitchUserCooldowns:
-    """Seconds one chatter waits between two uses of a command (moderators and the broadcaster are exempt)."""
+class TwitchCooldowns:
+    """Seconds between two uses of each command (moderators and the broadcaster are exempt); used
+    twice: per chatter and channel-wide, with different defaults."""
 
-    ai: float = 30.0
-    style: float = 30.0
+    ai: float = 0.0
+    style: float = 0.0
     vote: float = 0.0
-    aiqueue: float = 30.0
-    approve: float = 0.0
-    deny: float = 0.0
-    poll: float = 0.0
-    aioff: float = 0.0
-    aion: float = 0.0
-    strength: float = 0.0
-
-
-@dataclass(frozen=True)
-class TwitchGlobalCooldowns:
-    """Seconds between two uses of a command by anyone in the channel (moderators and the broadcaster are exempt)."""
-
-    ai: float = 2.0
-    style: float = 5.0
-    vote: float = 0.0
-    aiqueue: float = 10.0
+    aiqueue: float = 0.0
     approve: float = 0.0
     deny: float = 0.0
     poll: float = 0.0
@@ -235,8 +220,13 @@ class TwitchSettings:
     reward_cooldown_s: int = 60  # Twitch-side global cooldown of the reward (0 = none)
     commands: TwitchCommandNames = field(default_factory=TwitchCommandNames)
     roles: TwitchCommandRoles = field(default_factory=TwitchCommandRoles)
-    user_cooldowns_s: TwitchUserCooldowns = field(default_factory=TwitchUserCooldowns)
-    global_cooldowns_s: TwitchGlobalCooldowns = field(default_factory=TwitchGlobalCooldowns)
+    # one chatter's wait between two uses of a command / anyone's wait in the channel
+    user_cooldowns_s: TwitchCooldowns = field(
+        default_factory=lambda: TwitchCooldowns(ai=30.0, style=30.0, aiqueue=30.0)
+    )
+    global_cooldowns_s: TwitchCooldowns = field(
+        default_factory=lambda: TwitchCooldowns(ai=2.0, style=5.0, aiqueue=10.0)
+    )
 
 
 @dataclass(frozen=True)
