@@ -226,6 +226,26 @@ class CachedTextEncoder:
             log.warning("cannot write text cache in %s: %s", self.folder, e)
 
 
+MINILM_DIM = 384
+
+
+class LazyMiniLM:
+    """MiniLMTextEncoder loaded on the first prompt that is not in the cache: a restart with known
+    prompts starts without loading transformers at all, and a machine without the package (a training
+    box given a pre-filled cache) can still run every cached prompt."""
+
+    encoder_id = f"all-MiniLM-L6-v2:{MINILM_TEXT_LEN}"
+    text_len, text_dim = MINILM_TEXT_LEN, MINILM_DIM
+
+    def __init__(self) -> None:
+        self._inner: MiniLMTextEncoder | None = None
+
+    def encode(self, prompts: list[str]) -> Tensor:
+        if self._inner is None:
+            self._inner = MiniLMTextEncoder(device="cpu")  # 22M parameters: the CPU is fine, the GPU stays free
+        return self._inner.encode(prompts)
+
+
 def build_text_encoder(
     folder: str,
     cache_dir: str,
@@ -242,8 +262,8 @@ def build_text_encoder(
     inner: TextEncoder
     if folder:
         inner = UMT5TextEncoder(folder, device=device, dtype=dtype)
-    elif text_dim == 384:
-        inner = MiniLMTextEncoder(device="cpu")  # 22M parameters: the CPU is fine and keeps the GPU free
+    elif text_dim == MINILM_DIM:
+        inner = LazyMiniLM()
     elif allow_random:
         return RandomTextEncoder(text_len, text_dim)
     else:

@@ -34,6 +34,7 @@ class TrainConfig:
     width: int = 64  # training resolution in pixels (multiple of 16)
     height: int = 64
     frames: int = 4  # latent frames per training clip (1 video frame each for the tiny per-frame autoencoder)
+    workers: int = 0  # processes that prepare the coming batches (crops + looks) in parallel; 0 = in the training process
     # optimisation
     batch: int = 2  # clips per process per step (global batch = batch x processes)
     steps: int = 200
@@ -133,6 +134,7 @@ def check(c: TrainConfig, f: str) -> None:
     if c.window:
         _require(c.window - c.sinks - c.chunk_frames >= 1, f, "window", "must leave history beside sinks and one chunk")
     _require(c.sinks >= 0, f, "sinks", "must be >= 0")
+    _require(0 <= c.workers <= 64, f, "workers", "must be 0-64")
     _require(c.batch >= 1 and c.steps >= 1, f, "batch/steps", "must be >= 1")
     _require(c.lr > 0 and c.warmup >= 0 and c.weight_decay >= 0 and c.grad_clip >= 0, f, "lr/warmup/weight_decay/grad_clip",
              "must be positive (lr) or >= 0")  # fmt: skip

@@ -11,6 +11,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -116,3 +117,45 @@ def make_batch(source: ClipSource, batch: int, frames: int, seed: int, step: int
     gen = step_generator(seed, step, rank)
     items = [source.sample(frames, gen) for _ in range(batch)]
     return Batch(torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items])
+
+
+_WORKER_SOURCE: ClipSource | None = None  # set before the pool forks, so workers share the decoded media
+
+
+def _worker_start() -> None:
+    torch.set_num_threads(1)  # one core per worker; the pool is the parallelism
+
+
+def _worker_batch(args: tuple[int, int, int, int, int]) -> tuple[Tensor, Tensor, list[str]]:
+    assert _WORKER_SOURCE is not None
+    b = make_batch(_WORKER_SOURCE, *args)
+    return b.inputs, b.targets, b.prompts
+
+
+class BatchPrefetcher:
+    """`make_batch` for the coming steps in worker processes (train.workers): decoding crops and
+    computing the looks costs more CPU time per step than a small model's GPU step, so it runs ahead
+    in parallel. Batches stay pure functions of (seed, step, rank): identical to in-process ones.
+
+    The pool forks (the decoded media are inherited, not pickled); workers never touch CUDA."""
+
+    def __init__(self, source: ClipSource, batch: int, frames: int, seed: int, rank: int, workers: int) -> None:
+        global _WORKER_SOURCE
+        _WORKER_SOURCE = source
+        self.args = (batch, frames, seed)
+        self.rank, self.depth = rank, 2 * workers
+        self.pool = torch.multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start)
+        self.pending: dict[int, Any] = {}
+
+    def get(self, step: int) -> Batch:
+        for s in range(step, step + self.depth):
+            if s not in self.pending:
+                self.pending[s] = self.pool.apply_async(_worker_batch, ((*self.args, s, self.rank),))
+        for stale in [s for s in self.pending if s < step]:
+            del self.pending[stale]
+        inputs, targets, prompts = self.pending.pop(step).get()
+        return Batch(inputs, targets, prompts)
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()

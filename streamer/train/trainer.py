@@ -29,7 +29,7 @@ from streamer.model.text import build_text_encoder
 from streamer.model.vae import TAEHV, load_taehv, tiny_taehv
 from streamer.train import checkpoint as ckpt
 from streamer.train.config import TrainConfig
-from streamer.train.data import build_source, make_batch, step_generator
+from streamer.train.data import BatchPrefetcher, build_source, make_batch, step_generator
 from streamer.train.objective import DiTForward, DiTObjective, StepStats, VAEForward, VAEObjective
 from streamer.train.shortcut import ShortcutDiT, load_shortcut_file
 
@@ -143,6 +143,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
         self.ema = [p.detach().clone() for p in self.params] if cfg.ema else None
         self.step = 0
+        self._prefetch: BatchPrefetcher | None = None
 
     # ---- state -----------------------------------------------------------------------------------
     def _named(self) -> dict[str, dict[str, Tensor]]:
@@ -193,7 +194,12 @@ class Trainer:
     def backward(self, step: int) -> tuple[Tensor, StepStats]:
         """Zero the gradients, compute step `step`'s loss on this process's batch, backpropagate."""
         cfg = self.cfg
-        batch = make_batch(self.source, cfg.batch, self.video_frames, cfg.seed, step, self.rank)
+        if cfg.workers and self._prefetch is None:
+            self._prefetch = BatchPrefetcher(self.source, cfg.batch, self.video_frames, cfg.seed, self.rank, cfg.workers)
+        if self._prefetch is not None:
+            batch = self._prefetch.get(step)
+        else:
+            batch = make_batch(self.source, cfg.batch, self.video_frames, cfg.seed, step, self.rank)
         batch.inputs, batch.targets = batch.inputs.to(self.device), batch.targets.to(self.device)
         gen = step_generator(cfg.seed, step, self.rank, "noise")
         self.opt.zero_grad(set_to_none=True)
@@ -220,6 +226,14 @@ class Trainer:
     def run(self, stop_after: int | None = None, max_seconds: float | None = None) -> int:
         """Train until cfg.steps (or `stop_after` more steps / `max_seconds`), checkpointing on the way
         and at the end. Returns the step reached."""
+        try:
+            return self._run(stop_after, max_seconds)
+        finally:
+            if self._prefetch is not None:
+                self._prefetch.close()
+                self._prefetch = None
+
+    def _run(self, stop_after: int | None, max_seconds: float | None) -> int:
         cfg = self.cfg
         start = self.resume()
         end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)

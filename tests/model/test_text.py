@@ -113,3 +113,16 @@ def test_build_text_encoder_picks_by_width_and_refuses_silent_substitutes(tmp_pa
     assert isinstance(rnd, RandomTextEncoder)
     a, b = rnd.encode(["x", "y"]), rnd.encode(["x"])
     assert a.shape == (2, 8, 64) and torch.equal(a[0], b[0]) and not torch.equal(a[0], a[1])
+
+
+def test_minilm_loads_only_on_a_prompt_missing_from_the_cache(tmp_path, monkeypatch) -> None:
+    from streamer.model import text as text_mod
+
+    enc = text_mod.build_text_encoder("", str(tmp_path), "cpu", torch.float32, text_dim=384, text_len=64)
+    loads: list[int] = []
+    real = text_mod.MiniLMTextEncoder
+    monkeypatch.setattr(text_mod, "MiniLMTextEncoder", lambda **kw: loads.append(1) or real(**kw))
+    first = enc.encode(["a sepia photograph"])
+    assert loads == [1] and first.shape == (1, 32, 384)
+    again = text_mod.build_text_encoder("", str(tmp_path), "cpu", torch.float32, text_dim=384, text_len=64)
+    assert torch.equal(again.encode(["a sepia photograph"]), first) and loads == [1]  # from the disk cache

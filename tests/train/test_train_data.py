@@ -95,3 +95,19 @@ def test_heldout_part_never_overlaps_the_training_part() -> None:
     a = BuiltinRecipe(("sepia",), (64, 64), paths=paths).media[0].pixels
     b = BuiltinRecipe(("sepia",), (64, 64), paths=paths, part="heldout").media[0].pixels
     assert a.shape[0] > 3 * b.shape[0] and not any(torch.equal(a[-1], f) for f in b)
+
+
+def test_prefetch_workers_give_exactly_the_in_process_batches() -> None:
+    from streamer.train.data import BatchPrefetcher
+
+    paths = [p for p in builtin_media() if p.name in ("astronaut.png", "bikes.mp4")]
+    recipe = BuiltinRecipe(("sepia", "comic"), (64, 64), paths=paths)
+    pre = BatchPrefetcher(recipe, 3, 4, seed=5, rank=1, workers=2)
+    try:
+        for step in (0, 1, 4):  # a jump ahead drops the stale pending steps
+            got, want = pre.get(step), make_batch(recipe, 3, 4, seed=5, step=step, rank=1)
+            assert torch.equal(got.inputs, want.inputs) and torch.equal(got.targets, want.targets)
+            assert got.prompts == want.prompts
+        assert min(pre.pending) == 5
+    finally:
+        pre.close()
