@@ -16,7 +16,7 @@ Frames come in three kinds, chosen per clip/frame from the step's generator:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -39,6 +39,11 @@ class Plan:
     rollout: Tensor  # bool [B]: the history is the model's own prediction (else pixel corruptions)
     shortcut: Tensor  # bool [B]: the clip's last frame trains self-consistency
     d_full: Tensor  # [B] the shortcut step 2d (0 where no shortcut), float64
+
+    def to(self, device: torch.device) -> Plan:
+        """The same plan with every tensor on `device` (plans are drawn on the CPU: the step's
+        generator is a CPU generator, so GPU and CPU runs draw identical plans)."""
+        return Plan(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     @property
     def weight(self) -> Tensor:

@@ -81,19 +81,19 @@ class DiTObjective:
         z_hist = z_tgt.clone()
         rows = plan.history.any(1)
         pixel_rows = (rows & ~plan.rollout).nonzero().flatten().tolist()
-        if pixel_rows:
-            bad = torch.stack([corrupt(batch.targets[i], self.cfg.corruptions, gen)[0] for i in pixel_rows])
-            z_hist[pixel_rows] = encode_clips(self.vae, bad)
+        if pixel_rows:  # on the CPU: the corruptions draw from the step's CPU generator; JPEG is FFmpeg's
+            bad = torch.stack([corrupt(batch.targets[i].cpu(), self.cfg.corruptions, gen)[0] for i in pixel_rows])
+            z_hist[pixel_rows] = encode_clips(self.vae, bad.to(z_tgt.device))
         roll = plan.rollout.nonzero().flatten()
         if len(roll):  # the model's own prediction of the clip, noised from the input as it streams
             with torch.no_grad():
                 b, f = len(roll), z_tgt.shape[2]
-                sigma = (0.3 + 0.6 * torch.rand(b, f, generator=gen, dtype=torch.float64)).to(z_in.dtype)
+                sigma = (0.3 + 0.6 * torch.rand(b, f, generator=gen, dtype=torch.float64)).to(z_in.device, z_in.dtype)
                 level = (sigma + self.cfg.sdedit_offset / 1000).clamp(max=1)
-                eps = torch.randn(z_in[roll].shape, generator=gen, dtype=z_in.dtype)
+                eps = torch.randn(z_in[roll].shape, generator=gen, dtype=z_in.dtype).to(z_in.device)
                 lv, sg = level[:, None, :, None, None], sigma[:, None, :, None, None]
                 x = (1 - lv) * z_in[roll] + lv * eps
-                zero = torch.zeros(b, f, dtype=z_in.dtype)
+                zero = torch.zeros(b, f, dtype=z_in.dtype, device=z_in.device)
                 v = self.forward(x, 1000 * sigma.float(), text[roll], zero)
                 z_hist[roll] = (x - sg * v).to(z_hist.dtype)
         return z_hist
@@ -102,12 +102,13 @@ class DiTObjective:
         cfg = self.cfg
         z_in, z_tgt = encode_clips(self.vae, batch.inputs), encode_clips(self.vae, batch.targets)
         b, _, f = z_tgt.shape[:3]
-        plan = make_plan(cfg, b, f, gen)
+        dev = z_tgt.device
+        plan = make_plan(cfg, b, f, gen).to(dev)
         text = self.text(batch.prompts)
         z_hist = self._history(batch, plan, z_in, z_tgt, text, gen)
-        eps = torch.randn(z_tgt.shape, generator=gen, dtype=z_tgt.dtype)
+        eps = torch.randn(z_tgt.shape, generator=gen, dtype=z_tgt.dtype).to(dev)
         x, t, label = noisy_clip(plan, z_in, z_tgt, z_hist, eps)
-        d = torch.zeros(b, f, dtype=torch.float32)
+        d = torch.zeros(b, f, dtype=torch.float32, device=dev)
         sc_rows = plan.shortcut.nonzero().flatten()
         if len(sc_rows):
             d[sc_rows, -1] = plan.d_full[sc_rows].float()
