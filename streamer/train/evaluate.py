@@ -1,0 +1,428 @@
+"""Held-out evaluation of a model through the daemon's own engine: drift over a long live stream, and
+quality versus the number of denoising steps (docs/training.md, "Evaluating a model").
+
+The input is a long, continuous "live" stream made only of the held-out part of the built-in media
+(`BuiltinRecipe(..., part="heldout")`: clips training never saw): consecutive segments of 4-6 s, each
+a held-out video window played forward and back (ping-pong) under a slow crop move, or a held-out still
+under a synthetic camera move. The target of every frame is the look applied to that input frame. The
+model runs as the daemon runs it (`load_parts` + `ModelTransform` from a validated [model] section,
+`step()` per frame with the look's prompt), and the score is PSNR (dB, uint8 RGB) of its output against
+the target, computed on the device so a GPU run is not slowed by per-frame host round trips.
+
+Modes (one model per invocation, so several can run in parallel on one GPU):
+- drift: one stream per look of --minutes minutes, PSNR per minute, last-minus-first and the slope;
+- steps: the first --frames frames of the same stream for every look, a fresh engine per (look, steps),
+  at each of --steps; the configured 2 steps is the "quality" number used before/after pruning;
+and `--report A.json B.json ...` prints one markdown table of several runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import sys
+import time
+import tomllib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from streamer import config as app_config
+from streamer.config import ConfigError, ModelSettings
+from streamer.control.prompts import PromptState
+from streamer.frames import Frame
+from streamer.model.engine import ModelTransform
+from streamer.model.loading import LoadedParts, ModelLoadError, load_parts, resolve_device
+from streamer.train.data import BuiltinRecipe, step_generator
+from streamer.train.looks import LOOKS, apply_look
+from streamer.train.media import Media, MediaError, camera_path, clip_plan, make_clip
+
+log = logging.getLogger(__name__)
+
+FPS = 30  # the live input's frame rate: segment lengths and "minutes" are counted in frames at this rate
+SEGMENT_SECONDS = (4.0, 6.0)
+PSNR_CAP_DB = 100.0  # identical frames would score +inf; capped so means stay finite
+DRIFT_LOOKS = ("watercolour", "noir")
+
+
+# ---- the held-out live stream ---------------------------------------------------------------------------
+@dataclass
+class Segment:
+    """Consecutive frames of the held-out stream, starting at stream frame `start`."""
+
+    start: int
+    inputs: Tensor  # [L, H, W, 3] uint8 on the evaluation device
+    source: Media  # the held-out media shown (one of recipe.media)
+    indices: Tensor  # [L] frame of `source` shown by each stream frame (0 for a still)
+
+
+def _ping_pong(n_src: int, length: int, gen: torch.Generator) -> Tensor:
+    """Frame indices of a random window of a video played forward then backward, repeated to `length`."""
+    window = max(2, min(n_src, length // 2 + 1))
+    start = int(torch.randint(0, n_src - window + 1, (), generator=gen))
+    period = 2 * (window - 1)
+    pos = torch.arange(length) % period
+    return start + torch.where(pos < window, pos, period - pos)
+
+
+def heldout_segments(
+    recipe: BuiltinRecipe, frames: int, seed: int, device: torch.device | str = "cpu", fps: int = FPS
+) -> Iterator[Segment]:
+    """The first `frames` frames of the held-out stream of `seed`, segment by segment (rendered on `device`).
+
+    Deterministic from the seed, and prefix-stable: a shorter stream is the start of a longer one, so
+    the steps evaluation sees the first segments of the drift stream. Media are visited in a shuffled
+    cycle, so every held-out file appears equally often."""
+    if recipe.part != "heldout":
+        raise ValueError(
+            f"the evaluation stream must use held-out media only; got a recipe of the {recipe.part!r} part"
+        )
+    media, on_device = recipe.media, {}
+    lo, hi = round(SEGMENT_SECONDS[0] * fps), round(SEGMENT_SECONDS[1] * fps)
+    start, k = 0, 0
+    while start < frames:
+        gen = step_generator(seed, k, 0, "heldout-stream")
+        order = torch.randperm(len(media), generator=step_generator(seed, k // len(media), 0, "heldout-order"))
+        slot = int(order[k % len(media)])
+        src = media[slot]
+        length = int(torch.randint(lo, hi + 1, (), generator=gen))
+        if src.is_still:
+            idx, theta = clip_plan(src, length, gen)
+        else:  # clip_plan would freeze on the last frame of a short held-out window; play it back and forth
+            idx, theta = (
+                _ping_pong(src.pixels.shape[0], length, gen),
+                camera_path(length, gen, max_zoom=1.3, travel=0.1),
+            )
+        take = min(length, frames - start)
+        if slot not in on_device:
+            on_device[slot] = Media(src.path, src.pixels.to(device))
+        clip = make_clip(on_device[slot], (idx[:take], theta[:take].to(device)), recipe.size)
+        yield Segment(start, to_uint8(clip), src, idx[:take])
+        start, k = start + take, k + 1
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """[N, 3, H, W] float in [0, 1] -> [N, H, W, 3] uint8 (the engine's frame layout)."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def look_targets(inputs: Tensor, look: str) -> Tensor:
+    """The look of each uint8 input frame [N, H, W, 3] -> uint8 [N, H, W, 3], one batched call."""
+    return to_uint8(apply_look(look, inputs.permute(0, 3, 1, 2).float() / 255))
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    """PSNR in dB of uint8 frames a vs b ([..., H, W, 3] -> [...]): 10 log10(255^2 / MSE), at most PSNR_CAP_DB."""
+    mse = (a.float() - b.float()).square().flatten(-3).mean(-1)
+    return 10 * torch.log10(255.0**2 / mse.clamp(min=255.0**2 * 10 ** (-PSNR_CAP_DB / 10)))
+
+
+# ---- running the engine ---------------------------------------------------------------------------------
+class Progress:
+    """A log line (frames, fps, ETA) every `every` seconds over all the streams of one invocation."""
+
+    def __init__(self, total: int, device: torch.device, every: float = 10.0) -> None:
+        self.total, self.device, self.every = total, device, every
+        self.done, self.t0 = 0, time.monotonic()
+        self.last = self.t0
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        if self.device.type == "cuda":  # once per line: the host may run ahead of the GPU's queue
+            torch.cuda.synchronize(self.device)
+            now = time.monotonic()
+        fps = self.done / max(now - self.t0, 1e-9)
+        eta = (self.total - self.done) / fps if fps > 0 else float("inf")
+        log.info("%d/%d frames (%.0f%%), %.1f frames/s, ETA %s", self.done, self.total,
+                 100 * self.done / self.total, fps, f"{eta:.0f} s" if math.isfinite(eta) else "?")  # fmt: skip
+        self.last = now
+
+
+@torch.no_grad()
+def run_stream(
+    engine: ModelTransform, segments: Iterable[Segment], look: str, prompt: str, total: int, progress: Progress
+) -> tuple[Tensor, Tensor]:
+    """Stream the segments through the engine as one live input with `prompt`. Returns per-frame PSNR
+    [total] on the device of the model's output vs the look's target, and of the input itself vs the
+    target ("no transform"); NaN where the engine gave no output for a frame."""
+    dev = engine.device
+    model = torch.full((total,), float("nan"), dtype=torch.float32, device=dev)
+    identity = torch.full_like(model, float("nan"))
+    state = PromptState(text=prompt)
+    waiting: dict[int, Tensor] = {}  # targets of frames whose output has not come yet (chunked presets)
+    for seg in segments:
+        targets = look_targets(seg.inputs, look)
+        n = seg.inputs.shape[0]
+        identity[seg.start : seg.start + n] = psnr(seg.inputs, targets)
+        for i in range(n):
+            index = seg.start + i
+            waiting[index] = targets[i]
+            frame = Frame(pixels=seg.inputs[i], capture_time=index / FPS, index=index, pts=index / FPS)
+            for out in engine.step(frame, state):  # device tensors in, device tensors out: no host copy
+                model[out.index] = psnr(out.pixels, waiting.pop(out.index))
+            progress.advance()
+    return model, identity
+
+
+def _nanmean(x: Tensor) -> float:
+    ok = ~torch.isnan(x)
+    return float(x[ok].double().mean()) if bool(ok.any()) else float("nan")
+
+
+def _slope(ys: list[float]) -> float:
+    """Least-squares slope of ys against 0, 1, 2, ... (dB per bucket); 0 for fewer than two points."""
+    n = len(ys)
+    if n < 2:
+        return 0.0
+    xm, ym = (n - 1) / 2, sum(ys) / n
+    return sum((i - xm) * (y - ym) for i, y in enumerate(ys)) / sum((i - xm) ** 2 for i in range(n))
+
+
+def evaluate_drift(
+    parts: LoadedParts, m: ModelSettings, recipe: BuiltinRecipe, looks: list[str], frames: int, seed: int,
+    bucket: int, progress: Progress,
+) -> dict[str, Any]:  # fmt: skip
+    """Per look: one stream of `frames` frames, mean PSNR per `bucket` frames (a minute at 30 fps)."""
+    out: dict[str, Any] = {}
+    for look in looks:
+        engine = ModelTransform(m, parts)
+        prompt = LOOKS[look].prompts[0]
+        scores, identity = run_stream(engine, heldout_segments(recipe, frames, seed, engine.device), look, prompt,
+                                      frames, progress)  # fmt: skip
+        engine.close()
+        scores, identity = scores.cpu(), identity.cpu()
+        per = [_nanmean(scores[a : a + bucket]) for a in range(0, frames, bucket)]
+        out[look] = {
+            "prompt": prompt,
+            "psnr_per_bucket": per,
+            "identity_per_bucket": [_nanmean(identity[a : a + bucket]) for a in range(0, frames, bucket)],
+            "mean_psnr": _nanmean(scores),
+            "last_minus_first_db": per[-1] - per[0],
+            "slope_db_per_bucket": _slope(per),
+            "missing_frames": int(torch.isnan(scores).sum()),
+        }
+        log.info("drift %s: %s dB per bucket", look, " ".join(f"{p:.2f}" for p in per))
+    return out
+
+
+def evaluate_steps(
+    parts: LoadedParts, m: ModelSettings, recipe: BuiltinRecipe, looks: list[str], steps: list[int], frames: int,
+    seed: int, progress: Progress,
+) -> dict[str, Any]:  # fmt: skip
+    """Mean PSNR per look at each step count over the same `frames` held-out frames; a fresh engine
+    (clean stream) per (look, steps); plus the input's own PSNR against each look ("no transform")."""
+    segments = list(heldout_segments(recipe, frames, seed, parts.device))
+    per_steps: dict[str, dict[str, float]] = {str(k): {} for k in steps}
+    identity: dict[str, float] = {}
+    for look in looks:
+        for k in steps:
+            engine = ModelTransform(dataclasses.replace(m, steps=k), parts)
+            scores, ident = run_stream(engine, segments, look, LOOKS[look].prompts[0], frames, progress)
+            engine.close()
+            per_steps[str(k)][look] = _nanmean(scores.cpu())
+            identity[look] = _nanmean(ident.cpu())
+        log.info("steps %s: %s", look, ", ".join(f"{k}: {per_steps[str(k)][look]:.2f} dB" for k in steps))
+    means = {k: sum(v.values()) / len(v) for k, v in per_steps.items()}
+    return {"per_look": per_steps, "mean": means, "identity": identity,
+            "segments": [{"start": s.start, "frames": int(s.inputs.shape[0]), "media": s.source.path.name}
+                         for s in segments]}  # fmt: skip
+
+
+# ---- tables -----------------------------------------------------------------------------------------------
+def _f(x: float, sign: bool = False) -> str:
+    return "n/a" if not math.isfinite(x) else (f"{x:+.2f}" if sign else f"{x:.2f}")
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """Markdown tables (PSNR in dB) of one or more runs' results."""
+    lines: list[str] = []
+    drift = [r for r in results if r["mode"] == "drift"]
+    if drift:
+        n = max(len(v["psnr_per_bucket"]) for r in drift for v in r["looks"].values())
+        unit = "min" if all(r["bucket_frames"] == 60 * r["fps"] for r in drift) else "part"
+        lines += [f"| model | look | {' | '.join(f'{unit} {i + 1}' for i in range(n))} | last − first | slope / {unit} |",
+                  "|---|---|" + "---|" * (n + 2)]  # fmt: skip
+        for r in drift:
+            for look, v in r["looks"].items():
+                cells = [_f(x) for x in v["psnr_per_bucket"]] + [""] * (n - len(v["psnr_per_bucket"]))
+                lines.append(f"| {r['label']} | {look} | {' | '.join(cells)} | {_f(v['last_minus_first_db'], True)} "
+                             f"| {_f(v['slope_db_per_bucket'], True)} |")  # fmt: skip
+    steps = [r for r in results if r["mode"] == "steps"]
+    if steps:
+        ks = sorted({int(k) for r in steps for k in r["steps"]["per_look"]})
+        if lines:
+            lines.append("")
+        lines += [f"| model | look | input (no transform) | {' | '.join(f'{k} step' + 's' * (k > 1) for k in ks)} |",
+                  "|---|---|---|" + "---|" * len(ks)]  # fmt: skip
+        for r in steps:
+            s = r["steps"]
+            for look in [*s["identity"], "mean"]:
+                ident = s["identity"].get(look, sum(s["identity"].values()) / max(1, len(s["identity"])))
+                row = [s["per_look"].get(str(k), {}).get(look) if look != "mean" else s["mean"].get(str(k)) for k in ks]
+                lines.append(f"| {r['label']} | {look} | {_f(ident)} | "
+                             + " | ".join("" if x is None else _f(x) for x in row) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+# ---- command line -----------------------------------------------------------------------------------------
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs of [model] settings; VALUE is read as TOML (so 0.7, true, "x", [1, 2]), else as text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (a [model] setting)")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def model_settings(args: argparse.Namespace, steps: int | None = None) -> ModelSettings:
+    """The [model] section the daemon would run with, validated by the daemon's own config checks."""
+    model = {"preset": args.preset, "checkpoint": args.checkpoint, "vae": args.vae, "width": args.width,
+             "height": args.height, "device": args.device, "strength": args.strength, "seed": args.seed}  # fmt: skip
+    model |= _parse_set(args.set)
+    if steps is not None:
+        model["steps"] = steps
+    if model.get("fast_path", False):
+        raise ConfigError("--set fast_path=true: the evaluator runs eager PyTorch only (see evaluate.py)")
+    # Eager float32 even on CUDA: the same math as the CPU daemon, so a GPU run's numbers describe what
+    # the shipped tiny model does on a streamer's CPU (the fast path's fused kernels and CUDA graphs are
+    # checked against eager by their own tests, not here).
+    model["fast_path"] = False
+    video = {"width": args.width, "height": args.height}
+    return app_config.from_dict({"model": model, "video": video}, "streamer.train.evaluate arguments").model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m streamer.train.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=("drift", "steps"), default="steps")
+    p.add_argument("--checkpoint", default="", help="DiT checkpoint folder (model.safetensors + config.json "
+                   "[+ shortcut.safetensors]), or 'random' (seeded random weights: tests and smoke runs)")  # fmt: skip
+    p.add_argument("--vae", default="", help="autoencoder file (vae.safetensors); 'random' with --checkpoint random")
+    p.add_argument("--preset", default="tiny", choices=("tiny", "wan-1.3b", "wan-14b"))
+    p.add_argument("--label", default="", help="the model's name in tables (default: the checkpoint folder's name)")
+    p.add_argument("--looks", default="", help=f"comma-separated looks (default: drift {','.join(DRIFT_LOOKS)}, "
+                   "steps all)")  # fmt: skip
+    p.add_argument("--minutes", type=float, default=10.0, help="drift: stream length at 30 fps input")
+    p.add_argument("--bucket-seconds", type=float, default=60.0, help="drift: seconds of input per mean")
+    p.add_argument("--steps", default="1,2,4", help="steps: denoising step counts")
+    p.add_argument("--frames", type=int, default=600, help="steps: frames per look (the stream's first frames)")
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--strength", type=float, default=ModelSettings.strength)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="the engine's noise seed (model.seed)")
+    p.add_argument("--stream-seed", type=int, default=1, help="the held-out stream's seed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other [model] setting, e.g. --set window=4 --set motion_aware=false")  # fmt: skip
+    p.add_argument("--media", nargs="+", type=Path, help="media files to split (default: the built-in media, "
+                   "the same held-out part training left out)")  # fmt: skip
+    p.add_argument("--json", type=Path, help="write every number and the run's facts here")
+    p.add_argument(
+        "--report", nargs="+", type=Path, default=[], help="tabulate these runs' --json files instead of running"
+    )
+    return p
+
+
+def _check_paths(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.checkpoint:
+        p.error("--checkpoint is required: a checkpoint folder (model.safetensors + config.json) or 'random'")
+    if args.checkpoint != "random":
+        folder = Path(args.checkpoint).expanduser()
+        if not folder.is_dir() or not (folder / "model.safetensors").is_file():
+            p.error(f"--checkpoint {args.checkpoint}: not a checkpoint folder (expected a folder holding "
+                    "model.safetensors + config.json, e.g. runs/tiny-dit/checkpoints/step_0020000)")  # fmt: skip
+        if not args.vae:
+            p.error("--vae is required with a trained checkpoint (the vae.safetensors its DiT was trained with)")
+    if args.vae and args.vae != "random" and not Path(args.vae).expanduser().is_file():
+        p.error(f"--vae {args.vae}: no such file")
+
+
+def _facts(args: argparse.Namespace, m: ModelSettings, parts: LoadedParts, recipe: BuiltinRecipe) -> dict[str, Any]:
+    """What a reader of the numbers needs to know about the run (the JSON's header)."""
+    probe = ModelTransform(m, parts)  # the engine as every stream of this run builds it (status, window)
+    facts = {
+        "mode": args.mode, "label": args.label or Path(args.checkpoint).name,
+        "checkpoint": args.checkpoint if args.checkpoint == "random" else str(Path(args.checkpoint).resolve()),
+        "vae": args.vae if args.vae in ("", "random") else str(Path(args.vae).resolve()),
+        "engine": probe.status(), "sources": parts.sources, "random_parts": parts.random_parts,
+        "shortcut_in_model": hasattr(parts.dit, "step_embedding"),  # the engine then passes the step size
+        "window": probe.cache.window, "sinks": probe.cache.sinks, "settings": dataclasses.asdict(m),
+        "device": str(parts.device), "torch": torch.__version__,
+        "device_name": torch.cuda.get_device_name(parts.device) if parts.device.type == "cuda" else "cpu",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "fps": FPS,
+        "stream_seed": args.stream_seed, "heldout_media": [x.path.name for x in recipe.media],
+        "psnr": f"dB on uint8 RGB vs the look of the input frame, capped at {PSNR_CAP_DB:g}",
+    }  # fmt: skip
+    probe.close()
+    return facts
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Load the model as the daemon does, build the held-out stream, run the selected mode."""
+    _check_paths(parser, args)
+    looks = [x.strip() for x in args.looks.split(",") if x.strip()] or [
+        *(DRIFT_LOOKS if args.mode == "drift" else LOOKS)
+    ]
+    if bad := [x for x in looks if x not in LOOKS]:
+        parser.error(f"--looks: unknown {', '.join(bad)}; choose from {', '.join(LOOKS)}")
+    steps = [int(x) for x in args.steps.split(",") if x.strip()]
+    m = model_settings(args)
+    for k in steps if args.mode == "steps" else []:
+        model_settings(args, k)  # each step count must be a valid setting too (e.g. with --set timesteps)
+    started = time.monotonic()
+    parts = load_parts(m, resolve_device(m.device))
+    if args.checkpoint != "random" and (bad := [p for p in parts.random_parts if p != "text encoder"]):
+        raise ModelLoadError(f"RANDOM weights in {', '.join(bad)}: evaluate a trained model with its own --vae")
+    recipe = BuiltinRecipe(tuple(looks), (args.height, args.width), paths=args.media, part="heldout")
+    result = _facts(args, m, parts, recipe)
+    if args.mode == "drift":
+        frames, bucket = round(args.minutes * 60 * FPS), max(1, round(args.bucket_seconds * FPS))
+        progress = Progress(frames * len(looks), parts.device)
+        found = evaluate_drift(parts, m, recipe, looks, frames, args.stream_seed, bucket, progress)
+        result |= {"frames": frames, "bucket_frames": bucket, "looks": found}
+    else:
+        progress = Progress(args.frames * len(looks) * len(steps), parts.device)
+        found = evaluate_steps(parts, m, recipe, looks, steps, args.frames, args.stream_seed, progress)
+        result |= {"frames": args.frames, "steps": found}
+    result["elapsed_s"] = time.monotonic() - started  # loading included
+    result["frames_per_s"] = progress.done / max(time.monotonic() - progress.t0, 1e-9)  # data + looks + engine
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.report:
+            results = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.report]
+        else:
+            results = [run(args, parser)]
+    except (ConfigError, ModelLoadError, MediaError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json is not None and not args.report:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results[0], indent=2) + "\n", encoding="utf-8")
+        log.info("results: %s", args.json)
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
