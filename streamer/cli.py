@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--variants", default="eager,compile,fast", help="comma list of eager, compile, fast")
     q.add_argument("--iters", type=int, default=50)
     q.add_argument("--device", default="auto")
+    q.add_argument("--checkpoint", help="DiT weights (path or 'random'); default: what the loader picks for the preset")
+    q.add_argument("--vae", help="autoencoder weights (path or 'random'); default: what the loader picks")
     q.add_argument("--json", action="store_true")
     q.set_defaults(name="bench model")
 

@@ -88,9 +88,9 @@ class EngineSettings:
 @dataclass(frozen=True)
 class ModelSettings:
     preset: Literal["tiny", "wan-1.3b", "wan-14b"] = "tiny"
-    checkpoint: str = ""  # DiT weights (any supported layout); empty = random or embedded weights
+    checkpoint: str = ""  # DiT weights (any layout); "" = the shipped tiny weights if present, else random; "random" = seeded random
     lora: str = ""  # optional LoRA file merged into the checkpoint (LongLive)
-    vae: str = ""  # TAEHV weights (taew2_1.pth / .safetensors); empty = random
+    vae: str = ""  # TAEHV weights (taew2_1.pth / .safetensors); "" = the shipped tiny autoencoder if present, else random; "random"
     text_encoder: str = ""  # local folder of umt5-xxl (wan presets); empty = the small offline encoder
     width: int = 256  # model resolution (multiple of 16)
     height: int = 256
@@ -99,8 +99,8 @@ class ModelSettings:
     strength: float = 0.8  # SDEdit noise strength
     motion_aware: bool = True  # lower the strength on fast motion
     shift: float = 5.0  # flow-matching schedule shift
-    window: int = 6  # KV cache window in latent frames, sinks included
-    sinks: int = 3  # attention-sink frames kept at the start of the window
+    window: int = 0  # KV cache window in latent frames, sinks included; 0 = the preset's (see PRESET_WINDOWS)
+    sinks: int = -1  # attention-sink frames kept at the start of the window; -1 = the preset's
     adaptive_sinks: bool = True  # replace a sink when new content is dissimilar
     sink_threshold: float = 0.2  # cosine similarity below which a new frame replaces a sink
     rope_refresh_after: int = 50  # latent frames before RoPE positions rewind (0 = never)
@@ -111,6 +111,19 @@ class ModelSettings:
     fast_path: bool = True  # on CUDA: fused Triton kernels + one CUDA graph per chunk; false = eager PyTorch
     seed: int = 0
     cache_dir: str = ""  # prompt-embedding cache; empty = platform cache dir
+
+
+# (window, sinks) in latent frames when model.window = 0 / model.sinks = -1: a short window for tiny
+# (attention cost on the CPU grows with it), 6 with 3 sinks for the Wan presets.
+PRESET_WINDOWS: dict[str, tuple[int, int]] = {"tiny": (3, 1), "wan-1.3b": (6, 3), "wan-14b": (6, 3)}
+
+
+def effective_window(m: ModelSettings) -> tuple[int, int]:
+    """(window, sinks) the engine uses: explicit values as set, 0 / -1 = the preset's default; a default
+    sink count is capped at window - 2 so an explicit small window keeps one history frame."""
+    window = m.window or PRESET_WINDOWS[m.preset][0]
+    sinks = m.sinks if m.sinks >= 0 else min(PRESET_WINDOWS[m.preset][1], max(window - 2, 0))
+    return window, sinks
 
 
 @dataclass(frozen=True)
@@ -416,12 +429,15 @@ def _check(s: Settings, f: str) -> None:
     _require(0.0 < m.strength <= 1.0, f, "model.strength", "must be in (0, 1]")
     _require(all(0 <= t <= 1000 for t in m.timesteps), f, "model.timesteps", "must be between 0 and 1000")
     _require(not m.timesteps or len(m.timesteps) == m.steps, f, "model.timesteps", "must list exactly model.steps values")
-    _require(m.window >= 2, f, "model.window", "must be >= 2 (the current chunk plus at least one history frame)")
+    _require(m.window == 0 or m.window >= 2, f, "model.window",
+             "must be 0 (the preset's default) or >= 2 (the current chunk plus at least one history frame)")
+    window, _ = effective_window(m)
     # The rolling cache holds sinks + history + the current chunk: at least one history frame must remain.
-    _require(0 <= m.sinks <= m.window - 2, f, "model.sinks", "must be >= 0 and at most model.window - 2")
+    _require(m.sinks == -1 or 0 <= m.sinks <= window - 2, f, "model.sinks",
+             f"must be -1 (the preset's default) or between 0 and model.window - 2 (= {window - 2} here)")
     _require(-1.0 <= m.sink_threshold <= 1.0, f, "model.sink_threshold", "must be a cosine similarity between -1 and 1")
-    _require(m.rope_refresh_after == 0 or m.rope_refresh_after > m.window, f, "model.rope_refresh_after",
-             "must be 0 (never) or larger than model.window")
+    _require(m.rope_refresh_after == 0 or m.rope_refresh_after > window, f, "model.rope_refresh_after",
+             f"must be 0 (never) or larger than the KV window ({window} latent frames here)")
     _require(m.transition_chunks >= 1, f, "model.transition_chunks", "must be >= 1")
     _require(m.shift > 0, f, "model.shift", "must be > 0")
     _require(s.metrics.status_interval_s > 0, f, "metrics.status_interval_s", "must be > 0")

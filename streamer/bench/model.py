@@ -8,8 +8,10 @@ timed with a device sync each (ms per chunk p50/p99, sustained output fps), then
 30 fps input in sequential mode measuring glass-to-glass latency (input frame capture -> its output
 frame ready; newest-chunk-wins when the engine falls behind, as the pipeline's one-slot mailbox does).
 FLOPs per chunk are counted once with torch's FlopCounterMode on an eager steady-state chunk, and
-achieved TFLOP/s is reported against the card's measured bf16 matmul rate. Weights are random
-(seeded, never zero): speed does not depend on their values.
+achieved TFLOP/s is reported against the card's measured bf16 matmul rate. Weights are whatever the
+loader picks for the preset (the shipped tiny weights for W3/W4 when present, else seeded random),
+or --checkpoint / --vae (a path, or "random"); speed does not depend on their values, but a pruned
+shipped model is narrower than the preset, so the report names the weights ("weights").
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 
 from streamer.bench.model_workloads import WORKLOADS, Workload, matmul_peak_tflops, percentile
-from streamer.config import ModelSettings
+from streamer.config import ModelSettings, effective_window
 from streamer.model.cache import KVCache
 
 log = logging.getLogger(__name__)
@@ -161,31 +163,51 @@ class _SteadyCache(KVCache):
         return True
 
 
-def build_engine(wl: Workload, device: str) -> Any:
-    """The engine with seeded random DiT and autoencoder weights and a random text encoder: the text
-    encoder runs only on prompt changes, never in the per-chunk step being measured."""
-    from streamer.model.engine import ModelTransform
-    from streamer.model.loading import DTYPES, LoadedParts, load_dit, load_vae, resolve_device
-    from streamer.model.text import RandomTextEncoder
-
-    m = dataclasses.replace(
+def workload_settings(wl: Workload, device: str, checkpoint: str = "", vae: str = "") -> ModelSettings:
+    """The [model] settings of a workload; window/sinks 0/-1 stay 'the preset's default' (effective_window)."""
+    return dataclasses.replace(
         ModelSettings(), preset=wl.preset, width=wl.width, height=wl.height, steps=wl.steps,
         window=wl.window, sinks=wl.sinks, dtype=wl.dtype, device=device, mode="sequential",
+        checkpoint=checkpoint, vae=vae,
     )  # fmt: skip
+
+
+def build_engine(wl: Workload, device: str, *, checkpoint: str = "", vae: str = "") -> Any:
+    """The engine with the DiT and autoencoder the loader picks (checkpoint / vae as model.checkpoint /
+    model.vae: "" = shipped tiny weights when present else seeded random, "random", or a path) and a
+    random text encoder: the text encoder runs only on prompt changes, never in the measured step."""
+    from streamer.model.engine import ModelTransform
+    from streamer.model.loading import DTYPES, LoadedParts, dit_weights, load_dit, load_vae, resolve_device, vae_weights
+    from streamer.model.text import RandomTextEncoder
+
+    m = workload_settings(wl, device, checkpoint, vae)
     dev, dtype = resolve_device(device), DTYPES[wl.dtype]
     dit, dit_src = load_dit(m, dev, dtype)
-    vae, vae_src = load_vae(m, dev, dtype)
+    vae_model, vae_src = load_vae(m, dev, dtype)
     text = RandomTextEncoder(dit.cfg.text_len, dit.cfg.text_dim)
     sources = {"DiT": dit_src, "autoencoder": vae_src, "text": text.encoder_id}
-    return ModelTransform(m, LoadedParts(dev, dtype, dit, vae, text, sources, ["DiT", "autoencoder", "text encoder"]))
+    random_parts = [
+        name for name, w in (("DiT", dit_weights(m)), ("autoencoder", vae_weights(m))) if w.kind == "random"
+    ]
+    parts = LoadedParts(dev, dtype, dit, vae_model, text, sources, [*random_parts, "text encoder"])
+    return ModelTransform(m, parts)
 
 
-def bench_model(wl: Workload, variants: list[str], iters: int, device: str) -> dict[str, Any]:
-    engine = build_engine(wl, device)
+def bench_model(
+    wl: Workload, variants: list[str], iters: int, device: str, *, checkpoint: str = "", vae: str = ""
+) -> dict[str, Any]:
+    engine = build_engine(wl, device, checkpoint=checkpoint, vae=vae)
     dev = engine.device
+    window, sinks = effective_window(engine.settings)
+    cfg = engine.dit.cfg
+    weights = {
+        "DiT": engine.parts.sources["DiT"], "autoencoder": engine.parts.sources["autoencoder"],
+        "dit_shape": f"dim {cfg.dim}, {cfg.num_layers} layers, {cfg.num_heads} heads x {cfg.head_dim}, ffn {cfg.ffn_dim}",
+    }  # fmt: skip
     report: dict[str, Any] = {
         "workload": wl.name, "preset": wl.preset, "resolution": f"{wl.width}x{wl.height}", "steps": wl.steps,
-        "dtype": wl.dtype, "window": wl.window, "sinks": wl.sinks, "frames_per_chunk": engine.frames_per_latent,
+        "dtype": wl.dtype, "window": window, "sinks": sinks, "frames_per_chunk": engine.frames_per_latent,
+        "weights": weights,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "variants": [],
     }  # fmt: skip
@@ -219,8 +241,11 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['workload']}: {report['preset']} {report['resolution']} {report['steps']} steps {report['dtype']} "
         f"on {report['device']} (torch {report['torch']}), {report['tflop_per_chunk']:.2f} TFLOP/chunk"
     )
+    w = report["weights"]
     rows = [
         head,
+        f"window {report['window']} ({report['sinks']} sinks); DiT: {w['DiT']} [{w['dit_shape']}]; "
+        f"autoencoder: {w['autoencoder']}",
         "variant  | ms/chunk p50 | p99    | fps    | g2g p50 ms | p99 ms | TFLOP/s | %peak | peak GB | warm-up s",
     ]
     for r in report["variants"]:
@@ -255,6 +280,7 @@ def bench_model_command(args: argparse.Namespace) -> int:
         print("--iters must be at least 1")
         return 2
     device = args.device if args.device != "auto" else wl.device
-    report = bench_model(wl, variants, args.iters, device)
+    checkpoint, vae = getattr(args, "checkpoint", None) or "", getattr(args, "vae", None) or ""
+    report = bench_model(wl, variants, args.iters, device, checkpoint=checkpoint, vae=vae)
     print(json.dumps(report, indent=1) if args.json else format_table(report))
     return 0 if all("error" not in r for r in report["variants"]) else 1

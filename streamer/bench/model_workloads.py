@@ -20,8 +20,8 @@ class Workload:
     width: int
     height: int
     steps: int = 2
-    window: int = 6  # latent frames attended per query, sinks and the chunk itself included
-    sinks: int = 3
+    window: int = 0  # latent frames attended per query, sinks and chunk included; 0 = the preset's (tiny 3, wan 6)
+    sinks: int = -1  # -1 = the preset's (tiny 1, wan 3); see streamer.config.effective_window
     dtype: str = "bfloat16"
     device: str = "cuda"
 

@@ -1,9 +1,10 @@
-"""`streamer doctor` checks for the model: files present and recognised, and enough device memory.
+"""`streamer doctor` checks for the model: which weights will be used (a configured file, the embedded
+tiny files, or random) and that they are recognised, the text encoder, and enough device memory.
 
-The memory estimate is arithmetic on the configured preset, resolution, window and mode (no model is
-built): DiT weights (exact parameter count from a meta-device build) + KV cache + cross-attention K/V
-+ text encoder + autoencoder + a peak-activation allowance. It is an estimate; `streamer bench`
-measures the real peak.
+The memory estimate is arithmetic on the configured preset (or the checkpoint's own architecture when
+one is read), resolution, effective window and mode (no model is built): DiT weights (exact parameter
+count from a meta-device build) + KV cache + cross-attention K/V + text encoder + autoencoder + a
+peak-activation allowance. It is an estimate; `streamer bench` measures the real peak.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from streamer.config import ModelSettings, Settings
+from streamer.config import ModelSettings, Settings, effective_window
 from streamer.doctor import Check
+from streamer.model import loading
 from streamer.model.dit import DiT, DiTConfig, preset
-from streamer.model.loading import DTYPES, ModelLoadError, resolve_device
+from streamer.model.loading import DTYPES, ModelLoadError, preset_mismatch, resolve_device
 from streamer.model.text import TextEncoderError, _require_files, default_cache_dir, minilm_model_dir
 from streamer.model.vae import DECODER_WIDTHS, TINY_DECODER_WIDTHS, VAELoadError, infer_config, read_state_dict
 
@@ -60,8 +62,16 @@ def _umt5_params(folder: str) -> float:
         return UMT5_XXL_PARAMS
 
 
-def estimate_memory(m: ModelSettings, on_gpu: bool) -> MemoryEstimate:
-    cfg: DiTConfig = preset(m.preset)
+def estimate_memory(
+    m: ModelSettings,
+    on_gpu: bool,
+    *,
+    dit_cfg: DiTConfig | None = None,
+    decoder_widths: tuple[int, int, int, int] | None = None,
+) -> MemoryEstimate:
+    """dit_cfg / decoder_widths: the architecture read from the weights in use (default: the preset's,
+    and for the autoencoder the full taew2_1 widths whenever a file is configured - the upper bound)."""
+    cfg: DiTConfig = dit_cfg or preset(m.preset)
     dtype = DTYPES[m.dtype]
     size = torch.empty((), dtype=dtype).element_size()
     with torch.device("meta"):
@@ -70,14 +80,14 @@ def estimate_memory(m: ModelSettings, on_gpu: bool) -> MemoryEstimate:
     batch = m.steps if m.mode == "stream-batch" else 1
     tokens = cfg.tokens_per_frame(m.height // 8, m.width // 8)
     per_token_layer = 2 * cfg.num_heads * cfg.head_dim * size  # K and V
-    kv = cfg.num_layers * batch * m.window * tokens * per_token_layer
+    kv = cfg.num_layers * batch * effective_window(m)[0] * tokens * per_token_layer
     cross = cfg.num_layers * batch * cfg.text_len * per_token_layer
     if m.text_encoder:
         text = int(_umt5_params(m.text_encoder) * 2) if on_gpu else 0  # bf16 on the GPU
     else:
         text = 0  # MiniLM runs on the CPU
     temporal = m.preset != "tiny"
-    a, b, c, d = DECODER_WIDTHS if temporal or m.vae else TINY_DECODER_WIDTHS
+    a, b, c, d = decoder_widths or (DECODER_WIDTHS if temporal or m.vae else TINY_DECODER_WIDTHS)
     h, w = m.height, m.width
     frames = (1, 1, 2, 4) if temporal else (1, 1, 1, 1)
     # The widest decoder stage: a MemBlock's concatenated input (2x channels) plus its output, per frame.
@@ -100,38 +110,63 @@ def _available(device: torch.device) -> tuple[int, str] | None:
         return None
 
 
-def _file_checks(m: ModelSettings) -> Iterable[Check]:
-    if not m.checkpoint:
-        yield Check("model checkpoint", "WARN", "none: random DiT weights, output not meaningful",
-                    "set model.checkpoint to a Self-Forcing / CausVid / StreamDiffusionV2 / Wan checkpoint")  # fmt: skip
+def _weights_checks(m: ModelSettings, found: dict[str, object]) -> Iterable[Check]:
+    """Which DiT and autoencoder weights load, and whether they fit; records their architecture in `found`."""
+    dit = loading.dit_weights(m)
+    if dit.kind == "random":
+        forced = m.checkpoint == loading.RANDOM
+        yield Check("model checkpoint", "WARN",
+                    "random DiT weights (" + ("forced by model.checkpoint = 'random'" if forced else "none configured")
+                    + "), output not meaningful", _weights_fix(m, "model.checkpoint"))  # fmt: skip
     else:
         from streamer.model.checkpoints import CheckpointError, read_checkpoint
 
+        where = dit.describe()
         try:
-            info = read_checkpoint(m.checkpoint, m.lora or None)
+            info = read_checkpoint(str(dit.path), m.lora or None)
         except (CheckpointError, OSError) as e:
-            yield Check("model checkpoint", "FAIL", str(e), "check model.checkpoint / model.lora")
+            yield Check("model checkpoint", "FAIL", f"{where}: {e}", "check model.checkpoint / model.lora")
         else:
-            bad = info.problems + (
-                [f"it is {info.preset}, the config says {m.preset}"] if info.preset != m.preset else []
+            problem = preset_mismatch(info.config, m.preset)
+            bad = info.problems + ([problem] if problem else [])
+            found["dit_cfg"] = info.config if not bad else None
+            detail = f"{where}: {info.path.name}: {info.preset}, {info.layout}" + (
+                f"; {'; '.join(bad[:3])}" if bad else ""
             )
-            status = "FAIL" if bad else "OK"
-            detail = f"{info.path.name}: {info.preset}, {info.layout}" + (f"; {'; '.join(bad[:3])}" if bad else "")
-            yield Check("model checkpoint", status, detail, "run `streamer model inspect` on it; fix model.preset")
-    if not m.vae:
-        yield Check("model autoencoder", "WARN", "none: random autoencoder, output not meaningful",
-                    "set model.vae to taew2_1.pth (TAEHV for Wan 2.1)")  # fmt: skip
-    else:
-        try:
-            cfg = infer_config(read_state_dict(m.vae), m.vae)
-        except VAELoadError as e:
-            yield Check("model autoencoder", "FAIL", str(e), "point model.vae at taew2_1.pth or .safetensors")
-        else:
-            wan = m.preset != "tiny"
-            ok = cfg["temporal"] or not wan
-            kind = "temporal (4 frames per latent)" if cfg["temporal"] else "per-frame"
-            yield Check("model autoencoder", "OK" if ok else "FAIL", f"{Path(m.vae).name}: TAEHV, {kind}",
-                        "the wan presets need a temporal TAEHV such as taew2_1")  # fmt: skip
+            yield Check("model checkpoint", "FAIL" if bad else "OK", detail,
+                        "run `streamer model inspect` on it; fix model.preset")  # fmt: skip
+    vae = loading.vae_weights(m)
+    if vae.path is None:
+        forced = m.vae == loading.RANDOM
+        yield Check("model autoencoder", "WARN",
+                    "random autoencoder (" + ("forced by model.vae = 'random'" if forced else "none configured")
+                    + "), output not meaningful", _weights_fix(m, "model.vae"))  # fmt: skip
+        return
+    where = "embedded tiny" if vae.kind == "embedded" else "file"  # the name follows
+    try:
+        cfg = infer_config(read_state_dict(vae.path), str(vae.path))
+    except VAELoadError as e:
+        yield Check("model autoencoder", "FAIL", f"{where}: {e}", "point model.vae at taew2_1.pth or .safetensors")
+        return
+    ok = cfg["temporal"] or m.preset == "tiny"
+    found["decoder_widths"] = cfg["decoder_widths"] if ok else None
+    kind = "temporal (4 frames per latent)" if cfg["temporal"] else "per-frame"
+    yield Check("model autoencoder", "OK" if ok else "FAIL", f"{where}: {vae.path.name}: TAEHV, {kind}",
+                "the wan presets need a temporal TAEHV such as taew2_1")  # fmt: skip
+
+
+def _weights_fix(m: ModelSettings, key: str) -> str:
+    if m.preset == "tiny" and getattr(m, key.split(".")[1]) == loading.RANDOM:
+        return f"clear {key} to use the trained tiny weights shipped with streamer (or point it at a file)"
+    if m.preset == "tiny":
+        return (f"streamer's trained tiny weights are missing from {loading.EMBEDDED_DIR}: reinstall / update "
+                f"the package, or set {key} to trained weights")  # fmt: skip
+    if key == "model.vae":
+        return "set model.vae to taew2_1.pth (TAEHV for Wan 2.1)"
+    return "set model.checkpoint to a Self-Forcing / CausVid / StreamDiffusionV2 / Wan checkpoint"
+
+
+def _text_checks(m: ModelSettings) -> Iterable[Check]:
     try:
         if m.text_encoder:
             groups = [("config.json",), ("tokenizer.json", "spiece.model"), ("*.safetensors", "pytorch_model*.bin")]
@@ -146,7 +181,7 @@ def _file_checks(m: ModelSettings) -> Iterable[Check]:
             _require_files(folder, "MiniLM text encoder", [("config.json",), ("vocab.txt",), ("*.safetensors",)])
             yield Check("text encoder", "OK", f"all-MiniLM-L6-v2 (offline package) at {folder}")
         else:
-            status = "WARN" if not m.checkpoint else "FAIL"
+            status = "WARN" if loading.dit_weights(m).kind == "random" else "FAIL"
             yield Check("text encoder", status, f"preset {m.preset} needs umT5-XXL and model.text_encoder is empty"
                         + (" (random text states with random weights)" if status == "WARN" else ""),
                         "set model.text_encoder to a local umt5-xxl folder")  # fmt: skip
@@ -157,7 +192,9 @@ def _file_checks(m: ModelSettings) -> Iterable[Check]:
 def checks(settings: Settings) -> Iterable[Check]:
     """Doctor provider: model files, text encoder, cache dir and memory."""
     m = settings.model
-    yield from _file_checks(m)
+    found: dict[str, object] = {}
+    yield from _weights_checks(m, found)
+    yield from _text_checks(m)
     cache = Path(m.cache_dir).expanduser() if m.cache_dir else default_cache_dir()
     probe = cache if cache.exists() else next((p for p in cache.parents if p.exists()), cache)
     writable = os.access(probe, os.W_OK)
@@ -168,8 +205,10 @@ def checks(settings: Settings) -> Iterable[Check]:
     except ModelLoadError as e:
         yield Check("model memory", "FAIL", str(e), "fix model.device")
         return
-    est = estimate_memory(m, device.type == "cuda")
-    what = f"{m.preset} {m.width}x{m.height}, window {m.window}, {m.mode}, {m.dtype}: needs {est.line()}"
+    est = estimate_memory(m, device.type == "cuda", dit_cfg=found.get("dit_cfg"),  # type: ignore[arg-type]
+                          decoder_widths=found.get("decoder_widths"))  # type: ignore[arg-type]  # fmt: skip
+    window, sinks = effective_window(m)
+    what = f"{m.preset} {m.width}x{m.height}, window {window} ({sinks} sinks), {m.mode}, {m.dtype}: needs {est.line()}"
     have = _available(device)
     if have is None:
         yield Check("model memory", "WARN", f"{what}; could not read what {device} has")

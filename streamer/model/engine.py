@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from streamer.config import ModelSettings, Settings
+from streamer.config import ModelSettings, Settings, effective_window
 from streamer.control.prompts import PromptState
 from streamer.frames import Frame
 from streamer.model.cache import KVCache
@@ -62,12 +62,13 @@ class ModelTransform:
         self.batch = m.steps if m.mode == "stream-batch" else 1
         cfg = self.dit.cfg
         self.latent_hw = (m.height // 8, m.width // 8)
+        window, sinks = effective_window(m)  # 0 / -1 in the settings = the preset's default
         self.cache = KVCache(
             cfg,
             batch=self.batch,
             tokens_per_frame=cfg.tokens_per_frame(*self.latent_hw),
-            window=m.window,
-            sinks=m.sinks,
+            window=window,
+            sinks=sinks,
             chunk_frames=1,
             adaptive_sinks=m.adaptive_sinks,
             sink_threshold=m.sink_threshold,

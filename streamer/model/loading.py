@@ -1,8 +1,10 @@
 """Loading the engine's parts from [model]: device, DiT, autoencoder, text encoder.
 
-Each part comes from the configured file, or is seeded random (model.seed) when none is configured,
-and the result records which parts are random so `status()` can say the output is not meaningful.
-A requested CUDA device that is absent is an error, never a silent CPU fallback.
+Where each weight set comes from (`dit_weights` / `vae_weights`): the configured file; else, for the
+`tiny` preset, the weights shipped in the package (EMBEDDED_DIR, when they are there); else seeded
+random (model.seed). "random" forces random weights (benchmarks, tests). The result records which
+parts are random so `status()` can say the output is not meaningful. A requested CUDA device that is
+absent is an error, never a silent CPU fallback.
 """
 
 from __future__ import annotations
@@ -12,17 +14,22 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from streamer.config import ModelSettings
-from streamer.model.dit import DiT, preset
+from streamer.model.dit import DiT, DiTConfig, preset
 from streamer.model.text import TextEncoder, build_text_encoder
 from streamer.model.vae import TAEHV, load_taehv, tiny_taehv
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+RANDOM = "random"  # model.checkpoint / model.vae value that forces seeded random weights
+# The trained tiny model shipped as package data: model.safetensors + config.json (+ shortcut.safetensors)
+# in the checkpoint loader's folder layout, and vae.safetensors (a per-frame TAEHV, taew2_1 names).
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded" / "tiny"
 
 
 class ModelLoadError(RuntimeError):
@@ -64,6 +71,58 @@ class LoadedParts:
         return ", ".join(f"{k}: {v}" for k, v in self.sources.items())
 
 
+@dataclass(frozen=True)
+class WeightsChoice:
+    """Where one part's weights come from: a configured file, the embedded tiny files, or seeded random."""
+
+    kind: Literal["file", "embedded", "random"]
+    path: Path | None = None
+
+    def describe(self) -> str:
+        return {"file": f"file {self.path}", "embedded": f"embedded tiny ({self.path})", "random": "random"}[self.kind]
+
+
+def dit_weights(m: ModelSettings) -> WeightsChoice:
+    """The DiT weights [model] selects (EMBEDDED_DIR is read at call time so tests can point it elsewhere)."""
+    if m.checkpoint == RANDOM:
+        return WeightsChoice("random")
+    if m.checkpoint:
+        return WeightsChoice("file", Path(m.checkpoint))
+    if m.preset == "tiny" and (EMBEDDED_DIR / "model.safetensors").is_file():
+        return WeightsChoice("embedded", EMBEDDED_DIR)
+    return WeightsChoice("random")
+
+
+def vae_weights(m: ModelSettings) -> WeightsChoice:
+    """The autoencoder weights [model] selects: model.vae, else the embedded tiny one, else random."""
+    if m.vae == RANDOM:
+        return WeightsChoice("random")
+    if m.vae:
+        return WeightsChoice("file", Path(m.vae))
+    if m.preset == "tiny" and (EMBEDDED_DIR / "vae.safetensors").is_file():
+        return WeightsChoice("embedded", EMBEDDED_DIR / "vae.safetensors")
+    return WeightsChoice("random")
+
+
+def preset_mismatch(cfg: DiTConfig, name: str) -> str | None:
+    """Why a DiT of architecture `cfg` cannot run as preset `name`, or None when it can: the preset itself,
+    or a variant of it (pruned heads / FFN, other depth) with the preset's text width (the text encoder)
+    and latent channels and patch (the autoencoder)."""
+    want = preset(name)
+    keys = ("text_dim", "in_dim", "out_dim", "patch_size")
+    bad = [
+        f"{k} {getattr(cfg, k)} (the preset has {getattr(want, k)})"
+        for k in keys
+        if getattr(cfg, k) != getattr(want, k)
+    ]
+    if not bad:
+        return None
+    return (
+        f"its architecture (dim {cfg.dim}, {cfg.num_layers} layers) does not fit model.preset = {name!r}: "
+        + ", ".join(bad)
+    )
+
+
 def _progress(pct: int, what: str, started: float) -> None:
     log.info("model load %3d%% (%.1f s): %s", pct, time.monotonic() - started, what)
 
@@ -74,18 +133,31 @@ def _seeded(device: torch.device) -> contextlib.AbstractContextManager[None]:
 
 
 def load_dit(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tuple[DiT, str]:
-    """The DiT from model.checkpoint (via the checkpoint loader), else seeded random weights."""
-    if m.checkpoint:
+    """The DiT from model.checkpoint or the embedded tiny folder (via the checkpoint loader), else seeded
+    random weights; with a one-line source description."""
+    choice = dit_weights(m)
+    if choice.kind != "random":
         from streamer.model.checkpoints import CheckpointError
         from streamer.model.checkpoints import load_dit as load_checkpoint
 
-        try:
-            dit, report = load_checkpoint(m.checkpoint, lora=m.lora or None, preset=m.preset, device=device, dtype=dtype)
+        setting = (
+            f"model.checkpoint = {m.checkpoint!r}" if choice.kind == "file" else f"embedded tiny weights {EMBEDDED_DIR}"
+        )
+        try:  # preset checked below: a pruned variant of the preset (its own config.json) is fine
+            dit, report = load_checkpoint(
+                str(choice.path), lora=m.lora or None, preset=None, device=device, dtype=dtype
+            )
         except CheckpointError as e:  # one error type for every load problem, naming the setting
-            raise ModelLoadError(f"model.checkpoint = {m.checkpoint!r}: {e}") from e
-        return dit, report + (f" + LoRA {Path(m.lora).name}" if m.lora else "")
+            raise ModelLoadError(f"{setting}: {e}") from e
+        problem = preset_mismatch(dit.cfg, m.preset)
+        if problem is not None:
+            raise ModelLoadError(f"{setting}: {problem}")
+        report += f" + LoRA {Path(m.lora).name}" if m.lora else ""
+        return dit, f"embedded tiny ({report})" if choice.kind == "embedded" else report
     if m.lora:
-        raise ModelLoadError("model.lora is set without model.checkpoint: a LoRA needs its base checkpoint")
+        raise ModelLoadError(
+            f"model.lora is set but the DiT is random (model.checkpoint = {m.checkpoint!r}): a LoRA needs its base checkpoint"
+        )
     with _seeded(device):
         torch.manual_seed(m.seed)
         with torch.device(device):
@@ -96,8 +168,10 @@ def load_dit(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tupl
 def load_vae(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tuple[TAEHV, str]:
     """TAEHV from model.vae (temporal for Wan, per-frame for tiny), else a seeded random one."""
     temporal = m.preset != "tiny"
-    if m.vae:
-        return load_taehv(m.vae, device=device, dtype=dtype, temporal=temporal), Path(m.vae).name
+    choice = vae_weights(m)
+    if choice.path is not None:
+        vae = load_taehv(choice.path, device=device, dtype=dtype, temporal=temporal)  # widths from the file
+        return vae, choice.path.name if choice.kind == "file" else f"embedded tiny ({choice.path.name})"
     with _seeded(device):
         torch.manual_seed(m.seed + 1)
         vae = TAEHV(temporal=True) if temporal else tiny_taehv()
@@ -112,6 +186,7 @@ def load_parts(m: ModelSettings, device: torch.device) -> LoadedParts:
             "preset %s on the CPU will be far too slow for live video; use a CUDA GPU or preset 'tiny'", m.preset
         )
     _progress(0, f"preset {m.preset} on {device} ({m.dtype})", started)
+    dit_random, vae_random = dit_weights(m).kind == "random", vae_weights(m).kind == "random"
     dit, dit_src = load_dit(m, device, dtype)
     _progress(50, f"DiT: {dit_src}", started)
     vae, vae_src = load_vae(m, device, dtype)
@@ -124,10 +199,11 @@ def load_parts(m: ModelSettings, device: torch.device) -> LoadedParts:
         torch.bfloat16 if device.type == "cuda" else torch.float32,
         text_dim=cfg.text_dim,
         text_len=cfg.text_len,
-        allow_random=not m.checkpoint,
+        # random text states only beside a random DiT: trained weights need their real text encoder
+        allow_random=dit_random,
     )
     _progress(100, f"text encoder: {text.encoder_id.split(':')[0]}", started)
-    random_parts = [name for name, src in (("DiT", dit_src), ("autoencoder", vae_src)) if src.startswith("random")]
+    random_parts = [name for name, rnd in (("DiT", dit_random), ("autoencoder", vae_random)) if rnd]
     if text.encoder_id.startswith("random"):
         random_parts.append("text encoder")
     sources = {"DiT": dit_src, "autoencoder": vae_src, "text": text.encoder_id.split(":")[0]}

@@ -18,7 +18,10 @@ def test_provider_is_registered() -> None:
     assert "streamer.model.doctor:checks" in PROVIDERS
 
 
-def test_defaults_warn_about_random_weights_and_fit_in_memory(tmp_path) -> None:
+def test_defaults_warn_about_random_weights_and_fit_in_memory(tmp_path, monkeypatch) -> None:
+    from streamer.model import loading
+
+    monkeypatch.setattr(loading, "EMBEDDED_DIR", tmp_path / "no-embedded-weights")  # as before the weights shipped
     found = _by_name(from_dict({"model": {"cache_dir": str(tmp_path)}}))
     assert found["model checkpoint"].status == "WARN" and "random" in found["model checkpoint"].detail
     assert found["model autoencoder"].status == "WARN"
