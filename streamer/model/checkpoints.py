@@ -4,6 +4,8 @@ Layouts (model.md §1): original Wan safetensors (+ config.json beside it, optio
 index json), Diffusers `WanTransformer3DModel` names, Self-Forcing / CausVid / StreamDiffusionV2 torch
 pickles (`generator_ema` preferred over `generator`, then `state_dict`, then a bare dict; `model.`
 prefixes stripped), and LongLive: such a base plus a PEFT LoRA merged as W += (alpha/r) B A.
+A `shortcut.safetensors` beside the weights (shortcut distillation, streamer/model/shortcut.py) makes
+the model a `ShortcutDiT` with that step-size embedding, checked as strictly as the rest.
 
 Pickles are read only with `torch.load(weights_only=True)`. The whole state dict is checked against
 the architecture (missing, unexpected and mis-shaped keys) before any model is built, so a wrong or
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor
 
 from streamer.model.dit import PRESETS, DiT, DiTConfig
+from streamer.model.shortcut import PREFIX, SHORTCUT_FILE, ShortcutDiT
 
 _SHOW = 10  # keys listed per problem kind
 _CONTAINER_KEYS = ("generator_ema", "generator", "state_dict", "model")
@@ -65,6 +68,7 @@ class CheckpointInfo:
     state_dict: dict[str, Tensor]
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    shortcut: dict[str, Tensor] | None = None  # the step embedding from shortcut.safetensors beside the file
 
     @property
     def num_params(self) -> int:
@@ -130,7 +134,8 @@ def _resolve(path: Path) -> Path:
     ):
         if (path / name).is_file():
             return path / name
-    candidates = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".pt", ".pth") and p.is_file())
+    weights = (".safetensors", ".pt", ".pth")  # a shortcut.safetensors only ever goes with the weights beside it
+    candidates = sorted(p for p in path.iterdir() if p.suffix in weights and p.is_file() and p.name != SHORTCUT_FILE)
     if len(candidates) == 1:  # e.g. a folder holding only self_forcing_dmd.pt
         return candidates[0]
     found = f" (found {', '.join(p.name for p in candidates[:_SHOW])}; name one)" if candidates else ""
@@ -247,7 +252,18 @@ def check_state_dict(sd: dict[str, Tensor], cfg: DiTConfig) -> list[str]:
     """Problems (missing / unexpected / mis-shaped keys, non-float tensors) against the architecture."""
     with torch.device("meta"):
         want = {k: tuple(v.shape) for k, v in DiT(cfg).state_dict().items()}
-    problems = []
+    return _compare(sd, want)
+
+
+def check_shortcut_state_dict(sd: dict[str, Tensor], cfg: DiTConfig) -> list[str]:
+    """Problems of a shortcut.safetensors' tensors against the step embedding of a `ShortcutDiT(cfg)`."""
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in ShortcutDiT(cfg).state_dict().items() if k.startswith(PREFIX)}
+    return _compare(sd, want)
+
+
+def _compare(sd: dict[str, Tensor], want: dict[str, tuple[int, ...]]) -> list[str]:
+    problems: list[str] = []
 
     def listed(title: str, items: list[str]) -> None:
         if items:
@@ -370,8 +386,12 @@ def read_checkpoint(
         lora_problems, summary = merge_lora(sd, Path(lora), lora_alpha)
         problems += lora_problems
         notes.append(f"LoRA {lora}: {summary}")
+    shortcut, sc_file = None, file.parent / SHORTCUT_FILE
+    if sc_file.is_file() and file != sc_file:  # unreadable: CheckpointError naming the file; misfit: problems
+        shortcut = _read_safetensors(sc_file)
+        problems += [f"{sc_file}: {p}" for p in check_shortcut_state_dict(shortcut, cfg)]
     layout = f"{container}, {names} names"
-    return CheckpointInfo(file, layout, cfg, preset_name(cfg), sd, problems, notes)
+    return CheckpointInfo(file, layout, cfg, preset_name(cfg), sd, problems, notes, shortcut)
 
 
 def load_dit(
@@ -396,9 +416,11 @@ def load_dit(
         raise CheckpointError(f"{info.path} is a {info.preset} checkpoint (dim {info.config.dim}, "
                               f"{info.config.num_layers} layers) but the config asks for {preset}")  # fmt: skip
     with torch.device("meta"):
-        model = DiT(info.config)
-    model.load_state_dict(info.state_dict, strict=True, assign=True)
+        model = DiT(info.config) if info.shortcut is None else ShortcutDiT(info.config)
+    model.load_state_dict({**info.state_dict, **(info.shortcut or {})}, strict=True, assign=True)
     report = f"{info.path.name}: {info.preset}, {info.layout}" + "".join(f"; {n}" for n in info.notes)
+    if info.shortcut is not None:
+        report += " + shortcut step embedding"
     del info  # drop the loader's references so dtype casts below can free the file's tensors
     return model.to(device).to_inference_dtype(dtype).eval().requires_grad_(False), report
 
@@ -417,6 +439,9 @@ def inspect_command(args: argparse.Namespace) -> int:
           f"text {c.text_dim})")  # fmt: skip
     print(f"dtype:      {info.dtypes}")
     print(f"parameters: {info.num_params:,} in {len(info.state_dict)} tensors")
+    if info.shortcut is not None:
+        n = sum(t.numel() for t in info.shortcut.values())
+        print(f"shortcut:   step-size embedding ({SHORTCUT_FILE}, {n:,} parameters): the engine passes the step size")
     if info.problems:
         print("problems:\n  " + "\n  ".join(info.problems))
         return 1

@@ -40,6 +40,7 @@ from streamer.model.sampling import (
     stream_batch_step,
     strength_timesteps,
 )
+from streamer.model.shortcut import ShortcutDiT, sampler_step_size
 from streamer.model.transitions import PromptTransition
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,8 @@ class ModelTransform:
         return (_resize(out, (h, w)) * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
     def _denoiser(self, x: Tensor, t: Tensor) -> Tensor:
+        if isinstance(self.dit, ShortcutDiT):  # shortcut-distilled: told the step each pass takes (per frame)
+            return self.dit(x, t, self._cross, self.cache, step_size=sampler_step_size(t))
         return self.dit(x, t, self._cross, self.cache)
 
     # ---- prompts -----------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ function as `dit(x, t, cross_kv, cache)` with, per block:
 - the gated residual adds fused with the next LayerNorm + modulation (norm3's affine is a
   modulation with scale = w - 1, shift = b), across block boundaries too;
 - FFN bias + GELU in one pass after a bias-free matmul.
+The time embedding is the model's own `time_embed` (a `ShortcutDiT` adds its step-size embedding there
+when given `step_size`), so the prologue stays the eager model's math, graph-capturable as is.
 Precision is the eager model's: fp32 residual stream and modulation, matmuls in the weights' dtype.
 """
 
@@ -25,6 +27,7 @@ from kernels.qk_norm_rope import qk_norm_rope
 from streamer.model.cache import CrossAttnKV, KVCache
 from streamer.model.dit import DiT
 from streamer.model.rope import rope_tables
+from streamer.model.shortcut import ShortcutDiT
 
 
 def _fuse_linears(linears: list[torch.nn.Linear]) -> tuple[Tensor, Tensor]:
@@ -41,7 +44,7 @@ def _fuse_linears(linears: list[torch.nn.Linear]) -> tuple[Tensor, Tensor]:
 
 
 class FusedDiT:
-    """Callable like the DiT in streaming mode: (x, t, cross_kv, cache) -> flow prediction v."""
+    """Callable like the DiT in streaming mode: (x, t, cross_kv, cache[, step_size]) -> flow prediction v."""
 
     def __init__(self, dit: DiT, attention: AttentionPicker | None = None) -> None:
         self.dit = dit
@@ -58,11 +61,14 @@ class FusedDiT:
         return n3.bias.to(acc).view(1, 1, -1), (n3.weight.to(acc) - 1).view(1, 1, -1)
 
     @torch.no_grad()
-    def __call__(self, x: Tensor, t: Tensor, context: CrossAttnKV, cache: KVCache) -> Tensor:
-        """x: [B, in_dim, F, H, W] current chunk; t: [B, F] or [B]; context: CrossAttnKV -> v [B, out_dim, F, H, W]."""
+    def __call__(
+        self, x: Tensor, t: Tensor, context: CrossAttnKV, cache: KVCache, step_size: Tensor | None = None
+    ) -> Tensor:
+        """x: [B, in_dim, F, H, W] current chunk; t: [B, F] or [B]; context: CrossAttnKV; step_size: as
+        ShortcutDiT's (a model with a step embedding only) -> v [B, out_dim, F, H, W]."""
         dit, cfg = self.dit, self.dit.cfg
         acc, dtype = dit.acc_dtype, dit.dtype
-        tokens, e, e0, cos, sin, grid = self._embed(x, t, cache)
+        tokens, e, e0, cos, sin, grid = self._embed(x, t, cache, step_size)
         b, frames = tokens.shape[0], grid[0]
         masked = not cache.history_full  # host-known: steady state (the captured graph) needs no mask
         mods = [blk.modulation.to(acc).unsqueeze(0) + e0 for blk in dit.blocks]
@@ -94,7 +100,9 @@ class FusedDiT:
             assert tokens.shape[1] == n
         return self._unpatchify(head.head(h).to(acc), grid)
 
-    def _embed(self, x: Tensor, t: Tensor, cache: KVCache) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, tuple[int, int, int]]:
+    def _embed(
+        self, x: Tensor, t: Tensor, cache: KVCache, step_size: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, tuple[int, int, int]]:
         """Patchify, time embedding and RoPE tables for one chunk: tokens [B, S, dim] (acc dtype),
         e [B, F, dim], e0 [B, F, 6, dim], cos/sin [S, head_dim/2], grid (frames, hp, wp)."""
         dit, cfg = self.dit, self.dit.cfg
@@ -105,7 +113,12 @@ class FusedDiT:
             t = t[:, None].expand(b, frames)
         cache.check_chunk(frames, hp * wp)
         tokens = dit.patch_embedding(x.to(dit.dtype)).flatten(2).transpose(1, 2).to(dit.acc_dtype)
-        e, e0 = dit.time_embed(t)
+        if step_size is None:
+            e, e0 = dit.time_embed(t)
+        elif isinstance(dit, ShortcutDiT):
+            e, e0 = dit.time_embed(t, step_size)
+        else:
+            raise ValueError("step_size given to a DiT without a step embedding (not a ShortcutDiT)")
         cos, sin = rope_tables(cache.positions(frames), hp, wp, cfg.head_dim, cfg.rope_theta, dtype=torch.float32)
         return tokens, e, e0, cos, sin, (frames, hp, wp)
 
