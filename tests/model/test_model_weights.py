@@ -169,6 +169,8 @@ def test_doctor_without_embedded_files_says_they_are_missing(nothing_embedded, t
     found = _by_name(from_dict({"model": {"cache_dir": str(tmp_path)}}))
     assert found["model checkpoint"].status == "WARN" and "none configured" in found["model checkpoint"].detail
     assert "missing from" in found["model checkpoint"].fix
+    forced = _by_name(from_dict({"model": {"cache_dir": str(tmp_path), "checkpoint": "random"}}))
+    assert "missing from" in forced["model checkpoint"].fix  # clearing the setting would not help
 
 
 def test_memory_estimate_uses_the_shipped_architecture() -> None:
