@@ -168,3 +168,20 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     with pytest.raises(SystemExit):
         ev.main(["--checkpoint", "random", "--looks", "noir,disco"])
     assert "unknown disco" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text('{"step": 3}')
+    assert ev.main(["--report", str(tmp_path / "other.json")]) == 1
+    assert "not evaluator results" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the fast path's graph capture)")
+def test_fast_path_scores_match_eager_on_cuda(recipe: BuiltinRecipe, random_text: None) -> None:
+    m = ModelSettings(checkpoint="random", vae="random", width=32, height=32, device="cuda", fast_path=False)
+    parts = load_parts(m, torch.device("cuda"))
+    got = {}
+    for fast in (False, True):
+        progress = ev.Progress(40, parts.device)
+        settings = dataclasses.replace(m, fast_path=fast)
+        got[fast] = ev.evaluate_steps(parts, settings, recipe, ["noir"], [2], frames=40, seed=1, progress=progress)
+    assert got[True]["per_look"]["2"]["noir"] == pytest.approx(got[False]["per_look"]["2"]["noir"], abs=0.05)
+    assert ev.make_engine(dataclasses.replace(m, fast_path=True), parts).path.startswith("fast")
