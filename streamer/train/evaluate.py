@@ -385,7 +385,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, 
     looks = [x.strip() for x in args.looks.split(",") if x.strip()] or [*(DRIFT_LOOKS if args.mode == "drift" else LOOKS)]  # fmt: skip
     if bad := [x for x in looks if x not in LOOKS]:
         parser.error(f"--looks: unknown {', '.join(bad)}; choose from {', '.join(LOOKS)}")
-    steps = [int(x) for x in args.steps.split(",") if x.strip()]
+    try:
+        steps = [int(x) for x in args.steps.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--steps {args.steps!r}: expected comma-separated step counts, e.g. 1,2,4")
+    if not steps or min(steps) < 1 or args.frames < 1 or round(args.minutes * 60 * FPS) < 1:
+        parser.error("--steps, --frames and --minutes must give at least one step and one frame")
     m = model_settings(args)
     for k in steps if args.mode == "steps" else []:
         model_settings(args, k)  # each step count must be a valid setting too (e.g. with --set timesteps)

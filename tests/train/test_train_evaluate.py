@@ -168,6 +168,9 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     with pytest.raises(SystemExit):
         ev.main(["--checkpoint", "random", "--looks", "noir,disco"])
     assert "unknown disco" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ev.main(["--checkpoint", "random", "--mode", "drift", "--minutes", "0"])
+    assert "at least one step and one frame" in capsys.readouterr().err
     (tmp_path / "other.json").write_text('{"step": 3}')
     assert ev.main(["--report", str(tmp_path / "other.json")]) == 1
     assert "not evaluator results" in capsys.readouterr().err
