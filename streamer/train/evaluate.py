@@ -359,6 +359,17 @@ def _check_paths(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--vae {args.vae}: no such file")
 
 
+@torch.no_grad()
+def _shortcut_state(dit: torch.nn.Module) -> str:
+    """'none' (no step embedding), 'inert' (loaded but zero: never trained, d is ignored) or 'trained'.
+    The engine passes the step size whenever the embedding is there; only a trained one changes the output."""
+    emb = getattr(dit, "step_embedding", None)
+    if emb is None:
+        return "none"
+    d = torch.tensor([0.5, 0.25], device=next(emb.parameters()).device)
+    return "trained" if bool(emb(d).abs().amax() > 0) else "inert"
+
+
 def _facts(args: argparse.Namespace, m: ModelSettings, parts: LoadedParts, recipe: BuiltinRecipe) -> dict[str, Any]:
     """What a reader of the numbers needs to know about the run (the JSON's header)."""
     probe = make_engine(m, parts)  # the engine as every stream of this run builds it (status, path, window)
@@ -367,7 +378,7 @@ def _facts(args: argparse.Namespace, m: ModelSettings, parts: LoadedParts, recip
         "checkpoint": args.checkpoint if args.checkpoint == "random" else str(Path(args.checkpoint).resolve()),
         "vae": args.vae if args.vae in ("", "random") else str(Path(args.vae).resolve()),
         "engine": probe.status(), "sources": parts.sources, "random_parts": parts.random_parts,
-        "shortcut_in_model": hasattr(parts.dit, "step_embedding"),  # the engine then passes the step size
+        "shortcut": _shortcut_state(parts.dit),
         "window": probe.cache.window, "sinks": probe.cache.sinks, "settings": dataclasses.asdict(m),
         "device": str(parts.device), "torch": torch.__version__,
         "device_name": torch.cuda.get_device_name(parts.device) if parts.device.type == "cuda" else "cpu",

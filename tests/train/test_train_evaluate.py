@@ -147,7 +147,7 @@ def test_command_line_writes_json_and_table(
     result = json.loads(out.read_text())
     assert result["label"] == "ckpt" and result["frames"] == 2 and result["device"] == "cpu"
     assert result["settings"]["fast_path"] is False and result["settings"]["motion_aware"] is False
-    assert result["random_parts"] == ["text encoder"] and result["shortcut_in_model"] is False
+    assert result["random_parts"] == ["text encoder"] and result["shortcut"] == "none"
     assert set(result["steps"]["per_look"]["1"]) == {"noir"} and result["elapsed_s"] > 0
     assert "| ckpt | noir |" in capsys.readouterr().out
     assert ev.main(["--report", str(out), str(out)]) == 0  # several runs' files -> one table
@@ -188,3 +188,14 @@ def test_fast_path_scores_match_eager_on_cuda(recipe: BuiltinRecipe, random_text
         got[fast] = ev.evaluate_steps(parts, settings, recipe, ["noir"], [2], frames=40, seed=1, progress=progress)
     assert got[True]["per_look"]["2"]["noir"] == pytest.approx(got[False]["per_look"]["2"]["noir"], abs=0.05)
     assert ev.make_engine(dataclasses.replace(m, fast_path=True), parts).path.startswith("fast")
+
+
+def test_shortcut_state_tells_a_trained_step_embedding_from_an_inert_one() -> None:
+    from streamer.model.shortcut import ShortcutDiT
+
+    cfg = dataclasses.replace(preset("tiny"), dim=64, num_layers=1, num_heads=1, ffn_dim=128)
+    assert ev._shortcut_state(DiT(cfg)) == "none"
+    model = ShortcutDiT(cfg)
+    assert ev._shortcut_state(model) == "inert"  # zero-initialised output layer: d changes nothing
+    torch.nn.init.normal_(model.step_embedding.mlp[2].weight)
+    assert ev._shortcut_state(model) == "trained"
