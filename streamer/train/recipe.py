@@ -1,0 +1,263 @@
+"""How the embedded tiny model is made: every stage, in one command, inside a time budget.
+
+    python -m streamer.train.recipe --out runs/embedded [--budget-s 540] [--export DIR]
+    python -m streamer.train.recipe --out /tmp/smoke --smoke      # the same plumbing on a CPU, ~2 min
+
+Stages (one GPU; each is an ordinary `streamer train` / `streamer prune` / evaluator process):
+ 1. vae       the tiny per-frame autoencoder at 256x256.
+ 2. dit       three variants side by side on the one GPU, same data, same step count: "full"
+              (diffusion forcing + history augmentation + shortcut distillation), "no-history" and
+              "no-shortcut" (the ablations the tables in docs/training.md compare against).
+ 3. prune     "full" keeps 2 of 4 heads and 512 of 1024 FFN channels, then fine-tunes.
+ 4. evaluate  held-out drift (full vs no-history), steps (full vs no-shortcut) - while 3 runs -
+              then quality before/after pruning (streamer.train.evaluate).
+ 5. export    the fine-tuned pruned model + autoencoder -> EXPORT/embedded/ (what ships in
+              streamer/model/embedded/tiny), the ablation checkpoints and every table as JSON.
+
+Each training stage first runs a short probe to measure its speed, then resumes with a step count
+that fits the stage's share of the budget, so the cosine schedule ends when the time does and all
+variants of a stage see the same number of steps (a resumed run continues bit for bit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("streamer.train.recipe")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one recipe run: the real one (GPU) or the smoke test (CPU)."""
+
+    width: int
+    height: int
+    frames: int  # latent frames per DiT clip
+    batch: int
+    workers: int  # batch-preparing processes per training process
+    probe_steps: int
+    drift_minutes: float
+    segment_frames: int  # frames per look in the steps/quality evaluation
+    device: str
+    fast_path: bool  # evaluate through the CUDA-graph path (eager is launch-bound: ~34 fps on an H100)
+
+
+REAL = Scale(256, 256, 4, 32, 4, 40, 10.0, 150, "auto", True)
+SMOKE = Scale(32, 32, 3, 2, 0, 4, 0.02, 6, "cpu", False)
+DRIFT_LOOKS = ("watercolour", "noir")
+
+# Shares of the budget (the rest is start-up, evaluation after fine-tuning and export).
+SHARE = {"vae": 0.17, "dit": 0.45, "finetune": 0.16}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no-history": {"p_history": 0.0},
+    "no-shortcut": {"p_shortcut": 0.0},
+}
+PRUNE_HEADS, PRUNE_FFN = 2, 512
+BIG = 1_000_000  # the probe's step count: its schedule is still in warm-up / flat when it stops
+
+
+def _toml(values: dict[str, Any]) -> str:
+    """A [train] table: strings, numbers, booleans and lists of them (JSON literals are valid TOML)."""
+    lines = ["[train]"]
+    for k, v in values.items():
+        lines.append(f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}")
+    return "\n".join(lines) + "\n"
+
+
+class Recipe:
+    """Runs the stages under `out`; every process logs to out/logs/NAME.log."""
+
+    def __init__(self, out: Path, scale: Scale, budget_s: float, export: Path | None) -> None:
+        self.out, self.scale, self.budget_s, self.export = out, scale, budget_s, export
+        self.t0 = time.monotonic()
+        (out / "configs").mkdir(parents=True, exist_ok=True)
+        (out / "logs").mkdir(exist_ok=True)
+        self.results: dict[str, Any] = {"scale": scale.__dict__, "budget_s": budget_s, "stages": {}}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    # ---- processes ------------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        logf = (self.out / "logs" / f"{name}.log").open("ab")
+        log.info("start %s: %s", name, " ".join(args))
+        proc = subprocess.Popen([sys.executable, "-m", *args], stdout=logf, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        """Ends every process still running (a failed stage must not leave evaluators behind)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+
+    def _wait(self, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+        for name, p in procs.items():
+            if p.wait() != 0:
+                tail = (self.out / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} failed (exit {p.returncode}); end of its log:\n{tail}")
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    # ---- training -------------------------------------------------------------------------------
+    def config(self, name: str, **values: Any) -> Path:
+        s = self.scale
+        base = {"preset": "tiny", "width": s.width, "height": s.height, "batch": s.batch, "workers": s.workers,
+                "device": s.device, "out_dir": str(self.out / name), "sample_every": 0, "log_every": 5,
+                "save_every": 100, "keep_checkpoints": 2}  # fmt: skip
+        path = self.out / "configs" / f"{name}.toml"
+        path.write_text(_toml({**base, **values}))
+        return path
+
+    def train_in_budget(self, configs: dict[str, Path], seconds: float) -> int:
+        """Probe each run's speed, then train all to the same step count within `seconds`."""
+        start = time.monotonic()
+        probe = self.scale.probe_steps
+        self._wait({n: self._spawn(n, ["streamer", "train", "-c", str(c), "--steps", str(BIG), "--stop-after",
+                                       str(probe)]) for n, c in configs.items()})  # fmt: skip
+        rates = {n: self._rate(n) for n in configs}
+        overhead = (time.monotonic() - start) - probe / min(rates.values())  # start-up, data loading
+        left = seconds - (time.monotonic() - start) - overhead
+        steps = probe + max(0, int(min(rates.values()) * left * 0.95))
+        log.info("probe rates %s steps/s; training to step %d", {n: round(r, 2) for n, r in rates.items()}, steps)
+        cap = str(max(0.1, (left + overhead) / 60 * 1.1))  # a hard stop in case the rate drops
+        self._wait({n: self._spawn(n, ["streamer", "train", "-c", str(c), "--steps", str(steps), "--max-minutes",
+                                       cap]) for n, c in configs.items()})  # fmt: skip
+        for n in configs:
+            self.results["stages"][n] = {"steps": steps, "probe_steps_per_s": rates[n], "log": self._log_tail(n)}
+        return steps
+
+    def _rate(self, name: str) -> float:
+        rows = self._log_rows(name)
+        if not rows:
+            raise RuntimeError(f"{name}: no progress logged by the probe")
+        return float(rows[-1]["steps_per_s"])
+
+    def _log_rows(self, name: str) -> list[dict[str, Any]]:
+        path = self.out / name / "log.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    def _log_tail(self, name: str) -> list[dict[str, Any]]:
+        rows = self._log_rows(name)
+        return rows[:: max(1, len(rows) // 20)] + rows[-1:]
+
+    def latest(self, name: str) -> Path:
+        from streamer.train.checkpoint import latest
+
+        folder = latest(self.out / name)
+        if folder is None:
+            raise RuntimeError(f"{name}: no checkpoint written")
+        return folder
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, name: str, checkpoint: Path, mode: str, **extra: str) -> subprocess.Popen[bytes]:
+        s = self.scale
+        args = ["streamer.train.evaluate", "--mode", mode, "--checkpoint", str(checkpoint), "--vae", str(self.vae),
+                "--device", s.device, "--width", str(s.width), "--height", str(s.height),
+                "--json", str(self.out / f"eval-{name}.json")]  # fmt: skip
+        for k, v in extra.items():
+            args += [f"--{k.replace('_', '-')}", v]
+        if s.fast_path:
+            args.append("--fast-path")
+        return self._spawn(f"eval-{name}", args)
+
+    # ---- the whole recipe -----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        s, b = self.scale, self.budget_s
+        vae_cfg = self.config("vae", stage="vae", frames=2, lr=1.5e-3, warmup=50)
+        self.train_in_budget({"vae": vae_cfg}, SHARE["vae"] * b)
+        self.vae = self.latest("vae") / "vae.safetensors"
+
+        dit = {"vae": str(self.vae), "frames": s.frames, "lr": 6e-4, "warmup": 50, "window": 3, "sinks": 1}
+        configs = {f"dit-{n}": self.config(f"dit-{n}", **dit, **over) for n, over in VARIANTS.items()}
+        self.train_in_budget(configs, SHARE["dit"] * b)
+        full = self.latest("dit-full")
+
+        minutes = str(s.drift_minutes)
+        evals = {
+            f"drift-{model}-{look}": self.evaluate(f"drift-{model}-{look}", self.latest(f"dit-{model}"), "drift",
+                                                   minutes=minutes, looks=look)
+            for model in ("full", "no-history") for look in DRIFT_LOOKS
+        }  # fmt: skip
+        evals |= {
+            "steps-full": self.evaluate("steps-full", full, "steps", frames=str(s.segment_frames)),
+            "steps-no-shortcut": self.evaluate("steps-no-shortcut", self.latest("dit-no-shortcut"), "steps",
+                                               frames=str(s.segment_frames)),
+        }  # fmt: skip
+        pruned = self.out / "pruned"
+        self._wait({"prune": self._spawn("prune", ["streamer", "prune", str(full), "--out", str(pruned), "--heads",
+                                                    str(PRUNE_HEADS), "--ffn", str(PRUNE_FFN), "--config",
+                                                    str(configs["dit-full"]), "--force"])})  # fmt: skip
+        ft_cfg = self.config("finetune", **{**dit, "init": str(pruned), "lr": 2e-4, "warmup": 20})
+        self.train_in_budget({"finetune": ft_cfg}, SHARE["finetune"] * b)
+        shipped = self.latest("finetune")
+        self._export_model(shipped)
+        self._wait({"steps-pruned": self.evaluate("steps-pruned", shipped, "steps", frames=str(s.segment_frames))})
+        self._wait(evals)
+        done = [*evals, "steps-pruned"]
+        if self.elapsed() < b - 100:  # the shipped model's own drift, when the budget still allows it
+            shipped_drift = {f"drift-pruned-{look}": self.evaluate(f"drift-pruned-{look}", shipped, "drift",
+                                                                  minutes=minutes, looks=look) for look in DRIFT_LOOKS}  # fmt: skip
+            self._wait(shipped_drift)
+            done += list(shipped_drift)
+        for name in done:
+            self.results[name] = json.loads((self.out / f"eval-{name}.json").read_text())
+        self.results["elapsed_s"] = self.elapsed()
+        self._export_results()
+        return self.results
+
+    # ---- export ---------------------------------------------------------------------------------
+    def _export_model(self, shipped: Path) -> None:
+        if self.export is None:
+            return
+        emb = self.export / "embedded"
+        emb.mkdir(parents=True, exist_ok=True)
+        for f in ("model.safetensors", "config.json", "shortcut.safetensors"):
+            if (shipped / f).is_file():
+                shutil.copyfile(shipped / f, emb / f)
+        shutil.copyfile(self.vae, emb / "vae.safetensors")
+        log.info("exported the shipped model to %s", emb)
+
+    def _export_results(self) -> None:
+        if self.export is None:
+            return
+        (self.export / "recipe-results.json").write_text(json.dumps(self.results, indent=1, default=str))
+        with open(self.export / "logs.txt", "w") as f:
+            for p in sorted((self.out / "logs").glob("*.log")):
+                f.write(f"===== {p.name}\n{p.read_text(errors='replace')[-20000:]}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, type=Path, help="working folder (checkpoints, logs, configs)")
+    p.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget for all stages")
+    p.add_argument("--export", type=Path, help="folder for the shipped files and the result tables")
+    p.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: checks the plumbing")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    recipe = Recipe(args.out, SMOKE if args.smoke else REAL, args.budget_s, args.export)
+    try:
+        results = recipe.run()
+    except RuntimeError as e:
+        log.error("%s", e)
+        recipe.results["error"] = str(e)
+        recipe._export_results()
+        return 1
+    finally:
+        recipe.stop_all()
+    log.info("done in %.0f s", results["elapsed_s"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
