@@ -142,7 +142,8 @@ class FusedDiT:
         sa = self.dit.blocks[i].self_attn
         b, s, d = h.shape
         w, bias = self.qkv[i]
-        q, k, v = F.linear(h, w, bias).split(d, dim=-1)
+        a = w.shape[0] // 3  # attention width: dim, or less in a head-pruned model
+        q, k, v = F.linear(h, w, bias).split(a, dim=-1)
         off = cache.stage_offset
         slot_k = cache.k[i, :, :, off : off + s].transpose(1, 2)  # [B, S, H, hd] view of the cache
         slot_v = cache.v[i, :, :, off : off + s].transpose(1, 2)
@@ -158,7 +159,7 @@ class FusedDiT:
             y = F.scaled_dot_product_attention(
                 q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask
             ).transpose(1, 2)
-        return sa.o(y.reshape(b, s, d))
+        return sa.o(y.reshape(b, s, a))
 
     def _cross_attention(self, i: int, h: Tensor, context: CrossAttnKV) -> Tensor:
         ca = self.dit.blocks[i].cross_attn
@@ -168,4 +169,4 @@ class FusedDiT:
         )
         k, v = context.layer(i)  # [B, H, L, hd]
         y = self.attn(q, k.transpose(1, 2), v.transpose(1, 2))
-        return ca.o(y.reshape(b, s, d))
+        return ca.o(y.reshape(b, s, -1))

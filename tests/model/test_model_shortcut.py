@@ -223,3 +223,24 @@ def test_graph_replay_with_a_step_embedding_matches_eager(folders: dict[str, Pat
     for i, (a, b, c) in enumerate(zip(got_k, want_k, plain_k, strict=True)):
         assert _rel(a, b) < 1e-2, f"chunk {i}: graph vs eager KV cache"
         assert _rel(a, c) > 0.05, f"chunk {i}: the step embedding is missing from the graph"
+
+
+def test_fused_path_runs_a_head_pruned_model(tmp_path: Path) -> None:
+    """The shipped tiny model is head-pruned (attention width 2 x 64 < dim 256): the fused path splits
+    q/k/v and reshapes the attention output by the attention width, not by dim."""
+    torch.manual_seed(8)
+    cfg = dataclasses.replace(preset("tiny"), num_layers=1, num_heads=2, head_width=64, ffn_dim=512)
+    model = ShortcutDiT(cfg)
+    torch.nn.init.normal_(model.step_embedding.mlp[2].weight, std=0.5)
+    folder = _folder(tmp_path, "pruned", model)
+    device = "cuda" if HAS_CUDA else "cpu"
+    frames = _frames(2, device)
+    engine = _engine(folder, device=device)
+    assert engine.dit.cfg.attn_dim == 128 < engine.dit.cfg.dim
+    want, want_k = _run(engine, frames)
+    engine.reset()
+    got, got_k = _run(engine, frames, FastPath(engine, use_graph=False).step)
+    for a, b in zip(got, want, strict=True):
+        assert np.abs(a - b).max() <= 1.0
+    for a, b in zip(got_k, want_k, strict=True):
+        assert _rel(a, b) < 1e-3
