@@ -34,7 +34,9 @@ class TrainConfig:
     width: int = 64  # training resolution in pixels (multiple of 16)
     height: int = 64
     frames: int = 4  # latent frames per training clip (1 video frame each for the tiny per-frame autoencoder)
-    workers: int = 0  # processes that prepare the coming batches (crops + looks) in parallel; 0 = in the training process
+    workers: int = (
+        0  # processes that prepare the coming batches (crops + looks) in parallel; 0 = in the training process
+    )
     # optimisation
     batch: int = 2  # clips per process per step (global batch = batch x processes)
     steps: int = 200

@@ -17,7 +17,17 @@ import torch
 from torch import Tensor
 
 from streamer.train.looks import LOOKS, apply_look
-from streamer.train.media import Media, MediaError, builtin_media, clip_plan, decode, find_pairs, load_media, make_clip, split_media
+from streamer.train.media import (
+    Media,
+    MediaError,
+    builtin_media,
+    clip_plan,
+    decode,
+    find_pairs,
+    load_media,
+    make_clip,
+    split_media,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +40,13 @@ def step_generator(seed: int, step: int, rank: int, purpose: str = "data") -> to
 
 @dataclass
 class Batch:
-    """inputs/targets: [B, T, 3, H, W] in [0, 1]; prompts: B strings."""
+    """inputs/targets: [B, T, 3, H, W] in [0, 1]; prompts: B strings; corrupted: damaged copies of the
+    targets' first T-1 frames [B, T-1, 3, H, W] for history augmentation (None when not asked for)."""
 
     inputs: Tensor
     targets: Tensor
     prompts: list[str]
+    corrupted: Tensor | None = None
 
 
 class BuiltinRecipe:
@@ -112,11 +124,20 @@ def build_source(data: str, looks: tuple[str, ...], size: tuple[int, int]) -> Cl
     return PairFolder(data, size)
 
 
-def make_batch(source: ClipSource, batch: int, frames: int, seed: int, step: int, rank: int) -> Batch:
-    """The batch of process `rank` at `step` (deterministic; see module docstring)."""
+def make_batch(
+    source: ClipSource, batch: int, frames: int, seed: int, step: int, rank: int, corruptions: tuple[str, ...] = ()
+) -> Batch:
+    """The batch of process `rank` at `step` (deterministic; see module docstring). With `corruptions`,
+    also the damaged history candidates (pixel work on the CPU: done here, where workers run it ahead)."""
     gen = step_generator(seed, step, rank)
     items = [source.sample(frames, gen) for _ in range(batch)]
-    return Batch(torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items])
+    out = Batch(torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items])
+    if corruptions and frames > 1:
+        from streamer.train.corrupt import corrupt
+
+        cgen = step_generator(seed, step, rank, "corrupt")
+        out.corrupted = torch.stack([corrupt(t[:-1], corruptions, cgen)[0] for t in out.targets])
+    return out
 
 
 _WORKER_SOURCE: ClipSource | None = None  # set before the pool forks, so workers share the decoded media
@@ -126,10 +147,9 @@ def _worker_start() -> None:
     torch.set_num_threads(1)  # one core per worker; the pool is the parallelism
 
 
-def _worker_batch(args: tuple[int, int, int, int, int]) -> tuple[Tensor, Tensor, list[str]]:
+def _worker_batch(args: tuple[int, int, int, int, int, tuple[str, ...]]) -> Batch:
     assert _WORKER_SOURCE is not None
-    b = make_batch(_WORKER_SOURCE, *args)
-    return b.inputs, b.targets, b.prompts
+    return make_batch(_WORKER_SOURCE, *args)
 
 
 class BatchPrefetcher:
@@ -139,10 +159,13 @@ class BatchPrefetcher:
 
     The pool forks (the decoded media are inherited, not pickled); workers never touch CUDA."""
 
-    def __init__(self, source: ClipSource, batch: int, frames: int, seed: int, rank: int, workers: int) -> None:
+    def __init__(
+        self, source: ClipSource, batch: int, frames: int, seed: int, rank: int, workers: int,
+        corruptions: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         global _WORKER_SOURCE
         _WORKER_SOURCE = source
-        self.args = (batch, frames, seed)
+        self.args, self.corruptions = (batch, frames, seed), corruptions
         self.rank, self.depth = rank, 2 * workers
         self.pool = torch.multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start)
         self.pending: dict[int, Any] = {}
@@ -150,11 +173,11 @@ class BatchPrefetcher:
     def get(self, step: int) -> Batch:
         for s in range(step, step + self.depth):
             if s not in self.pending:
-                self.pending[s] = self.pool.apply_async(_worker_batch, ((*self.args, s, self.rank),))
+                self.pending[s] = self.pool.apply_async(_worker_batch, ((*self.args, s, self.rank, self.corruptions),))
         for stale in [s for s in self.pending if s < step]:
             del self.pending[stale]
-        inputs, targets, prompts = self.pending.pop(step).get()
-        return Batch(inputs, targets, prompts)
+        batch: Batch = self.pending.pop(step).get()
+        return batch
 
     def close(self) -> None:
         self.pool.terminate()

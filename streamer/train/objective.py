@@ -81,9 +81,15 @@ class DiTObjective:
         z_hist = z_tgt.clone()
         rows = plan.history.any(1)
         pixel_rows = (rows & ~plan.rollout).nonzero().flatten().tolist()
-        if pixel_rows:  # on the CPU: the corruptions draw from the step's CPU generator; JPEG is FFmpeg's
-            bad = torch.stack([corrupt(batch.targets[i].cpu(), self.cfg.corruptions, gen)[0] for i in pixel_rows])
-            z_hist[pixel_rows] = encode_clips(self.vae, bad.to(z_tgt.device))
+        if pixel_rows:
+            if batch.corrupted is not None:  # prepared with the batch (data workers run it ahead)
+                bad = batch.corrupted[pixel_rows]
+            else:  # on the CPU: JPEG is FFmpeg's, and the draws come from the step's CPU generator
+                bad = torch.stack(
+                    [corrupt(batch.targets[i, :-1].cpu(), self.cfg.corruptions, gen)[0] for i in pixel_rows]
+                )
+            z = encode_clips(self.vae, bad.to(z_tgt.device))  # the last frame is never history
+            z_hist[pixel_rows, :, : z.shape[2]] = z
         roll = plan.rollout.nonzero().flatten()
         if len(roll):  # the model's own prediction of the clip, noised from the input as it streams
             with torch.no_grad():

@@ -194,12 +194,14 @@ class Trainer:
     def backward(self, step: int) -> tuple[Tensor, StepStats]:
         """Zero the gradients, compute step `step`'s loss on this process's batch, backpropagate."""
         cfg = self.cfg
+        kinds = cfg.corruptions if self.dit is not None and cfg.p_history > 0 else ()
         if cfg.workers and self._prefetch is None:
-            self._prefetch = BatchPrefetcher(self.source, cfg.batch, self.video_frames, cfg.seed, self.rank, cfg.workers)
+            self._prefetch = BatchPrefetcher(self.source, cfg.batch, self.video_frames, cfg.seed, self.rank,
+                                             cfg.workers, kinds)  # fmt: skip
         if self._prefetch is not None:
             batch = self._prefetch.get(step)
         else:
-            batch = make_batch(self.source, cfg.batch, self.video_frames, cfg.seed, step, self.rank)
+            batch = make_batch(self.source, cfg.batch, self.video_frames, cfg.seed, step, self.rank, kinds)
         batch.inputs, batch.targets = batch.inputs.to(self.device), batch.targets.to(self.device)
         gen = step_generator(cfg.seed, step, self.rank, "noise")
         self.opt.zero_grad(set_to_none=True)

@@ -102,11 +102,15 @@ def test_prefetch_workers_give_exactly_the_in_process_batches() -> None:
 
     paths = [p for p in builtin_media() if p.name in ("astronaut.png", "bikes.mp4")]
     recipe = BuiltinRecipe(("sepia", "comic"), (64, 64), paths=paths)
-    pre = BatchPrefetcher(recipe, 3, 4, seed=5, rank=1, workers=2)
+    kinds = ("noise", "jpeg", "blur")
+    pre = BatchPrefetcher(recipe, 3, 4, seed=5, rank=1, workers=2, corruptions=kinds)
     try:
         for step in (0, 1, 4):  # a jump ahead drops the stale pending steps
-            got, want = pre.get(step), make_batch(recipe, 3, 4, seed=5, step=step, rank=1)
+            got, want = pre.get(step), make_batch(recipe, 3, 4, seed=5, step=step, rank=1, corruptions=kinds)
             assert torch.equal(got.inputs, want.inputs) and torch.equal(got.targets, want.targets)
+            assert got.corrupted is not None and want.corrupted is not None
+            assert torch.equal(got.corrupted, want.corrupted) and got.corrupted.shape[1] == 3  # history: T-1 frames
+            assert (got.corrupted - got.targets[:, :3]).abs().mean() > 1e-3  # actually damaged
             assert got.prompts == want.prompts
         assert min(pre.pending) == 5
     finally:
