@@ -14,9 +14,8 @@ Stages (one GPU; each is an ordinary `streamer train` / `streamer prune` / evalu
  5. export    the fine-tuned pruned model + autoencoder -> EXPORT/embedded/ (what ships in
               streamer/model/embedded/tiny), the ablation checkpoints and every table as JSON.
 
-Each training stage first runs a short probe to measure its speed, then resumes with a step count
-that fits the stage's share of the budget, so the cosine schedule ends when the time does and all
-variants of a stage see the same number of steps (a resumed run continues bit for bit).
+Each training stage has a step target (its cosine schedule) and a time cap (its share of the budget):
+a stage that runs slower than planned stops early, checkpointed, and the results say where.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -44,19 +44,22 @@ class Scale:
     frames: int  # latent frames per DiT clip
     batch: int
     workers: int  # batch-preparing processes per training process
-    probe_steps: int
     drift_minutes: float
     segment_frames: int  # frames per look in the steps/quality evaluation
     device: str
     fast_path: bool  # evaluate through the CUDA-graph path (eager is launch-bound: ~34 fps on an H100)
+    steps: tuple[int, int, int]  # vae, dit, finetune step targets (each stage also stops at its time share)
 
 
-REAL = Scale(256, 256, 4, 32, 4, 40, 10.0, 150, "auto", True)
-SMOKE = Scale(32, 32, 3, 2, 0, 4, 0.02, 6, "cpu", False)
+# Step targets from the first GPU run (H100, 2026-11-25): vae 8.7 steps/s; DiT ~2 steps/s per variant
+# with three side by side once the history corruptions moved into the data workers.
+REAL = Scale(256, 256, 4, 32, 4, 10.0, 150, "auto", True, (500, 600, 150))
+SMOKE = Scale(32, 32, 3, 2, 0, 0.02, 6, "cpu", False, (20, 6, 4))
 DRIFT_LOOKS = ("watercolour", "noir")
 
-# Shares of the budget (the rest is start-up, evaluation after fine-tuning and export).
-SHARE = {"vae": 0.14, "dit": 0.50, "finetune": 0.14}
+# Shares of the budget as training-loop time caps (the rest: process start-up ~25 s per stage, pruning,
+# the evaluation after fine-tuning, export).
+SHARE = {"vae": 0.115, "dit": 0.44, "finetune": 0.105}
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {},
@@ -64,7 +67,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-shortcut": {"p_shortcut": 0.0},
 }
 PRUNE_HEADS, PRUNE_FFN = 2, 512
-BIG = 1_000_000  # the probe's step count: its schedule is still in warm-up / flat when it stops
 
 
 def _toml(values: dict[str, Any]) -> str:
@@ -90,7 +92,10 @@ class Recipe:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         logf = (self.out / "logs" / f"{name}.log").open("ab")
         log.info("start %s: %s", name, " ".join(args))
-        proc = subprocess.Popen([sys.executable, "-m", *args], stdout=logf, stderr=subprocess.STDOUT)
+        # Each process gets a few threads: three trainers, their data workers and the evaluators share the
+        # machine's cores (torch's default, one thread per core in every process, oversubscribes it).
+        env = {**os.environ, "OMP_NUM_THREADS": "2"}
+        proc = subprocess.Popen([sys.executable, "-m", *args], stdout=logf, stderr=subprocess.STDOUT, env=env)
         self.procs.append(proc)
         return proc
 
@@ -119,29 +124,24 @@ class Recipe:
         path.write_text(_toml({**base, **values}))
         return path
 
-    def train_in_budget(self, configs: dict[str, Path], seconds: float) -> int:
-        """Probe each run's speed, then train all to the same step count within `seconds`."""
-        start = time.monotonic()
-        probe = self.scale.probe_steps
-        self._wait({n: self._spawn(n, ["streamer", "train", "-c", str(c), "--steps", str(BIG), "--stop-after",
-                                       str(probe)]) for n, c in configs.items()})  # fmt: skip
-        rates = {n: self._rate(n) for n in configs}
-        overhead = (time.monotonic() - start) - probe / min(rates.values())  # start-up, data loading
-        left = seconds - (time.monotonic() - start) - overhead
-        steps = probe + max(0, int(min(rates.values()) * left * 0.95))
-        log.info("probe rates %s steps/s; training to step %d", {n: round(r, 2) for n, r in rates.items()}, steps)
-        cap = str(max(0.1, (left + overhead) / 60 * 1.1))  # a hard stop in case the rate drops
+    def train(self, configs: dict[str, Path], steps: int, seconds: float) -> None:
+        """Train every config to `steps` side by side, each stopping early (checkpointed) at `seconds`."""
+        cap = str(max(0.05, seconds / 60))
         self._wait({n: self._spawn(n, ["streamer", "train", "-c", str(c), "--steps", str(steps), "--max-minutes",
                                        cap]) for n, c in configs.items()})  # fmt: skip
         for n in configs:
-            self.results["stages"][n] = {"steps": steps, "probe_steps_per_s": rates[n], "log": self._log_tail(n)}
-        return steps
+            rows = self._log_rows(n)
+            self.results["stages"][n] = {"target_steps": steps, "steps": int(self.latest(n).name.split("_")[-1]),
+                                         "log": self._log_tail(n)}  # fmt: skip
+            self.export_log_row(n)
 
-    def _rate(self, name: str) -> float:
-        rows = self._log_rows(name)
-        if not rows:
-            raise RuntimeError(f"{name}: no progress logged by the probe")
-        return float(rows[-1]["steps_per_s"])
+    def export_log_row(self, name: str) -> None:
+        log.info(
+            "%s reached step %s: %s",
+            name,
+            self.results["stages"][name]["steps"],
+            self.results["stages"][name]["log"][-1:],
+        )
 
     def _log_rows(self, name: str) -> list[dict[str, Any]]:
         path = self.out / name / "log.jsonl"
@@ -175,12 +175,12 @@ class Recipe:
     def run(self) -> dict[str, Any]:
         s, b = self.scale, self.budget_s
         vae_cfg = self.config("vae", stage="vae", frames=2, lr=1.5e-3, warmup=50)
-        self.train_in_budget({"vae": vae_cfg}, SHARE["vae"] * b)
+        self.train({"vae": vae_cfg}, s.steps[0], SHARE["vae"] * b)
         self.vae = self.latest("vae") / "vae.safetensors"
 
         dit = {"vae": str(self.vae), "frames": s.frames, "lr": 6e-4, "warmup": 50, "window": 3, "sinks": 1}
         configs = {f"dit-{n}": self.config(f"dit-{n}", **dit, **over) for n, over in VARIANTS.items()}
-        self.train_in_budget(configs, SHARE["dit"] * b)
+        self.train(configs, s.steps[1], SHARE["dit"] * b)
         full = self.latest("dit-full")
 
         minutes = str(s.drift_minutes)
@@ -195,11 +195,12 @@ class Recipe:
                                                frames=str(s.segment_frames)),
         }  # fmt: skip
         pruned = self.out / "pruned"
+        calib = self.config("calibration", **{**dit, "batch": min(8, s.batch), "workers": 0})
         self._wait({"prune": self._spawn("prune", ["streamer", "prune", str(full), "--out", str(pruned), "--heads",
                                                     str(PRUNE_HEADS), "--ffn", str(PRUNE_FFN), "--config",
-                                                    str(configs["dit-full"]), "--force"])})  # fmt: skip
+                                                    str(calib), "--calib-batches", "3", "--force"])})  # fmt: skip
         ft_cfg = self.config("finetune", **{**dit, "init": str(pruned), "lr": 2e-4, "warmup": 20})
-        self.train_in_budget({"finetune": ft_cfg}, SHARE["finetune"] * b)
+        self.train({"finetune": ft_cfg}, s.steps[2], SHARE["finetune"] * b)
         shipped = self.latest("finetune")
         self._export_model(shipped)
         self._wait({"steps-pruned": self.evaluate("steps-pruned", shipped, "steps", frames=str(s.segment_frames))})
