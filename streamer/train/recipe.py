@@ -130,7 +130,6 @@ class Recipe:
         self._wait({n: self._spawn(n, ["streamer", "train", "-c", str(c), "--steps", str(steps), "--max-minutes",
                                        cap]) for n, c in configs.items()})  # fmt: skip
         for n in configs:
-            rows = self._log_rows(n)
             self.results["stages"][n] = {"target_steps": steps, "steps": int(self.latest(n).name.split("_")[-1]),
                                          "log": self._log_tail(n)}  # fmt: skip
             self.export_log_row(n)
