@@ -56,6 +56,7 @@ class Scale:
 REAL = Scale(256, 256, 4, 32, 4, 10.0, 150, "auto", True, (500, 600, 150))
 SMOKE = Scale(32, 32, 3, 2, 0, 0.02, 6, "cpu", False, (20, 6, 4))
 DRIFT_LOOKS = ("watercolour", "noir")
+DRIFT_EVAL_S = 200.0  # --drift-only: budget kept for start-up and two 10-minute streams side by side
 
 # Shares of the budget as training-loop time caps (the rest: process start-up ~25 s per stage, pruning,
 # the evaluation after fine-tuning, export).
@@ -177,7 +178,7 @@ class Recipe:
         self.train({"vae": vae_cfg}, s.steps[0], SHARE["vae"] * b)
         self.vae = self.latest("vae") / "vae.safetensors"
 
-        dit = {"vae": str(self.vae), "frames": s.frames, "lr": 6e-4, "warmup": 50, "window": 3, "sinks": 1}
+        dit = self.dit_values()
         configs = {f"dit-{n}": self.config(f"dit-{n}", **dit, **over) for n, over in VARIANTS.items()}
         self.train(configs, s.steps[1], SHARE["dit"] * b)
         full = self.latest("dit-full")
@@ -216,6 +217,30 @@ class Recipe:
         self._export_results()
         return self.results
 
+    def dit_values(self) -> dict[str, Any]:
+        """The DiT stage's settings shared by every variant (window/sinks as the daemon streams tiny)."""
+        return {"vae": str(self.vae), "frames": self.scale.frames, "lr": 6e-4, "warmup": 50, "window": 3, "sinks": 1}
+
+    def run_drift_ablation(self, vae: Path, looks: tuple[str, ...]) -> dict[str, Any]:
+        """Only the drift comparison: "full" and "no-history" trained side by side on a finished
+        autoencoder, then each streamed for drift_minutes per look (held out)."""
+        s, b = self.scale, self.budget_s
+        self.vae = vae
+        names = ("full", "no-history")
+        configs = {f"dit-{n}": self.config(f"dit-{n}", **self.dit_values(), **VARIANTS[n]) for n in names}
+        self.train(configs, s.steps[1], max(0.05, b - DRIFT_EVAL_S))
+        evals = {
+            f"drift-{n}-{look}": self.evaluate(f"drift-{n}-{look}", self.latest(f"dit-{n}"), "drift",
+                                               minutes=str(s.drift_minutes), looks=look)
+            for n in names for look in looks
+        }  # fmt: skip
+        self._wait(evals)
+        for name in evals:
+            self.results[name] = json.loads((self.out / f"eval-{name}.json").read_text())
+        self.results["elapsed_s"] = self.elapsed()
+        self._export_results()
+        return self.results
+
     # ---- export ---------------------------------------------------------------------------------
     def _export_model(self, shipped: Path) -> None:
         if self.export is None:
@@ -231,6 +256,7 @@ class Recipe:
     def _export_results(self) -> None:
         if self.export is None:
             return
+        self.export.mkdir(parents=True, exist_ok=True)
         (self.export / "recipe-results.json").write_text(json.dumps(self.results, indent=1, default=str))
         with open(self.export / "logs.txt", "w") as f:
             for p in sorted((self.out / "logs").glob("*.log")):
@@ -243,11 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget for all stages")
     p.add_argument("--export", type=Path, help="folder for the shipped files and the result tables")
     p.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: checks the plumbing")
+    p.add_argument("--drift-only", type=Path, metavar="VAE", help="only the drift ablation (full vs no-history), "
+                   "trained on this finished autoencoder")  # fmt: skip
+    p.add_argument("--drift-looks", default=",".join(DRIFT_LOOKS), help="looks streamed by the drift evaluation")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = Recipe(args.out, SMOKE if args.smoke else REAL, args.budget_s, args.export)
     try:
-        results = recipe.run()
+        if args.drift_only:
+            results = recipe.run_drift_ablation(args.drift_only.resolve(), tuple(args.drift_looks.split(",")))
+        else:
+            results = recipe.run()
     except RuntimeError as e:
         log.error("%s", e)
         recipe.results["error"] = str(e)
