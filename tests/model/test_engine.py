@@ -22,7 +22,8 @@ H, W = 40, 72  # the pipeline's frame size: deliberately not the model's 64x64
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> LoadedParts:
     cache = tmp_path_factory.mktemp("text-cache")
-    return load_parts(_settings(cache_dir=str(cache)), torch.device("cpu"))
+    # seeded random weights: these tests are about the engine, not the shipped model's values
+    return load_parts(_settings(cache_dir=str(cache), checkpoint="random", vae="random"), torch.device("cpu"))
 
 
 def _settings(**over: object) -> ModelSettings:
@@ -198,4 +199,4 @@ def test_configured_autoencoder_is_loaded_and_named(tmp_path) -> None:
     with pytest.raises(Exception, match="per-frame"):  # the Wan presets need a temporal autoencoder
         load_vae(_settings(vae=str(tmp_path / "tiny_vae.pth"), preset="wan-1.3b"), torch.device("cpu"), torch.float32)
     with pytest.raises(ModelLoadError, match="LoRA needs its base checkpoint"):
-        load_parts(_settings(lora=str(tmp_path / "x.safetensors")), torch.device("cpu"))
+        load_parts(_settings(lora=str(tmp_path / "x.safetensors"), checkpoint="random"), torch.device("cpu"))
