@@ -27,8 +27,7 @@ import math
 import sys
 import time
 import tomllib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,85 +40,15 @@ from streamer.control.prompts import PromptState
 from streamer.frames import Frame
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, ModelLoadError, load_parts, resolve_device
-from streamer.train.data import BuiltinRecipe, step_generator
-from streamer.train.looks import LOOKS, apply_look
-from streamer.train.media import Media, MediaError, camera_path, clip_plan, make_clip
+from streamer.train.data import BuiltinRecipe
+from streamer.train.heldout import FPS, PSNR_CAP_DB, Segment, heldout_segments, look_targets, psnr
+from streamer.train.looks import LOOKS
+from streamer.train.media import MediaError
 
 log = logging.getLogger(__name__)
 
-FPS = 30  # the live input's frame rate: segment lengths and "minutes" are counted in frames at this rate
-SEGMENT_SECONDS = (4.0, 6.0)
-PSNR_CAP_DB = 100.0  # identical frames would score +inf; capped so means stay finite
 DRIFT_LOOKS = ("watercolour", "noir")
 MODES = ("drift", "steps")
-
-
-# ---- the held-out live stream ---------------------------------------------------------------------------
-@dataclass
-class Segment:
-    """Consecutive frames of the held-out stream, starting at stream frame `start`."""
-
-    start: int
-    inputs: Tensor  # [L, H, W, 3] uint8 on the evaluation device
-    source: Media  # the held-out media shown (one of recipe.media)
-    indices: Tensor  # [L] frame of `source` shown by each stream frame (0 for a still)
-
-
-def _ping_pong(n_src: int, length: int, gen: torch.Generator) -> Tensor:
-    """Frame indices of a random window of a video played forward then backward, repeated to `length`."""
-    window = max(2, min(n_src, length // 2 + 1))
-    start = int(torch.randint(0, n_src - window + 1, (), generator=gen))
-    period = 2 * (window - 1)
-    pos = torch.arange(length) % period
-    return start + torch.where(pos < window, pos, period - pos)
-
-
-def heldout_segments(
-    recipe: BuiltinRecipe, frames: int, seed: int, device: torch.device | str = "cpu", fps: int = FPS
-) -> Iterator[Segment]:
-    """The first `frames` frames of the held-out stream of `seed`, segment by segment (rendered on `device`).
-
-    Deterministic from the seed, and prefix-stable: a shorter stream is the start of a longer one, so
-    the steps evaluation sees the first segments of the drift stream. Media are visited in a shuffled
-    cycle, so every held-out file appears equally often."""
-    if recipe.part != "heldout":
-        raise ValueError(f"the evaluation stream uses held-out media only, not the {recipe.part!r} part")
-    media, on_device = recipe.media, {}
-    lo, hi = round(SEGMENT_SECONDS[0] * fps), round(SEGMENT_SECONDS[1] * fps)
-    start, k = 0, 0
-    while start < frames:
-        gen = step_generator(seed, k, 0, "heldout-stream")
-        order = torch.randperm(len(media), generator=step_generator(seed, k // len(media), 0, "heldout-order"))
-        slot = int(order[k % len(media)])
-        src = media[slot]
-        length = int(torch.randint(lo, hi + 1, (), generator=gen))
-        if src.is_still:
-            idx, theta = clip_plan(src, length, gen)
-        else:  # clip_plan would freeze on the last frame of a short held-out window; play it back and forth
-            idx = _ping_pong(src.pixels.shape[0], length, gen)
-            theta = camera_path(length, gen, max_zoom=1.3, travel=0.1)  # clip_plan's gentle crop move
-        take = min(length, frames - start)
-        if slot not in on_device:
-            on_device[slot] = Media(src.path, src.pixels.to(device))
-        clip = make_clip(on_device[slot], (idx[:take], theta[:take].to(device)), recipe.size)
-        yield Segment(start, to_uint8(clip), src, idx[:take])
-        start, k = start + take, k + 1
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """[N, 3, H, W] float in [0, 1] -> [N, H, W, 3] uint8 (the engine's frame layout)."""
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
-def look_targets(inputs: Tensor, look: str) -> Tensor:
-    """The look of each uint8 input frame [N, H, W, 3] -> uint8 [N, H, W, 3], one batched call."""
-    return to_uint8(apply_look(look, inputs.permute(0, 3, 1, 2).float() / 255))
-
-
-def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """PSNR in dB of uint8 frames a vs b ([..., H, W, 3] -> [...]): 10 log10(255^2 / MSE), at most PSNR_CAP_DB."""
-    mse = (a.float() - b.float()).square().flatten(-3).mean(-1)
-    return 10 * torch.log10(255.0**2 / mse.clamp(min=255.0**2 * 10 ** (-PSNR_CAP_DB / 10)))
 
 
 # ---- running the engine ---------------------------------------------------------------------------------

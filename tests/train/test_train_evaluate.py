@@ -18,6 +18,7 @@ from streamer.model.loading import load_parts
 from streamer.model.text import RandomTextEncoder
 from streamer.model.vae import tiny_taehv
 from streamer.train import evaluate as ev
+from streamer.train import heldout
 from streamer.train.checkpoint import save_dit_weights
 from streamer.train.data import BuiltinRecipe
 from streamer.train.media import builtin_media, load_media, split_media
@@ -52,13 +53,13 @@ def random_text(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _stream(recipe: BuiltinRecipe, frames: int, seed: int) -> torch.Tensor:
-    return torch.cat([s.inputs for s in ev.heldout_segments(recipe, frames, seed)])
+    return torch.cat([s.inputs for s in heldout.heldout_segments(recipe, frames, seed)])
 
 
 def test_heldout_stream_is_deterministic_moving_and_heldout_only(
     recipe: BuiltinRecipe, media_paths: list[Path]
 ) -> None:
-    segments = list(ev.heldout_segments(recipe, 300, seed=3))
+    segments = list(heldout.heldout_segments(recipe, 300, seed=3))
     stream = torch.cat([s.inputs for s in segments])
     assert stream.shape == (300, *SIZE, 3) and stream.dtype == torch.uint8
     assert torch.equal(stream, _stream(recipe, 300, 3))  # same seed, same pixels
@@ -84,11 +85,11 @@ def test_heldout_stream_is_deterministic_moving_and_heldout_only(
             assert cut == next(m for m in train if not m.is_still).pixels.shape[0]
             assert 0 <= int(s.indices.min()) and int(s.indices.max()) < s.source.pixels.shape[0]
     with pytest.raises(ValueError, match="held-out media only"):
-        next(ev.heldout_segments(BuiltinRecipe(("noir",), SIZE, paths=media_paths, part="train"), 10, 0))
+        next(heldout.heldout_segments(BuiltinRecipe(("noir",), SIZE, paths=media_paths, part="train"), 10, 0))
 
 
 def test_ping_pong_plays_forward_then_back() -> None:
-    idx = ev._ping_pong(5, 12, torch.Generator().manual_seed(0))
+    idx = heldout._ping_pong(5, 12, torch.Generator().manual_seed(0))
     assert idx.tolist() == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3]  # window of 5 = the whole 5-frame video
 
 
@@ -97,11 +98,11 @@ def test_psnr_matches_a_hand_computation() -> None:
     b = a.clone()
     b[0] += 10  # MSE 100 -> 10 log10(65025 / 100) = 28.1308 dB
     b[1, 0, 0, 0] = 255  # one of 48 values off by 255: MSE 65025 / 48 -> 10 log10(48) = 16.8124 dB
-    got = ev.psnr(a, b)
+    got = heldout.psnr(a, b)
     assert got[0].item() == pytest.approx(28.1308, abs=1e-3)
     assert got[1].item() == pytest.approx(16.8124, abs=1e-3)
-    assert got[2].item() == ev.PSNR_CAP_DB  # identical frames: capped, not infinite
-    assert ev.psnr(a[0], b[0]).item() == pytest.approx(28.1308, abs=1e-3)  # one frame [H, W, 3] works too
+    assert got[2].item() == heldout.PSNR_CAP_DB  # identical frames: capped, not infinite
+    assert heldout.psnr(a[0], b[0]).item() == pytest.approx(28.1308, abs=1e-3)  # one frame [H, W, 3] works too
 
 
 def test_drift_and_steps_through_the_engine(recipe: BuiltinRecipe, random_text: None) -> None:
@@ -113,8 +114,8 @@ def test_drift_and_steps_through_the_engine(recipe: BuiltinRecipe, random_text: 
     assert len(d["psnr_per_bucket"]) == 2 and len(d["identity_per_bucket"]) == 2 and d["missing_frames"] == 0
     assert all(math.isfinite(x) for x in d["psnr_per_bucket"])
     assert d["last_minus_first_db"] == pytest.approx(d["psnr_per_bucket"][1] - d["psnr_per_bucket"][0])
-    first = next(ev.heldout_segments(recipe, 6, 1))  # the identity baseline is the input against its own look
-    ident = ev.psnr(first.inputs, ev.look_targets(first.inputs, "noir"))
+    first = next(heldout.heldout_segments(recipe, 6, 1))  # the identity baseline is the input against its own look
+    ident = heldout.psnr(first.inputs, heldout.look_targets(first.inputs, "noir"))
     assert d["identity_per_bucket"][0] == pytest.approx(ident[:3].double().mean().item(), abs=1e-4)
     assert d["psnr_per_bucket"] != pytest.approx(d["identity_per_bucket"])  # scored on the model's output
     steps = ev.evaluate_steps(parts, m, recipe, ["noir", "sepia"], [1, 2], frames=3, seed=1, progress=progress)
