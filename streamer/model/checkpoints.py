@@ -3,7 +3,7 @@
 Layouts (model.md §1): original Wan safetensors (+ config.json beside it, optionally sharded with an
 index json), Diffusers `WanTransformer3DModel` names, Self-Forcing / CausVid / StreamDiffusionV2 torch
 pickles (`generator_ema` preferred over `generator`, then `state_dict`, then a bare dict; `model.`
-prefixes stripped), and LongLive: such a base plus a PEFT LoRA merged as W += (alpha/r) B A.
+prefixes stripped), and LongLive: such a base plus a PEFT LoRA merged as W += (alpha/r) B A (lora.py).
 A `shortcut.safetensors` beside the weights (shortcut distillation, streamer/model/shortcut.py) makes
 the model a `ShortcutDiT` with that step-size embedding, checked as strictly as the rest.
 
@@ -30,7 +30,6 @@ from streamer.model.shortcut import PREFIX, SHORTCUT_FILE, ShortcutDiT
 
 _SHOW = 10  # keys listed per problem kind
 _CONTAINER_KEYS = ("generator_ema", "generator", "state_dict", "model")
-_LORA_CONTAINER_KEYS = ("generator_lora", "lora", "state_dict")
 _PREFIXES = ("module.", "_orig_mod.", "model.", "base_model.model.")
 _DIFFUSERS_RENAMES = [  # (diffusers pattern, original replacement); applied in order, anchored on name parts
     (r"^condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
@@ -280,72 +279,6 @@ def _compare(sd: dict[str, Tensor], want: dict[str, tuple[int, ...]]) -> list[st
 
 
 # ---- LoRA -----------------------------------------------------------------------------------------------
-def merge_lora(sd: dict[str, Tensor], lora_path: Path, alpha: float | None = None) -> tuple[list[str], str]:
-    """Merge a PEFT LoRA into `sd` in place: W += scale * B @ A, scale = alpha / r (alpha / sqrt(r) with rsLoRA).
-
-    alpha comes from `alpha`, else adapter_config.json beside the file (lora_alpha, r, use_rslora), else
-    a per-module `.alpha` tensor, else alpha = r (LongLive: r 256, alpha 256). Returns (problems, summary).
-    """
-    raw = _read_safetensors(lora_path) if lora_path.suffix == ".safetensors" else _read_pickle(lora_path)
-    lora, where = _unwrap(raw, _LORA_CONTAINER_KEYS, lora_path)
-    lora, _ = _strip_prefixes(lora)
-    # PEFT drops the adapter name when saving; a raw module state_dict keeps it (lora_A.default.weight).
-    lora = {re.sub(r"\.(lora_[AB])\.[^.]+\.weight$", r".\1.weight", k): v for k, v in lora.items()}
-    rslora, cfg_alpha = False, None
-    cfg_file = lora_path.parent / "adapter_config.json"
-    if cfg_file.is_file():
-        try:
-            acfg = json.loads(cfg_file.read_text())
-            cfg_alpha, rslora = acfg.get("lora_alpha"), bool(acfg.get("use_rslora", False))
-        except (OSError, ValueError) as e:
-            return [f"{cfg_file}: unreadable adapter config ({e})"], ""
-    problems: list[str] = []
-    modules = sorted({k.rsplit(".lora_", 1)[0] for k in lora if ".lora_A." in k or ".lora_B." in k})
-    others = sorted(k for k in lora if ".lora_A." not in k and ".lora_B." not in k and not k.endswith(".alpha"))
-    if others:
-        problems.append(
-            f"{len(others)} unsupported LoRA keys (only lora_A/lora_B pairs merge): {', '.join(others[:_SHOW])}"
-        )
-    if not modules:
-        problems.append(f"{lora_path}: no lora_A/lora_B weights found")
-    updates: dict[str, Tensor] = {}
-    ranks = set()
-    for mod in modules:
-        a, b = lora.get(f"{mod}.lora_A.weight"), lora.get(f"{mod}.lora_B.weight")
-        target = diffusers_to_wan(f"{mod}.weight")
-        if a is None or b is None:
-            problems.append(f"LoRA module {mod} lacks lora_{'A' if a is None else 'B'}.weight")
-            continue
-        if target not in sd:
-            problems.append(f"LoRA module {mod} targets {target}, which the checkpoint does not have")
-            continue
-        w = sd[target]
-        if (
-            a.dim() != 2
-            or b.dim() != 2
-            or w.dim() != 2
-            or b.shape[1] != a.shape[0]
-            or (b.shape[0], a.shape[1]) != w.shape
-        ):
-            problems.append(
-                f"LoRA module {mod}: A {list(a.shape)} / B {list(b.shape)} do not fit {target} {list(w.shape)}"
-            )
-            continue
-        r = a.shape[0]
-        ranks.add(r)
-        mod_alpha = alpha if alpha is not None else cfg_alpha
-        if mod_alpha is None and f"{mod}.alpha" in lora:
-            mod_alpha = float(lora[f"{mod}.alpha"])
-        mod_alpha = float(r if mod_alpha is None else mod_alpha)
-        scale = mod_alpha / (math.sqrt(r) if rslora else r)
-        updates[target] = (w.float() + scale * (b.float() @ a.float())).to(w.dtype)
-    if not problems:
-        sd.update(updates)
-    summary = f"{len(updates)} layers from {where}, rank {sorted(ranks)}, alpha {alpha or cfg_alpha or 'r'}"
-    return problems, summary
-
-
-# ---- public entry points --------------------------------------------------------------------------------
 def read_checkpoint(
     path: str | Path, lora: str | Path | None = None, *, lora_alpha: float | None = None
 ) -> CheckpointInfo:
@@ -383,6 +316,8 @@ def read_checkpoint(
     if collisions:
         problems.append(f"{len(collisions)} keys collide after the Diffusers rename: {', '.join(collisions[:_SHOW])}")
     if lora is not None and not problems:
+        from streamer.model.lora import merge_lora  # lora.py reads files with this module's helpers
+
         lora_problems, summary = merge_lora(sd, Path(lora), lora_alpha)
         problems += lora_problems
         notes.append(f"LoRA {lora}: {summary}")
