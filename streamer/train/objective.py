@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from streamer.model.cache import CrossAttnKV
 from streamer.model.vae import TAEHV
 from streamer.train.config import TrainConfig
-from streamer.train.corrupt import corrupt
 from streamer.train.data import Batch
 from streamer.train.forcing import Plan, frame_loss, make_plan, noisy_clip
 from streamer.train.shortcut import ShortcutDiT, shortcut_target
@@ -82,13 +81,11 @@ class DiTObjective:
         rows = plan.history.any(1)
         pixel_rows = (rows & ~plan.rollout).nonzero().flatten().tolist()
         if pixel_rows:
-            if batch.corrupted is not None:  # prepared with the batch (data workers run it ahead)
-                bad = batch.corrupted[pixel_rows]
-            else:  # on the CPU: JPEG is FFmpeg's, and the draws come from the step's CPU generator
-                bad = torch.stack(
-                    [corrupt(batch.targets[i, :-1].cpu(), self.cfg.corruptions, gen)[0] for i in pixel_rows]
-                )
-            z = encode_clips(self.vae, bad.to(z_tgt.device))  # the last frame is never history
+            if batch.corrupted is None:
+                raise ValueError("history augmentation needs the batch's corrupted frames: "
+                                 "make_batch(..., corruptions=cfg.corruptions)")  # fmt: skip
+            # prepared with the batch (CPU pixel work: JPEG is FFmpeg's), run ahead by the data workers
+            z = encode_clips(self.vae, batch.corrupted[pixel_rows].to(z_tgt.device))  # the last frame is never history
             z_hist[pixel_rows, :, : z.shape[2]] = z
         roll = plan.rollout.nonzero().flatten()
         if len(roll):  # the model's own prediction of the clip, noised from the input as it streams

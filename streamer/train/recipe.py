@@ -88,6 +88,9 @@ class Recipe:
         (out / "logs").mkdir(exist_ok=True)
         self.results: dict[str, Any] = {"scale": scale.__dict__, "budget_s": budget_s, "stages": {}}
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.vae = (
+            out / "vae" / "none.safetensors"
+        )  # the trained autoencoder, once the vae stage (or --drift-only) sets it
 
     # ---- processes ------------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -131,17 +134,9 @@ class Recipe:
         self._wait({n: self._spawn(n, ["streamer", "train", "-c", str(c), "--steps", str(steps), "--max-minutes",
                                        cap]) for n, c in configs.items()})  # fmt: skip
         for n in configs:
-            self.results["stages"][n] = {"target_steps": steps, "steps": int(self.latest(n).name.split("_")[-1]),
-                                         "log": self._log_tail(n)}  # fmt: skip
-            self.export_log_row(n)
-
-    def export_log_row(self, name: str) -> None:
-        log.info(
-            "%s reached step %s: %s",
-            name,
-            self.results["stages"][name]["steps"],
-            self.results["stages"][name]["log"][-1:],
-        )
+            stage = {"target_steps": steps, "steps": int(self.latest(n).name.split("_")[-1]), "log": self._log_tail(n)}
+            self.results["stages"][n] = stage
+            log.info("%s reached step %s: %s", n, stage["steps"], stage["log"][-1:])
 
     def _log_rows(self, name: str) -> list[dict[str, Any]]:
         path = self.out / name / "log.jsonl"
@@ -183,12 +178,7 @@ class Recipe:
         self.train(configs, s.steps[1], SHARE["dit"] * b)
         full = self.latest("dit-full")
 
-        minutes = str(s.drift_minutes)
-        evals = {
-            f"drift-{model}-{look}": self.evaluate(f"drift-{model}-{look}", self.latest(f"dit-{model}"), "drift",
-                                                   minutes=minutes, looks=look)
-            for model in ("full", "no-history") for look in DRIFT_LOOKS
-        }  # fmt: skip
+        evals = self.drift_evals({n: self.latest(f"dit-{n}") for n in ("full", "no-history")}, DRIFT_LOOKS)
         evals |= {
             "steps-full": self.evaluate("steps-full", full, "steps", frames=str(s.segment_frames)),
             "steps-no-shortcut": self.evaluate("steps-no-shortcut", self.latest("dit-no-shortcut"), "steps",
@@ -207,8 +197,7 @@ class Recipe:
         self._wait(evals)
         done = [*evals, "steps-pruned"]
         if self.elapsed() < b - 100:  # the shipped model's own drift, when the budget still allows it
-            shipped_drift = {f"drift-pruned-{look}": self.evaluate(f"drift-pruned-{look}", shipped, "drift",
-                                                                  minutes=minutes, looks=look) for look in DRIFT_LOOKS}  # fmt: skip
+            shipped_drift = self.drift_evals({"pruned": shipped}, DRIFT_LOOKS)
             self._wait(shipped_drift)
             done += list(shipped_drift)
         for name in done:
@@ -216,6 +205,14 @@ class Recipe:
         self.results["elapsed_s"] = self.elapsed()
         self._export_results()
         return self.results
+
+    def drift_evals(self, models: dict[str, Path], looks: tuple[str, ...]) -> dict[str, subprocess.Popen[bytes]]:
+        """One drift evaluator per (model, look), started side by side."""
+        minutes = str(self.scale.drift_minutes)
+        return {
+            f"drift-{n}-{look}": self.evaluate(f"drift-{n}-{look}", ckpt, "drift", minutes=minutes, looks=look)
+            for n, ckpt in models.items() for look in looks
+        }  # fmt: skip
 
     def dit_values(self) -> dict[str, Any]:
         """The DiT stage's settings shared by every variant (window/sinks as the daemon streams tiny)."""
@@ -229,11 +226,7 @@ class Recipe:
         names = ("full", "no-history")
         configs = {f"dit-{n}": self.config(f"dit-{n}", **self.dit_values(), **VARIANTS[n]) for n in names}
         self.train(configs, s.steps[1], max(0.05, b - DRIFT_EVAL_S))
-        evals = {
-            f"drift-{n}-{look}": self.evaluate(f"drift-{n}-{look}", self.latest(f"dit-{n}"), "drift",
-                                               minutes=str(s.drift_minutes), looks=look)
-            for n in names for look in looks
-        }  # fmt: skip
+        evals = self.drift_evals({n: self.latest(f"dit-{n}") for n in names}, looks)
         self._wait(evals)
         for name in evals:
             self.results[name] = json.loads((self.out / f"eval-{name}.json").read_text())
