@@ -20,6 +20,7 @@ keys are re-rotated back by the same delta (relative positions stay exact; sinks
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -216,18 +217,8 @@ class KVCache:
         new_k, new_v = kf[:, :, :, src], vf[:, :, :, src]  # [L, B, H, T, D] views; dest never overlaps staging
         n_layers, li = kf.shape[0], self._layer_idx
         frame_pos = (self.pos_start + j).expand(n_layers)
-        n = self.n_committed
-        sinks_full = n >= self.sinks
-        ring_dest = self.sinks + self.ring_ptr % self.ring
-        dest = torch.where(sinks_full, ring_dest, n.clamp(max=max(self.sinks - 1, 0)).expand(n_layers))
-        new_pos, advance = frame_pos, sinks_full.expand(n_layers)
+        dest, new_pos, advance = self.slot_choice(frame_pos, lambda: self.sink_similarity(new_k, frame_pos))
         if self.adaptive:
-            sim = self.sink_similarity(new_k, frame_pos)  # [L, sinks]
-            min_sim, victim = sim.min(dim=-1)
-            replace = (n >= self.history) & (min_sim < self.threshold)
-            dest = torch.where(replace, victim, dest)
-            new_pos = torch.where(replace, self.slot_pos[li, victim], frame_pos)
-            advance = advance & ~replace
             # A promoted frame takes the sink's position: re-rotate its keys there (identity when not replaced).
             delta = (new_pos - frame_pos).view(n_layers, 1, 1, 1)
             new_k = rotate_time_band(new_k, delta, self.cfg.head_dim, self.cfg.rope_theta)
@@ -237,6 +228,25 @@ class KVCache:
         self.valid[li, dest] = self._all_true
         self.ring_ptr.add_(advance.long())
         self.n_committed.add_(1)
+
+    def slot_choice(self, frame_pos: Tensor, similarity: Callable[[], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Where the frame at `frame_pos` [L] goes, all on the device (no host reads: graph-capturable).
+
+        Returns (dest slot [L], its position [L], whether the ring pointer advances [L]): the next sink
+        while sinks fill, else the ring; with adaptive sinks a dissimilar frame (`similarity()` [L, sinks]
+        below the threshold) replaces its least similar sink and takes that sink's position."""
+        n_layers, n = frame_pos.shape[0], self.n_committed
+        sinks_full = n >= self.sinks
+        ring_dest = self.sinks + self.ring_ptr % self.ring
+        dest = torch.where(sinks_full, ring_dest, n.clamp(max=max(self.sinks - 1, 0)).expand(n_layers))
+        new_pos, advance = frame_pos, sinks_full.expand(n_layers)
+        if self.adaptive:
+            min_sim, victim = similarity().min(dim=-1)
+            replace = (n >= self.history) & (min_sim < self.threshold)
+            dest = torch.where(replace, victim, dest)
+            new_pos = torch.where(replace, self.slot_pos[self._layer_idx, victim], frame_pos)
+            advance = advance & ~replace
+        return dest, new_pos, advance
 
     def sink_similarity(self, new_k: Tensor, frame_pos: Tensor) -> Tensor:
         """Cosine similarity [L, sinks] of a frame's mean-pooled keys with each sink's, batch-averaged.

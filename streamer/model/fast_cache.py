@@ -32,18 +32,7 @@ def _commit_frame(c: KVCache, j: int) -> None:
     src = c.history + j
     n_layers, li = kf.shape[0], c._layer_idx
     frame_pos = (c.pos_start + j).expand(n_layers)
-    n = c.n_committed
-    sinks_full = n >= c.sinks
-    ring_dest = c.sinks + c.ring_ptr % c.ring
-    dest = torch.where(sinks_full, ring_dest, n.clamp(max=max(c.sinks - 1, 0)).expand(n_layers))
-    new_pos, advance = frame_pos, sinks_full.expand(n_layers)
-    if c.adaptive:
-        sim = _sink_similarity(c, kf[:, :, :, src], frame_pos)  # [L, sinks]
-        min_sim, victim = sim.min(dim=-1)
-        replace = (n >= c.history) & (min_sim < c.threshold)
-        dest = torch.where(replace, victim, dest)
-        new_pos = torch.where(replace, c.slot_pos[li, victim], frame_pos)
-        advance = advance & ~replace
+    dest, new_pos, advance = c.slot_choice(frame_pos, lambda: _sink_similarity(c, kf[:, :, :, src], frame_pos))
     kf[li, :, :, dest] = kf[:, :, :, src]
     vf[li, :, :, dest] = vf[:, :, :, src]
     if c.adaptive:  # a promoted frame takes the sink's position: rotate its time band there (else identity)
