@@ -106,7 +106,7 @@ class ModelSettings:
     rope_refresh_after: int = 50  # latent frames before RoPE positions rewind (0 = never)
     mode: Literal["sequential", "stream-batch"] = "sequential"
     transition_chunks: int = 8  # chunks over which a new prompt blends in
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 where the device runs it natively
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     fast_path: bool = True  # on CUDA: fused Triton kernels + one CUDA graph per chunk; false = eager PyTorch
     seed: int = 0

@@ -29,6 +29,7 @@ import torch
 from streamer.bench.model_workloads import WORKLOADS, Workload, matmul_peak_tflops, percentile
 from streamer.config import ModelSettings, effective_window
 from streamer.model.cache import KVCache
+from streamer.model.loading import dtype_name
 
 log = logging.getLogger(__name__)
 VARIANTS = ("eager", "compile", "fast")
@@ -177,11 +178,20 @@ def build_engine(wl: Workload, device: str, *, checkpoint: str = "", vae: str = 
     model.vae: "" = shipped tiny weights when present else seeded random, "random", or a path) and a
     random text encoder: the text encoder runs only on prompt changes, never in the measured step."""
     from streamer.model.engine import ModelTransform
-    from streamer.model.loading import DTYPES, LoadedParts, dit_weights, load_dit, load_vae, resolve_device, vae_weights
+    from streamer.model.loading import (
+        LoadedParts,
+        dit_weights,
+        load_dit,
+        load_vae,
+        resolve_device,
+        resolve_dtype,
+        vae_weights,
+    )
     from streamer.model.text import RandomTextEncoder
 
     m = workload_settings(wl, device, checkpoint, vae)
-    dev, dtype = resolve_device(device), DTYPES[wl.dtype]
+    dev = resolve_device(device)
+    dtype = resolve_dtype(wl.dtype, dev)
     dit, dit_src = load_dit(m, dev, dtype)
     vae_model, vae_src = load_vae(m, dev, dtype)
     text = RandomTextEncoder(dit.cfg.text_len, dit.cfg.text_dim)
@@ -206,7 +216,7 @@ def bench_model(
     }  # fmt: skip
     report: dict[str, Any] = {
         "workload": wl.name, "preset": wl.preset, "resolution": f"{wl.width}x{wl.height}", "steps": wl.steps,
-        "dtype": wl.dtype, "window": window, "sinks": sinks, "frames_per_chunk": engine.frames_per_latent,
+        "dtype": dtype_name(engine.dtype), "window": window, "sinks": sinks, "frames_per_chunk": engine.frames_per_latent,
         "weights": weights,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "variants": [],

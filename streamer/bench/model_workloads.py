@@ -22,7 +22,7 @@ class Workload:
     steps: int = 2
     window: int = 0  # latent frames attended per query, sinks and chunk included; 0 = the preset's (tiny 3, wan 6)
     sinks: int = -1  # -1 = the preset's (tiny 1, wan 3); see streamer.config.effective_window
-    dtype: str = "bfloat16"
+    dtype: str = "bfloat16"  # or "auto": what the daemon picks on the device (model.dtype)
     device: str = "cuda"
 
 
@@ -30,7 +30,7 @@ WORKLOADS: dict[str, Workload] = {
     "W1": Workload("W1", "wan-1.3b", 832, 480),
     "W2": Workload("W2", "wan-1.3b", 512, 512),
     "W3": Workload("W3", "tiny", 512, 512),
-    "W4": Workload("W4", "tiny", 256, 256, dtype="float32", device="cpu"),
+    "W4": Workload("W4", "tiny", 256, 256, dtype="auto", device="cpu"),
 }
 
 

@@ -21,7 +21,7 @@ from streamer.config import ModelSettings, Settings, effective_window
 from streamer.doctor import Check
 from streamer.model import loading
 from streamer.model.dit import DiT, DiTConfig, preset
-from streamer.model.loading import DTYPES, ModelLoadError, preset_mismatch, resolve_device
+from streamer.model.loading import ModelLoadError, dtype_name, preset_mismatch, resolve_device, resolve_dtype
 from streamer.model.text import TextEncoderError, _require_files, default_cache_dir, minilm_model_dir
 from streamer.model.vae import DECODER_WIDTHS, TINY_DECODER_WIDTHS, VAELoadError, infer_config, read_state_dict
 
@@ -72,7 +72,7 @@ def estimate_memory(
     """dit_cfg / decoder_widths: the architecture read from the weights in use (default: the preset's,
     and for the autoencoder the full taew2_1 widths whenever a file is configured - the upper bound)."""
     cfg: DiTConfig = dit_cfg or preset(m.preset)
-    dtype = DTYPES[m.dtype]
+    dtype = resolve_dtype(m.dtype, torch.device("cuda" if on_gpu else "cpu"))
     size = torch.empty((), dtype=dtype).element_size()
     with torch.device("meta"):
         dit = DiT(cfg).to_inference_dtype(dtype)
@@ -209,7 +209,7 @@ def checks(settings: Settings) -> Iterable[Check]:
     est = estimate_memory(m, device.type == "cuda", dit_cfg=found.get("dit_cfg"),  # type: ignore[arg-type]
                           decoder_widths=found.get("decoder_widths"))  # type: ignore[arg-type]  # fmt: skip
     window, sinks = effective_window(m)
-    what = f"{m.preset} {m.width}x{m.height}, window {window} ({sinks} sinks), {m.mode}, {m.dtype}: needs {est.line()}"
+    what = f"{m.preset} {m.width}x{m.height}, window {window} ({sinks} sinks), {m.mode}, {dtype_name(resolve_dtype(m.dtype, device))}: needs {est.line()}"
     have = _available(device)
     if have is None:
         yield Check("model memory", "WARN", f"{what}; could not read what {device} has")

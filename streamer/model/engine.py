@@ -155,7 +155,8 @@ class ModelTransform:
         """frames: [frames_per_latent, H, W, 3] uint8 on the device -> [T, H, W, 3] uint8 on the device
         (T = frames_per_latent; 1 for a Wan stream's first chunk), or None while stream batch fills."""
         m, (h, w) = self.settings, frames.shape[1:3]
-        x = _resize(frames.permute(0, 3, 1, 2).to(self.dtype) / 255, (m.height, m.width))
+        # resized in float32 (CPU bf16 has no antialiased resize), then the model's dtype
+        x = _resize(frames.permute(0, 3, 1, 2).float() / 255, (m.height, m.width)).to(self.dtype)
         x = x.contiguous(memory_format=self._layout)
         if m.motion_aware:
             motion = motion_level(x, self._prev_frame)
@@ -182,7 +183,7 @@ class ModelTransform:
         out = self.decoder.decode_latent(latent[:, :, 0].to(self.dtype).contiguous(memory_format=self._layout))[
             0
         ]  # [T, 3, H', W'] in [0, 1]
-        return (_resize(out, (h, w)) * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return (_resize(out.float(), (h, w)) * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
     def _denoiser(self, x: Tensor, t: Tensor) -> Tensor:
         if isinstance(self.dit, ShortcutDiT):  # shortcut-distilled: told the step each pass takes (per frame)

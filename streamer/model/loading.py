@@ -55,6 +55,34 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """model.dtype -> torch dtype. "auto" = bfloat16 where the device computes it natively (CUDA GPUs
+    with bf16; CPUs whose oneDNN has bf16 kernels: AVX512-BF16 or AMX), else float32. On a 2-core
+    AVX512-BF16 CPU bf16 runs the tiny model ~1.25x faster than float32 with output within ~53 dB PSNR
+    of it (docs/benchmarks.md, W4); CPUs without native bf16 would emulate it, slower than float32."""
+    if spec != "auto":
+        return DTYPES[spec]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the probe: assume emulation
+        return False
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 @dataclass
 class LoadedParts:
     """The engine's modules plus where each came from."""
@@ -180,12 +208,12 @@ def load_vae(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tupl
 
 def load_parts(m: ModelSettings, device: torch.device) -> LoadedParts:
     started = time.monotonic()
-    dtype = DTYPES[m.dtype]
+    dtype = resolve_dtype(m.dtype, device)
     if device.type == "cpu" and m.preset != "tiny":
         log.warning(
             "preset %s on the CPU will be far too slow for live video; use a CUDA GPU or preset 'tiny'", m.preset
         )
-    _progress(0, f"preset {m.preset} on {device} ({m.dtype})", started)
+    _progress(0, f"preset {m.preset} on {device} ({dtype_name(dtype)})", started)
     dit_random, vae_random = dit_weights(m).kind == "random", vae_weights(m).kind == "random"
     dit, dit_src = load_dit(m, device, dtype)
     _progress(50, f"DiT: {dit_src}", started)

@@ -231,7 +231,8 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 def model_settings(args: argparse.Namespace, steps: int | None = None) -> ModelSettings:
     """The [model] section the daemon would run with, validated by the daemon's own config checks."""
     model = {"checkpoint": args.checkpoint, "vae": args.vae, "width": args.width, "height": args.height,
-             "device": args.device, "strength": args.strength, "seed": args.seed}  # fmt: skip
+             "device": args.device, "strength": args.strength, "seed": args.seed,
+             "dtype": "float32"}  # the tables' math on every device (--set dtype=... overrides)  # fmt: skip
     model |= _parse_set(args.set)
     if steps is not None:
         model["steps"] = steps

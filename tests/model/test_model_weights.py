@@ -57,7 +57,7 @@ def nothing_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _m(**over: object):
-    return from_dict({"model": {"width": 32, "height": 32, **over}}).model
+    return from_dict({"model": {"width": 32, "height": 32, "dtype": "float32", **over}}).model
 
 
 def test_embedded_folder_is_picked_up_for_tiny(embedded, tmp_path: Path) -> None:
