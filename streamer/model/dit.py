@@ -175,15 +175,20 @@ class DiT(nn.Module):
 
     # ---- precision -------------------------------------------------------------------------------
     def to_inference_dtype(self, dtype: torch.dtype) -> DiT:
-        """Cast the matmul weights to `dtype`, keeping time embedding, modulation and head in fp32 (upstream)."""
-        self.to(dtype)
+        """Cast the matmul weights to `dtype`, keeping time embedding, modulation and head in fp32 (upstream).
+
+        Each tensor is cast once, straight to its target: the kept ones never pass through `dtype`
+        (a round trip through bf16 would round them)."""
         keep = torch.promote_types(dtype, torch.float32)
-        self.time_embedding.to(keep)
-        self.time_projection.to(keep)
-        self.head.to(keep)
-        for block in self.blocks:
-            block.modulation.data = block.modulation.data.to(keep)
+        kept = {id(t) for m in self.full_precision_modules() for t in (*m.parameters(), *m.buffers())}
+        kept |= {id(block.modulation) for block in self.blocks}
+        for t in (*self.parameters(), *self.buffers()):
+            t.data = t.data.to(keep if id(t) in kept else dtype)
         return self
+
+    def full_precision_modules(self) -> list[nn.Module]:
+        """Modules whose weights stay fp32 at inference (the blocks' `modulation` too)."""
+        return [self.time_embedding, self.time_projection, self.head]
 
     @property
     def acc_dtype(self) -> torch.dtype:

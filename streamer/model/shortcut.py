@@ -89,15 +89,9 @@ class ShortcutDiT(DiT):
         e0 = self.time_projection(e.to(self.time_projection[1].weight.dtype)).to(acc)
         return e.view(b, f, self.cfg.dim), e0.view(b, f, 6, self.cfg.dim)
 
-    def to_inference_dtype(self, dtype: torch.dtype) -> ShortcutDiT:
+    def full_precision_modules(self) -> list[nn.Module]:
         """As DiT's; the step embedding stays fp32 like the time embedding it is added to."""
-        # Taken out while the rest is cast: a round trip through dtype would round its weights.
-        step = self._modules.pop("step_embedding")
-        try:
-            super().to_inference_dtype(dtype)
-        finally:
-            self._modules["step_embedding"] = step.to(torch.promote_types(dtype, torch.float32))
-        return self
+        return [*super().full_precision_modules(), self.step_embedding]
 
     # ---- weights -----------------------------------------------------------------------------------
     def wan_state_dict(self) -> dict[str, Tensor]:

@@ -182,6 +182,10 @@ def test_bf16_inference_keeps_modulation_fp32_and_tracks_fp32() -> None:
     for name, p in low.named_parameters():
         if re.search(r"modulation|time_embedding|time_projection|^head\.", name):
             assert p.dtype == torch.float32, name
+    ref_sd = ref.state_dict()
+    for name, p in low.named_parameters():
+        if p.dtype == torch.float32:  # kept weights are the fp32 values, never rounded through bf16
+            assert torch.equal(p, ref_sd[name]), name
     x, t, text = (a.float() for a in _inputs(1, 2))
     want, got = ref(x, t, text), low(x, t, text)
     assert got.dtype == torch.float32
