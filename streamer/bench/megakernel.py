@@ -55,13 +55,21 @@ class MegakernelDiT(FusedDiT):
         self.enabled = True
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: CrossAttnKV, cache: KVCache) -> torch.Tensor:
-        """As FusedDiT: x [B, in_dim, F, H, W], t [B, F] or [B] -> v [B, out_dim, F, H, W] (acc dtype)."""
+    def __call__(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: CrossAttnKV,
+        cache: KVCache,
+        step_size: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """As FusedDiT: x [B, in_dim, F, H, W], t [B, F] or [B], step_size as a ShortcutDiT's (it enters
+        the time embedding, shared with FusedDiT) -> v [B, out_dim, F, H, W] (acc dtype)."""
         if not self.enabled or not cache.history_full:
-            return super().__call__(x, t, context, cache)
+            return super().__call__(x, t, context, cache, step_size)
         dit, cfg = self.dit, self.dit.cfg
         acc = dit.acc_dtype
-        tokens, e, e0, cos, sin, grid = self._embed(x, t, cache)
+        tokens, e, e0, cos, sin, grid = self._embed(x, t, cache, step_size)
         tokens = tokens.contiguous()  # the megakernel writes its output in place
         b = tokens.shape[0]
         ws = self.workspace

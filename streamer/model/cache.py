@@ -111,7 +111,7 @@ class KVCache:
         self.pos_start = torch.zeros((), dtype=torch.int64, device=device)
         self._layer_idx = torch.arange(n_layers, device=device)
         self._all_true = torch.ones(n_layers, dtype=torch.bool, device=device)  # no host scalar copies in a graph
-        self.committed = 0  # host mirror of n_committed
+        self.committed = 0  # host mirror of n_committed; sets history_full
         self.next_pos = 0  # host mirror of pos_start
         self.refreshes = 0
 
@@ -122,9 +122,17 @@ class KVCache:
         return self.history * self.tokens
 
     @property
-    def history_full(self) -> bool:
-        """True once every sink and ring slot holds a frame: attention then needs no mask."""
-        return self.committed >= self.history
+    def committed(self) -> int:
+        """Frames committed since the reset (host mirror of n_committed)."""
+        return self._committed
+
+    @committed.setter
+    def committed(self, n: int) -> None:
+        self._committed = n
+        # True once every sink and ring slot holds a frame: attention then needs no mask. Kept as a flag
+        # that stops changing, not read off the count: a torch.compile'd forward guards on every host value
+        # it reads, and the count grows every chunk (each change a recompile, minutes at max-autotune).
+        self.history_full = n >= self.history
 
     @property
     def nbytes(self) -> int:

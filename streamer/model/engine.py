@@ -40,7 +40,7 @@ from streamer.model.sampling import (
     stream_batch_step,
     strength_timesteps,
 )
-from streamer.model.shortcut import ShortcutDiT, sampler_step_size
+from streamer.model.shortcut import sampler_step_size, takes_step_size
 from streamer.model.transitions import PromptTransition
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class ModelTransform:
         self.settings, self.parts = m, parts
         self.device, self.dtype = parts.device, parts.dtype
         self.dit: DiT = parts.dit
+        self._dit_in_dtype = self.dit.acc_dtype  # what the DiT returns, so what later passes feed it
         self.vae, self.text = parts.vae, parts.text
         # oneDNN's CPU convolutions run ~30% faster on NHWC for the autoencoder's narrow layers.
         self._layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
@@ -186,7 +187,11 @@ class ModelTransform:
         return (_resize(out.float(), (h, w)) * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
     def _denoiser(self, x: Tensor, t: Tensor) -> Tensor:
-        if isinstance(self.dit, ShortcutDiT):  # shortcut-distilled: told the step each pass takes (per frame)
+        # One input dtype for every pass: the first pass's noised latent comes in the engine's dtype, later
+        # ones are renoised from the fp32 flow prediction, and a torch.compile'd DiT compiles a second graph
+        # for a second dtype (bf16: minutes at max-autotune). Exact: the DiT casts x to its weights' dtype first.
+        x = x.to(self._dit_in_dtype)
+        if takes_step_size(self.dit):  # shortcut-distilled (or its compiled wrapper): told each pass's step, per frame
             return self.dit(x, t, self._cross, self.cache, step_size=sampler_step_size(t))
         return self.dit(x, t, self._cross, self.cache)
 

@@ -37,6 +37,13 @@ def sampler_step_size(t: Tensor) -> Tensor:
     return t / 1000
 
 
+def takes_step_size(model: object) -> bool:
+    """Whether the engine must pass `step_size` to `model`: a ShortcutDiT, or a torch.compile wrapper of
+    one (`torch.compile(module)` returns an OptimizedModule, not a subclass; it keeps the module as
+    `_orig_mod`). A wrapper must be called like the module it wraps, else it computes another function."""
+    return isinstance(getattr(model, "_orig_mod", model), ShortcutDiT)
+
+
 class StepSizeEmbedding(nn.Module):
     """d (in sigma units, [N]) -> [N, dim]: MLP(sinusoid(1000 d)) - MLP(sinusoid(0)), exactly 0 at d = 0."""
 

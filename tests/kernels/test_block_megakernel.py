@@ -145,12 +145,15 @@ def test_block_megakernel_w3_bf16():
 
 
 def _fused_vs_eager(dev, dtype, hw, steady_chunks, graph):
-    """The bench's MegakernelDiT against the eager DiT through cache fill and steady chunks."""
+    """The bench's MegakernelDiT against the eager DiT through cache fill and steady chunks; the DiT is a
+    ShortcutDiT with a non-zero step embedding, so both must be told the step size as the engine does."""
     from streamer.bench.megakernel import MegakernelDiT
-    from streamer.model.dit import build
+    from streamer.model.shortcut import ShortcutDiT, sampler_step_size
 
     torch.manual_seed(0)
-    dit = build("tiny", device=dev, dtype=dtype)
+    dit = ShortcutDiT(preset("tiny"))
+    torch.nn.init.normal_(dit.step_embedding.mlp[2].weight, std=0.5)  # fresh = zero = step size ignored
+    dit = dit.to(dev).to_inference_dtype(dtype).eval()
     cfg, (hh, ww) = dit.cfg, hw
     tokens = cfg.tokens_per_frame(hh, ww)
 
@@ -168,16 +171,16 @@ def _fused_vs_eager(dev, dtype, hw, steady_chunks, graph):
         x_in.copy_(torch.randn(1, 16, 1, hh, ww, device=dev))
         t_in.copy_(torch.rand(1, 1, device=dev) * 1000)
         with torch.no_grad():
-            want = dit(x_in, t_in, kv, eager_cache)
+            want = dit(x_in, t_in, kv, eager_cache, step_size=sampler_step_size(t_in))
         if graph and fused_cache.history_full and i >= 4:
             if graph_out is None:
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
-                    graph_out = fused(x_in, t_in, kv, fused_cache)
+                    graph_out = fused(x_in, t_in, kv, fused_cache, sampler_step_size(t_in))
             g.replay()
             got = graph_out
         else:
-            got = fused(x_in, t_in, kv, fused_cache)
+            got = fused(x_in, t_in, kv, fused_cache, sampler_step_size(t_in))
         errs.append(_rel(got, want))
         eager_cache.commit(1)
         fused_cache.commit(1)
