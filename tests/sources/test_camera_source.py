@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 import pytest
+from source_harness import read_until_error
 
 from streamer import config
 from streamer.sources import SourceError, build_source
@@ -33,16 +33,8 @@ def test_missing_v4l2_device_is_a_clear_error():
     assert "/dev/video99 does not exist" in message
     assert "v4l2-ctl --list-devices" in message and "modprobe v4l2loopback" in message
 
-    stop = threading.Event()  # through frames(): reported once in last_error, retried, stops promptly
-    th = threading.Thread(target=lambda: list(source.frames(stop)))
-    th.start()
-    deadline = time.monotonic() + 2
-    while not source.last_error and time.monotonic() < deadline:
-        time.sleep(0.02)
-    t0 = time.monotonic()
-    stop.set()
-    th.join(2)
-    assert not th.is_alive() and time.monotonic() - t0 < 0.5
+    stopped = read_until_error(source)  # through frames(): reported once in last_error, retried, stops promptly
+    assert not stopped.still_running and stopped.stop_s < 0.5
     assert "does not exist" in source.last_error
 
 

@@ -7,6 +7,7 @@ import time
 
 import av
 import numpy as np
+from source_harness import encode_all, read_until_error
 
 from streamer import config
 from streamer.sources import build_source
@@ -18,15 +19,16 @@ def make_clip(path, frames: int, fps: int, width: int = 192, height: int = 108) 
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "20"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            px = np.full((height, width, 3), 40 + 10 * i, np.uint8)
-            stamp_index(px, i)
-            frame = av.VideoFrame.from_ndarray(px, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        encode_all(out, stream, (stamped_frame(i, width, height) for i in range(frames)))
+
+
+def stamped_frame(i: int, width: int, height: int) -> av.VideoFrame:
+    """Frame i of the test clip: a flat grey that brightens with i, stamped with i, pts i."""
+    px = np.full((height, width, 3), 40 + 10 * i, np.uint8)
+    stamp_index(px, i)
+    frame = av.VideoFrame.from_ndarray(px, format="rgb24")
+    frame.pts = i
+    return frame
 
 
 def settings(path, width=128, height=72):
@@ -59,16 +61,8 @@ def test_file_source_loops_and_paces_in_real_time(tmp_path):
 
 def test_missing_file_is_reported_and_stop_is_honoured(tmp_path):
     source = build_source(settings(tmp_path / "nope.mp4"))
-    stop = threading.Event()
-    th = threading.Thread(target=lambda: list(source.frames(stop)))
-    th.start()
-    deadline = time.monotonic() + 2
-    while not source.last_error and time.monotonic() < deadline:
-        time.sleep(0.02)
-    t0 = time.monotonic()
-    stop.set()
-    th.join(2)
-    assert not th.is_alive() and time.monotonic() - t0 < 0.5
+    stopped = read_until_error(source)
+    assert not stopped.still_running and stopped.stop_s < 0.5
     assert "does not exist" in source.last_error and "source.path" in source.last_error
 
 
@@ -78,17 +72,7 @@ def test_file_without_video_is_an_error(tmp_path):
         stream = out.add_stream("pcm_s16le", rate=8000, layout="mono")
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
         frame.sample_rate = 8000
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        encode_all(out, stream, [frame])
     source = build_source(settings(wav))
-    stop = threading.Event()
-    th = threading.Thread(target=lambda: list(source.frames(stop)))
-    th.start()
-    deadline = time.monotonic() + 2
-    while not source.last_error and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    th.join(2)
+    read_until_error(source)
     assert "no video stream" in source.last_error

@@ -9,6 +9,7 @@ import time
 import av
 import numpy as np
 import pytest
+from source_harness import encode_all, read_until_error
 
 from streamer import config
 from streamer.sources import build_source
@@ -56,15 +57,13 @@ def test_stamp_survives_x264_round_trip_and_resizing():
     out = av.open(buf, "w", format="mpegts")
     stream = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "tune": "zerolatency", "crf": "35"})
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    frames = []
     for i, index in enumerate(indices):
         pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)  # worst case: noise around the code
         stamp_index(pixels, index)
-        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-        frame.pts = i
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode(None):
-        out.mux(packet)
+        frames.append(av.VideoFrame.from_ndarray(pixels, format="rgb24"))
+        frames[-1].pts = i
+    encode_all(out, stream, frames)
     out.close()
     buf.seek(0)
     decoded = list(av.open(buf, "r", format="mpegts").decode(video=0))
@@ -110,12 +109,5 @@ def test_pattern_stop_is_honoured_quickly():
 
 def test_bad_pattern_name_is_reported_with_the_fix():
     source = build_source(settings(pattern="nosuchpattern"))
-    stop = threading.Event()
-    th = threading.Thread(target=lambda: list(source.frames(stop)))
-    th.start()
-    deadline = time.monotonic() + 3
-    while not source.last_error and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    th.join(2)
+    read_until_error(source, wait_s=3)
     assert "nosuchpattern" in source.last_error and "testsrc2" in source.last_error
