@@ -26,7 +26,9 @@ def _write_config(tmp_path, **twitch_keys) -> str:  # noqa: ANN001
     return str(path)
 
 
-def test_device_login_stores_tokens_and_doctor_validates_them(monkeypatch, tmp_path, capsys):
+@contextlib.contextmanager
+def _fake_on_a_thread(monkeypatch):  # noqa: ANN001, ANN202
+    """FakeTwitch on its own loop, so login_command and doctor_checks (each runs asyncio.run itself) can reach it."""
     fake = FakeTwitch()
     loop = asyncio.new_event_loop()
     loop.run_until_complete(fake.start())
@@ -37,6 +39,15 @@ def test_device_login_stores_tokens_and_doctor_validates_them(monkeypatch, tmp_p
         fake.add_user(OWNER, "streamer", "affiliate")
         fake.add_user(BOT, "aibot")
         monkeypatch.setenv("TWITCH_CLIENT_SECRET", fake.client_secret)
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def test_device_login_stores_tokens_and_doctor_validates_them(monkeypatch, tmp_path, capsys):
+    with _fake_on_a_thread(monkeypatch) as fake:
         cfg = _write_config(tmp_path, client_id=fake.client_id, bot_id=BOT, owner_id=OWNER)
 
         def approve_when_shown() -> None:  # the person approves the code in a browser
@@ -73,30 +84,6 @@ def test_device_login_stores_tokens_and_doctor_validates_them(monkeypatch, tmp_p
         assert checks["twitch bot token"].status == "WARN"
         monkeypatch.delenv("TWITCH_CLIENT_SECRET")
         assert {c.name: c for c in twitch.doctor_checks(settings)}["twitch client secret"].status == "FAIL"
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-
-
-@contextlib.contextmanager
-def _fake_on_a_thread(monkeypatch):  # noqa: ANN001, ANN202
-    """FakeTwitch on its own loop, so doctor_checks (which runs asyncio.run itself) can reach it."""
-    fake = FakeTwitch()
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(fake.start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        fake.patch_twitchio(monkeypatch)
-        fake.add_user(OWNER, "streamer", "affiliate")
-        fake.add_user(BOT, "aibot")
-        monkeypatch.setenv("TWITCH_CLIENT_SECRET", fake.client_secret)
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
 
 
 def test_doctor_checks_the_scopes_twitch_reports_not_the_stored_list(monkeypatch, tmp_path):

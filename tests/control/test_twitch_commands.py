@@ -5,28 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from twitch_harness import (
-    MOD,
-    OWNER,
-    VIEWER,
-    VIEWER2,
-    VIP,
-    counter,
-    make_control,
-    replies_to,
-    running_twitch,
-    say,
-    settle,
-)
+from twitch_harness import MOD, OWNER, VIEWER, VIEWER2, VIP, counter, replies_to, run_with_timeout, say, settle
 
 
-def run(coro):  # noqa: ANN001, ANN201
-    return asyncio.run(asyncio.wait_for(coro, timeout=30))
-
-
-def test_ai_command_sets_the_prompt_and_replies(monkeypatch, tmp_path):
+def test_ai_command_sets_the_prompt_and_replies(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, global_cooldowns_s={"ai": 0.0}) as h:
+        async with start_twitch(global_cooldowns_s={"ai": 0.0}) as h:
             await say(h, VIEWER, "!ai a neon city at night")
             (reply,) = await replies_to(h, "viewer1")
             assert h.bus.current().text.endswith("a neon city at night")
@@ -41,13 +25,12 @@ def test_ai_command_sets_the_prompt_and_replies(monkeypatch, tmp_path):
             await settle(h)
             assert counter(h, "twitch_chat_messages") == 3 and counter(h, "twitch_commands") == 2
 
-    run(body())
+    run_with_timeout(body())
 
 
-def test_role_gates(monkeypatch, tmp_path):
+def test_role_gates(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, roles={"strength": "vip"},
-                                  reply_on_refusal=False) as h:
+        async with start_twitch(roles={"strength": "vip"}, reply_on_refusal=False) as h:
             await say(h, VIEWER, "!aioff")
             await say(h, VIEWER, "!strength 0.3")
             await settle(h, 0.3)
@@ -68,13 +51,13 @@ def test_role_gates(monkeypatch, tmp_path):
             assert "usage" in (await replies_to(h, "vipper", 2))[1]
             assert h.bus.current().strength == 0.25
 
-    run(body())
+    run_with_timeout(body())
 
 
-def test_user_and_global_cooldowns_with_mods_exempt(monkeypatch, tmp_path):
+def test_user_and_global_cooldowns_with_mods_exempt(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, moderation={"min_change_interval_s": 0.0},
-                                  user_cooldowns_s={"ai": 30.0}, global_cooldowns_s={"ai": 1.0}) as h:
+        async with start_twitch(moderation={"min_change_interval_s": 0.0},
+                                user_cooldowns_s={"ai": 30.0}, global_cooldowns_s={"ai": 1.0}) as h:
             await say(h, VIEWER, "!ai first look")
             await replies_to(h, "viewer1")
             await say(h, VIEWER2, "!ai second look")  # inside the 1 s channel-wide cooldown
@@ -93,14 +76,13 @@ def test_user_and_global_cooldowns_with_mods_exempt(monkeypatch, tmp_path):
             await replies_to(h, "modguy", 3)
             assert counter(h, "twitch_command_cooldown") == 2
 
-    run(body())
+    run_with_timeout(body())
 
 
-def test_approval_flow(monkeypatch, tmp_path):
+def test_approval_flow(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control,
-                                  moderation={"mode": "approval", "min_change_interval_s": 0.0},
-                                  global_cooldowns_s={"ai": 0.0}) as h:
+        async with start_twitch(moderation={"mode": "approval", "min_change_interval_s": 0.0},
+                                global_cooldowns_s={"ai": 0.0}) as h:
             await say(h, VIEWER, "!ai a castle made of candy")
             await say(h, VIEWER2, "!ai an underwater city")
             r1 = (await replies_to(h, "viewer1"))[0]
@@ -123,4 +105,4 @@ def test_approval_flow(monkeypatch, tmp_path):
             assert "already denied" in (await replies_to(h, "modguy", 3))[2]
             assert h.bus.current().text.endswith("candy")
 
-    run(body())
+    run_with_timeout(body())

@@ -5,31 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-from twitch_harness import (
-    BOT,
-    MOD,
-    OWNER,
-    VIEWER,
-    VIEWER2,
-    VIP,
-    make_control,
-    replies_to,
-    running_twitch,
-    say,
-    sent_texts,
-)
+from twitch_harness import BOT, MOD, OWNER, VIEWER, VIEWER2, VIP, replies_to, run_with_timeout, say, sent_texts
 
-
-def run(coro):  # noqa: ANN001, ANN201
-    return asyncio.run(asyncio.wait_for(coro, timeout=40))
-
-
+POLL_TESTS_TIMEOUT_S = 40.0
 FAST = {"min_change_interval_s": 0.0}
 
 
-def test_native_poll_with_a_reconnect_in_the_middle(monkeypatch, tmp_path):
+def test_native_poll_with_a_reconnect_in_the_middle(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, moderation=FAST) as h:
+        async with start_twitch(moderation=FAST) as h:
             await say(h, MOD, "!poll a foggy forest | a desert at noon | a snowy village 30", "moderator")
             await h.fake.wait_for(lambda: h.fake.polls)
             (poll,) = h.fake.polls.values()
@@ -55,12 +39,12 @@ def test_native_poll_with_a_reconnect_in_the_middle(monkeypatch, tmp_path):
             await say(h, VIEWER, "!ai a quiet harbour")
             await h.fake.wait_for(lambda: h.bus.current().text.endswith("a quiet harbour"))
 
-    run(body())
+    run_with_timeout(body(), POLL_TESTS_TIMEOUT_S)
 
 
-def test_chat_vote_fallback_and_tie(monkeypatch, tmp_path):
+def test_chat_vote_fallback_and_tie(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, affiliate=False, moderation=FAST) as h:
+        async with start_twitch(affiliate=False, moderation=FAST) as h:
             await say(h, MOD, "!poll red | blue 15", "moderator")
             await h.fake.wait_for(lambda: any("!vote" in t for t in sent_texts(h)))
             assert h.fake.polls == {} and ("POST", "polls", 403) in h.fake.requests  # Twitch refused: not affiliate
@@ -77,12 +61,12 @@ def test_chat_vote_fallback_and_tie(monkeypatch, tmp_path):
             await say(h, VIEWER, "!vote 1")
             assert "no poll" in (await replies_to(h, "viewer1"))[0]
 
-    run(body())
+    run_with_timeout(body(), POLL_TESTS_TIMEOUT_S)
 
 
-def test_poll_rejects_bad_input_before_any_http_call(monkeypatch, tmp_path):
+def test_poll_rejects_bad_input_before_any_http_call(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, moderation=FAST) as h:
+        async with start_twitch(moderation=FAST) as h:
             await say(h, MOD, "!poll " + " | ".join(["x"] * 6), "moderator")
             await say(h, MOD, "!poll a | b 5", "moderator")
             await say(h, VIEWER, "!poll a | b")  # viewers may not start polls
@@ -90,12 +74,12 @@ def test_poll_rejects_bad_input_before_any_http_call(monkeypatch, tmp_path):
             assert all("choice" in a or "second" in a for a in answers), answers
             assert not any(r[1] == "polls" for r in h.fake.requests) and h.control.polls.current() is None
 
-    run(body())
+    run_with_timeout(body(), POLL_TESTS_TIMEOUT_S)
 
 
-def test_channel_points_approved_and_refunded(monkeypatch, tmp_path):
+def test_channel_points_approved_and_refunded(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, moderation=FAST) as h:
+        async with start_twitch(moderation=FAST) as h:
             await h.fake.wait_for(lambda: h.fake.rewards)
             (reward,) = h.fake.rewards.values()
             assert reward["title"] == "AI prompt" and reward["_client_id"] == h.fake.client_id
@@ -112,12 +96,12 @@ def test_channel_points_approved_and_refunded(monkeypatch, tmp_path):
             await h.fake.wait_for(lambda: h.fake.redemptions[later]["status"] == "CANCELED")
             assert h.bus.current().text.endswith("a stained glass window")
 
-    run(body())
+    run_with_timeout(body(), POLL_TESTS_TIMEOUT_S)
 
 
-def test_expired_approval_is_refunded_and_reward_is_found_again(monkeypatch, tmp_path):
+def test_expired_approval_is_refunded_and_reward_is_found_again(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, moderation=FAST) as h:
+        async with start_twitch(moderation=FAST) as h:
             await h.fake.wait_for(lambda: h.fake.rewards)
             (reward,) = h.fake.rewards.values()
             rid = await h.fake.redeem(reward["id"], VIEWER, "a lighthouse in a storm")
@@ -128,12 +112,12 @@ def test_expired_approval_is_refunded_and_reward_is_found_again(monkeypatch, tmp
             await h.link.rewards.ensure_reward()
             assert len(h.fake.rewards) == 1
 
-    run(body())
+    run_with_timeout(body(), POLL_TESTS_TIMEOUT_S)
 
 
-def test_expired_token_is_refreshed_and_stored(monkeypatch, tmp_path):
+def test_expired_token_is_refreshed_and_stored(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, moderation=FAST) as h:
+        async with start_twitch(moderation=FAST) as h:
             old = h.tokens.get(BOT).access_token
             h.fake.expire_token(old)
             await say(h, VIEWER, "!ai a field of sunflowers")
@@ -143,4 +127,4 @@ def test_expired_token_is_refreshed_and_stored(monkeypatch, tmp_path):
             assert new != old and h.fake.tokens[new].valid
             assert h.tokens.get(OWNER).access_token in h.fake.tokens
 
-    run(body())
+    run_with_timeout(body(), POLL_TESTS_TIMEOUT_S)

@@ -6,19 +6,15 @@ from __future__ import annotations
 import asyncio
 import re
 
-from twitch_harness import VIEWER, VIEWER2, counter, make_control, replies_to, running_twitch, say, sent_texts, settle
+from twitch_harness import VIEWER, VIEWER2, counter, replies_to, run_with_timeout, say, sent_texts, settle
 
 from streamer.control import twitch_refusals
 from streamer.control.twitch_refusals import Refusal, RefusalReplies
 
 
-def run(coro):  # noqa: ANN001, ANN201
-    return asyncio.run(asyncio.wait_for(coro, timeout=30))
-
-
-def test_forbidden_role_gets_one_reply_even_when_repeated(monkeypatch, tmp_path):
+def test_forbidden_role_gets_one_reply_even_when_repeated(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control) as h:
+        async with start_twitch() as h:
             await say(h, VIEWER, "!aioff please turn it off zebra")
             (reply,) = await replies_to(h, "viewer1")
             assert reply == "@viewer1 !aioff is for moderators"
@@ -36,13 +32,13 @@ def test_forbidden_role_gets_one_reply_even_when_repeated(monkeypatch, tmp_path)
             assert (await replies_to(h, "viewer1", 2))[1] == "@viewer1 !strength is for moderators"
             assert (await replies_to(h, "viewer2"))[0] == "@viewer2 !aioff is for moderators"
 
-    run(body())
+    run_with_timeout(body())
 
 
-def test_cooldown_reply_states_the_seconds_left_once(monkeypatch, tmp_path):
+def test_cooldown_reply_states_the_seconds_left_once(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, moderation={"min_change_interval_s": 0.0},
-                                  user_cooldowns_s={"ai": 30.0}, global_cooldowns_s={"ai": 0.0}) as h:
+        async with start_twitch(moderation={"min_change_interval_s": 0.0},
+                                user_cooldowns_s={"ai": 30.0}, global_cooldowns_s={"ai": 0.0}) as h:
             await say(h, VIEWER, "!ai a forest of glass")
             assert "prompt is now" in (await replies_to(h, "viewer1"))[0]
             await asyncio.sleep(1.2)  # so the seconds left are visibly fewer than the full 30
@@ -57,17 +53,17 @@ def test_cooldown_reply_states_the_seconds_left_once(monkeypatch, tmp_path):
             assert not any("giraffe" in t for t in sent_texts(h))
             assert h.bus.current().text.endswith("a forest of glass")
 
-    run(body())
+    run_with_timeout(body())
 
 
-def test_replies_off_keeps_refusals_silent(monkeypatch, tmp_path):
+def test_replies_off_keeps_refusals_silent(start_twitch):
     async def body():
-        async with running_twitch(monkeypatch, tmp_path, make_control, replies=False) as h:
+        async with start_twitch(replies=False) as h:
             await say(h, VIEWER, "!aioff")
             await settle(h, 0.4)
             assert counter(h, "twitch_command_forbidden") == 1 and h.fake.sent == []
 
-    run(body())
+    run_with_timeout(body())
 
 
 def test_throttle_windows_and_channel_cap():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -82,6 +82,11 @@ async def running_twitch(
             await task
         await fake.stop()
         store.close()
+
+
+def run_with_timeout(body: Coroutine[Any, Any, Any], timeout_s: float = 30.0) -> Any:
+    """Run one async test body on a fresh event loop; a hang fails it after timeout_s, not pytest's 300 s."""
+    return asyncio.run(asyncio.wait_for(body, timeout=timeout_s))
 
 
 async def say(h: SimpleNamespace, user: str, text: str, *badges: str) -> None:
