@@ -32,6 +32,7 @@ from streamer.train.config import TrainConfig
 from streamer.train.data import BatchPrefetcher, build_source, make_batch, step_generator
 from streamer.train.objective import DiTForward, DiTObjective, StepStats, VAEForward, VAEObjective
 from streamer.train.shortcut import ShortcutDiT, load_shortcut_file
+from streamer.train.vae_init import colour_carrier_init
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,9 @@ def build_vae(cfg: TrainConfig) -> TAEHV:
                     "train one first with stage = 'vae' (see docs/training.md)")  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
-        return tiny_taehv() if per_frame else TAEHV(temporal=True)
+        # the tiny one starts with colour carried through (streamer/train/vae_init.py: from a plain
+        # random start its 8-channel layers stayed grey for the whole first recipe run)
+        return colour_carrier_init(tiny_taehv()) if per_frame else TAEHV(temporal=True)
 
 
 class TextStates:
