@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--width", type=int)
     q.add_argument("--height", type=int)
     q.add_argument("--steps", type=int)
+    q.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="model dtype (default: the workload's; W4 = auto, what the daemon picks)")  # fmt: skip
     q.add_argument("--variants", default="eager,compile,fast", help="comma list of eager, compile, fast")
     q.add_argument("--iters", type=int, default=50)
     q.add_argument("--device", default="auto")

@@ -290,7 +290,7 @@ def bench_model_command(args: argparse.Namespace) -> int:
         print(f"unknown workload {args.workload!r}; choose one of {', '.join(WORKLOADS)} or custom")
         return 2
     wl = WORKLOADS.get(name, WORKLOADS["W4"])
-    over = {k: getattr(args, k) for k in ("preset", "width", "height", "steps") if getattr(args, k, None)}
+    over = {k: getattr(args, k) for k in ("preset", "width", "height", "steps", "dtype") if getattr(args, k, None)}
     if over:
         wl = dataclasses.replace(wl, name=name if name != "custom" else "custom", **over)
     variants = [v.strip() for v in str(args.variants).split(",") if v.strip()]

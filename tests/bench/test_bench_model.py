@@ -13,11 +13,12 @@ from streamer.cli import build_parser
 def test_bench_model_cpu_tiny_custom_json(capsys: pytest.CaptureFixture[str]) -> None:
     args = build_parser().parse_args(
         ["bench", "model", "custom", "--preset", "tiny", "--width", "32", "--height", "32", "--iters", "3",
-         "--variants", "eager,fast", "--device", "cpu", "--json"]
+         "--variants", "eager,fast", "--device", "cpu", "--dtype", "bfloat16", "--json"]
     )  # fmt: skip
     assert bench_model_command(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["workload"] == "custom" and report["preset"] == "tiny" and report["resolution"] == "32x32"
+    assert report["dtype"] == "bfloat16"  # the dtype the engine ran, as asked
     assert report["device"].startswith("cpu") and report["tflop_per_chunk"] > 0
     eager, fast = report["variants"]
     assert eager["variant"] == "eager" and eager["ms_p50"] > 0 and eager["ms_p99"] >= eager["ms_p50"]
