@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import triton
 
 from kernels.bias_gelu import bias_gelu
 from kernels.block_megakernel import (
@@ -123,6 +122,14 @@ def _time_graph(fn: Callable[[], Any], reps: int, iters: int, warmup: int = 3) -
     return {"us_p50": percentile(times, 50), "us_p99": percentile(times, 99), "iters": iters, "reps": reps}
 
 
+def _triton_version() -> str:
+    # imported here, not at the top: `kernels` must pick Triton's interpreter (no CUDA) before triton's
+    # first import, or the --smoke run on a CPU fails ("Cannot call @triton.jit'd outside ... a kernel")
+    import triton
+
+    return str(triton.__version__)
+
+
 def run(
     iters: int = 300, reps: int = 10, budget_s: float = 200.0, out: str | None = None, smoke: bool = False
 ) -> dict[str, Any]:
@@ -150,7 +157,7 @@ def run(
     result: dict[str, Any] = {
         "card": "cpu (smoke)" if smoke else torch.cuda.get_device_name(dev),
         "torch": torch.__version__,
-        "triton": triton.__version__,
+        "triton": _triton_version(),
         "shape": {"tokens": s, "keys": cache.stage_offset + s, "dim": cfg.dim, "heads": cfg.num_heads},
         "method": f"one CUDA graph of {reps} back-to-back calls, {iters} event-timed replays, per call",
     }
@@ -241,3 +248,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
