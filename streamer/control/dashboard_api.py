@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from streamer.config import effective_strength
+
 log = logging.getLogger(__name__)
 
 BY = "dashboard"  # who the audit log names for actions taken here
@@ -109,7 +111,7 @@ class DashboardApi:
                 "strength": p.strength,
             },
             "transition_chunks": m.transition_chunks,
-            "model": {"preset": m.preset, "steps": getattr(self.ctx.pipeline, "model_steps", m.steps), "strength": m.strength,
+            "model": {"preset": m.preset, "steps": getattr(self.ctx.pipeline, "model_steps", m.steps), "strength": effective_strength(m),
                       "width": m.width, "height": m.height},
             "transform": self.ctx.pipeline.transform_status(),
             "poll": self._poll_view(c),

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from streamer.config import ModelSettings, Settings, effective_window
+from streamer.config import ModelSettings, Settings, effective_strength, effective_window
 from streamer.control.prompts import PromptState
 from streamer.frames import Frame
 from streamer.model.cache import KVCache
@@ -83,8 +83,9 @@ class ModelTransform:
         self._noise = torch.empty(m.steps, *chunk, device=self.device, dtype=self.dtype)
         self._batch_state = StreamBatchState.allocate(m.steps, chunk[1:], self.device, self.dtype)
         self._fixed_ts = torch.tensor(m.timesteps, device=self.device) if m.timesteps else None
-        self._s_init = torch.tensor(m.strength, device=self.device)
-        self._s_init_host = m.strength
+        self._s_configured = effective_strength(m)
+        self._s_init = torch.tensor(self._s_configured, device=self.device)
+        self._s_init_host = self._s_configured
         self._strength = self._s_init.clone()
         self._transition: PromptTransition | None = None
         self._text: str | None = None
@@ -197,7 +198,7 @@ class ModelTransform:
 
     # ---- prompts -----------------------------------------------------------------------------------
     def _sync_prompt(self, prompt: PromptState) -> None:
-        s_init = prompt.strength if prompt.strength is not None else self.settings.strength
+        s_init = prompt.strength if prompt.strength is not None else self._s_configured
         if s_init != self._s_init_host:
             self._s_init.fill_(s_init)
             self._s_init_host = s_init

@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=600, help="steps: frames per look (the stream's first frames)")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--height", type=int, default=256)
-    p.add_argument("--strength", type=float, default=ModelSettings.strength)
+    p.add_argument("--strength", type=float, default=ModelSettings.strength, help="SDEdit strength (0 = the preset's: tiny 0.6)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0, help="the engine's noise seed (model.seed)")
     p.add_argument("--fast-path", action="store_true", help="CUDA: the daemon's fused kernels + CUDA graphs "

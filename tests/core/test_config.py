@@ -88,6 +88,9 @@ def test_invalid_toml_and_choices_and_ranges(tmp_path):
         config.load(write(tmp_path, "[source]\nkind = 'network'\n"))
     with pytest.raises(ConfigError, match=r"'video.fps' must be a number"):
         config.load(write(tmp_path, "[video]\nfps = true\n"))
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(ConfigError, match=r"'model.strength' must be in \(0, 1\], or 0 for the preset's"):
+            config.load(write(tmp_path, f"[model]\nstrength = {bad}\n"))
 
 
 def test_settings_are_frozen():

@@ -111,6 +111,22 @@ def test_strength_override_and_explicit_timesteps_change_the_output(parts: Loade
     assert not np.array_equal(base[-1].pixels, fixed[-1].pixels)
 
 
+def test_strength_zero_means_the_presets_and_a_set_value_wins(parts: LoadedParts) -> None:
+    from streamer.config import effective_strength
+
+    assert _settings().strength == 0 and effective_strength(_settings()) == 0.6  # tiny's default
+    assert effective_strength(_settings(preset="wan-1.3b")) == 0.8
+    engine = ModelTransform(_settings(), parts)
+    assert engine._strength.item() == pytest.approx(0.6)
+    engine = ModelTransform(_settings(strength=0.7, motion_aware=False), parts)
+    _run(engine, _frames(2), PROMPT)
+    assert engine._strength.item() == pytest.approx(0.7)
+    _run(engine, _frames(1), dataclasses.replace(PROMPT, strength=0.3))  # a live override, then back
+    assert engine._strength.item() == pytest.approx(0.3)
+    _run(engine, _frames(1), PROMPT)
+    assert engine._strength.item() == pytest.approx(0.7)
+
+
 def test_stream_batch_lags_by_steps_minus_one_and_keeps_timing(parts: LoadedParts) -> None:
     engine = ModelTransform(_settings(mode="stream-batch", steps=3), parts)
     frames = _frames(6)
