@@ -9,9 +9,10 @@ peak-activation allowance. It is an estimate; `streamer bench` measures the real
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,12 +191,28 @@ def _text_checks(m: ModelSettings) -> Iterable[Check]:
         yield Check("text encoder", "FAIL", str(e), "download the encoder files into that folder")
 
 
+def fused_kernels_check(find_spec: Callable[[str], object] = importlib.util.find_spec) -> Check:
+    """The fast path imports the top-level package `kernels`. Hugging Face's package of the same name (a
+    dependency of transformers >= 5.25) installs there too and then shadows ours, or ours shadows it."""
+    try:
+        ours = find_spec("kernels.frame_convert") is not None
+    except (ImportError, ValueError) as e:  # the parent package itself fails to import
+        ours = False
+        detail = f"import kernels failed: {type(e).__name__}: {e}"
+    else:
+        detail = "streamer's fused kernels package" if ours else "'kernels' is another package, not streamer's"
+    return Check("fused kernels", "OK" if ours else "FAIL", detail,
+                 "pip install 'transformers<5.25' && pip uninstall -y kernels, then reinstall streamer "
+                 "(Hugging Face's 'kernels' package has the same import name)")  # fmt: skip
+
+
 def checks(settings: Settings) -> Iterable[Check]:
     """Doctor provider: model files, text encoder, cache dir and memory."""
     m = settings.model
     found: dict[str, object] = {}
     yield from _weights_checks(m, found)
     yield from _text_checks(m)
+    yield fused_kernels_check()
     cache = Path(m.cache_dir).expanduser() if m.cache_dir else default_cache_dir()
     probe = cache if cache.exists() else next((p for p in cache.parents if p.exists()), cache)
     writable = os.access(probe, os.W_OK)

@@ -58,3 +58,16 @@ def test_memory_estimate_matches_the_documented_kv_size() -> None:
     est = estimate_memory(m.model, on_gpu=True)
     assert abs(est.weights - (1_418_996_800 * 2 + 0.2e9)) < 0.3e9  # bf16 matmuls, some fp32 parts
     assert est.text_encoder == 0 and est.total < 8 * GIB
+
+
+def test_doctor_says_when_kernels_is_not_our_package() -> None:
+    from streamer.model.doctor import fused_kernels_check
+
+    assert fused_kernels_check().status == "OK"  # this checkout's kernels/
+    shadowed = fused_kernels_check(lambda name: None)  # Hugging Face's kernels: no frame_convert
+    assert shadowed.status == "FAIL" and "transformers<5.25" in shadowed.fix
+
+    def broken(name: str) -> None:
+        raise ImportError("No module named 'kernels'")
+
+    assert fused_kernels_check(broken).status == "FAIL"
