@@ -163,6 +163,8 @@ class ModelTransform:
         if m.motion_aware:
             motion = motion_level(x, self._prev_frame)
             self._strength.copy_(motion_strength(self._s_init, self._strength, motion))
+        else:  # a live change (chat, dashboard) lands in _s_init; without motion it is the strength as is
+            self._strength.copy_(self._s_init)
         self._prev_frame = x[-1]
         z: Tensor | None = None
         for i in range(x.shape[0]):

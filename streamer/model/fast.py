@@ -116,6 +116,8 @@ class FastPath:
         if m.motion_aware:
             motion = motion_level(x, self._prev if self._have_prev else None)
             e._strength.copy_(motion_strength(e._s_init, e._strength, motion))
+        else:  # as the eager step: a live strength change takes effect without motion awareness too
+            e._strength.copy_(e._s_init)
         self._prev.copy_(x[-1])
         z = self.codec.encode(x)
         ts = e._fixed_ts if e._fixed_ts is not None else strength_timesteps(e._strength, m.steps, m.shift)
