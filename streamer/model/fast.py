@@ -31,7 +31,7 @@ from streamer.model.fast_cache import fast_commit_device
 from streamer.model.fast_dit import FusedDiT
 from streamer.model.fast_vae import ChunkCodec
 from streamer.model.sampling import motion_level, motion_strength, sample_sequential, strength_timesteps
-from streamer.model.shortcut import ShortcutDiT, sampler_step_size
+from streamer.model.shortcut import sampler_step_size, takes_step_size
 
 if TYPE_CHECKING:
     from streamer.model.engine import ModelTransform
@@ -121,7 +121,7 @@ class FastPath:
         self._prev.copy_(x[-1])
         z = self.codec.encode(x)
         ts = e._fixed_ts if e._fixed_ts is not None else strength_timesteps(e._strength, m.steps, m.shift)
-        shortcut = isinstance(e.dit, ShortcutDiT)  # as the engine's _denoiser: step size = t / 1000, on the device
+        shortcut = takes_step_size(e.dit)  # as the engine's _denoiser: step size = t / 1000, on the device
 
         def model(xt: Tensor, t: Tensor) -> Tensor:
             return self.dit(xt, t, e._cross, e.cache, sampler_step_size(t) if shortcut else None)
