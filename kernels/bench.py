@@ -1,6 +1,6 @@
 """Time each fused kernel against its unfused plain-torch reference at W1 sizes (run on a CUDA GPU).
 
-    python -m kernels.bench [--json PATH]
+    python -m streamer_kernels.bench [--json PATH]
 
 Reports ms (median of triton.testing.do_bench), achieved GB/s over the minimum bytes each op must
 move, the speed-up over the reference, and the measured copy bandwidth and bf16 matmul rate that
@@ -17,11 +17,12 @@ from collections.abc import Callable
 import torch
 from triton.testing import do_bench
 
-from kernels.attention import AttentionPicker, available_backends
-from kernels.bias_gelu import bias_gelu, bias_gelu_ref
-from kernels.frame_convert import frame_to_model, frame_to_model_ref, model_to_frame, model_to_frame_ref
-from kernels.modulated_layernorm import gated_modulated_layernorm, gated_modulated_layernorm_ref
-from kernels.qk_norm_rope import qk_norm_rope, qk_norm_rope_ref, rope_tables
+from streamer.model.rope import rope_tables
+from streamer_kernels.attention import AttentionPicker, available_backends
+from streamer_kernels.bias_gelu import bias_gelu, bias_gelu_ref
+from streamer_kernels.frame_convert import frame_to_model, frame_to_model_ref, model_to_frame, model_to_frame_ref
+from streamer_kernels.modulated_layernorm import gated_modulated_layernorm, gated_modulated_layernorm_ref
+from streamer_kernels.qk_norm_rope import qk_norm_rope, qk_norm_rope_ref
 
 
 def ceilings() -> dict[str, float]:
@@ -61,7 +62,7 @@ def run() -> dict[str, object]:
     qkv = torch.randn(1, T, 3 * D, device=dev, dtype=bf)
     q, k, v = qkv.split(D, dim=-1)
     wq, wk = torch.randn(D, device=dev, dtype=bf), torch.randn(D, device=dev, dtype=bf)
-    cos, sin = rope_tables(torch.tensor([5], device=dev), 30, 52)
+    cos, sin = rope_tables(torch.tensor([5], device=dev), 30, 52, 128)
     cache = torch.empty(2, 1, 7 * T, H, 128, device=dev, dtype=bf)
     rows.append(
         _row(

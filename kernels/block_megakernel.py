@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels.bias_gelu import _K
+from streamer_kernels.bias_gelu import _K
 
 if TYPE_CHECKING:
     from streamer.model.cache import KVCache

@@ -21,8 +21,13 @@ from typing import Any
 
 import torch
 
-from kernels.bias_gelu import bias_gelu
-from kernels.block_megakernel import (
+from streamer.bench.model_workloads import percentile
+from streamer.model.cache import CrossAttnKV, KVCache
+from streamer.model.dit import DiT, build
+from streamer.model.fast_dit import FusedDiT
+from streamer.model.rope import rope_tables
+from streamer_kernels.bias_gelu import bias_gelu
+from streamer_kernels.block_megakernel import (
     INTERPRETER_CONFIG,
     BlockWeights,
     MegakernelConfig,
@@ -31,12 +36,7 @@ from kernels.block_megakernel import (
     block_modulation,
     default_config,
 )
-from kernels.modulated_layernorm import gated_modulated_layernorm, modulated_layernorm
-from streamer.bench.model_workloads import percentile
-from streamer.model.cache import CrossAttnKV, KVCache
-from streamer.model.dit import DiT, build
-from streamer.model.fast_dit import FusedDiT
-from streamer.model.rope import rope_tables
+from streamer_kernels.modulated_layernorm import gated_modulated_layernorm, modulated_layernorm
 
 
 class MegakernelDiT(FusedDiT):

@@ -149,7 +149,7 @@ def _file_table(folder: Path) -> dict[str, tuple[Path, str]]:
 
 
 def overlays_dir() -> Path:
-    return Path(str(resources.files("overlays")))
+    return Path(str(resources.files("streamer_overlays")))
 
 
 def assets_dir() -> Path:

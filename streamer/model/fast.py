@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.attention import AttentionPicker
-from kernels.frame_convert import frame_to_model, model_to_frame
 from streamer.model.fast_cache import fast_commit_device
 from streamer.model.fast_dit import FusedDiT
 from streamer.model.fast_vae import ChunkCodec
 from streamer.model.sampling import motion_level, motion_strength, sample_sequential, strength_timesteps
 from streamer.model.shortcut import sampler_step_size, takes_step_size
+from streamer_kernels.attention import AttentionPicker
+from streamer_kernels.frame_convert import frame_to_model, model_to_frame
 
 if TYPE_CHECKING:
     from streamer.model.engine import ModelTransform

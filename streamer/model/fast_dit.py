@@ -20,14 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.attention import AttentionPicker
-from kernels.bias_gelu import bias_gelu
-from kernels.modulated_layernorm import gated_modulated_layernorm, modulated_layernorm
-from kernels.qk_norm_rope import qk_norm_rope
 from streamer.model.cache import CrossAttnKV, KVCache
 from streamer.model.dit import DiT
 from streamer.model.rope import rope_tables
 from streamer.model.shortcut import ShortcutDiT
+from streamer_kernels.attention import AttentionPicker
+from streamer_kernels.bias_gelu import bias_gelu
+from streamer_kernels.modulated_layernorm import gated_modulated_layernorm, modulated_layernorm
+from streamer_kernels.qk_norm_rope import qk_norm_rope
 
 
 def _fuse_linears(linears: list[torch.nn.Linear]) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from kernel_asserts import assert_matches, needs_gpu
 
-from kernels.attention import AttentionPicker, attention, attention_ref, available_backends
+from streamer_kernels.attention import AttentionPicker, attention, attention_ref, available_backends
 
 
 def _qkv(B: int, sq: int, sk: int, H: int, D: int, dtype: torch.dtype, device: str):

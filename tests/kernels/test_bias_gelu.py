@@ -6,7 +6,7 @@ import pytest
 import torch
 from kernel_asserts import assert_matches, needs_gpu, small_device
 
-from kernels.bias_gelu import bias_gelu, bias_gelu_ref
+from streamer_kernels.bias_gelu import bias_gelu, bias_gelu_ref
 
 
 def _case(shape: tuple[int, ...], dtype: torch.dtype, device: str):

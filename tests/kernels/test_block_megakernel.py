@@ -12,7 +12,10 @@ import pytest
 import torch
 from kernel_asserts import HAS_CUDA, assert_matches, needs_gpu, small_device
 
-from kernels.block_megakernel import (
+from streamer.model.cache import KVCache
+from streamer.model.dit import DiTBlock, preset
+from streamer.model.rope import rope_tables
+from streamer_kernels.block_megakernel import (
     BlockWeights,
     MegakernelConfig,
     MegakernelWorkspace,
@@ -20,9 +23,6 @@ from kernels.block_megakernel import (
     block_megakernel_ref,
     block_modulation,
 )
-from streamer.model.cache import KVCache
-from streamer.model.dit import DiTBlock, preset
-from streamer.model.rope import rope_tables
 
 
 def _case(batch, grid, window, sinks, dtype, device, seed=None):

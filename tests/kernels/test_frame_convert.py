@@ -6,7 +6,7 @@ import pytest
 import torch
 from kernel_asserts import assert_matches, needs_gpu, small_device
 
-from kernels.frame_convert import frame_to_model, frame_to_model_ref, model_to_frame, model_to_frame_ref
+from streamer_kernels.frame_convert import frame_to_model, frame_to_model_ref, model_to_frame, model_to_frame_ref
 
 
 def _frames(B: int, H: int, W: int, device: str) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from kernel_asserts import assert_matches, needs_gpu, small_device
 
-from kernels.modulated_layernorm import (
+from streamer_kernels.modulated_layernorm import (
     gated_modulated_layernorm,
     gated_modulated_layernorm_ref,
     modulated_layernorm,

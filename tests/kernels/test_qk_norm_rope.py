@@ -8,7 +8,8 @@ import pytest
 import torch
 from kernel_asserts import assert_matches, needs_gpu, small_device
 
-from kernels.qk_norm_rope import qk_norm_rope, qk_norm_rope_ref, rope_tables
+from streamer.model.rope import rope_tables
+from streamer_kernels.qk_norm_rope import qk_norm_rope, qk_norm_rope_ref
 
 
 def _case(B: int, grid: tuple[int, int, int], heads: int, hd: int, dtype: torch.dtype, device: str):
