@@ -6,7 +6,7 @@ per-token angle table; the rotated k and the raw v go straight into the rolling 
 program per (token, q|k|v) reads its row once and writes it once: the unfused path makes ~8 passes.
 
 Angle tables: `cos`, `sin` are [S, head_dim/2] float32 for the S tokens of the chunk, the same table
-for every head; `rope_tables()` builds them from 3D grid positions the way Wan splits the pairs
+for every head; `streamer.model.rope.rope_tables()` builds them from 3D grid positions the way Wan splits the pairs
 (time:height:width = 22:21:21 for head_dim 128).
 """
 
@@ -235,41 +235,6 @@ def qk_norm_rope(
         num_warps=8 if block >= 4096 else (4 if block >= 1024 else 2),
     )
     return q_out, (k_out if has_kv else None), (v_out if has_kv else None)
-
-
-def rope_tables(
-    frames: torch.Tensor,
-    height: int,
-    width: int,
-    head_dim: int = 128,
-    theta: float = 10000.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin [F*height*width, head_dim/2] (float32) for tokens flattened (f, h, w), where `frames`
-    holds each frame's absolute time index (a device tensor, so positions never need a host sync).
-
-    Wan's split: the time axis gets head_dim - 4*(head_dim//6) real dims, height and width
-    2*(head_dim//6) each; each axis uses frequencies theta^(-2i/axis_dims).
-    """
-    d_hw = 2 * (head_dim // 6)
-    d_t = head_dim - 2 * d_hw
-    dev = frames.device
-
-    def freqs(dims: int) -> torch.Tensor:
-        return 1.0 / theta ** (torch.arange(0, dims, 2, device=dev, dtype=torch.float64) / dims)
-
-    ang_t = frames.to(torch.float64)[:, None] * freqs(d_t)  # [F, d_t/2]
-    ang_h = torch.arange(height, device=dev, dtype=torch.float64)[:, None] * freqs(d_hw)
-    ang_w = torch.arange(width, device=dev, dtype=torch.float64)[:, None] * freqs(d_hw)
-    F = frames.shape[0]
-    ang = torch.cat(
-        [
-            ang_t[:, None, None, :].expand(F, height, width, -1),
-            ang_h[None, :, None, :].expand(F, height, width, -1),
-            ang_w[None, None, :, :].expand(F, height, width, -1),
-        ],
-        dim=-1,
-    ).reshape(F * height * width, head_dim // 2)
-    return torch.cos(ang).float(), torch.sin(ang).float()
 
 
 def qk_norm_rope_ref(

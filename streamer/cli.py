@@ -23,7 +23,7 @@ _HANDLERS = {
     "doctor": "streamer.doctor:doctor_command",
     "bench pipeline": "streamer.bench.pipeline:bench_pipeline_command",
     "bench model": "streamer.bench.model:bench_model_command",
-    "model inspect": "streamer.model.checkpoints:inspect_command",
+    "model inspect": "streamer.model.weights.checkpoints:inspect_command",
     "check-prompt": "streamer.control.moderation:check_prompt_command",
     "obs setup": "streamer.control.obs:setup_command",
     "twitch login": "streamer.control.twitch_auth:login_command",

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from streamer.model.config import DiTConfig
 from streamer.model.rope import rotate_time_band
-
-if TYPE_CHECKING:
-    from streamer.model.dit import DiTConfig
 
 
 @dataclass

@@ -21,7 +21,8 @@ import torch
 from streamer.config import ModelSettings, Settings, effective_window
 from streamer.doctor import Check
 from streamer.model import loading
-from streamer.model.dit import DiT, DiTConfig, preset
+from streamer.model.config import DiTConfig, preset
+from streamer.model.dit import DiT
 from streamer.model.loading import ModelLoadError, dtype_name, preset_mismatch, resolve_device, resolve_dtype
 from streamer.model.text import TextEncoderError, _require_files, default_cache_dir, minilm_model_dir
 from streamer.model.vae import DECODER_WIDTHS, TINY_DECODER_WIDTHS, VAELoadError, infer_config, read_state_dict
@@ -120,7 +121,7 @@ def _weights_checks(m: ModelSettings, found: dict[str, object]) -> Iterable[Chec
                     "random DiT weights (" + ("forced by model.checkpoint = 'random'" if forced else "none configured")
                     + "), output not meaningful", _weights_fix(m, "model.checkpoint"))  # fmt: skip
     else:
-        from streamer.model.checkpoints import CheckpointError, read_checkpoint
+        from streamer.model.weights.checkpoints import CheckpointError, read_checkpoint
 
         where = dit.describe()
         try:

@@ -19,7 +19,8 @@ from typing import Literal
 import torch
 
 from streamer.config import ModelSettings
-from streamer.model.dit import DiT, DiTConfig, preset
+from streamer.model.config import DiTConfig, preset
+from streamer.model.dit import DiT
 from streamer.model.text import TextEncoder, build_text_encoder
 from streamer.model.vae import TAEHV, load_taehv, tiny_taehv
 
@@ -160,19 +161,18 @@ def _seeded(device: torch.device) -> contextlib.AbstractContextManager[None]:
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
-def load_dit(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tuple[DiT, str]:
+def load_configured_dit(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tuple[DiT, str]:
     """The DiT from model.checkpoint or the embedded tiny folder (via the checkpoint loader), else seeded
     random weights; with a one-line source description."""
     choice = dit_weights(m)
     if choice.kind != "random":
-        from streamer.model.checkpoints import CheckpointError
-        from streamer.model.checkpoints import load_dit as load_checkpoint
+        from streamer.model.weights.checkpoints import CheckpointError, load_dit
 
         setting = (
             f"model.checkpoint = {m.checkpoint!r}" if choice.kind == "file" else f"embedded tiny weights {EMBEDDED_DIR}"
         )
         try:  # preset checked below: a pruned variant of the preset (its own config.json) is fine
-            dit, report = load_checkpoint(
+            dit, report = load_dit(
                 str(choice.path), lora=m.lora or None, preset=None, device=device, dtype=dtype
             )
         except CheckpointError as e:  # one error type for every load problem, naming the setting
@@ -193,7 +193,7 @@ def load_dit(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tupl
     return dit.to_inference_dtype(dtype).eval().requires_grad_(False), f"random (seed {m.seed})"
 
 
-def load_vae(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tuple[TAEHV, str]:
+def load_configured_vae(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tuple[TAEHV, str]:
     """TAEHV from model.vae (temporal for Wan, per-frame for tiny), else a seeded random one."""
     temporal = m.preset != "tiny"
     choice = vae_weights(m)
@@ -215,9 +215,9 @@ def load_parts(m: ModelSettings, device: torch.device) -> LoadedParts:
         )
     _progress(0, f"preset {m.preset} on {device} ({dtype_name(dtype)})", started)
     dit_random, vae_random = dit_weights(m).kind == "random", vae_weights(m).kind == "random"
-    dit, dit_src = load_dit(m, device, dtype)
+    dit, dit_src = load_configured_dit(m, device, dtype)
     _progress(50, f"DiT: {dit_src}", started)
-    vae, vae_src = load_vae(m, device, dtype)
+    vae, vae_src = load_configured_vae(m, device, dtype)
     _progress(70, f"autoencoder: {vae_src}", started)
     cfg = dit.cfg
     text = build_text_encoder(

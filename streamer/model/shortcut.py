@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from streamer.model.dit import DiT, DiTConfig, timestep_embedding
+from streamer.model.config import DiTConfig
+from streamer.model.dit import DiT, timestep_embedding
 
 SHORTCUT_FILE = "shortcut.safetensors"
 PREFIX = "step_embedding."

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from streamer.model.dit import DiTConfig
+from streamer.model.config import DiTConfig
 
 LATEST = "latest"
 

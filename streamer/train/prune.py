@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from streamer.model.dit import DiT, DiTConfig
+from streamer.model.config import DiTConfig
+from streamer.model.dit import DiT
 from streamer.train.checkpoint import save_dit_weights
 from streamer.train.shortcut import SHORTCUT_FILE
 
@@ -164,7 +165,7 @@ def param_count(model: nn.Module) -> int:
 
 def _calibration(args: argparse.Namespace) -> tuple[DiT, Callable[[DiT], None], Path]:
     """The checkpoint to prune and a calibration function over the training recipe's clips."""
-    from streamer.model.checkpoints import read_checkpoint
+    from streamer.model.weights.checkpoints import read_checkpoint
     from streamer.train import config as tconfig
     from streamer.train.data import build_source, make_batch, step_generator
     from streamer.train.forcing import make_plan, noisy_clip

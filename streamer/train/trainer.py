@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from streamer.model.checkpoints import CheckpointError, read_checkpoint
-from streamer.model.dit import preset
+from streamer.model.weights.checkpoints import CheckpointError, read_checkpoint
+from streamer.model.config import preset
 from streamer.model.text import build_text_encoder
 from streamer.model.vae import TAEHV, load_taehv, tiny_taehv
 from streamer.train import checkpoint as ckpt

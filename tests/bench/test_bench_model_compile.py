@@ -68,7 +68,8 @@ def test_compile_variant_compiles_once_and_matches_eager(monkeypatch: pytest.Mon
 
 
 def test_takes_step_size_sees_through_torch_compile() -> None:
-    from streamer.model.dit import DiT, preset
+    from streamer.model.config import preset
+    from streamer.model.dit import DiT
     from streamer.model.shortcut import ShortcutDiT
 
     cfg = preset("tiny")

@@ -15,7 +15,8 @@ from streamer.bench.model_workloads import WORKLOADS
 from streamer.cli import build_parser
 from streamer.config import effective_window
 from streamer.model import loading
-from streamer.model.dit import DiT, preset
+from streamer.model.config import preset
+from streamer.model.dit import DiT
 from streamer.model.vae import TAEHV
 from streamer.train.checkpoint import save_dit_weights
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from streamer.model.cache import KVCache
-from streamer.model.dit import DiT, build, preset
+from streamer.model.config import preset
+from streamer.model.dit import DiT, build
 from streamer.model.rope import apply_rope, rope_tables
 
 F64 = torch.float64

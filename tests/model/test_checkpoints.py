@@ -12,7 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from streamer.cli import main as cli_main
-from streamer.model.checkpoints import (
+from streamer.model.config import DiTConfig, preset
+from streamer.model.dit import DiT, build
+from streamer.model.weights.checkpoints import (
     CheckpointError,
     _config_from_shapes,
     check_state_dict,
@@ -21,7 +23,6 @@ from streamer.model.checkpoints import (
     load_dit,
     read_checkpoint,
 )
-from streamer.model.dit import DiT, DiTConfig, build, preset
 
 
 @pytest.fixture(scope="module")

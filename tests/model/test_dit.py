@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from streamer.model.cache import KVCache
-from streamer.model.dit import DiT, build, preset, timestep_embedding
+from streamer.model.config import preset
+from streamer.model.dit import DiT, build, timestep_embedding
 from streamer.model.rope import apply_rope, band_dims, rope_tables, rotate_time_band
 
 F64 = torch.float64

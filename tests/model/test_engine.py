@@ -204,16 +204,16 @@ def test_wan_engine_on_cuda_random_weights(tmp_path, fast: bool) -> None:
 
 
 def test_configured_autoencoder_is_loaded_and_named(tmp_path) -> None:
-    from streamer.model.loading import load_vae
+    from streamer.model.loading import load_configured_vae
     from streamer.model.vae import tiny_taehv
 
     torch.manual_seed(3)
     trained = tiny_taehv()
     torch.save(trained.state_dict(), tmp_path / "tiny_vae.pth")
-    vae, source = load_vae(_settings(vae=str(tmp_path / "tiny_vae.pth")), torch.device("cpu"), torch.float32)
+    vae, source = load_configured_vae(_settings(vae=str(tmp_path / "tiny_vae.pth")), torch.device("cpu"), torch.float32)
     assert source == "tiny_vae.pth" and not vae.temporal
     torch.testing.assert_close(vae.decoder[1].weight, trained.decoder[1].weight)
     with pytest.raises(Exception, match="per-frame"):  # the Wan presets need a temporal autoencoder
-        load_vae(_settings(vae=str(tmp_path / "tiny_vae.pth"), preset="wan-1.3b"), torch.device("cpu"), torch.float32)
+        load_configured_vae(_settings(vae=str(tmp_path / "tiny_vae.pth"), preset="wan-1.3b"), torch.device("cpu"), torch.float32)
     with pytest.raises(ModelLoadError, match="LoRA needs its base checkpoint"):
         load_parts(_settings(lora=str(tmp_path / "x.safetensors"), checkpoint="random"), torch.device("cpu"))

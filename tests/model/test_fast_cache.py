@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from streamer.model.cache import KVCache
-from streamer.model.dit import preset
+from streamer.model.config import preset
 from streamer.model.fast_cache import fast_commit_device
 
 

@@ -15,14 +15,15 @@ from safetensors.torch import save_file
 from streamer.cli import main as cli_main
 from streamer.config import from_dict
 from streamer.model import loading
-from streamer.model.checkpoints import CheckpointError, load_dit
-from streamer.model.dit import DiT, preset
+from streamer.model.config import preset
+from streamer.model.dit import DiT
 from streamer.model.engine import ModelTransform
 from streamer.model.fast import FastPath  # imports kernels/, which picks Triton's interpreter on a CPU
 from streamer.model.loading import LoadedParts
 from streamer.model.shortcut import SHORTCUT_FILE, ShortcutDiT, sampler_step_size
 from streamer.model.text import RandomTextEncoder
 from streamer.model.vae import tiny_taehv
+from streamer.model.weights.checkpoints import CheckpointError, load_dit
 from streamer.train.checkpoint import save_dit_weights
 
 HAS_CUDA = torch.cuda.is_available()
@@ -73,7 +74,7 @@ def test_folder_with_shortcut_file_loads_a_shortcut_dit(folders: dict[str, Path]
 def test_the_daemons_loader_reports_the_step_embedding(tmp_path: Path) -> None:
     folder = _folder(tmp_path, "tiny", _trained(0.5, layers=preset("tiny").num_layers))
     m = from_dict({"model": {"checkpoint": str(folder), "preset": "tiny"}}).model
-    dit, src = loading.load_dit(m, torch.device("cpu"), torch.float32)
+    dit, src = loading.load_configured_dit(m, torch.device("cpu"), torch.float32)
     assert isinstance(dit, ShortcutDiT) and "+ shortcut step embedding" in src
 
 

@@ -12,10 +12,18 @@ from safetensors.torch import save_file
 
 from streamer.config import from_dict
 from streamer.model import loading
-from streamer.model.dit import DiT, DiTConfig, preset
+from streamer.model.config import DiTConfig, preset
+from streamer.model.dit import DiT
 from streamer.model.doctor import checks, estimate_memory
 from streamer.model.engine import ModelTransform
-from streamer.model.loading import ModelLoadError, dit_weights, load_dit, load_parts, load_vae, vae_weights
+from streamer.model.loading import (
+    ModelLoadError,
+    dit_weights,
+    load_configured_dit,
+    load_configured_vae,
+    load_parts,
+    vae_weights,
+)
 from streamer.model.text import TextEncoderError
 from streamer.model.vae import TAEHV, TINY_DECODER_WIDTHS, TINY_ENCODER_WIDTH
 from streamer.train.checkpoint import save_dit_weights
@@ -79,15 +87,15 @@ def test_embedded_folder_is_picked_up_for_tiny(embedded, tmp_path: Path) -> None
 def test_random_forces_random_weights(embedded) -> None:
     m = _m(checkpoint="random", vae="random")
     assert (dit_weights(m).kind, vae_weights(m).kind) == ("random", "random")
-    dit, src = load_dit(m, CPU, torch.float32)
+    dit, src = load_configured_dit(m, CPU, torch.float32)
     assert src == "random (seed 0)" and dit.cfg == preset("tiny")
-    vae, vae_src = load_vae(m, CPU, torch.float32)
+    vae, vae_src = load_configured_vae(m, CPU, torch.float32)
     assert vae_src.startswith("random") and vae.decoder[1].weight.shape[0] == TINY_DECODER_WIDTHS[0]
     # one part forced random, the other embedded
     mixed = _m(vae="random")
     assert (dit_weights(mixed).kind, vae_weights(mixed).kind) == ("embedded", "random")
     with pytest.raises(ModelLoadError, match="LoRA needs its base checkpoint"):
-        load_dit(_m(checkpoint="random", lora="x.safetensors"), CPU, torch.float32)
+        load_configured_dit(_m(checkpoint="random", lora="x.safetensors"), CPU, torch.float32)
 
 
 def test_embedded_is_only_for_tiny_and_only_when_present(embedded, tmp_path: Path, monkeypatch) -> None:
@@ -99,7 +107,7 @@ def test_embedded_is_only_for_tiny_and_only_when_present(embedded, tmp_path: Pat
 
 def test_a_configured_file_wins_over_the_embedded_weights(embedded, tmp_path: Path) -> None:
     sd = _save_dit(tmp_path / "mine", SMALL, seed=9)
-    dit, src = load_dit(_m(checkpoint=str(tmp_path / "mine")), CPU, torch.float32)
+    dit, src = load_configured_dit(_m(checkpoint=str(tmp_path / "mine")), CPU, torch.float32)
     assert not src.startswith("embedded") and src.startswith("model.safetensors: custom")
     torch.testing.assert_close(dit.state_dict()["head.head.weight"], sd["head.head.weight"])
 
@@ -109,7 +117,7 @@ def test_embedded_weights_that_do_not_fit_the_preset_fail_clearly(tmp_path: Path
     _save_dit(folder, dataclasses.replace(SMALL, text_dim=96), seed=1)
     monkeypatch.setattr(loading, "EMBEDDED_DIR", folder)
     with pytest.raises(ModelLoadError, match=r"embedded tiny weights .*text_dim 96 \(the preset has 384\)"):
-        load_dit(_m(), CPU, torch.float32)
+        load_configured_dit(_m(), CPU, torch.float32)
 
 
 def test_trained_weights_never_get_random_text_states(tmp_path: Path, nothing_embedded) -> None:

@@ -40,7 +40,8 @@ def micro_init(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     import torch
 
-    from streamer.model.dit import DiT, preset
+    from streamer.model.config import preset
+    from streamer.model.dit import DiT
     from streamer.train.checkpoint import save_dit_weights
 
     cfg = dataclasses.replace(preset("tiny"), dim=128, num_layers=2, num_heads=2, ffn_dim=256, text_len=16)

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from streamer.config import ModelSettings
-from streamer.model.dit import DiT, preset
+from streamer.model.config import preset
+from streamer.model.dit import DiT
 from streamer.model.loading import load_parts
 from streamer.model.text import RandomTextEncoder
 from streamer.model.vae import tiny_taehv

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from streamer.model.dit import preset
+from streamer.model.config import preset
 from streamer.model.sampling import to_x0
 from streamer.train.config import TrainConfig
 from streamer.train.forcing import PAIRED_MIN_SIGMA, frame_loss, frame_sigmas, make_plan, noisy_clip

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamer.model.checkpoints import load_dit
-from streamer.model.dit import DiT, preset
+from streamer.model.config import preset
+from streamer.model.dit import DiT
+from streamer.model.weights.checkpoints import load_dit
 from streamer.train.checkpoint import save_dit_weights
 from streamer.train.prune import check_tiles, prune, prune_command, pruned_config
 

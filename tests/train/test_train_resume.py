@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamer.model.checkpoints import load_dit
 from streamer.model.vae import load_taehv
+from streamer.model.weights.checkpoints import load_dit
 from streamer.train import checkpoint as ckpt
 from streamer.train.config import TrainConfig
 from streamer.train.trainer import Trainer

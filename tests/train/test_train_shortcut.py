@@ -6,7 +6,8 @@ import dataclasses
 
 import torch
 
-from streamer.model.dit import DiT, preset
+from streamer.model.config import preset
+from streamer.model.dit import DiT
 from streamer.train.shortcut import ShortcutDiT, StepSizeEmbedding, shortcut_target, step_sizes
 
 

@@ -17,43 +17,28 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from streamer.model.dit import PRESETS, DiT, DiTConfig
+from streamer.model.config import PRESETS, DiTConfig
+from streamer.model.dit import DiT
 from streamer.model.shortcut import PREFIX, SHORTCUT_FILE, ShortcutDiT
+from streamer.model.weights.lora import merge_lora
+from streamer.model.weights.names import diffusers_to_wan, is_diffusers
+from streamer.model.weights.readers import (
+    SHOW,
+    CheckpointError,
+    read_index,
+    read_pickle,
+    read_safetensors,
+    strip_prefixes,
+    unwrap,
+)
 
-_SHOW = 10  # keys listed per problem kind
 _CONTAINER_KEYS = ("generator_ema", "generator", "state_dict", "model")
-_PREFIXES = ("module.", "_orig_mod.", "model.", "base_model.model.")
-_DIFFUSERS_RENAMES = [  # (diffusers pattern, original replacement); applied in order, anchored on name parts
-    (r"^condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
-    (r"^condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
-    (r"^condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
-    (r"^condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
-    (r"^condition_embedder\.time_proj\.", "time_projection.1."),
-    (r"^scale_shift_table$", "head.modulation"),
-    (r"^proj_out\.", "head.head."),
-    (r"^(blocks\.\d+)\.scale_shift_table$", r"\1.modulation"),
-    (r"^(blocks\.\d+)\.attn1\.to_out\.0\.", r"\1.self_attn.o."),
-    (r"^(blocks\.\d+)\.attn2\.to_out\.0\.", r"\1.cross_attn.o."),
-    (r"^(blocks\.\d+)\.attn1\.to_([qkv])\.", r"\1.self_attn.\2."),
-    (r"^(blocks\.\d+)\.attn2\.to_([qkv])\.", r"\1.cross_attn.\2."),
-    (r"^(blocks\.\d+)\.attn1\.(norm_[qk])\.", r"\1.self_attn.\2."),
-    (r"^(blocks\.\d+)\.attn2\.(norm_[qk])\.", r"\1.cross_attn.\2."),
-    (r"^(blocks\.\d+)\.norm2\.", r"\1.norm3."),  # Diffusers' norm2 is Wan's affine cross-attention norm3
-    (r"^(blocks\.\d+)\.ffn\.net\.0\.proj\.", r"\1.ffn.0."),
-    (r"^(blocks\.\d+)\.ffn\.net\.2\.", r"\1.ffn.2."),
-]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file and every problem found."""
 
 
 @dataclass
@@ -81,44 +66,6 @@ class CheckpointInfo:
         return ", ".join(f"{k} ({v} tensors)" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-# ---- reading containers ------------------------------------------------------------------------------
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as e:  # safetensors raises its own error type for truncated/corrupt headers
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-
-
-def _read_pickle(path: Path) -> Any:
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:  # legacy (non-zip) files cannot be memory-mapped
-            if "mmap" not in str(e):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors, truncated zips, forbidden globals
-        raise CheckpointError(
-            f"{path}: not a readable torch checkpoint with plain tensors ({type(e).__name__}: {e})"
-        ) from e
-
-
-def _read_index(path: Path) -> dict[str, Tensor]:
-    try:
-        weight_map = json.loads(path.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: not a sharded-checkpoint index with a weight_map ({e})") from e
-    out: dict[str, Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        out.update(_read_safetensors(path.parent / shard))
-    missing = sorted(set(weight_map) - set(out))
-    if missing:
-        raise CheckpointError(f"{path}: {len(missing)} keys of the index are in no shard: {', '.join(missing[:_SHOW])}")
-    return out
-
-
 def _resolve(path: Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
@@ -137,53 +84,10 @@ def _resolve(path: Path) -> Path:
     candidates = sorted(p for p in path.iterdir() if p.suffix in weights and p.is_file() and p.name != SHORTCUT_FILE)
     if len(candidates) == 1:  # e.g. a folder holding only self_forcing_dmd.pt
         return candidates[0]
-    found = f" (found {', '.join(p.name for p in candidates[:_SHOW])}; name one)" if candidates else ""
+    found = f" (found {', '.join(p.name for p in candidates[:SHOW])}; name one)" if candidates else ""
     raise CheckpointError(
         f"{path}: directory holds no diffusion_pytorch_model.safetensors, model.safetensors or model.pt{found}"
     )
-
-
-def _unwrap(obj: Any, keys: tuple[str, ...], path: Path) -> tuple[dict[str, Tensor], str]:
-    """Pick the weights out of a training container; returns (tensors, which entry)."""
-    where = "bare dict"
-    if isinstance(obj, dict):
-        for key in keys:
-            if isinstance(obj.get(key), dict):
-                obj, where = obj[key], key
-                break
-    if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
-    bad = [str(k) for k, v in obj.items() if not isinstance(v, Tensor)]
-    if bad:
-        raise CheckpointError(f"{path}: {len(bad)} entries are not tensors (e.g. {', '.join(bad[:_SHOW])}); containers "
-                              f"looked for: {', '.join(keys)}")  # fmt: skip
-    return dict(obj), where
-
-
-def _strip_prefixes(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    stripped = []
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _PREFIXES:
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix) :]: v for k, v in sd.items()}
-                stripped.append(prefix)
-                changed = True
-    return sd, stripped
-
-
-def _is_diffusers(keys: list[str]) -> bool:
-    return any(k.startswith(("condition_embedder.", "proj_out.")) or ".attn1." in k for k in keys)
-
-
-def diffusers_to_wan(key: str) -> str:
-    """Rename one Diffusers `WanTransformer3DModel` key to the original Wan name (unknown keys unchanged)."""
-    for pattern, repl in _DIFFUSERS_RENAMES:
-        new, n = re.subn(pattern, repl, key)
-        if n:
-            return new
-    return key
 
 
 def _config_from_json(path: Path) -> DiTConfig | None:
@@ -266,8 +170,8 @@ def _compare(sd: dict[str, Tensor], want: dict[str, tuple[int, ...]]) -> list[st
 
     def listed(title: str, items: list[str]) -> None:
         if items:
-            more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-            problems.append(f"{len(items)} {title}: {', '.join(items[:_SHOW])}{more}")
+            more = f" (+{len(items) - SHOW} more)" if len(items) > SHOW else ""
+            problems.append(f"{len(items)} {title}: {', '.join(items[:SHOW])}{more}")
 
     listed("missing keys", sorted(set(want) - set(sd)))
     listed("unexpected keys", sorted(set(sd) - set(want)))
@@ -289,17 +193,17 @@ def read_checkpoint(
     file = _resolve(Path(path))
     notes = []
     if file.name.endswith(".index.json"):
-        sd, container = _read_index(file), "sharded safetensors"
+        sd, container = read_index(file), "sharded safetensors"
     elif file.suffix == ".safetensors":
-        sd, container = _read_safetensors(file), "safetensors"
+        sd, container = read_safetensors(file), "safetensors"
     else:
-        sd, where = _unwrap(_read_pickle(file), _CONTAINER_KEYS, file)
+        sd, where = unwrap(read_pickle(file), _CONTAINER_KEYS, file)
         container = f"torch pickle ({where})"
-    sd, stripped = _strip_prefixes(sd)
+    sd, stripped = strip_prefixes(sd)
     if stripped:
         notes.append(f"stripped prefix {' + '.join(repr(p) for p in stripped)}")
     names, collisions = "Wan", []
-    if _is_diffusers(list(sd)):
+    if is_diffusers(list(sd)):
         renamed: dict[str, Tensor] = {}
         for k, v in sd.items():
             new = diffusers_to_wan(k)
@@ -314,16 +218,14 @@ def read_checkpoint(
     cfg = from_json or _config_from_shapes(sd)
     problems = check_state_dict(sd, cfg)
     if collisions:
-        problems.append(f"{len(collisions)} keys collide after the Diffusers rename: {', '.join(collisions[:_SHOW])}")
+        problems.append(f"{len(collisions)} keys collide after the Diffusers rename: {', '.join(collisions[:SHOW])}")
     if lora is not None and not problems:
-        from streamer.model.lora import merge_lora  # lora.py reads files with this module's helpers
-
         lora_problems, summary = merge_lora(sd, Path(lora), lora_alpha)
         problems += lora_problems
         notes.append(f"LoRA {lora}: {summary}")
     shortcut, sc_file = None, file.parent / SHORTCUT_FILE
     if sc_file.is_file() and file != sc_file:  # unreadable: CheckpointError naming the file; misfit: problems
-        shortcut = _read_safetensors(sc_file)
+        shortcut = read_safetensors(sc_file)
         problems += [f"{sc_file}: {p}" for p in check_shortcut_state_dict(shortcut, cfg)]
     layout = f"{container}, {names} names"
     return CheckpointInfo(file, layout, cfg, preset_name(cfg), sd, problems, notes, shortcut)

@@ -1,6 +1,6 @@
 """LongLive-style PEFT LoRA files merged into a DiT state dict before it is built (model.lora).
 
-Read with the checkpoint loader's own helpers (safetensors, or pickles with weights_only=True; container
+Read with the public readers (readers.py) (safetensors, or pickles with weights_only=True; container
 keys and prefixes unwrapped the same way), so a LoRA file has the same safety and error rules as a checkpoint.
 """
 
@@ -13,14 +13,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from streamer.model.checkpoints import (
-    _SHOW,
-    _read_pickle,
-    _read_safetensors,
-    _strip_prefixes,
-    _unwrap,
-    diffusers_to_wan,
-)
+from streamer.model.weights.names import diffusers_to_wan
+from streamer.model.weights.readers import SHOW, read_pickle, read_safetensors, strip_prefixes, unwrap
 
 _LORA_CONTAINER_KEYS = ("generator_lora", "lora", "state_dict")
 
@@ -31,9 +25,9 @@ def merge_lora(sd: dict[str, Tensor], lora_path: Path, alpha: float | None = Non
     alpha comes from `alpha`, else adapter_config.json beside the file (lora_alpha, r, use_rslora), else
     a per-module `.alpha` tensor, else alpha = r (LongLive: r 256, alpha 256). Returns (problems, summary).
     """
-    raw = _read_safetensors(lora_path) if lora_path.suffix == ".safetensors" else _read_pickle(lora_path)
-    lora, where = _unwrap(raw, _LORA_CONTAINER_KEYS, lora_path)
-    lora, _ = _strip_prefixes(lora)
+    raw = read_safetensors(lora_path) if lora_path.suffix == ".safetensors" else read_pickle(lora_path)
+    lora, where = unwrap(raw, _LORA_CONTAINER_KEYS, lora_path)
+    lora, _ = strip_prefixes(lora)
     # PEFT drops the adapter name when saving; a raw module state_dict keeps it (lora_A.default.weight).
     lora = {re.sub(r"\.(lora_[AB])\.[^.]+\.weight$", r".\1.weight", k): v for k, v in lora.items()}
     rslora, cfg_alpha = False, None
@@ -49,7 +43,7 @@ def merge_lora(sd: dict[str, Tensor], lora_path: Path, alpha: float | None = Non
     others = sorted(k for k in lora if ".lora_A." not in k and ".lora_B." not in k and not k.endswith(".alpha"))
     if others:
         problems.append(
-            f"{len(others)} unsupported LoRA keys (only lora_A/lora_B pairs merge): {', '.join(others[:_SHOW])}"
+            f"{len(others)} unsupported LoRA keys (only lora_A/lora_B pairs merge): {', '.join(others[:SHOW])}"
         )
     if not modules:
         problems.append(f"{lora_path}: no lora_A/lora_B weights found")

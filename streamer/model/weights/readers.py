@@ -1,0 +1,91 @@
+"""Public readers for weight files: safetensors (single or sharded by an index), torch pickles read with
+`weights_only=True` (never executing code), and the unwrapping of training containers and name prefixes.
+
+Shared by the DiT checkpoint loader (checkpoints.py), the LoRA merger (lora.py) and the text encoder, so
+every weight file obeys the same safety and error rules: a problem is a `CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SHOW = 10  # keys listed per problem kind
+PREFIXES = ("module.", "_orig_mod.", "model.", "base_model.model.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and every problem found."""
+
+
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own error type for truncated/corrupt headers
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def read_pickle(path: Path) -> Any:
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:  # legacy (non-zip) files cannot be memory-mapped
+            if "mmap" not in str(e):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors, truncated zips, forbidden globals
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint with plain tensors ({type(e).__name__}: {e})"
+        ) from e
+
+
+def read_index(path: Path) -> dict[str, Tensor]:
+    try:
+        weight_map = json.loads(path.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: not a sharded-checkpoint index with a weight_map ({e})") from e
+    out: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        out.update(read_safetensors(path.parent / shard))
+    missing = sorted(set(weight_map) - set(out))
+    if missing:
+        raise CheckpointError(f"{path}: {len(missing)} keys of the index are in no shard: {', '.join(missing[:SHOW])}")
+    return out
+
+
+def unwrap(obj: Any, keys: tuple[str, ...], path: Path) -> tuple[dict[str, Tensor], str]:
+    """Pick the weights out of a training container; returns (tensors, which entry)."""
+    where = "bare dict"
+    if isinstance(obj, dict):
+        for key in keys:
+            if isinstance(obj.get(key), dict):
+                obj, where = obj[key], key
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} entries are not tensors (e.g. {', '.join(bad[:SHOW])}); containers "
+                              f"looked for: {', '.join(keys)}")  # fmt: skip
+    return dict(obj), where
+
+
+def strip_prefixes(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    stripped = []
+    changed = True
+    while changed:
+        changed = False
+        for prefix in PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix) :]: v for k, v in sd.items()}
+                stripped.append(prefix)
+                changed = True
+    return sd, stripped
+
+
