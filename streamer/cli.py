@@ -1,4 +1,4 @@
-"""`streamer` command line: run | doctor | init | bench | model inspect | check-prompt | obs setup | twitch login | train | prune.
+"""`streamer` command line: run | doctor | init | bench | model inspect | models | check-prompt | obs setup | twitch login | train | prune.
 
 Each command is implemented in the module that owns the capability and imported only when that
 command runs, so `streamer doctor` works even when an optional extra (twitchio, obsws) is missing.
@@ -24,6 +24,8 @@ _HANDLERS = {
     "bench pipeline": "streamer.bench.pipeline:bench_pipeline_command",
     "bench model": "streamer.bench.model:bench_model_command",
     "model inspect": "streamer.model.weights.checkpoints:inspect_command",
+    "models pull": "streamer.models.commands:pull_command",
+    "models list": "streamer.models.commands:list_command",
     "check-prompt": "streamer.control.moderation:check_prompt_command",
     "obs setup": "streamer.control.obs:setup_command",
     "twitch login": "streamer.control.twitch_auth:login_command",
@@ -104,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("path")
     q.add_argument("--lora", help="a LoRA file to check against the checkpoint")
     q.set_defaults(name="model inspect")
+
+    models = sub.add_parser("models", help="download weights from the Hugging Face Hub").add_subparsers(
+        dest="models", required=True
+    )
+    q = models.add_parser("pull", help="fetch a catalogue entry, verify it and point the config at it")
+    q.add_argument("entry", metavar="NAME", help="catalogue entry (see `streamer models list`)")
+    q.add_argument("--dir", help="download into DIR/<repo name>/ (default: the Hugging Face cache)")
+    q.add_argument("--config", "-c", metavar="FILE", default="streamer.toml",
+                   help="config whose [model] keys are set (created from the example if missing)")  # fmt: skip
+    q.add_argument("--no-config", action="store_true", help="only print the settings")
+    q.set_defaults(name="models pull")
+    q = models.add_parser("list", help="the catalogue: size, what is on disk, what each entry is good for")
+    q.add_argument("--dir", help="look in DIR/<repo name>/ (default: the Hugging Face cache)")
+    q.add_argument("--hub", action="store_true", help="exact sizes from the Hub (default: stored, offline)")
+    q.set_defaults(name="models list")
 
     q = sub.add_parser("check-prompt", help="show the moderation verdict for a text (exit 0 allowed, 1 rejected)")
     q.add_argument("text")
