@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
-import triton.language as tl
+
+from streamer_kernels.backend import tl, triton
 
 _K = 2.0 * math.sqrt(2.0 / math.pi)
 

@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import triton
-import triton.language as tl
 from torch import Tensor
 
+from streamer_kernels.backend import tl, triton
 from streamer_kernels.bias_gelu import _K
 
 if TYPE_CHECKING:

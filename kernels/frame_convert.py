@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import triton
-import triton.language as tl
+
+from streamer_kernels.backend import tl, triton
 
 PixelFormat = Literal["rgb", "i420", "nv12"]
 _FORMATS = ("rgb", "i420", "nv12")

@@ -12,8 +12,8 @@ dimension must be contiguous, so no copies are needed to feed them in.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
+
+from streamer_kernels.backend import tl, triton
 
 
 @triton.jit

@@ -13,8 +13,8 @@ for every head; `streamer.model.rope.rope_tables()` builds them from 3D grid pos
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
+
+from streamer_kernels.backend import tl, triton
 
 
 @triton.jit

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 import torch
@@ -192,19 +193,20 @@ def _text_checks(m: ModelSettings) -> Iterable[Check]:
         yield Check("text encoder", "FAIL", str(e), "download the encoder files into that folder")
 
 
-def fused_kernels_check(find_spec: Callable[[str], object] = importlib.util.find_spec) -> Check:
-    """The fast path imports the top-level package `kernels`. Hugging Face's package of the same name (a
-    dependency of transformers >= 5.25) installs there too and then shadows ours, or ours shadows it."""
+def fused_kernels_check(find_spec: Callable[[str], ModuleSpec | None] = importlib.util.find_spec) -> Check:
+    """Where the fast path's fused kernels come from. They install as `streamer_kernels` (the folder
+    kernels/), a name no other package uses; the line shows the folder to rule out a stale copy.
+    Only located, not imported: importing would load Triton, which the environment check covers."""
     try:
-        ours = find_spec("kernels.frame_convert") is not None
-    except (ImportError, ValueError) as e:  # the parent package itself fails to import
-        ours = False
-        detail = f"import kernels failed: {type(e).__name__}: {e}"
+        spec = find_spec("streamer_kernels.backend")
+    except ImportError as e:
+        spec, why = None, f"{type(e).__name__}: {e}"
     else:
-        detail = "streamer's fused kernels package" if ours else "'kernels' is another package, not streamer's"
-    return Check("fused kernels", "OK" if ours else "FAIL", detail,
-                 "pip install 'transformers<5.25' && pip uninstall -y kernels, then reinstall streamer "
-                 "(Hugging Face's 'kernels' package has the same import name)")  # fmt: skip
+        why = "no module streamer_kernels.backend"
+    if spec is None or spec.origin is None:
+        return Check("fused kernels", "FAIL", f"streamer_kernels not found ({why})",
+                     "reinstall streamer (pip install -e . in a checkout), which installs kernels/ as streamer_kernels")  # fmt: skip
+    return Check("fused kernels", "OK", f"streamer_kernels from {Path(spec.origin).parent}")
 
 
 def checks(settings: Settings) -> Iterable[Check]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+
 import torch
 
 from streamer.config import from_dict
@@ -60,14 +63,16 @@ def test_memory_estimate_matches_the_documented_kv_size() -> None:
     assert est.text_encoder == 0 and est.total < 8 * GIB
 
 
-def test_doctor_says_when_kernels_is_not_our_package() -> None:
+def test_doctor_shows_where_the_fused_kernels_come_from() -> None:
     from streamer.model.doctor import fused_kernels_check
 
-    assert fused_kernels_check().status == "OK"  # this checkout's kernels/
-    shadowed = fused_kernels_check(lambda name: None)  # Hugging Face's kernels: no frame_convert
-    assert shadowed.status == "FAIL" and "transformers<5.25" in shadowed.fix
+    ok = fused_kernels_check()
+    kernels_folder = Path(__file__).resolve().parents[2] / "kernels"
+    assert ok.status == "OK" and ok.detail == f"streamer_kernels from {kernels_folder}"  # this checkout's kernels/
 
-    def broken(name: str) -> None:
-        raise ImportError("No module named 'kernels'")
+    def broken(name: str) -> ModuleSpec | None:
+        raise ModuleNotFoundError(f"No module named {name!r}")
 
-    assert fused_kernels_check(broken).status == "FAIL"
+    for find_spec in (lambda name: None, broken):  # not installed; a parent that fails to import
+        failed = fused_kernels_check(find_spec)
+        assert failed.status == "FAIL" and "streamer_kernels" in failed.detail and "reinstall" in failed.fix
