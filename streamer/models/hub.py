@@ -197,6 +197,10 @@ def explain(e: BaseException, repo: str) -> str | None:
 
     The token is never part of the message: only whether the Hub refused the request."""
     ep = endpoint()
+    if isinstance(e, LocalEntryNotFoundError) and e.__cause__ is not None:  # hf_hub_download wraps the HEAD error
+        inner = explain(e.__cause__, repo)
+        if inner is not None:
+            return inner
     if isinstance(e, OfflineModeIsEnabled):
         return f"HF_HUB_OFFLINE is set, so {ep} is not asked about {repo}; unset it to download"
     if isinstance(e, GatedRepoError):

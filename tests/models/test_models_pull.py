@@ -191,3 +191,23 @@ def test_offline_pull_points_the_config_at_files_already_here(
     assert pull(tmp_path, "--config", str(cfg), name="taehv") == 0
     assert "not compared with the Hub" in capsys.readouterr().out
     assert Path(load(cfg).model.vae) == tmp_path / "weights/taehv/taew2_1.pth"
+
+
+def test_errors_wrapped_by_hf_hub_download_are_named_by_their_cause() -> None:
+    """hf_hub_download reports a failed metadata request as LocalEntryNotFoundError from the real error."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    from streamer.models.hub import endpoint, explain
+
+    def wrapped(cause: Exception) -> LocalEntryNotFoundError:
+        e = LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub")
+        e.__cause__ = cause
+        return e
+
+    response = httpx2.Response(503, request=httpx2.Request("HEAD", f"{endpoint()}/o/r/resolve/main/f"))
+    assert explain(wrapped(HfHubHTTPError("503", response=response)), "o/r") == (
+        f"{endpoint()} answered HTTP 503 for o/r; try again later"
+    )
+    refused = explain(wrapped(httpx2.ConnectError("[Errno 111] Connection refused")), "o/r")
+    assert refused is not None and refused.startswith(f"cannot reach {endpoint()} ([Errno 111] Connection refused)")
