@@ -1,9 +1,9 @@
-"""`python -m streamer.bench.megakernel`: one tiny-preset DiT block at W3 sizes, fast path vs megakernel.
+"""`python -m experiments.megakernel.bench` (from the checkout root): one tiny-preset DiT block at W3 sizes, fast path vs megakernel.
 
 Compares, in one process on one card, bf16, random weights, a full KV cache (window 6 incl. 3 sinks,
 1024 tokens per frame = 6144 keys): (a) the block as the fast path runs it (streamer/model/fast_dit.py:
 fused Triton glue + cuBLAS + the attention picker's backend, 13 kernels), (b) the persistent
-megakernel (kernels/block_megakernel.py) in a few tile configurations, and (c) the whole DiT forward
+megakernel (block_megakernel.py beside this file) in a few tile configurations, and (c) the whole DiT forward
 (4 blocks + head) with the megakernel switch off and on. Each variant is captured as ONE CUDA graph
 holding `reps` back-to-back calls (so graph-launch latency is amortised and inter-kernel gaps are
 counted as they are in the fast path's chunk graph); every replay is timed with CUDA events and
@@ -21,13 +21,7 @@ from typing import Any
 
 import torch
 
-from streamer.bench.model_workloads import percentile
-from streamer.model.cache import CrossAttnKV, KVCache
-from streamer.model.dit import DiT, build
-from streamer.model.fast_dit import FusedDiT
-from streamer.model.rope import rope_tables
-from streamer_kernels.bias_gelu import bias_gelu
-from streamer_kernels.block_megakernel import (
+from experiments.megakernel.block_megakernel import (
     INTERPRETER_CONFIG,
     BlockWeights,
     MegakernelConfig,
@@ -36,13 +30,20 @@ from streamer_kernels.block_megakernel import (
     block_modulation,
     default_config,
 )
+from streamer.bench.model_workloads import percentile
+from streamer.model.cache import CrossAttnKV, KVCache
+from streamer.model.dit import DiT, build
+from streamer.model.fast_dit import FusedDiT
+from streamer.model.rope import rope_tables
+from streamer_kernels.backend import triton
+from streamer_kernels.bias_gelu import bias_gelu
 from streamer_kernels.modulated_layernorm import gated_modulated_layernorm, modulated_layernorm
 
 
 class MegakernelDiT(FusedDiT):
     """The fast path's DiT with every steady-state block as ONE persistent kernel (the experiment).
 
-    Not used by the fast path: it measured slower at W3 (docs/benchmarks.md). `enabled = False`, or a
+    Not used by the fast path: it measured slower at W3 (README.md beside this file). `enabled = False`, or a
     cache still filling (masked attention), runs the FusedDiT forward unchanged.
     """
 
@@ -123,11 +124,7 @@ def _time_graph(fn: Callable[[], Any], reps: int, iters: int, warmup: int = 3) -
 
 
 def _triton_version() -> str:
-    # imported here, not at the top: `kernels` must pick Triton's interpreter (no CUDA) before triton's
-    # first import, or the --smoke run on a CPU fails ("Cannot call @triton.jit'd outside ... a kernel")
-    import triton
-
-    return str(triton.__version__)
+    return str(triton.__version__)  # the backend's import: it chose the interpreter first (--smoke on a CPU)
 
 
 def run(

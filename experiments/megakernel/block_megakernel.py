@@ -1,5 +1,7 @@
 """One whole DiT block of a chunk in ONE persistent Triton kernel (the `tiny` preset's launch-bound case).
 
+An experiment, measured slower than the fast path and not used: see README.md beside this file.
+
 At W3 (tiny, 512x512, 1024 tokens per chunk) every matmul of a block is a few µs of work, so the 13
 kernels the fast path launches per block (streamer/model/fast_dit.py) pay ~1.3 µs of idle GPU each
 even inside a CUDA graph. Here a fixed grid of at most one program per SM runs the whole block:

@@ -1,4 +1,4 @@
-"""kernels/block_megakernel.py against the DiT's own block forward (its `_ref`), steady-state cache.
+"""block_megakernel.py against the DiT's own block forward (its `_ref`), steady-state cache.
 
 CPU (CI): Triton's interpreter, the tiny preset's real widths (dim 256, 4 heads x 64, ffn 1024) at a
 few tokens, fp32, relative error < 1e-4. GPU: W3 sizes (1024 tokens, 6-frame window) in bf16.
@@ -10,12 +10,8 @@ import dataclasses
 
 import pytest
 import torch
-from kernel_asserts import HAS_CUDA, assert_matches, needs_gpu, small_device
 
-from streamer.model.cache import KVCache
-from streamer.model.dit import DiTBlock, preset
-from streamer.model.rope import rope_tables
-from streamer_kernels.block_megakernel import (
+from experiments.megakernel.block_megakernel import (
     BlockWeights,
     MegakernelConfig,
     MegakernelWorkspace,
@@ -23,6 +19,11 @@ from streamer_kernels.block_megakernel import (
     block_megakernel_ref,
     block_modulation,
 )
+from streamer.model.cache import KVCache
+from streamer.model.config import preset
+from streamer.model.dit import DiTBlock
+from streamer.model.rope import rope_tables
+from tests.kernels.kernel_asserts import HAS_CUDA, assert_matches, needs_gpu, small_device
 
 
 def _case(batch, grid, window, sinks, dtype, device, seed=None):
@@ -147,7 +148,7 @@ def test_block_megakernel_w3_bf16():
 def _fused_vs_eager(dev, dtype, hw, steady_chunks, graph):
     """The bench's MegakernelDiT against the eager DiT through cache fill and steady chunks; the DiT is a
     ShortcutDiT with a non-zero step embedding, so both must be told the step size as the engine does."""
-    from streamer.bench.megakernel import MegakernelDiT
+    from experiments.megakernel.bench import MegakernelDiT
     from streamer.model.shortcut import ShortcutDiT, sampler_step_size
 
     torch.manual_seed(0)

@@ -1,0 +1,1 @@
+"""Experiments that need a checkout: outside the installed package and the default test run (testpaths)."""
