@@ -2,7 +2,7 @@
 
 Variants: `eager` (the engine's own step), `compile` (the DiT wrapped in torch.compile, mode
 "max-autotune"; autoencoder eager), `fast` (fused kernels + the whole step as one CUDA graph,
-streamer/model/fast.py). Each runs the same engine state machine from a reset: warm-up until the KV
+streamer/model/fast/path.py). Each runs the same engine state machine from a reset: warm-up until the KV
 cache is full (compilation / capture time reported separately), then `iters` back-to-back chunks
 timed with a device sync each (ms per chunk p50/p99, sustained output fps), then a real-time run at
 30 fps input in sequential mode measuring glass-to-glass latency (input frame capture -> its output
@@ -95,7 +95,7 @@ def _latency_run(
 
 def run_variant(engine: Any, wl: Workload, variant: str, iters: int, flops: float | None) -> dict[str, Any]:
     """Warm up, time and latency-test one variant on a fresh stream of the engine."""
-    from streamer.model.fast import FastPath
+    from streamer.model.fast.path import FastPath
 
     dev = engine.device
     result: dict[str, Any] = {"variant": variant}
@@ -193,8 +193,8 @@ def build_engine(wl: Workload, device: str, *, checkpoint: str = "", vae: str = 
     from streamer.model.loading import (
         LoadedParts,
         dit_weights,
-        load_dit,
-        load_vae,
+        load_configured_dit,
+        load_configured_vae,
         resolve_device,
         resolve_dtype,
         vae_weights,
@@ -204,8 +204,8 @@ def build_engine(wl: Workload, device: str, *, checkpoint: str = "", vae: str = 
     m = workload_settings(wl, device, checkpoint, vae)
     dev = resolve_device(device)
     dtype = resolve_dtype(wl.dtype, dev)
-    dit, dit_src = load_dit(m, dev, dtype)
-    vae_model, vae_src = load_vae(m, dev, dtype)
+    dit, dit_src = load_configured_dit(m, dev, dtype)
+    vae_model, vae_src = load_configured_vae(m, dev, dtype)
     text = RandomTextEncoder(dit.cfg.text_len, dit.cfg.text_dim)
     sources = {"DiT": dit_src, "autoencoder": vae_src, "text": text.encoder_id}
     random_parts = [

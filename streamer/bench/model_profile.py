@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
-    from streamer.model.fast import FastPath
+    from streamer.model.fast.path import FastPath
 
     wl = WORKLOADS[args.workload]
     engine = build_engine(wl, "cuda")
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 def time_codec(engine: object, x: torch.Tensor, channels_last: bool) -> float:
     from triton.testing import do_bench
 
-    from streamer.model.fast_vae import ChunkCodec
+    from streamer.model.fast.vae import ChunkCodec
 
     vae = engine.vae  # type: ignore[attr-defined]
     vae.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from streamer.model.attention import CrossAttention, SelfAttention, frame_mask, token_mask
 from streamer.model.cache import CrossAttnKV, KVCache
 from streamer.model.config import DiTConfig, preset
+from streamer.model.ops import EAGER_OPS, DiTOps
 from streamer.model.rope import rope_tables
 
 
@@ -32,20 +33,13 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
-def _modulate(x: Tensor, shift: Tensor, scale: Tensor, frames: int) -> Tensor:
-    """x: [B, F*T, dim] fp32; shift/scale: [B, F, dim] broadcast over each frame's T tokens."""
-    b, s, d = x.shape
-    xv = x.view(b, frames, s // frames, d)
-    return (xv * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)).view(b, s, d)
-
-
-def _gate(y: Tensor, gate: Tensor, frames: int) -> Tensor:
-    b, s, d = y.shape
-    return (y.to(gate.dtype).view(b, frames, s // frames, d) * gate.unsqueeze(2)).view(b, s, d)
-
-
 class DiTBlock(nn.Module):
-    """Self-attention, cross-attention and FFN with per-frame AdaLN modulation (`modulation` [1, 6, dim])."""
+    """Self-attention, cross-attention and FFN with per-frame AdaLN modulation (`modulation` [1, 6, dim]).
+
+    Each sub-layer's residual add is fused with the LayerNorm that follows it (named ops, ops.py), so a
+    block takes its first sub-layer's input `h` ready-made and hands the next one its own: the last add
+    is normalised and modulated for the NEXT block (or the head) with the modulation it is given.
+    """
 
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
@@ -61,30 +55,35 @@ class DiTBlock(nn.Module):
     def forward(
         self,
         x: Tensor,
-        e0: Tensor,
+        h: Tensor,
+        mod: Tensor,
+        next_mod: tuple[Tensor, Tensor, torch.dtype],
         rope: tuple[Tensor, Tensor],
         text_kv: tuple[Tensor, Tensor],
         *,
         mask: Tensor | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
-    ) -> Tensor:
-        """x: [B, F*T, dim] residual (fp32, or fp64 for an fp64 model); e0: [B, F, 6, dim] in x's dtype;
-        rope: cos/sin [F*T, D/2]; text_kv: k, v [B, H, L, D]. Returns the new residual [B, F*T, dim]."""
-        frames, acc = e0.shape[1], x.dtype
+        ops: DiTOps = EAGER_OPS,
+    ) -> tuple[Tensor, Tensor]:
+        """x: [B, F*T, dim] residual (fp32, or fp64 for an fp64 model); h: the self-attention's input
+        (x normalised and modulated by this block's shift/scale); mod: [B, F, 6, dim] this block's
+        modulation + time embedding; next_mod: (shift, scale [B, F, dim], dtype) for what follows;
+        rope: cos/sin [F*T, D/2]; text_kv: k, v [B, H, L, D]. Returns (new residual, next input h)."""
         dtype = self.self_attn.q.weight.dtype
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.to(acc).unsqueeze(0) + e0).unbind(2)
-        h = _modulate(F.layer_norm(x, (self.dim,), eps=self.eps), shift1, scale1, frames).to(dtype)
-        y = self.self_attn(h, *rope, mask=mask, cache=cache, layer=layer)
-        x = x + _gate(y, gate1, frames)
-        w, b = self.norm3.weight.to(acc), self.norm3.bias.to(acc)
-        x = x + self.cross_attn(F.layer_norm(x, (self.dim,), w, b, self.eps).to(dtype), *text_kv).to(acc)
-        h = _modulate(F.layer_norm(x, (self.dim,), eps=self.eps), shift2, scale2, frames).to(dtype)
-        return x + _gate(self.ffn(h), gate2, frames)
+        _, _, gate1, shift2, scale2, gate2 = mod.unbind(2)
+        y = ops.self_attention(self.self_attn, h, *rope, mask=mask, cache=cache, layer=layer)
+        x, h = ops.residual_affine_norm(x, y, gate1, self.norm3, dtype)
+        y = ops.cross_attention(self.cross_attn, h, *text_kv)
+        x, h = ops.residual_modulated_norm(x, y, None, shift2, scale2, self.eps, dtype)
+        return ops.residual_modulated_norm(x, ops.ffn(self.ffn, h), gate2, *next_mod[:2], self.eps, next_mod[2])
 
 
 class Head(nn.Module):
-    """Final modulated LayerNorm + Linear to patch pixels (`head.modulation` [1, 2, dim], `head.head`)."""
+    """Final modulated LayerNorm + Linear to patch pixels (`head.modulation` [1, 2, dim], `head.head`).
+
+    The LayerNorm and modulation run fused with the last block's residual add (DiTBlock); `modulation`
+    gives their shift and scale, and `forward` is the Linear."""
 
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
@@ -92,11 +91,14 @@ class Head(nn.Module):
         self.head = nn.Linear(cfg.dim, math.prod(cfg.patch_size) * cfg.out_dim)
         self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
 
-    def forward(self, x: Tensor, e: Tensor) -> Tensor:
-        """x: [B, F*T, dim] residual; e: [B, F, dim] time_embedding output, x's dtype -> [B, F*T, prod(patch)*out]."""
-        shift, scale = (self.modulation.to(x.dtype).unsqueeze(0) + e.unsqueeze(2)).unbind(2)
-        h = _modulate(F.layer_norm(x, (self.dim,), eps=self.eps), shift, scale, e.shape[1])
-        return self.head(h.to(self.head.weight.dtype))
+    def shift_scale(self, e: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
+        """e: [B, F, dim] time embedding (acc dtype) -> (shift, scale [B, F, dim], the Linear's input dtype)."""
+        shift, scale = (self.modulation.to(e.dtype).unsqueeze(0) + e.unsqueeze(2)).unbind(2)
+        return shift, scale, self.head.weight.dtype
+
+    def forward(self, h: Tensor) -> Tensor:
+        """h: [B, F*T, dim] normalised and modulated -> [B, F*T, prod(patch)*out]."""
+        return self.head(h)
 
 
 class DiT(nn.Module):
@@ -186,6 +188,7 @@ class DiT(nn.Module):
         window: int | None = None,
         sinks: int = 0,
         start: int = 0,
+        ops: DiTOps = EAGER_OPS,
     ) -> Tensor:
         """Flow prediction for latent frames.
 
@@ -196,6 +199,7 @@ class DiT(nn.Module):
         `cache.commit(F)` once the chunk is final). Without: the whole sequence in one pass, positions
         start..start+F-1, block-causal over `chunk_frames` (bidirectional when None), optionally with the
         cache's window/sink mask for reference computations.
+        `ops` computes the fused spans (ops.py): the eager reference, or the fast path's fused kernels.
         Returns v: [B, out_dim, F, H, W] in acc_dtype (float32; float64 for a float64 model).
         """
         cfg = self.cfg
@@ -224,11 +228,24 @@ class DiT(nn.Module):
             fm = frame_mask(frames, chunk_frames, window, sinks, device=x.device)
             mask = None if fm is None else token_mask(fm, hp * wp)
         rope = rope_tables(positions, hp, wp, cfg.head_dim, cfg.rope_theta, dtype=self.acc_dtype)
+        mods = [block.modulation.to(self.acc_dtype).unsqueeze(0) + e0 for block in self.blocks]  # [B, F, 6, dim]
+        first = self.blocks[0]
+        h = ops.modulated_norm(tokens, mods[0][:, :, 0], mods[0][:, :, 1], cfg.eps, first.self_attn.q.weight.dtype)
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, e0, rope, context.layer(i), mask=mask, cache=cache, layer=i)
-        out = self.head(tokens, e).to(self.acc_dtype)  # [B, F*T, pt*ph*pw*out]
-        out = out.view(b, frames, hp, wp, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return out.reshape(b, cfg.out_dim, frames * pt, hp * ph, wp * pw)
+            nxt = self.blocks[i + 1].self_attn.q.weight.dtype if i + 1 < len(self.blocks) else None
+            next_mod = (mods[i + 1][:, :, 0], mods[i + 1][:, :, 1], nxt) if nxt is not None else self.head.shift_scale(e)
+            tokens, h = block(
+                tokens, h, mods[i], next_mod, rope, context.layer(i), mask=mask, cache=cache, layer=i, ops=ops
+            )
+        out = self.head(h).to(self.acc_dtype)  # [B, F*T, pt*ph*pw*out]
+        return self.unpatchify(out, (frames, hp, wp))
+
+    def unpatchify(self, out: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """Head output [B, F*T, prod(patch) * out_dim] over a (frames, hp, wp) grid -> v [B, out_dim, F, H, W]."""
+        cfg = self.cfg
+        (frames, hp, wp), (pt, ph, pw) = grid, cfg.patch_size
+        out = out.view(out.shape[0], frames, hp, wp, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return out.reshape(out.shape[0], cfg.out_dim, frames * pt, hp * ph, wp * pw)
 
 
 def build(preset_name: str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> DiT:

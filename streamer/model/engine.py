@@ -5,45 +5,82 @@ resolution -> streaming TAEHV encode -> SDEdit noise at the (motion-aware) stren
 passes over the rolling KV cache (committed after the last pass) -> streaming decode -> back to the
 frame size as uint8, each output keeping its input frame's capture time.
 
-`step_tensor` is the hot path over device tensors with fixed shapes: no .item(), no host reads of
-tensor values, noise drawn into a preallocated buffer from the engine's seeded generator, timesteps
-and strength kept as device tensors - so the fast path can capture it as a CUDA graph. `step` is the
-host wrapper: buffering, prompt changes (cached text encoding, cross-attention K/V rebuilt in place,
-blended over `model.transition_chunks` chunks) and frame bookkeeping.
+The chunk itself is `streamer.model.step.chunk_step`, the one step both paths run: `step_tensor` runs it
+with the eager ops below; the fast path (streamer/model/fast/, attached by builder.py) runs it with fused
+kernels inside one CUDA graph, on this engine's own `StreamState`. `step` is the host wrapper:
+buffering, prompt changes (cached text encoding, cross-attention K/V rebuilt in place, blended over
+`model.transition_chunks` chunks) and frame bookkeeping.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import time
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from streamer.config import ModelSettings, Settings, effective_strength, effective_window
-from streamer.control.prompts import PromptState
+from streamer.config import ModelSettings, effective_strength, effective_window
 from streamer.frames import Frame
 from streamer.model.cache import KVCache
 from streamer.model.dit import DiT
-from streamer.model.loading import LoadedParts, load_parts, resolve_device
-from streamer.model.sampling import (
-    StreamBatchState,
-    motion_level,
-    motion_strength,
-    prime_stream_batch,
-    sample_sequential,
-    seeded_generator,
-    stream_batch_step,
-    strength_timesteps,
-)
-from streamer.model.shortcut import sampler_step_size, takes_step_size
+from streamer.model.loading import LoadedParts
+from streamer.model.ops import EAGER_OPS, DiTOps
+from streamer.model.sampling import StreamBatchState, seeded_generator
+from streamer.model.step import StepConfig, StreamState, chunk_step
 from streamer.model.transitions import PromptTransition
+from streamer.model.vae import TAEHV
+from streamer.prompts import PromptState
 
 log = logging.getLogger(__name__)
+
+
+class FastStep(Protocol):
+    """An attached fast path (streamer/model/fast/): the same chunk step, fused and captured."""
+
+    def step(self, frames: Tensor) -> Tensor | None: ...
+
+    def reset(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class EagerOps:
+    """The chunk step's ops in plain PyTorch: streaming TAEHV (per frame), antialiased resizes."""
+
+    dit_ops: DiTOps = EAGER_OPS
+
+    def __init__(self, vae: TAEHV, m: ModelSettings, dtype: torch.dtype, layout: torch.memory_format) -> None:
+        self.vae, self.size, self.dtype, self.layout = vae, (m.height, m.width), dtype, layout
+        self.reset()
+
+    def reset(self) -> None:
+        self.encoder, self.decoder = self.vae.stream_encoder(), self.vae.stream_decoder()
+
+    def to_model(self, frames: Tensor) -> Tensor:
+        # resized in float32 (CPU bf16 has no antialiased resize), then the model's dtype
+        x = _resize(frames.permute(0, 3, 1, 2).float() / 255, self.size).to(self.dtype)
+        return x.contiguous(memory_format=self.layout)
+
+    def encode(self, x: Tensor) -> Tensor:
+        z: Tensor | None = None
+        for i in range(x.shape[0]):
+            z = self.encoder.encode_frame(x[i : i + 1])
+        if z is None:
+            raise RuntimeError("the autoencoder produced no latent for a full chunk (frames_per_latent mismatch)")
+        return z.unsqueeze(2).contiguous()  # [1, C, 1, h, w]: one latent frame per chunk
+
+    def commit(self, cache: KVCache) -> None:
+        cache.commit(1)
+
+    def decode(self, latent: Tensor) -> Tensor:
+        return self.decoder.decode_latent(latent[:, :, 0].to(self.dtype).contiguous(memory_format=self.layout))[0]
+
+    def to_frames(self, out: Tensor, height: int, width: int) -> Tensor:
+        return (_resize(out.float(), (height, width)) * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 class ModelTransform:
@@ -55,17 +92,18 @@ class ModelTransform:
         self.settings, self.parts = m, parts
         self.device, self.dtype = parts.device, parts.dtype
         self.dit: DiT = parts.dit
-        self._dit_in_dtype = self.dit.acc_dtype  # what the DiT returns, so what later passes feed it
         self.vae, self.text = parts.vae, parts.text
         # oneDNN's CPU convolutions run ~30% faster on NHWC for the autoencoder's narrow layers.
-        self._layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        self.vae.to(memory_format=self._layout)
+        layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.vae.to(memory_format=layout)
+        self.ops = EagerOps(self.vae, m, self.dtype, layout)
         self.frames_per_latent = self.vae.frames_per_latent
         self.batch = m.steps if m.mode == "stream-batch" else 1
+        self.step_config = StepConfig(steps=m.steps, shift=m.shift, motion_aware=m.motion_aware)
         cfg = self.dit.cfg
         self.latent_hw = (m.height // 8, m.width // 8)
         window, sinks = effective_window(m)  # 0 / -1 in the settings = the preset's default
-        self.cache = KVCache(
+        cache = KVCache(
             cfg,
             batch=self.batch,
             tokens_per_frame=cfg.tokens_per_frame(*self.latent_hw),
@@ -78,19 +116,25 @@ class ModelTransform:
             dtype=self.dtype,
             device=self.device,
         )
-        self._cross = self.dit.cross_kv(torch.zeros(self.batch, 1, cfg.text_dim, device=self.device))
         chunk = (1, self.vae.latent_channels, 1, *self.latent_hw)
-        self._noise = torch.empty(m.steps, *chunk, device=self.device, dtype=self.dtype)
-        self._batch_state = StreamBatchState.allocate(m.steps, chunk[1:], self.device, self.dtype)
-        self._fixed_ts = torch.tensor(m.timesteps, device=self.device) if m.timesteps else None
         self._s_configured = effective_strength(m)
-        self._s_init = torch.tensor(self._s_configured, device=self.device)
+        s_init = torch.tensor(self._s_configured, device=self.device)
+        self.state = StreamState(
+            cache=cache,
+            cross=self.dit.cross_kv(torch.zeros(self.batch, 1, cfg.text_dim, device=self.device)),
+            noise=torch.empty(m.steps, *chunk, device=self.device, dtype=self.dtype),
+            s_init=s_init,
+            strength=s_init.clone(),
+            fixed_ts=torch.tensor(m.timesteps, device=self.device) if m.timesteps else None,
+            prev=torch.zeros(3, m.height, m.width, device=self.device, dtype=self.dtype),
+            batch=StreamBatchState.allocate(m.steps, chunk[1:], self.device, self.dtype) if self.batch > 1 else None,
+        )
+        self.cache, self._cross, self._strength = cache, self.state.cross, self.state.strength  # in-place aliases
         self._s_init_host = self._s_configured
-        self._strength = self._s_init.clone()
         self._transition: PromptTransition | None = None
         self._text: str | None = None
         self.chunks_done = 0
-        self.fast: Any | None = None  # a streamer.model.fast.FastPath once attached (CUDA, sequential mode)
+        self.fast: FastStep | None = None  # the fast path once attached (builder.py: CUDA, sequential mode)
         self.reset()
 
     # ---- Transform protocol ------------------------------------------------------------------------
@@ -117,14 +161,11 @@ class ModelTransform:
 
     def reset(self) -> None:
         """A new stream: autoencoder memory, KV cache, stream-batch slots, motion and buffers forgotten."""
-        self.encoder, self.decoder = self.vae.stream_encoder(), self.vae.stream_decoder()
-        self.cache.reset()
-        self._batch_state.reset()
+        self.ops.reset()
+        self.state.reset()
         self._inbox: list[Frame] = []
         self._pending_chunks: collections.deque[list[Frame]] = collections.deque()
-        self._prev_frame: Tensor | None = None
-        self._strength.copy_(self._s_init)
-        self._gen = seeded_generator(self.settings.seed, self.device)
+        self.gen = seeded_generator(self.settings.seed, self.device)
         if self.fast is not None:
             self.fast.reset()
         if self._transition is not None:  # nothing on screen to blend from: take the target now
@@ -156,53 +197,16 @@ class ModelTransform:
     def step_tensor(self, frames: Tensor) -> Tensor | None:
         """frames: [frames_per_latent, H, W, 3] uint8 on the device -> [T, H, W, 3] uint8 on the device
         (T = frames_per_latent; 1 for a Wan stream's first chunk), or None while stream batch fills."""
-        m, (h, w) = self.settings, frames.shape[1:3]
-        # resized in float32 (CPU bf16 has no antialiased resize), then the model's dtype
-        x = _resize(frames.permute(0, 3, 1, 2).float() / 255, (m.height, m.width)).to(self.dtype)
-        x = x.contiguous(memory_format=self._layout)
-        if m.motion_aware:
-            motion = motion_level(x, self._prev_frame)
-            self._strength.copy_(motion_strength(self._s_init, self._strength, motion))
-        else:  # a live change (chat, dashboard) lands in _s_init; without motion it is the strength as is
-            self._strength.copy_(self._s_init)
-        self._prev_frame = x[-1]
-        z: Tensor | None = None
-        for i in range(x.shape[0]):
-            z = self.encoder.encode_frame(x[i : i + 1])
-        if z is None:
-            raise RuntimeError("the autoencoder produced no latent for a full chunk (frames_per_latent mismatch)")
-        z = z.unsqueeze(2).contiguous()  # [1, C, 1, h, w]: one latent frame per chunk (standard layout for the DiT)
-        ts = self._fixed_ts if self._fixed_ts is not None else strength_timesteps(self._strength, m.steps, m.shift)
-        self._noise.normal_(generator=self._gen)
-        if self.batch == 1:
-            latent: Tensor | None = sample_sequential(self._denoiser, z, self._noise, self._strength, ts)
-        else:
-            if self._batch_state.filled == 0:
-                prime_stream_batch(self._batch_state, z, self._noise, ts)
-            latent = stream_batch_step(self._denoiser, self._batch_state, z, self._noise, self._strength, ts)
-        self.cache.commit(1)  # the last pass's K/V become history
+        self.state.noise.normal_(generator=self.gen)
+        out = chunk_step(frames, self.dit, self.state, self.ops, self.step_config)
         self.chunks_done += 1
-        if latent is None:
-            return None
-        out = self.decoder.decode_latent(latent[:, :, 0].to(self.dtype).contiguous(memory_format=self._layout))[
-            0
-        ]  # [T, 3, H', W'] in [0, 1]
-        return (_resize(out.float(), (h, w)) * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-
-    def _denoiser(self, x: Tensor, t: Tensor) -> Tensor:
-        # One input dtype for every pass: the first pass's noised latent comes in the engine's dtype, later
-        # ones are renoised from the fp32 flow prediction, and a torch.compile'd DiT compiles a second graph
-        # for a second dtype (bf16: minutes at max-autotune). Exact: the DiT casts x to its weights' dtype first.
-        x = x.to(self._dit_in_dtype)
-        if takes_step_size(self.dit):  # shortcut-distilled (or its compiled wrapper): told each pass's step, per frame
-            return self.dit(x, t, self._cross, self.cache, step_size=sampler_step_size(t))
-        return self.dit(x, t, self._cross, self.cache)
+        return out
 
     # ---- prompts -----------------------------------------------------------------------------------
     def _sync_prompt(self, prompt: PromptState) -> None:
         s_init = prompt.strength if prompt.strength is not None else self._s_configured
         if s_init != self._s_init_host:
-            self._s_init.fill_(s_init)
+            self.state.s_init.fill_(s_init)
             self._s_init_host = s_init
         if prompt.text == self._text:
             return
@@ -243,28 +247,3 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
         return x
     shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]  # antialiasing an enlargement only costs time (~15x on CPU)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-
-
-def build_model_transform(settings: Settings, *, warmup: bool = True) -> ModelTransform:
-    """Load (or seed) the parts named in [model], allocate the engine, optionally warm it up once."""
-    m = settings.model
-    started = time.monotonic()
-    parts = load_parts(m, resolve_device(m.device))
-    engine = ModelTransform(m, parts)
-    if engine.device.type == "cuda" and m.fast_path:
-        from streamer.model.fast import enable_fast_path  # Triton + CUDA graphs: imported only on a GPU
-
-        # Warms up and captures at the pipeline's frame size; a capture failure raises (no silent fallback).
-        engine.fast = enable_fast_path(engine, settings.video.height, settings.video.width)
-        engine.reset()  # the warm-up chunks ran before the fast path was attached: forget them there too
-    if warmup and engine.fast is None:
-        log.info("model warm-up: one chunk at %dx%d ...", settings.video.width, settings.video.height)
-        t0 = time.monotonic()
-        grey = torch.full(
-            (engine.frames_per_latent, settings.video.height, settings.video.width, 3), 64, dtype=torch.uint8
-        )
-        engine.step_tensor(grey.to(engine.device))
-        engine.reset()
-        log.info("model warm-up: 100%% (%.2f s)", time.monotonic() - t0)
-    log.info("model ready in %.1f s: %s (%s)", time.monotonic() - started, engine.status(), parts.describe())
-    return engine

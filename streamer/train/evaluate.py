@@ -36,8 +36,9 @@ from torch import Tensor
 
 from streamer import config as app_config
 from streamer.config import ConfigError, ModelSettings
-from streamer.control.prompts import PromptState
+from streamer.prompts import PromptState
 from streamer.frames import Frame
+from streamer.model.builder import new_engine
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, ModelLoadError, load_parts, resolve_device
 from streamer.train.data import BuiltinRecipe
@@ -102,15 +103,9 @@ def run_stream(
 
 
 def make_engine(m: ModelSettings, parts: LoadedParts) -> ModelTransform:
-    """A fresh engine (a clean stream) as the daemon's build_model_transform makes it: the fast path is
+    """A fresh engine (a clean stream) as the daemon builds it (streamer.model.builder): the fast path is
     attached only when m.fast_path is on and the device is a GPU (the evaluator's default is off)."""
-    engine = ModelTransform(m, parts)
-    if m.fast_path and engine.device.type == "cuda":
-        from streamer.model.fast import enable_fast_path  # Triton + CUDA graphs: imported only on a GPU
-
-        engine.fast = enable_fast_path(engine, m.height, m.width)
-        engine.reset()
-    return engine
+    return new_engine(m, parts, m.height, m.width)
 
 
 def _nanmean(x: Tensor) -> float:

@@ -10,7 +10,7 @@ from torch._dynamo.utils import counters
 
 from streamer.bench import model as bench
 from streamer.bench.model_workloads import Workload
-from streamer.model import engine as engine_module
+from streamer.model import step as step_module
 from streamer.model.shortcut import takes_step_size
 
 STEADY_CHUNKS = 12
@@ -24,8 +24,8 @@ def _run(engine, inputs, monkeypatch: pytest.MonkeyPatch, compile_at: int | None
         latents.append(sample(*args, **kwargs).clone())
         return latents[-1]
 
-    sample = engine_module.sample_sequential
-    monkeypatch.setattr(engine_module, "sample_sequential", recording)
+    sample = step_module.sample_sequential
+    monkeypatch.setattr(step_module, "sample_sequential", recording)
     engine.reset()
     uncompile = None
     try:
@@ -38,7 +38,7 @@ def _run(engine, inputs, monkeypatch: pytest.MonkeyPatch, compile_at: int | None
     finally:
         if uncompile is not None:
             uncompile()
-        monkeypatch.setattr(engine_module, "sample_sequential", sample)
+        monkeypatch.setattr(step_module, "sample_sequential", sample)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bf16: the first pass's latent is bf16, later ones fp32

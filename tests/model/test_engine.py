@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from streamer.config import ModelSettings, from_dict
-from streamer.control.prompts import PromptState
+from streamer.prompts import PromptState
 from streamer.frames import Frame
-from streamer.model.engine import ModelTransform, build_model_transform
+from streamer.model.builder import build_model_transform
+from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, ModelLoadError, load_parts, resolve_device
 from streamer.model.vae import TAEHV
 from streamer.transform import Transform

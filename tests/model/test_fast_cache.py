@@ -1,4 +1,4 @@
-"""streamer/model/fast_cache.py leaves the cache exactly as KVCache.commit_device does."""
+"""streamer/model/fast/cache.py leaves the cache exactly as KVCache.commit_device does."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from streamer.model.cache import KVCache
 from streamer.model.config import preset
-from streamer.model.fast_cache import fast_commit_device
+from streamer.model.fast.cache import fast_commit_device
 
 
 @pytest.mark.parametrize("adaptive,dtype", [(True, torch.float32), (False, torch.float32), (True, torch.bfloat16)])

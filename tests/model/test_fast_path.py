@@ -1,4 +1,4 @@
-"""The fast path (streamer/model/fast.py, fast_dit.py) against the eager model and engine.
+"""The fast path (streamer/model/fast/: path.py, ops.py) against the eager model and engine.
 
 On CPU the fused kernels run in Triton's interpreter (kernels/__init__.py) at tiny sizes, without the
 CUDA graph; on a GPU the `gpu` tests check graph replay against eager over several chunks with a
@@ -16,8 +16,8 @@ from streamer.config import ModelSettings
 from streamer.model.cache import KVCache
 from streamer.model.dit import build
 from streamer.model.engine import ModelTransform
-from streamer.model.fast import FastPath, fast_path_unavailable
-from streamer.model.fast_dit import FusedDiT
+from streamer.model.fast.ops import FusedOps
+from streamer.model.fast.path import FastPath, fast_path_unavailable
 from streamer.model.loading import LoadedParts
 from streamer.model.text import RandomTextEncoder
 from streamer.model.vae import TAEHV, tiny_taehv
@@ -38,7 +38,11 @@ def test_fused_dit_matches_eager_through_cache_fill_and_steady_state() -> None:
 
     eager_cache, fused_cache = cache(), cache()
     kv = dit.cross_kv(torch.randn(1, 5, cfg.text_dim, device=dev))
-    fused = FusedDiT(dit)
+    ops = FusedOps(dit)
+
+    def fused(x, t, kv, cache):  # noqa: ANN001, ANN202 - the same DiT forward, fused ops swapped in
+        return dit(x, t, kv, cache, ops=ops)
+
     for _ in range(4):  # 3 chunks fill the history, the 4th is steady state (no mask)
         x, t = torch.randn(1, 16, 1, hh, ww, device=dev), torch.rand(1, 1, device=dev) * 1000
         want = dit(x, t, kv, eager_cache)

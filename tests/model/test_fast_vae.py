@@ -1,11 +1,11 @@
-"""streamer/model/fast_vae.py: chunk-at-once TAEHV with static memory == the frame-by-frame streams."""
+"""streamer/model/fast/vae.py: chunk-at-once TAEHV with static memory == the frame-by-frame streams."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from streamer.model.fast_vae import ChunkCodec
+from streamer.model.fast.vae import ChunkCodec
 from streamer.model.vae import TAEHV
 
 

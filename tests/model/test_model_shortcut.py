@@ -18,7 +18,7 @@ from streamer.model import loading
 from streamer.model.config import preset
 from streamer.model.dit import DiT
 from streamer.model.engine import ModelTransform
-from streamer.model.fast import FastPath  # imports kernels/, which picks Triton's interpreter on a CPU
+from streamer.model.fast.path import FastPath  # imports kernels/, which picks Triton's interpreter on a CPU
 from streamer.model.loading import LoadedParts
 from streamer.model.shortcut import SHORTCUT_FILE, ShortcutDiT, sampler_step_size
 from streamer.model.text import RandomTextEncoder

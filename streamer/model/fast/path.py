@@ -1,13 +1,13 @@
-"""The GPU fast path: the engine's whole per-chunk step as ONE CUDA graph over static buffers.
+"""The GPU fast path: the engine's chunk step as ONE CUDA graph over static buffers.
 
-Per chunk, the graph runs: uint8 frames -> [0, 1] at model size (fused kernel) -> motion-aware
-strength -> TAEHV encode (static memory, streamer/model/fast_vae.py) -> SDEdit noise -> every
-denoising pass of the fused DiT (streamer/model/fast_dit.py) over the rolling KV cache -> cache
-commit -> TAEHV decode -> uint8 at frame size (fused kernel). The host launches one graph per chunk
-and reads nothing back. What stays outside the graph, on the same stream and never syncing:
-drawing the chunk's noise from the engine's seeded generator (so eager and fast paths see the same
-numbers), the cache's host counters (and its rare RoPE rewind), and prompt changes, which the
-engine writes in place into the cross-attention K/V buffers the graph reads.
+It runs the one chunk step (streamer/model/step.py) on the engine's own `StreamState`, with the step's
+ops swapped for fast ones: uint8 -> model size in a fused kernel, TAEHV over static memory (vae.py),
+the DiT forward on fused kernels (ops.py: `FusedOps`), the lean cache commit (cache.py), model size
+-> uint8 in a fused kernel. The host launches one graph per chunk and reads nothing back. What stays
+outside the graph, on the same stream and never syncing: drawing the chunk's noise from the engine's
+seeded generator (so eager and fast paths see the same numbers), the cache's host counters (and its
+rare RoPE rewind), and prompt changes, which the engine writes in place into the cross-attention
+K/V buffers the graph reads.
 
 The graph covers the steady state (KV history full, autoencoder primed). The first chunks of a
 stream, while the cache fills, run the same fused step eagerly; the first steady chunk after a
@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from streamer.model.fast_cache import fast_commit_device
-from streamer.model.fast_dit import FusedDiT
-from streamer.model.fast_vae import ChunkCodec
-from streamer.model.sampling import motion_level, motion_strength, sample_sequential, strength_timesteps
-from streamer.model.shortcut import sampler_step_size, takes_step_size
+from streamer.model.cache import KVCache
+from streamer.model.fast.cache import fast_commit_device
+from streamer.model.fast.ops import FusedOps
+from streamer.model.fast.vae import ChunkCodec
+from streamer.model.step import chunk_step
 from streamer_kernels.attention import AttentionPicker
 from streamer_kernels.frame_convert import frame_to_model, model_to_frame
 
@@ -52,6 +52,36 @@ def fast_path_unavailable(engine: ModelTransform) -> str | None:
     return None
 
 
+class FastOps:
+    """The chunk step's ops on the GPU: fused frame conversion, static-memory TAEHV, fused DiT, lean commit."""
+
+    def __init__(self, engine: ModelTransform, codec: ChunkCodec, attention: AttentionPicker) -> None:
+        m = engine.settings
+        self.size, self.dtype = (m.height, m.width), engine.dtype
+        self.codec = codec
+        self.dit_ops = FusedOps(engine.dit, attention)
+
+    def to_model(self, frames: Tensor) -> Tensor:
+        (height, width), (h, w) = self.size, frames.shape[1:3]
+        if h < height or w < width or (h, w) == (height, width):
+            return frame_to_model(frames, height, width, dtype=self.dtype)
+        # downscaling: antialiased like the eager engine (the kernel's plain bilinear would alias)
+        x = frames.permute(0, 3, 1, 2).to(self.dtype) / 255
+        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.codec.encode(x)
+
+    def commit(self, cache: KVCache) -> None:
+        fast_commit_device(cache, 1)  # the host counters advance outside the graph (FastPath.step)
+
+    def decode(self, latent: Tensor) -> Tensor:
+        return self.codec.decode(latent.to(self.dtype))
+
+    def to_frames(self, out: Tensor, height: int, width: int) -> Tensor:
+        return model_to_frame(out, height, width, fmt="rgb")
+
+
 class FastPath:
     """Fused kernels + one CUDA graph per chunk, driving an engine's own state (cache, noise, prompt)."""
 
@@ -65,10 +95,8 @@ class FastPath:
         self.engine = engine
         self.use_graph = use_graph
         self.attention = AttentionPicker()
-        self.dit = FusedDiT(engine.dit, self.attention)
         self.codec = ChunkCodec(engine.vae, channels_last=self.CHANNELS_LAST and engine.device.type == "cuda")
-        m = engine.settings
-        self._prev = torch.zeros(3, m.height, m.width, device=engine.device, dtype=engine.dtype)
+        self.ops = FastOps(engine, self.codec, self.attention)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._frame_shape: tuple[int, ...] | None = None
         self._in: Tensor | None = None
@@ -81,7 +109,6 @@ class FastPath:
     def reset(self) -> None:
         """A new stream: autoencoder memory zeroed in place; the captured graph stays valid."""
         self.codec.reset()
-        self._have_prev = False
         self._to_trim = self.codec.vae.frames_to_trim
         self._warmed = False
 
@@ -93,43 +120,20 @@ class FastPath:
     @property
     def steady(self) -> bool:
         """True when a chunk takes the captured path: cache history full, stream primed."""
-        return self.engine.cache.history_full and self._have_prev and self._to_trim == 0
+        e = self.engine
+        return e.cache.history_full and e.state.have_prev and self._to_trim == 0
 
     def describe(self) -> str:
         state = "graph captured" if self._graph is not None else "graph not captured yet"
         return f"fast (fused Triton kernels + CUDA graph; {state}, {self.replays} replays)"
 
     # ---- the step ------------------------------------------------------------------------------------
-    def _to_model(self, frames: Tensor) -> Tensor:
-        m, e = self.engine.settings, self.engine
-        h, w = frames.shape[1:3]
-        if h < m.height or w < m.width or (h, w) == (m.height, m.width):
-            return frame_to_model(frames, m.height, m.width, dtype=e.dtype)
-        # downscaling: antialiased like the eager engine (the kernel's plain bilinear would alias)
-        x = frames.permute(0, 3, 1, 2).to(e.dtype) / 255
-        return F.interpolate(x, size=(m.height, m.width), mode="bilinear", align_corners=False, antialias=True)
-
     def _body(self, frames: Tensor) -> Tensor:
-        """All device work of one chunk (capturable once `steady`). frames: [T, H, W, 3] uint8."""
-        e, m = self.engine, self.engine.settings
-        x = self._to_model(frames)
-        if m.motion_aware:
-            motion = motion_level(x, self._prev if self._have_prev else None)
-            e._strength.copy_(motion_strength(e._s_init, e._strength, motion))
-        else:  # as the eager step: a live strength change takes effect without motion awareness too
-            e._strength.copy_(e._s_init)
-        self._prev.copy_(x[-1])
-        z = self.codec.encode(x)
-        ts = e._fixed_ts if e._fixed_ts is not None else strength_timesteps(e._strength, m.steps, m.shift)
-        shortcut = takes_step_size(e.dit)  # as the engine's _denoiser: step size = t / 1000, on the device
-
-        def model(xt: Tensor, t: Tensor) -> Tensor:
-            return self.dit(xt, t, e._cross, e.cache, sampler_step_size(t) if shortcut else None)
-
-        latent = sample_sequential(model, z, e._noise, e._strength, ts)
-        fast_commit_device(e.cache, 1)
-        out = self.codec.decode(latent.to(e.dtype))  # [T, 3, h, w] in [0, 1]
-        return model_to_frame(out, frames.shape[1], frames.shape[2], fmt="rgb")
+        """The chunk step with the fast ops (capturable once `steady`). frames: [T, H, W, 3] uint8."""
+        e = self.engine
+        out = chunk_step(frames, e.dit, e.state, self.ops, e.step_config)
+        assert out is not None, "the fast path runs sequential mode only"
+        return out
 
     @torch.no_grad()
     def step(self, frames: Tensor) -> Tensor:
@@ -141,7 +145,7 @@ class FastPath:
             self.invalidate()
         assert self._in is not None
         self._in.copy_(frames)
-        e._noise.normal_(generator=e._gen)
+        e.state.noise.normal_(generator=e.gen)
         if self.use_graph and self.steady:
             if self._graph is None and self._warmed:
                 self._capture()
@@ -157,7 +161,6 @@ class FastPath:
         assert out is not None
         e.cache.advance_host(1)
         e.chunks_done += 1
-        self._have_prev = True
         if self._to_trim:
             out, self._to_trim = out[self._to_trim :], 0
         return out.clone()

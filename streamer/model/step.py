@@ -1,0 +1,137 @@
+"""The chunk step: the ONE function that turns a chunk of camera frames into transformed frames.
+
+uint8 frames -> [0, 1] at the model's resolution -> motion-aware strength -> autoencoder encode ->
+SDEdit noise at that strength -> `steps` DiT passes over the rolling KV cache (sequential, or one
+pass of the stream batch) -> cache commit -> decode -> uint8 at the frame size.
+
+The eager engine (engine.py) runs it with `StepOps` in plain PyTorch; the fast path (fast/) runs the
+very same function with fused kernels and static autoencoder buffers, and captures it as one CUDA
+graph (gpt-fast's "compile the one step"). Everything it touches lives in `StreamState`: device
+tensors of fixed shape written in place, so a captured graph replays it. It reads no tensor value on
+the host. Noise is drawn by the caller (outside a graph, from the engine's seeded generator), so both
+paths see the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor, nn
+
+from streamer.model.cache import CrossAttnKV, KVCache
+from streamer.model.ops import DiTOps
+from streamer.model.sampling import (
+    ModelFn,
+    StreamBatchState,
+    motion_level,
+    motion_strength,
+    prime_stream_batch,
+    sample_sequential,
+    stream_batch_step,
+    strength_timesteps,
+)
+from streamer.model.shortcut import sampler_step_size, takes_step_size
+
+
+@dataclass
+class StreamState:
+    """One stream's device state, allocated once by the engine and updated in place by `chunk_step`."""
+
+    cache: KVCache
+    cross: CrossAttnKV  # the prompt's cross-attention K/V (rewritten in place on a prompt change)
+    noise: Tensor  # [steps, 1, C, 1, h, w]: drawn by the caller before each step
+    s_init: Tensor  # [] the configured (or live-changed) strength
+    strength: Tensor  # [] the strength in effect (motion-aware)
+    fixed_ts: Tensor | None  # [steps] model.timesteps, else derived from the strength
+    prev: Tensor  # [3, H, W] the previous chunk's last frame at model size (motion)
+    batch: StreamBatchState | None  # stream-batch slots, None in sequential mode
+    have_prev: bool = False  # host flag: False for a stream's first chunk
+
+    def reset(self) -> None:
+        """A new stream: cache, slots and motion forgotten; buffers (and a captured graph) kept."""
+        self.cache.reset()
+        if self.batch is not None:
+            self.batch.reset()
+        self.strength.copy_(self.s_init)
+        self.have_prev = False
+
+
+class StepOps(Protocol):
+    """What differs between the eager and the fast path: the kernels, never the step itself."""
+
+    dit_ops: DiTOps
+
+    def to_model(self, frames: Tensor) -> Tensor:
+        """[T, H, W, 3] uint8 -> [T, 3, height, width] in [0, 1], the model's dtype."""
+        ...
+
+    def encode(self, x: Tensor) -> Tensor:
+        """[T, 3, height, width] -> one latent frame [1, C, 1, h, w] (the autoencoder's stream advances)."""
+        ...
+
+    def commit(self, cache: KVCache) -> None:
+        """Keep the chunk's last pass K/V as history (device work; eager also advances the host counters)."""
+        ...
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """[1, C, 1, h, w] -> [T', 3, height, width] in [0, 1] (T' < T for a trimmed first chunk)."""
+        ...
+
+    def to_frames(self, out: Tensor, height: int, width: int) -> Tensor:
+        """[T, 3, h, w] in [0, 1] -> [T, height, width, 3] uint8."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """The settings the step reads (host values fixed for an engine's life)."""
+
+    steps: int
+    shift: float
+    motion_aware: bool
+
+
+def denoiser(dit: nn.Module, state: StreamState, ops: DiTOps) -> ModelFn:
+    """The model function the samplers call: (x_t [B, C, F, h, w], t [B, F]) -> flow v."""
+    in_dtype = getattr(dit, "_orig_mod", dit).acc_dtype  # what the DiT returns, so what later passes feed it
+    shortcut = takes_step_size(dit)  # shortcut-distilled: told each pass's step size (t / 1000, on the device)
+
+    def model(x: Tensor, t: Tensor) -> Tensor:
+        # One input dtype for every pass: the first pass's noised latent comes in the engine's dtype, later ones
+        # are renoised from the fp32 flow prediction, and a torch.compile'd DiT compiles a second graph for a
+        # second dtype. Exact: the DiT casts x to its weights' dtype first.
+        x = x.to(in_dtype)
+        if shortcut:
+            return dit(x, t, state.cross, state.cache, step_size=sampler_step_size(t), ops=ops)
+        return dit(x, t, state.cross, state.cache, ops=ops)
+
+    return model
+
+
+def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps, cfg: StepConfig) -> Tensor | None:
+    """frames: [frames_per_latent, H, W, 3] uint8 on the device -> [T, H, W, 3] uint8 on the device, or None
+    while the stream batch fills its slots. `state.noise` must hold this chunk's noise."""
+    height, width = frames.shape[1:3]
+    x = ops.to_model(frames)
+    if cfg.motion_aware:
+        motion = motion_level(x, state.prev if state.have_prev else None)
+        state.strength.copy_(motion_strength(state.s_init, state.strength, motion))
+    else:  # a live change (chat, dashboard) lands in s_init; without motion it is the strength as is
+        state.strength.copy_(state.s_init)
+    state.prev.copy_(x[-1])
+    state.have_prev = True
+    z = ops.encode(x)
+    ts = state.fixed_ts if state.fixed_ts is not None else strength_timesteps(state.strength, cfg.steps, cfg.shift)
+    model = denoiser(dit, state, ops.dit_ops)
+    latent: Tensor | None
+    if state.batch is None:
+        latent = sample_sequential(model, z, state.noise, state.strength, ts)
+    else:
+        if state.batch.filled == 0:
+            prime_stream_batch(state.batch, z, state.noise, ts)
+        latent = stream_batch_step(model, state.batch, z, state.noise, state.strength, ts)
+    ops.commit(state.cache)  # the last pass's K/V become history
+    if latent is None:
+        return None
+    return ops.to_frames(ops.decode(latent), height, width)
