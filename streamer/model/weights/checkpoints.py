@@ -1,9 +1,20 @@
 """Load the DiT weights users bring, whatever the container, into the original Wan2.1 names.
 
-Layouts (model.md §1): original Wan safetensors (+ config.json beside it, optionally sharded with an
-index json), Diffusers `WanTransformer3DModel` names, Self-Forcing / CausVid / StreamDiffusionV2 torch
-pickles (`generator_ema` preferred over `generator`, then `state_dict`, then a bare dict; `model.`
-prefixes stripped), and LongLive: such a base plus a PEFT LoRA merged as W += (alpha/r) B A (lora.py).
+Layouts (model.md §1, design/weights.md): the original Wan folder (`config.json` +
+`diffusion_pytorch_model.safetensors`, optionally sharded with an index json; the umT5 `.pth`, the
+`Wan2.1_VAE.pth` and `google/` beside it are not the DiT and are passed over), the Diffusers repo root
+(`model_index.json`: the DiT is in `transformer/`, shards + index + config) or that folder itself with
+`WanTransformer3DModel` names, Self-Forcing / CausVid / StreamDiffusionV2 / LongLive torch pickles, and
+LongLive's base plus a PEFT LoRA merged as W += (alpha/r) B A (lora.py).
+
+Which entry of a pickle is the DiT (`checkpoint_key`): `auto` does what each upstream inference script
+loads by default (containers.py says how it recognises them): `generator` first for LongLive
+(`longlive*`), StreamDiffusionV2 (`wan_causal_dmd*/`) and CausVid; `generator_ema` first for everything
+else, Self-Forcing's `self_forcing_dmd.pt` (README: `--use_ema`) included; then `state_dict`, `model`, a
+bare dict. `generator` / `generator_ema` take exactly that entry or fail naming what the file holds.
+
+Names: `model.`-style prefixes are stripped, and FSDP / activation-checkpoint wrapper parts
+(`_fsdp_wrapped_module.`) wherever they occur in a name (LongLive's EMA has them inside block names).
 A `shortcut.safetensors` beside the weights (shortcut distillation, streamer/model/shortcut.py) makes
 the model a `ShortcutDiT` with that step-size embedding, checked as strictly as the rest.
 
@@ -26,6 +37,7 @@ from torch import Tensor
 from streamer.model.config import PRESETS, DiTConfig
 from streamer.model.dit import DiT
 from streamer.model.shortcut import PREFIX, SHORTCUT_FILE, ShortcutDiT
+from streamer.model.weights.containers import select
 from streamer.model.weights.lora import merge_lora
 from streamer.model.weights.names import diffusers_to_wan, is_diffusers
 from streamer.model.weights.readers import (
@@ -35,10 +47,12 @@ from streamer.model.weights.readers import (
     read_pickle,
     read_safetensors,
     strip_prefixes,
-    unwrap,
+    strip_wrappers,
 )
 
-_CONTAINER_KEYS = ("generator_ema", "generator", "state_dict", "model")
+# Files that sit beside the DiT in the Wan folder (and in Self-Forcing's wan_models/ copy of it) but are
+# other models: the umT5 text encoder, the Wan VAE, the CLIP of the i2v models.
+_NOT_THE_DIT = ("models_t5", "models_clip", "wan2.1_vae", "wan2.2_vae")
 
 
 @dataclass
@@ -53,6 +67,9 @@ class CheckpointInfo:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     shortcut: dict[str, Tensor] | None = None  # the step embedding from shortcut.safetensors beside the file
+    container: str = ""  # the pickle entry the weights came from ("" for safetensors)
+    container_reason: str = ""  # why that entry: the auto rule that applied, or the key asked for
+    holds: str = ""  # what the pickle holds at its top level
 
     @property
     def num_params(self) -> int:
@@ -71,6 +88,11 @@ def _resolve(path: Path) -> Path:
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_file():
         return path
+    if (path / "model_index.json").is_file():  # a Diffusers pipeline root: the DiT is one component of it
+        if not (path / "transformer").is_dir():
+            raise CheckpointError(f"{path}: a Diffusers pipeline folder (model_index.json) without transformer/, "
+                                  "where its DiT would be")  # fmt: skip
+        return _resolve(path / "transformer")
     for name in (
         "diffusion_pytorch_model.safetensors.index.json",
         "diffusion_pytorch_model.safetensors",
@@ -81,12 +103,15 @@ def _resolve(path: Path) -> Path:
         if (path / name).is_file():
             return path / name
     weights = (".safetensors", ".pt", ".pth")  # a shortcut.safetensors only ever goes with the weights beside it
-    candidates = sorted(p for p in path.iterdir() if p.suffix in weights and p.is_file() and p.name != SHORTCUT_FILE)
+    files = sorted(p for p in path.iterdir() if p.suffix in weights and p.is_file() and p.name != SHORTCUT_FILE)
+    others = [p for p in files if p.name.lower().startswith(_NOT_THE_DIT)]
+    candidates = [p for p in files if p not in others]
     if len(candidates) == 1:  # e.g. a folder holding only self_forcing_dmd.pt
         return candidates[0]
     found = f" (found {', '.join(p.name for p in candidates[:SHOW])}; name one)" if candidates else ""
+    passed = f"; {', '.join(p.name for p in others)}: the text encoder / VAE, not the DiT" if others else ""
     raise CheckpointError(
-        f"{path}: directory holds no diffusion_pytorch_model.safetensors, model.safetensors or model.pt{found}"
+        f"{path}: directory holds no diffusion_pytorch_model.safetensors, model.safetensors or model.pt{found}{passed}"
     )
 
 
@@ -184,21 +209,31 @@ def _compare(sd: dict[str, Tensor], want: dict[str, tuple[int, ...]]) -> list[st
 
 # ---- LoRA -----------------------------------------------------------------------------------------------
 def read_checkpoint(
-    path: str | Path, lora: str | Path | None = None, *, lora_alpha: float | None = None
+    path: str | Path,
+    lora: str | Path | None = None,
+    *,
+    lora_alpha: float | None = None,
+    checkpoint_key: str = "auto",
 ) -> CheckpointInfo:
     """Read any supported layout into original Wan names, detect the architecture and list problems.
 
+    `checkpoint_key` picks the entry of a training pickle (containers.py); an explicit key a file does
+    not have, safetensors included, is a CheckpointError naming what the file holds.
     Raises CheckpointError only when the file cannot be read at all; shape problems go in `.problems`.
     """
     file = _resolve(Path(path))
-    notes = []
+    choice = None
     if file.name.endswith(".index.json"):
         sd, container = read_index(file), "sharded safetensors"
     elif file.suffix == ".safetensors":
         sd, container = read_safetensors(file), "safetensors"
     else:
-        sd, where = unwrap(read_pickle(file), _CONTAINER_KEYS, file)
-        container = f"torch pickle ({where})"
+        sd, choice = select(read_pickle(file), file, checkpoint_key)
+        container = f"torch pickle ({choice.key})"
+    if choice is None and checkpoint_key != "auto":
+        raise CheckpointError(f"{file}: checkpoint key {checkpoint_key!r} asked for, but a {container} file holds "
+                              "one state dict with no generator / generator_ema entries; use 'auto'")  # fmt: skip
+    sd, notes = strip_wrappers(sd, file)
     sd, stripped = strip_prefixes(sd)
     if stripped:
         notes.append(f"stripped prefix {' + '.join(repr(p) for p in stripped)}")
@@ -228,7 +263,10 @@ def read_checkpoint(
         shortcut = read_safetensors(sc_file)
         problems += [f"{sc_file}: {p}" for p in check_shortcut_state_dict(shortcut, cfg)]
     layout = f"{container}, {names} names"
-    return CheckpointInfo(file, layout, cfg, preset_name(cfg), sd, problems, notes, shortcut)
+    info = CheckpointInfo(file, layout, cfg, preset_name(cfg), sd, problems, notes, shortcut)
+    if choice is not None:
+        info.container, info.container_reason, info.holds = choice.key, choice.reason, choice.holds
+    return info
 
 
 def load_dit(
@@ -239,12 +277,14 @@ def load_dit(
     preset: str | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    checkpoint_key: str = "auto",
 ) -> tuple[DiT, str]:
     """(DiT with the checkpoint's weights, LoRA merged, in inference precision; a one-line report).
 
     `preset`, when given, must match the detected architecture. Raises CheckpointError otherwise.
+    `checkpoint_key` picks a training pickle's entry: "auto", "generator" or "generator_ema".
     """
-    info = read_checkpoint(path, lora, lora_alpha=lora_alpha)
+    info = read_checkpoint(path, lora, lora_alpha=lora_alpha, checkpoint_key=checkpoint_key)
     if info.problems:
         raise CheckpointError(
             f"{info.path} ({info.layout}) does not fit the Wan2.1 DiT:\n  " + "\n  ".join(info.problems)
@@ -256,6 +296,8 @@ def load_dit(
         model = DiT(info.config) if info.shortcut is None else ShortcutDiT(info.config)
     model.load_state_dict({**info.state_dict, **(info.shortcut or {})}, strict=True, assign=True)
     report = f"{info.path.name}: {info.preset}, {info.layout}" + "".join(f"; {n}" for n in info.notes)
+    if info.container:  # which of a pickle's entries was loaded matters (EMA or raw weights): say why
+        report += f"; {info.container_reason}"
     if info.shortcut is not None:
         report += " + shortcut step embedding"
     del info  # drop the loader's references so dtype casts below can free the file's tensors
@@ -263,15 +305,19 @@ def load_dit(
 
 
 def inspect_command(args: argparse.Namespace) -> int:
-    """`streamer model inspect PATH [--lora FILE]`: layout, preset, dtype, parameters, problems; 1 on problems."""
+    """`streamer model inspect PATH [--lora FILE] [--key KEY]`: layout, the pickle entries found and the one
+    chosen, preset, dtype, parameters, problems; 1 on problems."""
     try:
-        info = read_checkpoint(args.path, getattr(args, "lora", None))
+        info = read_checkpoint(args.path, getattr(args, "lora", None), checkpoint_key=getattr(args, "key", "auto"))
     except CheckpointError as e:
         print(f"error: {e}")
         return 1
     c = info.config
     print(f"file:       {info.path}")
     print(f"layout:     {info.layout}" + "".join(f"; {n}" for n in info.notes))
+    if info.container:
+        print(f"holds:      {info.holds}")
+        print(f"chosen:     {info.container} ({info.container_reason})")
     print(f"preset:     {info.preset} (dim {c.dim}, {c.num_layers} layers, {c.num_heads} heads, ffn {c.ffn_dim}, "
           f"text {c.text_dim})")  # fmt: skip
     print(f"dtype:      {info.dtypes}")

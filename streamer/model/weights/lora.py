@@ -14,7 +14,14 @@ from pathlib import Path
 from torch import Tensor
 
 from streamer.model.weights.names import diffusers_to_wan
-from streamer.model.weights.readers import SHOW, read_pickle, read_safetensors, strip_prefixes, unwrap
+from streamer.model.weights.readers import (
+    SHOW,
+    read_pickle,
+    read_safetensors,
+    strip_prefixes,
+    strip_wrappers,
+    unwrap,
+)
 
 _LORA_CONTAINER_KEYS = ("generator_lora", "lora", "state_dict")
 
@@ -27,6 +34,7 @@ def merge_lora(sd: dict[str, Tensor], lora_path: Path, alpha: float | None = Non
     """
     raw = read_safetensors(lora_path) if lora_path.suffix == ".safetensors" else read_pickle(lora_path)
     lora, where = unwrap(raw, _LORA_CONTAINER_KEYS, lora_path)
+    lora, _ = strip_wrappers(lora, lora_path)
     lora, _ = strip_prefixes(lora)
     # PEFT drops the adapter name when saving; a raw module state_dict keeps it (lora_A.default.weight).
     lora = {re.sub(r"\.(lora_[AB])\.[^.]+\.weight$", r".\1.weight", k): v for k, v in lora.items()}

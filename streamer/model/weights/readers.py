@@ -1,5 +1,6 @@
 """Public readers for weight files: safetensors (single or sharded by an index), torch pickles read with
-`weights_only=True` (never executing code), and the unwrapping of training containers and name prefixes.
+`weights_only=True` (never executing code), and the unwrapping of training containers, name prefixes and
+wrapper parts (FSDP).
 
 Shared by the DiT checkpoint loader (checkpoints.py), the LoRA merger (lora.py) and the text encoder, so
 every weight file obeys the same safety and error rules: a problem is a `CheckpointError` naming the file.
@@ -16,6 +17,10 @@ from torch import Tensor
 
 SHOW = 10  # keys listed per problem kind
 PREFIXES = ("module.", "_orig_mod.", "model.", "base_model.model.")
+# Wrapper modules that FSDP and activation checkpointing insert into parameter names. They can sit
+# anywhere in a name (LongLive's EMA: `model.blocks.0._fsdp_wrapped_module.self_attn.q.weight`), so they
+# are removed wherever they occur, as LongLive's own loader does, not only as a prefix.
+WRAPPERS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 
 
 class CheckpointError(ValueError):
@@ -76,6 +81,28 @@ def unwrap(obj: Any, keys: tuple[str, ...], path: Path) -> tuple[dict[str, Tenso
     return dict(obj), where
 
 
+def strip_wrappers(sd: dict[str, Tensor], path: Path) -> tuple[dict[str, Tensor], list[str]]:
+    """`sd` with every WRAPPERS part removed from its names; returns (tensors, notes on what was removed).
+
+    Two names that become one are a CheckpointError naming it: silently keeping either tensor would load
+    weights the file did not mean for that parameter.
+    """
+    notes = []
+    for part in WRAPPERS:
+        hits = sum(part in k for k in sd)
+        if not hits:
+            continue
+        out: dict[str, Tensor] = {}
+        for k, v in sd.items():
+            new = k.replace(part, "")
+            if new in out:
+                raise CheckpointError(f"{path}: removing {part!r} makes two entries named {new!r}")
+            out[new] = v
+        sd = out
+        notes.append(f"removed {part!r} from {hits} names")
+    return sd, notes
+
+
 def strip_prefixes(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     stripped = []
     changed = True
@@ -87,5 +114,3 @@ def strip_prefixes(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]
                 stripped.append(prefix)
                 changed = True
     return sd, stripped
-
-
