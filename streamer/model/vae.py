@@ -261,7 +261,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Tensors from a .safetensors file or a torch pickle loaded with weights_only=True."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise VAELoadError(f"{p}: autoencoder weights not found (model.vae); download taew2_1.pth or clear the setting")
+        raise VAELoadError(
+            f"{p}: autoencoder weights not found (model.vae); download taew2_1.pth (`streamer models pull taehv`) "
+            "or clear the setting"
+        )
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -278,8 +281,49 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return dict(raw)
 
 
+# Autoencoders users point model.vae at by mistake (design/weights.md): the full Wan VAEs that sit beside
+# the DiT in every upstream folder, and madebyollin/taehv weights for other latent spaces, which share
+# taew2_1's key names and would decode Wan latents into garbage, or fail with a list of shapes.
+_USE_TAEW2_1 = (
+    "streamer needs TAEHV for Wan 2.1's latent space: madebyollin/taehv's taew2_1.pth (or "
+    "safetensors/taew2_1.safetensors); `streamer models pull taehv` fetches it and sets model.vae"
+)
+_FULL_VAES = {16: "the full Wan 2.1 VAE (Wan2.1_VAE.pth)", 48: "the full Wan 2.2 VAE (Wan2.2_VAE.pth)"}
+_TAE_BY_CHANNELS = {48: "Wan 2.2 5B (taew2_2)", 32: "HunyuanVideo 1.5 (taehv1_5)", 128: "LTX-2 (taeltx)"}
+_TAE_BY_NAME = {"taew2_2": "Wan 2.2 5B", "taehv1_5": "HunyuanVideo 1.5", "taecvx": "CogVideoX",
+                "taeos1_3": "Open-Sora 1.3", "taeltx": "LTX-2"}  # fmt: skip
+
+
+def foreign_autoencoder(sd: Mapping[str, Tensor], where: str) -> str | None:
+    """Why these weights are another autoencoder than TAEHV for Wan 2.1 (the message names what to use
+    instead), or None. Decided by the tensors first; the file name only for TAEHV weights of another
+    16-channel latent space, which no shape can tell apart (the name is how madebyollin/taehv tells them)."""
+    if any(k.startswith(("encoder.", "decoder.")) and v.ndim == 5 for k, v in sd.items()):  # 3D convolutions
+        z = sd.get("conv2.weight", sd.get("post_quant_conv.weight"))  # Wan's / Diffusers' latent-side 1x1x1 conv
+        z_dim = int(z.shape[0]) if z is not None else 0
+        what = _FULL_VAES.get(z_dim, f"a full video VAE ({z_dim or 'unknown'} latent channels)")
+        names = "Diffusers' AutoencoderKLWan names" if "post_quant_conv.weight" in sd else "Wan's own names"
+        return (f"{where}: this is {what} in {names}, not TAEHV (the full VAE is far too slow for a live stream); "
+                f"{_USE_TAEW2_1}")  # fmt: skip
+    first, last = sd.get("encoder.0.weight"), sd.get("encoder.17.weight")
+    if first is not None and last is not None and (int(last.shape[0]) != 16 or int(first.shape[1]) != 3):
+        latent, patch = int(last.shape[0]), round((int(first.shape[1]) / 3) ** 0.5)
+        model = _TAE_BY_CHANNELS.get(latent, "another video model")
+        return (f"{where}: TAEHV weights for {model}: {latent} latent channels on {patch}x{patch} pixel patches, "
+                f"another latent space than Wan 2.1's 16 channels; {_USE_TAEW2_1}")  # fmt: skip
+    stem = Path(where).stem.lower()
+    for prefix, model in [*_TAE_BY_NAME.items(), ("taehv", "HunyuanVideo 1")]:
+        if stem.startswith(prefix) and (prefix != "taehv" or stem == "taehv"):
+            return (f"{where}: by its name, TAEHV weights for {model}, another latent space than Wan 2.1's; "
+                    f"{_USE_TAEW2_1} (a renamed taew2_1 file: give it back its name)")  # fmt: skip
+    return None
+
+
 def infer_config(sd: Mapping[str, Tensor], where: str = "state dict") -> dict[str, object]:
     """TAEHV constructor arguments read from the tensor shapes (so per-frame and narrow variants load too)."""
+    foreign = foreign_autoencoder(sd, where)
+    if foreign is not None:
+        raise VAELoadError(foreign)
     need = ["encoder.0.weight", "encoder.2.conv.weight", "encoder.17.weight", "decoder.1.weight",
             "decoder.8.weight", "decoder.14.weight", "decoder.20.weight", "decoder.13.conv.weight"]  # fmt: skip
     missing = [k for k in need if k not in sd]

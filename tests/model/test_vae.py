@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from streamer.model.vae import TAEHV, VAELoadError, load_taehv, tiny_taehv
+from streamer.model.vae import TAEHV, VAELoadError, infer_config, load_taehv, read_state_dict, tiny_taehv
 
 # model.md §4: example shapes of taew2_1.
 EXAMPLE_SHAPES = {
@@ -149,3 +151,82 @@ def test_load_errors_are_clear(tmp_path) -> None:
     torch.save({"net": object()}, tmp_path / "pickle.pth")  # weights_only refuses arbitrary objects
     with pytest.raises(VAELoadError, match="cannot read"):
         load_taehv(tmp_path / "pickle.pth")
+
+
+def _full_wan_vae(z_dim: int = 16, diffusers: bool = False) -> dict[str, torch.Tensor]:
+    """A narrow stand-in for Wan2.1_VAE.pth with its real key names: 3D convolutions, encoder/decoder and the
+    latent-side 1x1x1 convolutions (`conv1` / `conv2`; Diffusers: `quant_conv` / `post_quant_conv`)."""
+    if diffusers:
+        return {
+            "encoder.conv_in.weight": torch.zeros(8, 3, 3, 3, 3),
+            "quant_conv.weight": torch.zeros(2 * z_dim, 2 * z_dim, 1, 1, 1),
+            "post_quant_conv.weight": torch.zeros(z_dim, z_dim, 1, 1, 1),
+            "decoder.conv_in.weight": torch.zeros(8, z_dim, 3, 3, 3),
+        }
+    return {
+        "encoder.conv1.weight": torch.zeros(8, 3, 3, 3, 3), "encoder.conv1.bias": torch.zeros(8),
+        "encoder.downsamples.0.residual.0.gamma": torch.ones(8, 1, 1, 1),
+        "encoder.head.2.weight": torch.zeros(2 * z_dim, 8, 3, 3, 3),
+        "conv1.weight": torch.zeros(2 * z_dim, 2 * z_dim, 1, 1, 1), "conv1.bias": torch.zeros(2 * z_dim),
+        "conv2.weight": torch.zeros(z_dim, z_dim, 1, 1, 1), "conv2.bias": torch.zeros(z_dim),
+        "decoder.conv1.weight": torch.zeros(8, z_dim, 3, 3, 3),
+        "decoder.upsamples.0.residual.0.gamma": torch.ones(8, 1, 1, 1),
+    }  # fmt: skip
+
+
+_USE_INSTEAD = r"taew2_1\.pth \(or safetensors/taew2_1\.safetensors\); `streamer models pull taehv`"
+
+
+@pytest.mark.parametrize(
+    ("name", "sd", "what"),
+    [
+        ("Wan2.1_VAE.pth", _full_wan_vae(), r"this is the full Wan 2\.1 VAE \(Wan2\.1_VAE\.pth\) in Wan's own names"),
+        ("renamed.pth", _full_wan_vae(), r"the full Wan 2\.1 VAE"),  # the keys decide, not the name
+        ("Wan2.2_VAE.pth", _full_wan_vae(48), r"the full Wan 2\.2 VAE"),
+        ("diffusion_pytorch_model.safetensors", _full_wan_vae(diffusers=True), r"Wan 2\.1 VAE .* AutoencoderKLWan"),
+    ],
+)
+def test_full_wan_vae_is_refused_naming_taehv(tmp_path, name: str, sd: dict[str, torch.Tensor], what: str) -> None:
+    path = tmp_path / name
+    save_file(sd, str(path)) if name.endswith(".safetensors") else torch.save(sd, path)
+    with pytest.raises(VAELoadError, match=rf"{re.escape(str(path))}: .*{what}.*not TAEHV.*{_USE_INSTEAD}"):
+        load_taehv(path)
+    with pytest.raises(VAELoadError, match="not TAEHV"):  # the doctor's check reads it the same way
+        infer_config(read_state_dict(path), str(path))
+
+
+def _other_latent_space(latent: int, patch: int) -> dict[str, torch.Tensor]:
+    sd = TAEHV(True, encoder_width=8, decoder_widths=(16, 8, 8, 8), latent_channels=latent).state_dict()
+    sd["encoder.0.weight"] = torch.zeros(8, 3 * patch * patch, 3, 3)
+    sd["decoder.22.weight"] = torch.zeros(3 * patch * patch, 8, 3, 3)
+    return sd
+
+
+@pytest.mark.parametrize(
+    ("name", "sd", "what"),
+    [
+        (
+            "taew2_2.pth",
+            _other_latent_space(48, 2),
+            r"TAEHV weights for Wan 2\.2 5B \(taew2_2\): 48 latent channels on 2x2",
+        ),
+        ("x.safetensors", _other_latent_space(48, 2), r"Wan 2\.2 5B"),  # the shapes decide, not the name
+        ("taehv1_5.pth", _other_latent_space(32, 2), r"HunyuanVideo 1\.5 \(taehv1_5\): 32 latent channels"),
+        # 16 latent channels like taew2_1: only the file name (madebyollin/taehv's naming) tells them apart
+        ("taecvx.pth", _small(True).state_dict(), r"by its name, TAEHV weights for CogVideoX"),
+        ("taehv.safetensors", _small(True).state_dict(), r"by its name, TAEHV weights for HunyuanVideo 1,"),
+    ],
+)
+def test_taehv_of_other_latent_spaces_is_refused(tmp_path, name: str, sd: dict[str, torch.Tensor], what: str) -> None:
+    path = tmp_path / name
+    save_file(sd, str(path)) if name.endswith(".safetensors") else torch.save(sd, path)
+    with pytest.raises(VAELoadError, match=rf"{re.escape(str(path))}: .*{what}.*{_USE_INSTEAD}"):
+        load_taehv(path)
+
+
+@pytest.mark.parametrize("name", ["taew2_1.pth", "lighttaew2_1.safetensors", "vae.safetensors"])
+def test_wan_2_1_taehv_names_still_load(tmp_path, name: str) -> None:
+    sd = _small(True).state_dict()
+    path = tmp_path / name
+    save_file(sd, str(path)) if name.endswith(".safetensors") else torch.save(sd, path)
+    assert load_taehv(path).temporal
