@@ -13,9 +13,10 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import get_args
 
 from streamer import __version__
-from streamer.config import ConfigError, example_path
+from streamer.config import CheckpointKey, ConfigError, example_path
 
 # command name -> "module:function"; each function takes the parsed args and returns an exit code.
 _HANDLERS = {
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = model.add_parser("inspect", help="detect a checkpoint's layout, preset, dtype and problems")
     q.add_argument("path")
     q.add_argument("--lora", help="a LoRA file to check against the checkpoint")
+    q.add_argument("--key", choices=get_args(CheckpointKey), default="auto",
+                   help="which entry of a training pickle to read (model.checkpoint_key); auto: what its upstream loads")
     q.set_defaults(name="model inspect")
 
     models = sub.add_parser("models", help="download weights from the Hugging Face Hub").add_subparsers(

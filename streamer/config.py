@@ -85,10 +85,16 @@ class EngineSettings:
     retry_model_after_s: float = 10.0  # after a model failure, passthrough this long, then try again
 
 
+# model.checkpoint_key: which entry of a training pickle (generator, generator_ema, ...) is the DiT;
+# auto = what the file's upstream inference script loads by default (streamer/model/weights/containers.py).
+CheckpointKey = Literal["auto", "generator", "generator_ema"]
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     preset: Literal["tiny", "wan-1.3b", "wan-14b"] = "tiny"
     checkpoint: str = ""  # DiT weights (any layout); "" = the shipped tiny weights if present, else random; "random" = seeded random
+    checkpoint_key: CheckpointKey = "auto"  # which entry of a training pickle is the DiT (docs/configuration.md)
     lora: str = ""  # optional LoRA file merged into the checkpoint (LongLive)
     vae: str = ""  # TAEHV weights (taew2_1.pth / .safetensors); "" = the shipped tiny autoencoder if present, else random; "random"
     text_encoder: str = ""  # local folder of umt5-xxl (wan presets); empty = the small offline encoder

@@ -168,12 +168,13 @@ def load_configured_dit(m: ModelSettings, device: torch.device, dtype: torch.dty
     if choice.kind != "random":
         from streamer.model.weights.checkpoints import CheckpointError, load_dit
 
+        key = m.checkpoint_key if choice.kind == "file" else "auto"  # the shipped folder is safetensors
         setting = (
             f"model.checkpoint = {m.checkpoint!r}" if choice.kind == "file" else f"embedded tiny weights {EMBEDDED_DIR}"
-        )
+        ) + (f", model.checkpoint_key = {key!r}" if key != "auto" else "")
         try:  # preset checked below: a pruned variant of the preset (its own config.json) is fine
             dit, report = load_dit(
-                str(choice.path), lora=m.lora or None, preset=None, device=device, dtype=dtype
+                str(choice.path), lora=m.lora or None, preset=None, device=device, dtype=dtype, checkpoint_key=key
             )
         except CheckpointError as e:  # one error type for every load problem, naming the setting
             raise ModelLoadError(f"{setting}: {e}") from e
