@@ -97,7 +97,10 @@ class ModelSettings:
     checkpoint_key: CheckpointKey = "auto"  # which entry of a training pickle is the DiT (docs/configuration.md)
     lora: str = ""  # optional LoRA file merged into the checkpoint (LongLive)
     vae: str = ""  # TAEHV weights (taew2_1.pth / .safetensors); "" = the shipped tiny autoencoder if present, else random; "random"
-    text_encoder: str = ""  # local folder of umt5-xxl (wan presets); empty = the small offline encoder
+    text_encoder: str = ""  # umT5 for the wan presets: Wan2.1 folder or its .pth, Diffusers repo, HF folder; "" = small offline encoder
+    # where the umT5 encoder runs: auto = on the GPU when it fits beside the DiT (the doctor's estimate), else
+    # its weights wait in RAM and visit the GPU only to encode a new prompt; cpu; cuda (always on the GPU)
+    text_encoder_device: Literal["auto", "cpu", "cuda"] = "auto"
     width: int = 256  # model resolution (multiple of 16)
     height: int = 256
     steps: int = 2

@@ -10,7 +10,6 @@ peak-activation allowance. It is an estimate; `streamer bench` measures the real
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from streamer.model.config import DiTConfig, preset
 from streamer.model.dit import DiT
 from streamer.model.loading import ModelLoadError, dtype_name, preset_mismatch, resolve_device, resolve_dtype
 from streamer.model.text import TextEncoderError, _require_files, default_cache_dir, minilm_model_dir
+from streamer.model.umt5_layouts import find_layout, plan
 from streamer.model.vae import DECODER_WIDTHS, TINY_DECODER_WIDTHS, VAELoadError, infer_config, read_state_dict
 
 GIB = 2**30
@@ -55,13 +55,12 @@ class MemoryEstimate:
         return f"≈{self.total / GIB:.2f} GiB ({parts} GiB)"
 
 
-def _umt5_params(folder: str) -> float:
-    """Encoder parameters from the folder's config.json (gated FFN: wi_0, wi_1, wo), else umT5-XXL's."""
+def _umt5_params(path: str) -> float:
+    """Encoder parameters of the umT5 at `path` (any layout; sizes from its config or shapes, nothing
+    read), else umT5-XXL's."""
     try:
-        c = json.loads((Path(folder).expanduser() / "config.json").read_text())
-        d, inner = c["d_model"], c["num_heads"] * c["d_kv"]
-        return c["vocab_size"] * d + c["num_layers"] * (4 * d * inner + 3 * d * c["d_ff"])
-    except (OSError, KeyError, ValueError, TypeError):
+        return float(plan(find_layout(path)).cfg.params)
+    except TextEncoderError:
         return UMT5_XXL_PARAMS
 
 
@@ -71,9 +70,11 @@ def estimate_memory(
     *,
     dit_cfg: DiTConfig | None = None,
     decoder_widths: tuple[int, int, int, int] | None = None,
+    text_on_gpu: bool | None = None,
 ) -> MemoryEstimate:
     """dit_cfg / decoder_widths: the architecture read from the weights in use (default: the preset's,
-    and for the autoencoder the full taew2_1 widths whenever a file is configured - the upper bound)."""
+    and for the autoencoder the full taew2_1 widths whenever a file is configured - the upper bound).
+    text_on_gpu: whether the umT5 encoder stays on the GPU (default: unless model.text_encoder_device = cpu)."""
     cfg: DiTConfig = dit_cfg or preset(m.preset)
     dtype = resolve_dtype(m.dtype, torch.device("cuda" if on_gpu else "cpu"))
     size = torch.empty((), dtype=dtype).element_size()
@@ -86,7 +87,8 @@ def estimate_memory(
     kv = cfg.num_layers * batch * effective_window(m)[0] * tokens * per_token_layer
     cross = cfg.num_layers * batch * cfg.text_len * per_token_layer
     if m.text_encoder:
-        text = int(_umt5_params(m.text_encoder) * 2) if on_gpu else 0  # bf16 on the GPU
+        resident = m.text_encoder_device != "cpu" if text_on_gpu is None else text_on_gpu
+        text = int(_umt5_params(m.text_encoder) * 2) if on_gpu and resident else 0  # bf16 on the GPU
     else:
         text = 0  # MiniLM runs on the CPU
     temporal = m.preset != "tiny"
@@ -99,6 +101,15 @@ def estimate_memory(
     # Per layer: residual + modulated copy in fp32, q/k/v/o, the FFN hidden; attention is fused (no scores).
     acts = batch * tokens * (4 * cfg.dim * 4 + 4 * cfg.dim * size + cfg.ffn_dim * size) * 2
     return MemoryEstimate(weights, kv, cross, text, vae, acts)
+
+
+def text_encoder_fits(m: ModelSettings, device: torch.device, *, dit_cfg: DiTConfig | None = None) -> bool:
+    """model.text_encoder_device = auto on a GPU: whether the umT5 encoder may stay there beside the DiT,
+    i.e. the estimate with it on the GPU is within 90 % of what this process can have (free memory plus
+    what it already holds: the DiT may be loaded by now)."""
+    free, _total = torch.cuda.mem_get_info(device)
+    have = free + torch.cuda.memory_reserved(device)
+    return estimate_memory(m, True, dit_cfg=dit_cfg, text_on_gpu=True).total <= 0.9 * have
 
 
 def _available(device: torch.device) -> tuple[int, str] | None:
@@ -173,13 +184,10 @@ def _weights_fix(m: ModelSettings, key: str) -> str:
 def _text_checks(m: ModelSettings) -> Iterable[Check]:
     try:
         if m.text_encoder:
-            groups = [("config.json",), ("tokenizer.json", "spiece.model"), ("*.safetensors", "pytorch_model*.bin")]
-            _require_files(Path(m.text_encoder).expanduser(), "umT5 text encoder", groups)
-            yield Check(
-                "text encoder",
-                "OK",
-                f"umT5 folder {m.text_encoder} ({_umt5_params(m.text_encoder) / 1e9:.2f} B params)",
-            )
+            layout = find_layout(m.text_encoder)
+            params = plan(layout).cfg.params  # names and shapes checked, nothing read
+            yield Check("text encoder", "OK", f"umT5, {layout.kind} layout: {', '.join(map(str, layout.weights))} "
+                        f"({params / 1e9:.2f} B params), tokenizer {layout.tokenizer}; on {m.text_encoder_device}")  # fmt: skip
         elif preset(m.preset).text_dim == 384:
             folder = minilm_model_dir()
             _require_files(folder, "MiniLM text encoder", [("config.json",), ("vocab.txt",), ("*.safetensors",)])

@@ -21,7 +21,7 @@ import torch
 from streamer.config import ModelSettings
 from streamer.model.config import DiTConfig, preset
 from streamer.model.dit import DiT
-from streamer.model.text import TextEncoder, build_text_encoder
+from streamer.model.text import TextEncoder, build_text_encoder, text_encoder_placement
 from streamer.model.vae import TAEHV, load_taehv, tiny_taehv
 
 log = logging.getLogger(__name__)
@@ -221,15 +221,17 @@ def load_parts(m: ModelSettings, device: torch.device) -> LoadedParts:
     vae, vae_src = load_configured_vae(m, device, dtype)
     _progress(70, f"autoencoder: {vae_src}", started)
     cfg = dit.cfg
+    text_device, text_offload = text_encoder_placement(m, device, cfg)  # model.text_encoder_device
     text = build_text_encoder(
         m.text_encoder,
         m.cache_dir,
-        device,
+        text_device,
         torch.bfloat16 if device.type == "cuda" else torch.float32,
         text_dim=cfg.text_dim,
         text_len=cfg.text_len,
         # random text states only beside a random DiT: trained weights need their real text encoder
         allow_random=dit_random,
+        offload=text_offload,
     )
     _progress(100, f"text encoder: {text.encoder_id.split(':')[0]}", started)
     random_parts = [name for name, rnd in (("DiT", dit_random), ("autoencoder", vae_random)) if rnd]
