@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 from streamer import config as config_mod
 from streamer.config import Settings
-from streamer.control.plane import build_control_plane
-from streamer.control.prompts import PromptBus
+from streamer.control.policy.plane import build_control_plane
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
+from streamer.prompts import PromptBus
 from streamer.store import Store
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 COMPONENTS = [
     "streamer.control.console:build",
     "streamer.app:build_status_line",
-    "streamer.control.plane:build",
-    "streamer.control.dashboard:build",
-    "streamer.control.obs:build",
-    "streamer.control.twitch:build",
+    "streamer.control.policy.plane:build",
+    "streamer.control.dashboard.server:build",
+    "streamer.control.obs.controller:build",
+    "streamer.control.twitch.component:build",
 ]
 
 
@@ -53,7 +53,7 @@ class AppContext:
     store: Store
     metrics: Metrics
     pipeline: Pipeline
-    control: Any = None  # streamer.control.plane.ControlPlane
+    control: Any = None  # streamer.control.policy.plane.ControlPlane
     interactive: bool = True  # read the console / redraw the status line
 
 

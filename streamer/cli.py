@@ -27,9 +27,9 @@ _HANDLERS = {
     "model inspect": "streamer.model.weights.checkpoints:inspect_command",
     "models pull": "streamer.models.commands:pull_command",
     "models list": "streamer.models.commands:list_command",
-    "check-prompt": "streamer.control.moderation:check_prompt_command",
-    "obs setup": "streamer.control.obs:setup_command",
-    "twitch login": "streamer.control.twitch_auth:login_command",
+    "check-prompt": "streamer.control.policy.moderation:check_prompt_command",
+    "obs setup": "streamer.control.obs.controller:setup_command",
+    "twitch login": "streamer.control.twitch.auth:login_command",
     "train": "streamer.train.commands:train_command",
     "prune": "streamer.train.prune:prune_command",
 }

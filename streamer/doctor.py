@@ -39,10 +39,10 @@ PROVIDERS = [
     "streamer.model.doctor:checks",
     "streamer.sources:doctor_checks",
     "streamer.sinks:doctor_checks",
-    "streamer.control.moderation:doctor_checks",
-    "streamer.control.dashboard:doctor_checks",
-    "streamer.control.obs:doctor_checks",
-    "streamer.control.twitch:doctor_checks",
+    "streamer.control.policy.moderation:doctor_checks",
+    "streamer.control.dashboard.server:doctor_checks",
+    "streamer.control.obs.controller:doctor_checks",
+    "streamer.control.twitch.component:doctor_checks",
 ]
 
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from streamer.config import Settings
-from streamer.control.prompts import PromptBus
 from streamer.frames import Frame, LatestFrameSlot, OutputQueue, blank_frame, now
 from streamer.metrics import Metrics
+from streamer.prompts import PromptBus
 from streamer.transform import Passthrough, Transform
 
 if TYPE_CHECKING:

@@ -1,9 +1,11 @@
-"""SQLite store (WAL): prompt history, and whatever the control plane must not lose on a crash.
+"""SQLite store (WAL): one file for whatever the daemon must not lose on a crash.
 
 One connection guarded by a lock: writes are small and rare (prompt changes, chat decisions), so a
 single writer is simpler than a pool and never sees SQLITE_BUSY between our own threads. Each write
 commits at once (autocommit), so a hard kill loses at most the statement in flight.
-Modules that need tables call `ensure_schema` with their own CREATE TABLE IF NOT EXISTS statements.
+The store knows no tables: each module that keeps rows owns its schema and SQL and calls
+`ensure_schema` with its CREATE TABLE IF NOT EXISTS statements (streamer.prompts owns prompt_history,
+for example).
 """
 
 from __future__ import annotations
@@ -12,27 +14,12 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from streamer.control.prompts import PromptState
-
-_CORE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS prompt_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    version INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    source TEXT NOT NULL,
-    author TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    enabled INTEGER NOT NULL,
-    strength REAL,
-    changed_at REAL NOT NULL
-);
-"""
+from typing import Any
 
 
 class Store:
+    """One SQLite connection (WAL, autocommit) shared by every thread, behind a lock."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
@@ -44,7 +31,6 @@ class Store:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self.ensure_schema(_CORE_SCHEMA)
 
     def ensure_schema(self, script: str) -> None:
         """Run idempotent DDL (CREATE ... IF NOT EXISTS)."""
@@ -70,25 +56,6 @@ class Store:
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return list(self._conn.execute(sql, params).fetchall())
-
-    def record_prompt(self, state: PromptState) -> None:
-        self.execute(
-            "INSERT INTO prompt_history (version, text, source, author, reason, enabled, strength, changed_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                state.version,
-                state.text,
-                state.source,
-                state.author,
-                state.reason,
-                int(state.enabled),
-                state.strength,
-                state.changed_at,
-            ),
-        )
-
-    def prompt_history(self, limit: int = 50) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM prompt_history ORDER BY id DESC LIMIT ?", (limit,))
 
     def close(self) -> None:
         with self._lock:

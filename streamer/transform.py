@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from streamer.control.prompts import PromptState
 from streamer.frames import Frame
+from streamer.prompts import PromptState
 
 
 @runtime_checkable

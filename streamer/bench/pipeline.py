@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer import config
-from streamer.control.prompts import PromptBus
 from streamer.frames import Frame, now
 from streamer.metrics import Metrics, percentile
 from streamer.pipeline import Pipeline
+from streamer.prompts import PromptBus
 
 
 def free_udp_port() -> int:

@@ -1,4 +1,4 @@
-"""The one place where the Twitch code calls the control plane (streamer.control.plane.ControlPlane).
+"""The one place where the Twitch code calls the control plane (streamer.control.policy.plane.ControlPlane).
 
 Keeping these calls together means the chat commands, polls and rewards depend on a handful of
 methods with plain results (`Outcome`, booleans, strings) rather than on every detail of the
@@ -38,7 +38,7 @@ class PlaneAdapter:
 
     def __init__(self, control: Any) -> None:
         if control is None:
-            raise RuntimeError("the control plane is missing: Twitch commands need streamer.control.plane")
+            raise RuntimeError("the control plane is missing: Twitch commands need streamer.control.policy.plane")
         self.control = control
 
     # prompts
@@ -73,7 +73,7 @@ class PlaneAdapter:
         return "unknown" if item is None else str(item.status)
 
     def approve(self, approval_id: str, *, by: str) -> Outcome:
-        from streamer.control.approvals import ApprovalError
+        from streamer.control.policy.approvals import ApprovalError
 
         try:
             item = self.control.approvals.approve(approval_id, by=by)
@@ -82,7 +82,7 @@ class PlaneAdapter:
         return Outcome("approved", str(item.id), "", item.model_text)
 
     def deny(self, approval_id: str, *, by: str, reason: str = "") -> Outcome:
-        from streamer.control.approvals import ApprovalError
+        from streamer.control.policy.approvals import ApprovalError
 
         try:
             item = self.control.approvals.deny(approval_id, by=by, reason=reason)
@@ -120,8 +120,8 @@ class PlaneAdapter:
 
     async def start_poll(self, title: str, options: list[str], seconds: int, *, by: str, fallback: bool) -> tuple[bool, str]:
         """Start a poll (native when the default backend is set); with fallback, chat votes when Twitch refuses."""
-        from streamer.control.polls import PollError, PollSpec
-        from streamer.control.twitch_polls import PollsUnsupported
+        from streamer.control.policy.polls import PollError, PollSpec
+        from streamer.control.twitch.polls import PollsUnsupported
 
         try:
             spec = PollSpec(title, tuple(options), seconds)
@@ -141,7 +141,7 @@ class PlaneAdapter:
         return True, f"POLL ({snap.seconds} s): {choices} -- vote in the poll above the chat"
 
     def vote(self, voter_id: str, choice: str) -> tuple[bool, str]:
-        from streamer.control.polls import PollError
+        from streamer.control.policy.polls import PollError
 
         try:
             self.polls.vote(voter_id, choice)

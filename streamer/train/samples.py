@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from streamer.config import ModelSettings
-from streamer.control.prompts import PromptState
+from streamer.prompts import PromptState
 from streamer.frames import Frame
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts

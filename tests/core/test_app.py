@@ -72,8 +72,8 @@ def test_pattern_through_the_loaded_tiny_model_to_a_recording(tmp_path):
     """The same daemon parts, waiting until the model is loaded, so the recorded frames are model output."""
     from streamer import config
     from streamer.app import build_pipeline
-    from streamer.control.prompts import PromptBus
     from streamer.metrics import Metrics
+    from streamer.prompts import PromptBus
 
     settings = config.load(write_config(tmp_path, "model"))
     metrics = Metrics()
@@ -148,8 +148,8 @@ def test_bad_config_gives_a_clear_error_and_exit_2(tmp_path, capsys):
 def test_a_truncated_checkpoint_leaves_passthrough_running_with_a_clear_error(tmp_path):
     from streamer import config
     from streamer.app import build_pipeline
-    from streamer.control.prompts import PromptBus
     from streamer.metrics import Metrics
+    from streamer.prompts import PromptBus
 
     bad = tmp_path / "self_forcing.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": ")  # a header cut off mid-way

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 from streamer import config
 from streamer.control.console import handle_line
-from streamer.control.plane import build_control_plane
-from streamer.control.prompts import PromptBus
+from streamer.control.policy.plane import build_control_plane
+from streamer.prompts import PromptBus, prompt_history
 from streamer.store import Store
 
 
@@ -34,7 +34,7 @@ def test_prompt_lines_are_moderated_and_recorded(tmp_path):
     assert ctx.bus.current().text == "neon city at night" and ctx.bus.current().source == "console"
     reply = handle_line(ctx, "n.u.d.e beach")
     assert reply.startswith("prompt rejected") and ctx.bus.current().text == "neon city at night"
-    assert ctx.store.prompt_history(1)[0]["text"] == "neon city at night"
+    assert prompt_history(ctx.store, 1)[0]["text"] == "neon city at night"
 
 
 def test_slash_commands(tmp_path):

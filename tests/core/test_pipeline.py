@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from streamer import config
-from streamer.control.prompts import PromptBus
 from streamer.frames import Frame, now
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
+from streamer.prompts import PromptBus
 
 W, H = 32, 16
 

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from streamer.control.prompts import PromptBus, Verdict
+from streamer.prompts import PromptBus, Verdict, prompt_history
 from streamer.store import Store
 
 
@@ -22,7 +22,7 @@ def test_changes_are_recorded_and_survive_reopen(tmp_path):
     bus.set("neon city", source="console", author="streamer")
     bus.set_enabled(False, source="twitch.chat", author="mod_anna", reason="!aioff")
     store.close()
-    rows = Store(db).prompt_history()
+    rows = prompt_history(Store(db))
     assert [r["text"] for r in rows] == ["neon city", "neon city"]
     assert rows[0]["enabled"] == 0 and rows[0]["author"] == "mod_anna" and rows[0]["reason"] == "!aioff"
     assert rows[1]["source"] == "console" and rows[1]["version"] == 1
@@ -62,4 +62,4 @@ def test_concurrent_changes_get_unique_versions(tmp_path):
     for t in threads:
         t.join()
     assert bus.current().version == 200
-    assert len({r["version"] for r in bus._store.prompt_history(1000)}) == 200
+    assert len({r["version"] for r in prompt_history(bus._store, 1000)}) == 200

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from streamer.config import ConfigError, from_dict
-from streamer.control.prompts import PromptState
+from streamer.prompts import PromptState
 from streamer.frames import Frame
 from streamer.model import loading
 from streamer.model.engine import ModelTransform

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "control"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "control" / "dashboard"))
 from dashboard_harness import TOKEN, make_ctx, running_dashboard, wait_for  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
