@@ -122,6 +122,8 @@ class UMT5TextEncoder:
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Tensor:
+        if not prompts:
+            return torch.zeros(0, self.text_len, self.text_dim)
         rows = self.tokenizer(list(prompts))
         n = max(len(r) for r in rows)
         ids = torch.full((len(rows), n), self.tokenizer.pad, dtype=torch.long)

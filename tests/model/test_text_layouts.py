@@ -194,3 +194,65 @@ def test_names_follow_weights_md() -> None:
         assert our_name(hf_name) == our_name(wan_name) is not None
     assert our_name("decoder.block.0.layer.0.SelfAttention.q.weight") is None and our_name("lm_head.weight") is None
     assert len(wan_names(random_weights(80)[0])) == 2 + 10 * 2  # weights.md: 242 = 2 + 10 per layer for 24 layers
+
+
+def test_text_encoder_device_setting(monkeypatch: pytest.MonkeyPatch, files: dict[str, Path]) -> None:
+    """model.text_encoder_device: cpu never uses the GPU; auto keeps the encoder on the GPU only when the
+    doctor's estimate with it fits the card, else offloads it; the estimate counts it only when resident."""
+    from streamer.config import from_dict
+    from streamer.model import doctor
+    from streamer.model.text import text_encoder_placement
+
+    def settings(**kw: str):
+        return from_dict({"model": {"preset": "wan-1.3b", "text_encoder": str(files["wan folder"]), **kw}}).model
+
+    gpu = torch.device("cuda", 0)
+    assert text_encoder_placement(settings(text_encoder_device="cpu"), gpu) == (torch.device("cpu"), False)
+    assert text_encoder_placement(settings(), torch.device("cpu")) == (torch.device("cpu"), False)
+    if not torch.cuda.is_available():
+        with pytest.raises(TextEncoderError, match="text_encoder_device = 'cuda'"):
+            text_encoder_placement(settings(text_encoder_device="cuda"), torch.device("cpu"))
+
+    m = settings(width=832, height=480)
+    text_bytes = doctor.estimate_memory(m, True).text_encoder
+    params = sum(p.numel() for p in open_text_encoder(files["wan folder"]).net.parameters())
+    assert text_bytes == 2 * params  # bf16, sizes read from the file's shapes
+    assert doctor.estimate_memory(settings(text_encoder_device="cpu"), True).text_encoder == 0
+    needed = doctor.estimate_memory(m, True).total
+    for card, resident in ((needed / 0.85, True), (needed / 0.95, False)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, c=card: (int(c) - 2**30, int(c)))
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 2**30)  # the DiT, loaded already
+        assert text_encoder_placement(m, gpu) == (gpu, not resident)
+
+
+def test_doctor_checks_the_layout(files: dict[str, Path], layouts: dict[str, Path]) -> None:
+    from streamer.config import from_dict
+    from streamer.model.doctor import checks
+
+    def text_check(path: Path):
+        settings = from_dict({"model": {"preset": "wan-1.3b", "text_encoder": str(path)}})
+        return next(c for c in checks(settings) if c.name == "text encoder")
+
+    ok = text_check(files["diffusers root"])
+    assert ok.status == "OK" and "Diffusers layout" in ok.detail and "tokenizer" in ok.detail
+    shutil.rmtree(layouts["wan folder"] / "google")
+    bad = text_check(layouts["wan folder"])
+    assert bad.status == "FAIL" and "no tokenizer" in bad.detail
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_the_gpu_resident_and_offloaded(files: dict[str, Path]) -> None:
+    """Resident on the GPU and offloaded (weights in RAM, on the GPU only while encoding, freed after)
+    give the CPU's numbers; the offloaded encoder leaves no GPU memory behind."""
+    cpu = open_text_encoder(files["wan folder"]).encode(PROMPTS)
+    resident = open_text_encoder(files["wan folder"], device="cuda")
+    assert next(resident.net.parameters()).device.type == "cuda"
+    torch.testing.assert_close(resident.encode(PROMPTS), cpu, atol=1e-4, rtol=1e-4)
+    del resident
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    offloaded = open_text_encoder(files["wan folder"], device="cuda", offload=True)
+    assert next(offloaded.net.parameters()).device.type == "cpu"
+    torch.testing.assert_close(offloaded.encode(PROMPTS), cpu, atol=1e-4, rtol=1e-4)
+    assert torch.cuda.memory_allocated() == before
