@@ -321,15 +321,20 @@ def load(path: str | Path | None = None) -> Settings:
     if path is None:
         return Settings()
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found (create one with `streamer init {p}`)")
+    return from_dict(read_toml(p, f"config file not found (create one with `streamer init {p}`)"), str(p))
+
+
+def read_toml(path: Path, not_found: str) -> dict[str, Any]:
+    """The top-level table of a TOML file; ConfigError names the file when it is missing (`not_found`
+    says what to do), not TOML or not UTF-8. The one reader of config files (streamer/train/config.py too)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {not_found}")
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text: {e}") from None
-    return from_dict(raw, str(p))
+        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
 
 
 def from_dict(raw: dict[str, Any], source_file: str = "<dict>") -> Settings:
@@ -339,19 +344,23 @@ def from_dict(raw: dict[str, Any], source_file: str = "<dict>") -> Settings:
     return settings
 
 
-def _build(cls: type, raw: Any, file: str, prefix: str, skip: frozenset[str] | set[str] = frozenset()) -> Any:
+def check_keys(table: Any, known: list[str], file: str, prefix: str) -> None:
+    """`table` is a TOML table whose every key is in `known`: else a ConfigError naming the file, the
+    dotted key and the closest known key, so a typo is never silently ignored."""
     where = prefix.rstrip(".") or "the top level"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{file}: [{where}] must be a table, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
-    for key in raw:
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: [{where}] must be a table, got {type(table).__name__}")
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(
-                f"{file}: unknown key '{prefix}{key}'{hint}; known keys in [{where}]: {', '.join(fields)}"
-            )
+            raise ConfigError(f"{file}: unknown key '{prefix}{key}'{hint}; known keys in [{where}]: {', '.join(known)}")
+
+
+def _build(cls: type, raw: Any, file: str, prefix: str, skip: frozenset[str] | set[str] = frozenset()) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+    check_keys(raw, fields, file, prefix)
     values = {name: _convert(hints[name], raw[name], file, prefix + name) for name in fields if name in raw}
     return cls(**values)
 

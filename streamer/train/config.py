@@ -1,19 +1,20 @@
 """The training configuration: one TOML file (`[train]` table) -> a frozen, validated `TrainConfig`.
 
 Unknown keys, wrong types and out-of-range values are errors that name the file and the key, so a
-typo never silently trains with a default. Paths are resolved relative to the config file.
+typo never silently trains with a default; the file is read and its keys checked by the daemon's
+config loader (streamer/config.py), so a typo gets the same "did you mean". Paths are resolved
+relative to the config file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamer.config import ConfigError
+from streamer.config import ConfigError, check_keys, read_toml
 
 LOOK_NAMES = ("noir", "neon", "comic", "sketch", "thermal", "sepia", "pixel", "watercolour")
 
@@ -87,16 +88,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def from_dict(raw: dict[str, Any], source: str = "<dict>", base: Path | None = None) -> TrainConfig:
     """A validated TrainConfig from the `[train]` table (or a bare dict of its keys)."""
-    table = raw.get("train", raw) if isinstance(raw, dict) else raw
-    if not isinstance(table, dict):
-        raise ConfigError(f"{source}: [train] must be a table")
+    if isinstance(raw, dict) and ("train" in raw or any(isinstance(v, dict) for v in raw.values())):
+        # no training key is a table: any table beside [train], or instead of it ([trian]), is a typo
+        check_keys(raw, ["train"], source, "")
+        table = raw["train"]
+    else:
+        table = raw
     hints = typing.get_type_hints(TrainConfig)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(table) - names)
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) in [train]: {', '.join(unknown)} (known: {', '.join(sorted(names))})"
-        )
+    check_keys(table, [f.name for f in dataclasses.fields(TrainConfig)], source, "train.")
     values = {k: _coerce(v, hints[k], f"{source}: train.{k}") for k, v in table.items()}
     for key in ("init", "vae", "text_encoder", "out_dir", "data"):
         v = values.get(key)
@@ -110,12 +109,7 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>", base: Path | None = N
 def load(path: str | Path) -> TrainConfig:
     """TrainConfig from a TOML file; ConfigError names the file and key on any problem."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"{p}: training config not found (see docs/training.md for an example)")
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    raw = read_toml(p, "training config not found (see docs/training.md for an example)")
     return from_dict(raw, str(p), p.parent)
 
 
