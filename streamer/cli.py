@@ -42,6 +42,10 @@ def _handler(name: str) -> Callable[[argparse.Namespace], int]:
 
 def init_command(args: argparse.Namespace) -> int:
     target = Path(args.path)
+    if args.gpu:  # fills [model] for the CUDA card; an existing file keeps its other keys
+        from streamer.model.gpu_plan import init_gpu
+
+        return init_gpu(target)
     if target.exists() and not args.force:
         print(f"{target} already exists; use --force to overwrite it", file=sys.stderr)
         return 1
@@ -74,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("init", help="write a starter config")
     q.add_argument("path", nargs="?", default="streamer.toml")
     q.add_argument("--force", action="store_true", help="overwrite an existing file")
+    q.add_argument("--gpu", action="store_true",
+                   help="set the [model] keys for this machine's CUDA card (keeps the rest of an existing file)")  # fmt: skip
     q.set_defaults(func=init_command)
 
     bench = sub.add_parser("bench", help="measure a workload (see docs/benchmarks.md)").add_subparsers(

@@ -12,14 +12,14 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 import torch
 
 from streamer.config import ModelSettings, Settings, effective_window
-from streamer.doctor import Check
+from streamer.doctor import Check, Status
 from streamer.model import loading
 from streamer.model.config import DiTConfig, preset
 from streamer.model.dit import DiT
@@ -109,7 +109,7 @@ def text_encoder_fits(m: ModelSettings, device: torch.device, *, dit_cfg: DiTCon
     what it already holds: the DiT may be loaded by now)."""
     free, _total = torch.cuda.mem_get_info(device)
     have = free + torch.cuda.memory_reserved(device)
-    return estimate_memory(m, True, dit_cfg=dit_cfg, text_on_gpu=True).total <= 0.9 * have
+    return fits(estimate_memory(m, True, dit_cfg=dit_cfg, text_on_gpu=True).total, have)
 
 
 def _available(device: torch.device) -> tuple[int, str] | None:
@@ -193,7 +193,7 @@ def _text_checks(m: ModelSettings) -> Iterable[Check]:
             _require_files(folder, "MiniLM text encoder", [("config.json",), ("vocab.txt",), ("*.safetensors",)])
             yield Check("text encoder", "OK", f"all-MiniLM-L6-v2 (offline package) at {folder}")
         else:
-            status = "WARN" if loading.dit_weights(m).kind == "random" else "FAIL"
+            status: Status = "WARN" if loading.dit_weights(m).kind == "random" else "FAIL"
             yield Check("text encoder", status, f"preset {m.preset} needs umT5-XXL and model.text_encoder is empty"
                         + (" (random text states with random weights)" if status == "WARN" else ""),
                         "set model.text_encoder to a local umt5-xxl folder")  # fmt: skip
@@ -234,15 +234,77 @@ def checks(settings: Settings) -> Iterable[Check]:
     except ModelLoadError as e:
         yield Check("model memory", "FAIL", str(e), "fix model.device")
         return
-    est = estimate_memory(m, device.type == "cuda", dit_cfg=found.get("dit_cfg"),  # type: ignore[arg-type]
-                          decoder_widths=found.get("decoder_widths"))  # type: ignore[arg-type]  # fmt: skip
-    window, sinks = effective_window(m)
-    what = f"{m.preset} {m.width}x{m.height}, window {window} ({sinks} sinks), {m.mode}, {dtype_name(resolve_dtype(m.dtype, device))}: needs {est.line()}"
     have = _available(device)
     if have is None:
-        yield Check("model memory", "WARN", f"{what}; could not read what {device} has")
+        est = estimate_memory(m, device.type == "cuda", dit_cfg=found.get("dit_cfg"),  # type: ignore[arg-type]
+                              decoder_widths=found.get("decoder_widths"))  # type: ignore[arg-type]  # fmt: skip
+        yield Check("model memory", "WARN", f"needs {est.line()}; could not read what {device} has")
         return
-    free, where = have
-    status = "OK" if est.total <= 0.9 * free else "FAIL" if est.total > free else "WARN"
-    yield Check("model memory", status, f"{what}; {free / GIB:.1f} GiB {where}",
-                "lower model.width/height or model.window, use bfloat16, or a larger GPU")  # fmt: skip
+    yield memory_check(m, device, *have, dit_cfg=found.get("dit_cfg"),  # type: ignore[arg-type]
+                       decoder_widths=found.get("decoder_widths"))  # type: ignore[arg-type]  # fmt: skip
+
+
+def memory_check(
+    m: ModelSettings,
+    device: torch.device,
+    free: int,
+    where: str,
+    *,
+    dit_cfg: DiTConfig | None = None,
+    decoder_widths: tuple[int, int, int, int] | None = None,
+) -> Check:
+    """The estimate against `free` bytes on `device`; when it does not fit, the fix says what to lower."""
+
+    def estimate(s: ModelSettings) -> MemoryEstimate:
+        return estimate_memory(s, device.type == "cuda", dit_cfg=dit_cfg, decoder_widths=decoder_widths)
+
+    est = estimate(m)
+    window, sinks = effective_window(m)
+    what = f"{m.preset} {m.width}x{m.height}, window {window} ({sinks} sinks), {m.mode}, {dtype_name(resolve_dtype(m.dtype, device))}: needs {est.line()}"
+    status: Status = "OK" if fits(est.total, free) else "FAIL" if est.total > free else "WARN"
+    fix = "" if status == "OK" else memory_advice(m, est.total, free, estimate)
+    return Check("model memory", status, f"{what}; {free / GIB:.1f} GiB {where}", fix)
+
+
+HEADROOM = 0.9  # share of a device's memory the estimate may fill: it misses allocator slack and small buffers
+
+
+def fits(need: int, available: int) -> bool:
+    """The one memory rule (the doctor's status, `streamer init --gpu`'s plan): `need` bytes leave 10 %
+    of `available` free."""
+    return need <= HEADROOM * available
+
+
+def _lighter(m: ModelSettings) -> Iterable[tuple[str, ModelSettings]]:
+    """Single changes that lower the memory a configuration needs: (the setting to write, the result)."""
+    if m.text_encoder and m.text_encoder_device != "cpu":
+        yield "model.text_encoder_device = 'cpu'", replace(m, text_encoder_device="cpu")
+    if m.mode == "stream-batch":
+        yield "model.mode = 'sequential' (or fewer model.steps)", replace(m, mode="sequential")
+    if m.dtype == "float32":
+        yield "model.dtype = 'bfloat16'", replace(m, dtype="bfloat16")
+    w, h = (max(16, round(x * 0.75 / 16) * 16) for x in (m.width, m.height))
+    if (w, h) != (m.width, m.height):
+        yield f"model.width/height = {w}x{h}", replace(m, width=w, height=h)
+    window, sinks = effective_window(m)
+    if window > sinks + 2:
+        yield f"model.window = {window - 1}", replace(m, window=window - 1, sinks=sinks)
+
+
+def memory_advice(m: ModelSettings, need: int, free: int, estimate: Callable[[ModelSettings], MemoryEstimate]) -> str:
+    """What to lower, largest saving first, and whether doing that is enough for `free` bytes."""
+    options = sorted(((need - estimate(s).total, label, s) for label, s in _lighter(m)), key=lambda o: -o[0])
+    options = [o for o in options if o[0] > 0]
+    if not options:
+        return "a GPU with more memory, or the tiny preset"
+    listed = "; ".join(f"{label} (saves {saved / GIB:.2f} GiB)" for saved, label, _ in options)
+    changed, total, used = m, need, 0
+    for _, _, s in options:  # apply them in that order until the estimate fits
+        changed = replace(changed, **{f.name: getattr(s, f.name) for f in fields(s) if getattr(s, f.name) != getattr(m, f.name)})
+        total, used = estimate(changed).total, used + 1
+        if fits(total, free):
+            break
+    first = "the first alone needs" if used == 1 else f"the first {used} together need"
+    verdict = (f"{first} ≈{total / GIB:.2f} GiB, which fits" if fits(total, free)
+               else f"even all of them need ≈{total / GIB:.2f} GiB: a GPU with more memory, or the tiny preset")  # fmt: skip
+    return f"lower {listed}; {verdict} (`streamer init --gpu` picks settings for a CUDA card)"

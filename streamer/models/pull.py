@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,14 +101,14 @@ def config_values(entry: Entry, paths: dict[HubFile, Path]) -> dict[str, str]:
     return values
 
 
-def update_config(path: Path, values: dict[str, str]) -> bool:
+def update_config(path: Path, values: Mapping[str, str | int]) -> bool:
     """Set [model] `values` in the TOML file at `path`, keeping its comments; create it from the example
     config when it does not exist. Returns True when the file was created."""
     created = not path.exists()
     try:
         from_dict({"model": dict(values)}, str(path))  # the keys and values must be ones the loader takes
     except ConfigError as e:
-        raise ModelsError(f"internal: the catalogue writes a setting the config rejects: {e}") from e
+        raise ModelsError(f"internal: streamer writes a [model] setting the config rejects: {e}") from e
     text = example_path().read_text(encoding="utf-8") if created else path.read_text(encoding="utf-8")
     try:
         doc = tomlkit.parse(text)
