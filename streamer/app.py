@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from streamer import config as config_mod
 from streamer.config import Settings
-from streamer.control.policy.plane import build_control_plane
+from streamer.control.policy.plane import ControlPlane, build_control_plane
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
 from streamer.prompts import PromptBus
@@ -53,7 +53,7 @@ class AppContext:
     store: Store
     metrics: Metrics
     pipeline: Pipeline
-    control: Any = None  # streamer.control.policy.plane.ControlPlane
+    control: ControlPlane | None = None
     interactive: bool = True  # read the console / redraw the status line
 
 

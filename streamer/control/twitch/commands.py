@@ -1,36 +1,44 @@
-"""Chat commands and the glue between the Twitch bot and the control plane.
+"""The chat commands: each one reads top to bottom here, from the chat word to the control plane call.
 
 Every command word, its least role and its per-chatter and channel-wide cooldowns come from
 `[twitch]` config, so the commands are built at runtime as TwitchIO `Command`s with a role guard and
-cooldown buckets (moderators and the broadcaster are exempt from cooldowns). Audience text only ever
-reaches the model through the governor (`PlaneAdapter.propose`). Refusals for role and cooldown are
-counted in the metrics and, with `twitch.reply_on_refusal`, answered briefly in chat, throttled by
-`twitch_refusals.RefusalReplies` (a flood of "you can't" replies would itself be spam).
+a cooldown guard (moderators and the broadcaster are exempt from cooldowns). A handler receives a
+`Chat` (who asked, the text after the word, how to answer) and calls the control plane itself:
+audience text only ever reaches the model through `governor.propose`. Refusals for role and
+cooldown are counted in the metrics and, with `twitch.reply_on_refusal`, answered briefly in chat,
+throttled by `refusals.RefusalReplies` (a flood of "you can't" replies would itself be spam).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from streamer.control.twitch.chat_outbox import ChatOutbox, clip
-from streamer.control.twitch.polls import TwitchPollBackend
-from streamer.control.twitch.refusals import Refusal, RefusalReplies
-from streamer.control.twitch.rewards import RewardService
-from streamer.control.twitch_plane import Outcome, PlaneAdapter
-from streamer.store import Store
+from streamer.control.policy.approvals import ApprovalError
+from streamer.control.policy.poll_spec import PollError, PollSpec
+from streamer.control.twitch.chat_outbox import clip
+from streamer.control.twitch.link import TwitchLink
+from streamer.control.twitch.polls import PollsUnsupported
+from streamer.control.twitch.refusals import Refusal
+
+if TYPE_CHECKING:
+    from twitchio.ext import commands
+
+    from streamer.control.policy.governor import Proposal
 
 log = logging.getLogger(__name__)
 
+SOURCE = "twitch"  # the source the governor and the audit log name for chat commands
 ROLE_RANK = {"everyone": 0, "subscriber": 1, "vip": 2, "moderator": 3, "broadcaster": 4}
 POLL_TITLE = "What should the stream look like?"
 
 
-def chatter_rank(chatter: Any) -> int:
+def chatter_rank(chatter: object) -> int:
+    """The chatter's highest role (a PartialUser without badges counts as everyone)."""
     if getattr(chatter, "broadcaster", False):
         return ROLE_RANK["broadcaster"]
     if getattr(chatter, "moderator", False) or getattr(chatter, "lead_moderator", False):
@@ -40,6 +48,32 @@ def chatter_rank(chatter: Any) -> int:
     if getattr(chatter, "subscriber", False) or getattr(chatter, "founder", False):
         return ROLE_RANK["subscriber"]
     return ROLE_RANK["everyone"]
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """What a command handler receives: who sent the command, the text after its word, and the link it
+    answers through (whose `control` is the control plane it acts on)."""
+
+    link: TwitchLink
+    chatter_id: str
+    chatter_name: str
+    rank: int  # ROLE_RANK of the chatter's highest role
+    message_id: str | None
+    text: str
+
+    @classmethod
+    def of(cls, link: TwitchLink, ctx: commands.Context[Any], text: str) -> Chat:
+        """From TwitchIO's command context (the only place that reads it)."""
+        return cls(link, str(ctx.chatter.id), ctx.chatter.name or "", chatter_rank(ctx.chatter),
+                   getattr(ctx.message, "id", None), text)
+
+    def reply(self, answer: str) -> None:
+        self.link.reply(self.chatter_name, self.message_id, answer)
+
+    def meta(self) -> dict[str, Any]:
+        """Handed to the governor with a proposal, and back to its listeners."""
+        return {"user_id": self.chatter_id, "message_id": self.message_id, "rank": self.rank}
 
 
 def parse_poll(text: str, default_s: int) -> tuple[list[str], int]:
@@ -53,200 +87,127 @@ def parse_poll(text: str, default_s: int) -> tuple[list[str], int]:
     return [o for o in options if o], seconds
 
 
-def describe(outcome: Outcome) -> str:
-    """A short chat answer for a governor/approvals outcome (never echoes a blocked term)."""
-    if outcome.status == "applied":
-        return f"prompt is now: {clip(outcome.text, 200)}"
-    if outcome.status == "queued":
-        return f"waiting for a mod (#{outcome.id})" if outcome.id else "waiting for a mod"
-    if outcome.status == "approved":
-        return f"#{outcome.id} approved"
-    if outcome.status == "denied":
-        return f"#{outcome.id} denied"
-    return f"not used: {outcome.reason or outcome.status}"
+def describe(p: Proposal) -> str:
+    """A short chat answer for a governor outcome (never echoes a blocked term)."""
+    if p.status == "applied":
+        return f"prompt is now: {clip(p.text, 200)}"
+    if p.status == "queued":
+        return f"waiting for a mod (#{p.id})" if p.id else "waiting for a mod"
+    return f"not used: {p.reason or p.status}"
 
 
-class TwitchLink:
-    """Owns what outlives one bot connection: outbox, poll backend, reward service, command table."""
-
-    def __init__(self, settings: Any, control: Any, store: Store, *, metrics: Any = None,
-                 outbox: ChatOutbox | None = None) -> None:
-        self.settings = settings
-        self.tw = settings.twitch
-        self.plane = PlaneAdapter(control)
-        self.metrics = metrics
-        self.outbox = outbox or ChatOutbox(self.send_chat, max_queue=self.tw.outbox_max)
-        self.polls = TwitchPollBackend(self.tw.owner_id, self.plane.polls)
-        self.rewards = RewardService(settings, store, self.plane)
-        self.refusals = RefusalReplies(lambda key: float(getattr(self.tw.user_cooldowns_s, key)))
-        self.ready = asyncio.Event()
-        self.bot: Any = None
-        self.plane.install_poll_backend(self.polls, use_native=self.tw.polls != "chat")
-        self.plane.on_poll_result(self.say)
-
-    # ------------------------------------------------------------------ bot lifecycle
-
-    async def attach(self, bot: Any) -> None:
-        """Called from the bot's setup_hook once chat is subscribed."""
-        self.bot = bot
-        self.polls.attach(bot)
-        install_commands(bot, self)
-        self.rewards.reconcile()
-        await self.rewards.attach(bot)
-
-    def detach(self) -> None:
-        self.bot = None
-        self.polls.detach()
-        self.rewards.detach()
-
-    def count(self, name: str, n: int = 1) -> None:
-        if self.metrics is not None:
-            self.metrics.count(name, n)
-
-    async def send_chat(self, text: str, reply_to: str | None) -> None:
-        """The outbox's sender: Helix Send Chat Message as the bot (waits while Twitch is down)."""
-        await asyncio.wait_for(self.ready.wait(), timeout=60)
-        owner = self.bot.create_partialuser(self.tw.owner_id)
-        await owner.send_message(text, sender=self.tw.bot_id, token_for=self.tw.bot_id, reply_to_message_id=reply_to)
-
-    def reply(self, ctx: Any, text: str) -> None:
-        if self.tw.replies:
-            self.outbox.post(f"@{ctx.chatter.name} {text}", reply_to=getattr(ctx.message, "id", None))
-
-    def say(self, text: str) -> None:
-        if self.tw.replies:
-            self.outbox.post(text)
-
-    async def housekeeping(self) -> None:
-        """Settle channel-point redemptions as soon as a decision lands (and every few seconds to retry)."""
-        while True:
-            try:
-                await asyncio.wait_for(self.rewards.decided.wait(), timeout=5.0)
-            except TimeoutError:
-                pass
-            try:
-                await self.rewards.settle()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("settling channel-point redemptions failed (%s); will retry", type(e).__name__)
-
-    # ------------------------------------------------------------------ events
-
-    def command_error(self, payload: Any) -> None:
-        from twitchio.ext import commands
-
-        e, ctx = payload.exception, payload.context
-        if isinstance(e, commands.CommandNotFound):
-            return
-        if isinstance(e, commands.CommandOnCooldown):  # a GuardFailure subclass: test it first
-            self.count("twitch_command_cooldown")
-            self._answer_refusal(ctx, e)
-            return
-        if isinstance(e, commands.GuardFailure):
-            self.count("twitch_command_forbidden")
-            self._answer_refusal(ctx, e)
-            return
-        if isinstance(e, commands.MissingRequiredArgument | commands.ConversionError | commands.BadArgument):
-            self.reply(ctx, f"usage: {self.tw.prefix}{ctx.command.name}{ctx.command.signature or ''}")
-            return
-        original = getattr(e, "original", e)
-        log.error("Twitch command %s failed: %s: %s", getattr(ctx.command, "name", "?"), type(original).__name__, original)
-
-    def _answer_refusal(self, ctx: Any, e: Exception) -> None:
-        refusal = getattr(e, "refusal", None)
-        if not (self.tw.reply_on_refusal and self.tw.replies and isinstance(refusal, Refusal)):
-            return
-        if self.refusals.allow(str(ctx.chatter.id), refusal):
-            self.reply(ctx, refusal.text())
-        else:
-            self.count("twitch_refusal_replies_skipped")
-
-    async def redemption(self, payload: Any) -> None:
-        await self.rewards.on_redemption(payload)
-
-    def poll_event(self, kind: str, payload: Any) -> None:
-        self.polls.on_event(kind, payload)
+# ---------------------------------------------------------------------------- the commands
 
 
-# ---------------------------------------------------------------------------- commands
-
-
-Handler = Callable[[TwitchLink, Any, str], Awaitable[None]]
-
-
-async def cmd_ai(link: TwitchLink, ctx: Any, text: str) -> None:
-    if not text.strip():
-        link.reply(ctx, f"usage: {link.tw.prefix}{link.tw.commands.ai} <what the stream should look like>")
+async def cmd_ai(chat: Chat) -> None:
+    tw = chat.link.tw
+    if not chat.text.strip():
+        chat.reply(f"usage: {tw.prefix}{tw.commands.ai} <what the stream should look like>")
         return
-    outcome = link.plane.propose(text, author=ctx.chatter.name, meta=_meta(ctx))
-    link.reply(ctx, describe(outcome))
+    governor = chat.link.control.governor
+    chat.reply(describe(governor.propose(chat.text, source=SOURCE, author=chat.chatter_name, meta=chat.meta())))
 
 
-async def cmd_style(link: TwitchLink, ctx: Any, text: str) -> None:
-    outcome = link.plane.style(text.strip(), author=ctx.chatter.name, meta=_meta(ctx))
-    link.reply(ctx, describe(outcome))
-
-
-async def cmd_vote(link: TwitchLink, ctx: Any, text: str) -> None:
-    ok, message = link.plane.vote(ctx.chatter.id, text.strip())
-    if not ok:
-        link.reply(ctx, message)
-
-
-async def cmd_aiqueue(link: TwitchLink, ctx: Any, text: str) -> None:
-    items = link.plane.pending()
-    if not items:
-        link.reply(ctx, "nothing waits for approval")
+async def cmd_style(chat: Chat) -> None:
+    """A curated look by name; moderation maps the name to the streamer's preset prompt."""
+    governor = chat.link.control.governor
+    presets = governor.moderation.presets()
+    wanted = chat.text.strip().casefold()
+    match = next((name for name in presets if name.casefold() == wanted), None)
+    if match is None:
+        chat.reply(f"not used: unknown style; try one of: {', '.join(sorted(presets)) or 'none configured'}")
         return
-    link.reply(ctx, "waiting: " + "; ".join(f"#{i} {clip(t, 60)} ({a})" for i, t, a in items[:8]))
+    p = governor.propose(match, source=SOURCE, author=chat.chatter_name, meta={**chat.meta(), "preset": match})
+    chat.reply(describe(p))
 
 
-async def cmd_approve(link: TwitchLink, ctx: Any, text: str) -> None:
-    link.reply(ctx, describe(link.plane.approve(text.strip().lstrip("#"), by=ctx.chatter.name)))
-    await link.rewards.settle()
-
-
-async def cmd_deny(link: TwitchLink, ctx: Any, text: str) -> None:
-    item, _, reason = text.strip().partition(" ")
-    link.reply(ctx, describe(link.plane.deny(item.lstrip("#"), by=ctx.chatter.name, reason=reason.strip())))
-    await link.rewards.settle()
-
-
-async def cmd_poll(link: TwitchLink, ctx: Any, text: str) -> None:
-    options, seconds = parse_poll(text, link.tw.poll_seconds)
-    if len(options) < 2:
-        link.reply(ctx, f"usage: {link.tw.prefix}{link.tw.commands.poll} option a | option b [| ...] [seconds]")
-        return
-    ok, message = await link.plane.start_poll(POLL_TITLE, options, seconds, by=ctx.chatter.name,
-                                              fallback=link.tw.polls == "auto")
-    if ok:
-        link.say(message)
-    else:
-        link.reply(ctx, message)
-
-
-async def cmd_aioff(link: TwitchLink, ctx: Any, text: str) -> None:
-    link.plane.kill(by=ctx.chatter.name)
-    link.reply(ctx, "AI off (camera passes through)")
-
-
-async def cmd_aion(link: TwitchLink, ctx: Any, text: str) -> None:
-    link.plane.revive(by=ctx.chatter.name)
-    link.reply(ctx, "AI on")
-
-
-async def cmd_strength(link: TwitchLink, ctx: Any, text: str) -> None:
+async def cmd_vote(chat: Chat) -> None:
     try:
-        value = float(text.strip())
+        chat.link.control.polls.vote(chat.chatter_id, chat.text.strip())
+    except PollError as e:
+        chat.reply(str(e))
+
+
+async def cmd_aiqueue(chat: Chat) -> None:
+    items = chat.link.control.approvals.pending()
+    if not items:
+        chat.reply("nothing waits for approval")
+        return
+    chat.reply("waiting: " + "; ".join(f"#{i.id} {clip(i.text, 60)} ({i.author})" for i in items[:8]))
+
+
+async def cmd_approve(chat: Chat) -> None:
+    try:
+        item = chat.link.control.approvals.approve(chat.text.strip().lstrip("#"), by=chat.chatter_name)
+    except ApprovalError as e:
+        chat.reply(f"not used: {e}")
+    else:
+        chat.reply(f"#{item.id} approved")
+    await chat.link.rewards.settle()
+
+
+async def cmd_deny(chat: Chat) -> None:
+    ref, _, reason = chat.text.strip().partition(" ")
+    try:
+        item = chat.link.control.approvals.deny(ref.lstrip("#"), by=chat.chatter_name, reason=reason.strip())
+    except ApprovalError as e:
+        chat.reply(f"not used: {e}")
+    else:
+        chat.reply(f"#{item.id} denied")
+    await chat.link.rewards.settle()
+
+
+async def cmd_poll(chat: Chat) -> None:
+    """A native Twitch poll when the channel can run one; with `twitch.polls = "auto"` chat votes
+    (!vote) from the first time Twitch refuses."""
+    tw, polls = chat.link.tw, chat.link.control.polls
+    options, seconds = parse_poll(chat.text, tw.poll_seconds)
+    if len(options) < 2:
+        chat.reply(f"usage: {tw.prefix}{tw.commands.poll} option a | option b [| ...] [seconds]")
+        return
+    try:
+        spec = PollSpec(POLL_TITLE, tuple(options), seconds)
+        try:
+            snap = await polls.start(spec, by=chat.chatter_name)
+        except PollsUnsupported as e:
+            if tw.polls != "auto":
+                chat.reply(str(e))
+                return
+            log.warning("%s: using chat votes from now on", e)
+            polls.set_default_backend(None)
+            snap = await polls.start(spec, by=chat.chatter_name, backend="chat")
+    except (ValueError, PollError) as e:
+        chat.reply(str(e))
+        return
+    choices = " ".join(f"[{i + 1}] {c}" for i, c in enumerate(snap.choices))
+    where = "vote with !vote <number>" if snap.backend == "chat" else "vote in the poll above the chat"
+    chat.link.say(f"POLL ({snap.seconds} s): {choices} -- {where}")
+
+
+async def cmd_aioff(chat: Chat) -> None:
+    chat.link.control.governor.kill(chat.chatter_name, source=SOURCE)
+    chat.reply("AI off (camera passes through)")
+
+
+async def cmd_aion(chat: Chat) -> None:
+    chat.link.control.governor.revive(chat.chatter_name, source=SOURCE)
+    chat.reply("AI on")
+
+
+async def cmd_strength(chat: Chat) -> None:
+    tw = chat.link.tw
+    try:
+        value = float(chat.text.strip())
         if not 0.0 <= value <= 1.0:
             raise ValueError
     except ValueError:
-        link.reply(ctx, f"usage: {link.tw.prefix}{link.tw.commands.strength} <a number from 0 to 1>")
+        chat.reply(f"usage: {tw.prefix}{tw.commands.strength} <a number from 0 to 1>")
         return
-    link.plane.set_strength(value, by=ctx.chatter.name)
-    link.reply(ctx, f"strength {value:g}")
+    chat.link.control.governor.set_strength(value, chat.chatter_name, source=SOURCE)
+    chat.reply(f"strength {value:g}")
 
+
+Handler = Callable[[Chat], Awaitable[None]]
 
 HANDLERS: dict[str, Handler] = {
     "ai": cmd_ai, "style": cmd_style, "vote": cmd_vote, "aiqueue": cmd_aiqueue, "approve": cmd_approve,
@@ -254,13 +215,7 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def _meta(ctx: Any) -> dict[str, Any]:
-    return {"user_id": ctx.chatter.id, "message_id": getattr(ctx.message, "id", None),
-            "rank": chatter_rank(ctx.chatter)}
-
-
-def _exempt(ctx: Any) -> bool:
-    return chatter_rank(ctx.chatter) >= ROLE_RANK["moderator"]
+# ---------------------------------------------------------------------------- guards and wiring
 
 
 class CooldownGate:
@@ -288,8 +243,8 @@ class CooldownGate:
         return 0.0
 
 
-def make_command(link: TwitchLink, key: str) -> Any:
-    """The TwitchIO Command for one config key, with its role guard and cooldown buckets."""
+def make_command(link: TwitchLink, key: str) -> commands.Command[Any, ...]:
+    """The TwitchIO Command for one config key, with its role guard and cooldown guard."""
     from twitchio.ext import commands
 
     tw = link.tw
@@ -298,11 +253,11 @@ def make_command(link: TwitchLink, key: str) -> Any:
     needed = ROLE_RANK[role]
     handler = HANDLERS[key]
 
-    async def callback(ctx: commands.Context, *, text: str = "") -> None:
+    async def callback(ctx: commands.Context[Any], *, text: str = "") -> None:
         link.count("twitch_commands")
-        await handler(link, ctx, text)
+        await handler(Chat.of(link, ctx, text))
 
-    def role_guard(ctx: commands.Context) -> bool:
+    def role_guard(ctx: commands.Context[Any]) -> bool:
         if chatter_rank(ctx.chatter) >= needed:
             return True
         e = commands.GuardFailure(f"{tw.prefix}{word} needs the role {role}", guard=role_guard)
@@ -311,8 +266,8 @@ def make_command(link: TwitchLink, key: str) -> Any:
 
     gate = CooldownGate(getattr(tw.user_cooldowns_s, key), getattr(tw.global_cooldowns_s, key))
 
-    def cooldown_guard(ctx: commands.Context) -> bool:
-        if _exempt(ctx):
+    def cooldown_guard(ctx: commands.Context[Any]) -> bool:
+        if chatter_rank(ctx.chatter) >= ROLE_RANK["moderator"]:  # moderators and the broadcaster: exempt
             return True
         remaining = gate.take(str(ctx.chatter.id))
         if remaining > 0:
@@ -328,7 +283,7 @@ def make_command(link: TwitchLink, key: str) -> Any:
     return commands.Command(callback, name=word)
 
 
-def install_commands(bot: Any, link: TwitchLink) -> list[str]:
+def install_commands(bot: commands.Bot, link: TwitchLink) -> list[str]:
     """Add every enabled command (config word != "") to the bot; returns the words."""
     words = []
     for key in HANDLERS:
@@ -338,3 +293,37 @@ def install_commands(bot: Any, link: TwitchLink) -> list[str]:
                 bot.add_command(cmd)
             words.append(cmd.name)
     return words
+
+
+def on_command_error(link: TwitchLink, payload: commands.CommandErrorPayload) -> None:
+    """The bot's event_command_error: count refusals (and answer them, throttled), show the usage."""
+    from twitchio.ext import commands
+
+    e, ctx = payload.exception, payload.context
+    if isinstance(e, commands.CommandNotFound):
+        return
+    if isinstance(e, commands.CommandOnCooldown):  # a GuardFailure subclass: test it first
+        link.count("twitch_command_cooldown")
+        _answer_refusal(link, ctx, e)
+        return
+    if isinstance(e, commands.GuardFailure):
+        link.count("twitch_command_forbidden")
+        _answer_refusal(link, ctx, e)
+        return
+    if isinstance(e, commands.MissingRequiredArgument | commands.ConversionError | commands.BadArgument):
+        command = ctx.command
+        name, signature = (command.name, getattr(command, "signature", None)) if command else ("?", None)
+        Chat.of(link, ctx, "").reply(f"usage: {link.tw.prefix}{name}{signature or ''}")
+        return
+    original = getattr(e, "original", e)
+    log.error("Twitch command %s failed: %s: %s", getattr(ctx.command, "name", "?"), type(original).__name__, original)
+
+
+def _answer_refusal(link: TwitchLink, ctx: commands.Context[Any], e: Exception) -> None:
+    refusal = getattr(e, "refusal", None)
+    if not (link.tw.reply_on_refusal and link.tw.replies and isinstance(refusal, Refusal)):
+        return
+    if link.refusals.allow(str(ctx.chatter.id), refusal):
+        Chat.of(link, ctx, "").reply(refusal.text())
+    else:
+        link.count("twitch_refusal_replies_skipped")

@@ -1,9 +1,10 @@
 """Twitch as a daemon component: TwitchIO 3 bot (EventSub chat in, Helix replies out) that reconnects itself.
 
-Wiring: chat commands (twitch_commands) -> the control plane (governor, approvals, polls, kill switch);
-native polls (twitch_polls) and the channel-points reward (twitch_rewards) use the broadcaster's
-token; replies go through the rate-limited ChatOutbox. Tokens come from the Store (twitch_auth),
-never from TwitchIO's token file, and every refreshed pair is written back at once.
+Wiring: chat commands (commands.py) call the control plane (governor, approvals, polls, kill switch);
+native polls (polls.py) and the channel-points reward (rewards.py) use the broadcaster's token;
+replies go through the rate-limited ChatOutbox; the TwitchLink (link.py) keeps all of that across
+reconnects. Tokens come from the Store (auth.py), never from TwitchIO's token file, and every
+refreshed pair is written back at once.
 
 The video never waits on Twitch: everything here runs on the asyncio loop, handlers only touch the
 PromptBus (a lock-protected swap) and SQLite, and the bot is rebuilt with backoff when it fails.
@@ -25,6 +26,8 @@ from streamer.control.twitch.auth import (
     redaction,
 )
 from streamer.control.twitch.chat_outbox import ChatOutbox
+from streamer.control.twitch.commands import install_commands, on_command_error
+from streamer.control.twitch.link import TwitchLink
 from streamer.doctor import Check
 
 if TYPE_CHECKING:
@@ -38,14 +41,14 @@ class TwitchUnavailable(RuntimeError):
     """Twitch cannot be used as configured (missing login, secret, ...); the message says how to fix it."""
 
 
-def make_bot(settings: TwitchSettings, secret: str, tokens: TokenStore, link: Any) -> Any:
+def make_bot(settings: TwitchSettings, secret: str, tokens: TokenStore, link: TwitchLink) -> Any:
     """A TwitchIO commands.Bot subclass instance; TwitchIO is imported here so `doctor` works without it."""
     import twitchio
     from twitchio import eventsub
     from twitchio.ext import commands
 
     class StreamerBot(commands.Bot):
-        """Loads and saves tokens through the Store and hands events to the TwitchLink."""
+        """Loads and saves tokens through the Store; hands commands, poll events and redemptions on."""
 
         def __init__(self) -> None:
             super().__init__(client_id=settings.client_id, client_secret=secret, bot_id=settings.bot_id,
@@ -102,6 +105,7 @@ def make_bot(settings: TwitchSettings, secret: str, tokens: TokenStore, link: An
             else:
                 log.warning("the broadcaster is not logged in: native polls and channel points are off "
                             "(`streamer twitch login --as broadcaster`)")
+            install_commands(self, self.link)
             await self.link.attach(self)
 
         async def event_ready(self) -> None:
@@ -112,20 +116,20 @@ def make_bot(settings: TwitchSettings, secret: str, tokens: TokenStore, link: An
             self.link.count("twitch_chat_messages")
             await super().event_message(payload)
 
-        async def event_command_error(self, payload: Any) -> None:
-            self.link.command_error(payload)
+        async def event_command_error(self, payload: commands.CommandErrorPayload) -> None:
+            on_command_error(self.link, payload)
 
         async def event_custom_redemption_add(self, payload: Any) -> None:
-            await self.link.redemption(payload)
+            await self.link.rewards.on_redemption(payload)
 
         async def event_poll_begin(self, payload: Any) -> None:
-            self.link.poll_event("begin", payload)
+            self.link.polls.on_event("begin", payload)
 
         async def event_poll_progress(self, payload: Any) -> None:
-            self.link.poll_event("progress", payload)
+            self.link.polls.on_event("progress", payload)
 
         async def event_poll_end(self, payload: Any) -> None:
-            self.link.poll_event("end", payload)
+            self.link.polls.on_event("end", payload)
 
         async def event_error(self, payload: Any) -> None:
             log.error("Twitch event handler %s failed: %s: %s", getattr(payload.listener, "__qualname__", "?"),
@@ -139,7 +143,7 @@ class TwitchComponent:
 
     name = "twitch"
 
-    def __init__(self, settings: Settings, link: Any, tokens: TokenStore, secret: str) -> None:
+    def __init__(self, settings: Settings, link: TwitchLink, tokens: TokenStore, secret: str) -> None:
         self.settings = settings
         self.tw = settings.twitch
         self.link = link
@@ -194,8 +198,6 @@ def build(ctx: AppContext) -> TwitchComponent | None:
     except ImportError:
         log.error("Twitch is enabled but twitchio is not installed: pip install 'streamer[twitch]'")
         return None
-    from streamer.control.twitch.commands import TwitchLink
-
     tokens = TokenStore(ctx.store)
     link = TwitchLink(ctx.settings, ctx.control, ctx.store, metrics=ctx.metrics,
                       outbox=ChatOutbox(lambda text, reply: link.send_chat(text, reply),

@@ -12,9 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from streamer.control.policy.governor import Proposal
 from streamer.store import Store
+
+if TYPE_CHECKING:
+    from streamer.config import Settings
+    from streamer.control.policy.approvals import ApprovalItem
+    from streamer.control.policy.plane import ControlPlane
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +40,25 @@ CREATE TABLE IF NOT EXISTS twitch_redemptions (
 
 
 _FINAL = {"applied": "FULFILLED", "rejected": "CANCELED", "superseded": "CANCELED", "dropped": "CANCELED"}
+SOURCE = "twitch-points"  # the source the governor and the audit log name for redemptions
 
 
 class RewardService:
     """Keeps the reward and settles its redemptions through Helix Update Redemption Status."""
 
-    def __init__(self, settings: Any, store: Store, plane: Any) -> None:
+    def __init__(self, settings: Settings, store: Store, control: ControlPlane) -> None:
         self.tw = settings.twitch
         self.store = store
-        self.plane = plane  # a twitch_plane.PlaneAdapter
+        self.control = control
         store.ensure_schema(_SCHEMA)
         self.reward_id: str | None = None
         self.unavailable = ""
         self._bot: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.decided = asyncio.Event()
-        plane.on_decisions(self._on_proposal, self._on_approval_event)
+        # Later outcomes (applied/superseded/dropped; denied/expired) settle the redemption.
+        control.governor.add_listener(self._on_proposal)
+        control.approvals.add_listener(self._on_approval_event)
 
     async def attach(self, bot: Any) -> None:
         self._bot = bot
@@ -94,12 +104,12 @@ class RewardService:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.decided.set)
 
-    def _on_proposal(self, p: Any) -> None:
+    def _on_proposal(self, p: Proposal) -> None:
         outcome = _FINAL.get(str(p.status))
         if outcome is not None:
             self._decide(p.meta.get("redemption_id"), outcome)
 
-    def _on_approval_event(self, event: str, item: Any) -> None:
+    def _on_approval_event(self, event: str, item: ApprovalItem) -> None:
         if event in ("denied", "expired"):
             self._decide(item.meta.get("redemption_id"), "CANCELED")
 
@@ -116,24 +126,34 @@ class RewardService:
             " VALUES (?, ?, ?, ?, ?)", (payload.id, payload.reward.id, login, text, time.time()))
         meta = {"user_id": payload.user.id, "redemption_id": payload.id, "reward_id": payload.reward.id}
         if self.tw.reward_route == "approval":
-            outcome = self.plane.submit_for_approval(text, author=login, meta=meta, source="twitch-points")
+            outcome = self._submit_for_approval(text, login, meta)
         else:
-            outcome = self.plane.propose(text, author=login, meta=meta, source="twitch-points")
+            outcome = self.control.governor.propose(text, source=SOURCE, author=login, meta=meta)
         if outcome.status == "queued" and outcome.id:
             self.store.execute("UPDATE twitch_redemptions SET approval_id = ? WHERE redemption_id = ?",
-                               (outcome.id, payload.id))
+                               (str(outcome.id), payload.id))
         elif outcome.status in _FINAL:
             self._decide(payload.id, _FINAL[outcome.status])
         log.info("redemption %s by %s: %s%s", payload.id, login, outcome.status,
                  f" ({outcome.reason})" if outcome.reason else "")
         await self.settle()
 
+    def _submit_for_approval(self, text: str, login: str, meta: Mapping[str, Any]) -> Proposal:
+        """`reward_route = "approval"`: always through a moderator, after the moderation rules (the
+        governor queues only in approval mode)."""
+        verdict = self.control.governor.moderation.review(text, source=SOURCE, author=login)
+        if not verdict.allowed:
+            return Proposal("rejected", None, verdict.reason, "", SOURCE, login, meta)
+        item_id = self.control.approvals.submit(text, source=SOURCE, author=login, meta=meta, model_text=verdict.text)
+        return Proposal("queued", item_id, f"waiting for a moderator (#{item_id})", verdict.text, SOURCE, login, meta)
+
     def reconcile(self) -> None:
         """After a restart: approvals decided while we were away (listeners missed them) settle the redemption."""
         rows = self.store.query(
             "SELECT redemption_id, approval_id FROM twitch_redemptions WHERE outcome IS NULL AND approval_id IS NOT NULL")
         for row in rows:
-            state = self.plane.approval_state(row["approval_id"])
+            item = self.control.approvals.get(row["approval_id"])
+            state = "unknown" if item is None else item.status
             if state in ("denied", "expired", "unknown"):
                 self._decide(row["redemption_id"], "CANCELED")
             elif state == "approved":
