@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from streamer.control.policy.poll_spec import SECONDS_MAX, SECONDS_MIN
+
 
 class ConfigError(ValueError):
     """A problem in a config file, phrased for the streamer: file, key, expected, got."""
@@ -244,7 +246,7 @@ class TwitchSettings:
     reconnect_initial_s: float = 2.0  # first retry after Twitch is unreachable
     reconnect_max_s: float = 60.0  # backoff ceiling
     polls: Literal["auto", "native", "chat"] = "auto"  # auto: native Twitch polls, chat votes when not affiliate
-    poll_seconds: int = 60  # default poll length (Twitch allows 15-1800)
+    poll_seconds: int = 60  # default poll length (within Twitch's limits, control/policy/poll_spec.py)
     reward_enabled: bool = True  # create and serve the channel-points reward
     reward_title: str = "AI prompt"
     reward_cost: int = 500
@@ -499,7 +501,8 @@ def _check_twitch(t: TwitchSettings, f: str) -> None:
     _require(1 <= t.outbox_max <= 10_000, f, "twitch.outbox_max", "must be between 1 and 10000")
     _require(t.reconnect_initial_s > 0, f, "twitch.reconnect_initial_s", "must be > 0")
     _require(t.reconnect_max_s >= t.reconnect_initial_s, f, "twitch.reconnect_max_s", "must be >= twitch.reconnect_initial_s")
-    _require(15 <= t.poll_seconds <= 1800, f, "twitch.poll_seconds", "must be between 15 and 1800 (Twitch's limits)")
+    _require(SECONDS_MIN <= t.poll_seconds <= SECONDS_MAX, f, "twitch.poll_seconds",
+             f"must be between {SECONDS_MIN} and {SECONDS_MAX} (Twitch's limits)")
     _require(1 <= len(t.reward_title) <= 45, f, "twitch.reward_title", "must be 1-45 characters (Twitch's limit)")
     _require(t.reward_cost >= 1, f, "twitch.reward_cost", "must be >= 1")
     _require(len(t.reward_prompt) <= 200, f, "twitch.reward_prompt", "must be at most 200 characters (Twitch's limit)")

@@ -1,8 +1,9 @@
 """Poll data: PollSpec (checked against Twitch's limits before any HTTP call), PollSnapshot, the tie-break.
 
-Twitch (Helix Create Poll) allows a title of at most 60 characters, 2 to 5 choices of at most 25
-characters each, and 15 to 1800 seconds; TwitchIO only learns of a violation from the HTTP error,
-so every poll (native or chat-vote) is validated here first, with a message fit for a chat reply.
+The limits below are Twitch's (Helix Create Poll) and this is the one place that states them: the
+config check of `twitch.poll_seconds` and the native poll backend import them. TwitchIO only learns
+of a violation from the HTTP error, so every poll (native or chat-vote) is validated here first,
+with a message fit for a chat reply.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-TITLE_MAX = 60
-CHOICE_MAX = 25
+TITLE_MAX = 60  # characters
+CHOICE_MAX = 25  # characters per choice
 CHOICES_MIN, CHOICES_MAX = 2, 5
 SECONDS_MIN, SECONDS_MAX = 15, 1800
 
@@ -36,8 +37,9 @@ def _no_controls(text: str, what: str) -> None:
 
 @dataclass(frozen=True)
 class PollSpec:
-    """title: <= 60 chars; choices: 2-5 distinct texts of <= 25 chars; seconds: 15-1800 (whole seconds).
-    Surrounding whitespace is stripped; anything else wrong raises PollSpecError."""
+    """title: <= TITLE_MAX chars; choices: CHOICES_MIN to CHOICES_MAX distinct texts of <= CHOICE_MAX chars;
+    seconds: SECONDS_MIN to SECONDS_MAX (whole seconds). Surrounding whitespace is stripped; anything
+    else wrong raises PollSpecError."""
 
     title: str
     choices: tuple[str, ...]
@@ -67,7 +69,7 @@ class PollSpec:
             _no_controls(c, f"choice {i}")
         if len({c.casefold() for c in choices}) != len(choices):
             raise PollSpecError("two choices are the same")
-        seconds = self.seconds
+        seconds: object = self.seconds  # JSON and TOML callers may pass anything
         if isinstance(seconds, float) and seconds.is_integer():
             seconds = int(seconds)
         if isinstance(seconds, bool) or not isinstance(seconds, int):

@@ -1,7 +1,7 @@
 """Audience polls: one at a time, native Twitch polls or chat votes, winner moderated onto the PromptBus.
 
-- `PollSpec` checks Twitch's limits (title <= 60 chars, 2-5 choices of <= 25 chars, 15-1800 s)
-  before any HTTP call: TwitchIO only finds out after the request.
+- `PollSpec` (poll_spec.py, where Twitch's limits are defined) checks them before any HTTP call:
+  TwitchIO only finds out after the request.
 - Backends: chat votes (built in: `vote(chatter_id, n)`, one vote per chatter, the last one
   counts), or a `NativePollBackend` (the Twitch component: Helix create/end; its EventSub
   progress/end events call `on_progress` / `on_end`).

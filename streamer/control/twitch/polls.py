@@ -1,39 +1,26 @@
 """Native Twitch polls for the PollManager: Helix Create/End Poll with the broadcaster's token,
 EventSub `channel.poll.begin/progress/end` turned into tallies.
 
-Twitch only lets Affiliates and Partners run polls, one at a time, with a title of at most 60
-characters, 2-5 choices of at most 25 characters and 15-1800 seconds. TwitchIO checks those limits
-only after the HTTP call, so `validate()` checks them first. When Twitch answers that the channel
-cannot run polls, `PollsUnsupported` tells the PollManager to fall back to chat votes (!vote).
+Twitch only lets Affiliates and Partners run polls, one at a time, within the limits that
+policy/poll_spec.py holds; every poll arrives here as a `PollSpec`, already checked against them
+(TwitchIO would only find out from the HTTP error). When Twitch answers that the channel cannot
+run polls, `PollsUnsupported` tells the caller to fall back to chat votes (!vote).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamer.control.policy.poll_spec import PollSpec
+    from streamer.control.policy.polls import PollManager
 
 log = logging.getLogger(__name__)
-
-TITLE_MAX = 60
-CHOICE_MAX = 25
-MIN_S, MAX_S = 15, 1800
 
 
 class PollsUnsupported(RuntimeError):
     """This channel cannot run native polls (not Affiliate/Partner, or no broadcaster login)."""
-
-
-def validate(title: str, choices: list[str], seconds: int) -> None:
-    """Raise ValueError with the reason when Twitch would reject this poll."""
-    if not 1 <= len(title) <= TITLE_MAX:
-        raise ValueError(f"a poll title must be 1-{TITLE_MAX} characters")
-    if not 2 <= len(choices) <= 5:
-        raise ValueError("a native poll needs 2 to 5 choices")
-    for c in choices:
-        if not 1 <= len(c) <= CHOICE_MAX:
-            raise ValueError(f"each choice must be 1-{CHOICE_MAX} characters: {c[:30]!r}")
-    if not MIN_S <= seconds <= MAX_S:
-        raise ValueError(f"a native poll lasts {MIN_S}-{MAX_S} seconds")
 
 
 def _unsupported(e: Any) -> bool:
@@ -46,9 +33,9 @@ class TwitchPollBackend:
 
     name = "twitch"
 
-    def __init__(self, broadcaster_id: str, manager: Any) -> None:
+    def __init__(self, broadcaster_id: str, manager: PollManager) -> None:
         self.broadcaster_id = broadcaster_id
-        self.manager = manager  # streamer.control.policy.polls.PollManager
+        self.manager = manager
         self._bot: Any = None
         self.unsupported = False
         self.choice_ids: dict[str, list[str]] = {}  # platform poll id -> choice ids in spec order
@@ -63,12 +50,11 @@ class TwitchPollBackend:
     def available(self) -> bool:
         return self._bot is not None and not self.unsupported and self.broadcaster_id in self._bot.tokens
 
-    async def create(self, spec: Any) -> str:
-        """Create the poll; raises ValueError (bad poll), PollsUnsupported (use chat votes) or the HTTP error."""
+    async def create(self, spec: PollSpec) -> str:
+        """Create the poll; raises PollsUnsupported (use chat votes) or the HTTP error."""
         import twitchio
 
-        title, choices, seconds = spec.title, list(spec.choices), int(spec.seconds)
-        validate(title, choices, seconds)
+        title, choices, seconds = spec.title, list(spec.choices), spec.seconds
         if not self.available:
             raise PollsUnsupported("native polls are not available (no broadcaster login, or not Affiliate/Partner)")
         owner = self._bot.create_partialuser(self.broadcaster_id)
