@@ -12,39 +12,57 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import av
 import numpy as np
 import torch
 
 from streamer.config import ModelSettings
-from streamer.prompts import PromptState
 from streamer.frames import Frame
+from streamer.model.dit import DiT
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts
-from streamer.train.data import make_batch
-
-if TYPE_CHECKING:
-    from streamer.train.trainer import Trainer
+from streamer.model.vae import TAEHV
+from streamer.prompts import PromptState
+from streamer.train.config import TrainConfig
+from streamer.train.data import ClipSource, make_batch
 
 log = logging.getLogger(__name__)
 SAMPLE_SEED = 1_000_003  # a seed training never uses for its own batches
 
 
-class _FixedText:
-    """The trainer's prompt states as the engine's TextEncoder."""
+class SampleParts(Protocol):
+    """What a sample needs from a training run (the Trainer has these; nothing else of it is read)."""
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        dit = trainer.dit
-        assert dit is not None
+    @property
+    def cfg(self) -> TrainConfig: ...
+    @property
+    def dit(self) -> DiT | None: ...
+    @property
+    def vae(self) -> TAEHV: ...
+    @property
+    def text(self) -> Callable[[list[str]], torch.Tensor]: ...  # prompt states, as the DiT was trained on them
+    @property
+    def source(self) -> ClipSource: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def out_dir(self) -> Path: ...
+
+
+class _FixedText:
+    """A run's prompt states as the engine's TextEncoder."""
+
+    def __init__(self, text: Callable[[list[str]], torch.Tensor], dit: DiT) -> None:
+        self.text = text
         self.text_len, self.text_dim, self.encoder_id = dit.cfg.text_len, dit.cfg.text_dim, "train-states"
 
     def encode(self, prompts: list[str]) -> torch.Tensor:
-        return self.trainer.text(prompts).cpu()
+        return self.text(prompts).cpu()
 
 
 def stream_clip(engine: ModelTransform, frames: np.ndarray, prompt: str) -> np.ndarray:
@@ -79,30 +97,30 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 8) -> None:
 
 
 @torch.no_grad()
-def write_samples(trainer: Trainer, step: int, clips: int = 2, steps: int = 2) -> Path:
+def write_samples(run: SampleParts, step: int, clips: int = 2, steps: int = 2) -> Path:
     """Write the sample video for `step` and return its path."""
-    cfg, dit = trainer.cfg, trainer.dit
+    cfg, dit = run.cfg, run.dit
     if dit is None:
         raise ValueError("samples need a DiT (stage = 'dit')")
     settings = dataclasses.replace(
         ModelSettings(), preset=cfg.preset if cfg.preset in ("tiny", "wan-1.3b", "wan-14b") else "tiny",
         width=cfg.width, height=cfg.height, steps=steps, shift=cfg.shift, motion_aware=False,
         window=max(cfg.window, cfg.sinks + 2) if cfg.window else 6, sinks=cfg.sinks if cfg.window else 3,
-        device=str(trainer.device), seed=0,
+        device=str(run.device), seed=0,
     )  # fmt: skip
     model = copy.deepcopy(dit).eval()  # the engine may cast or cache; the trained module stays untouched
     parts = LoadedParts(
-        trainer.device, torch.float32, model, trainer.vae, _FixedText(trainer), {"DiT": f"step {step}"}, []
+        run.device, torch.float32, model, run.vae, _FixedText(run.text, dit), {"DiT": f"step {step}"}, []
     )
     engine = ModelTransform(settings, parts)
-    batch = make_batch(trainer.source, clips, cfg.sample_frames * trainer.vae.frames_per_latent, SAMPLE_SEED, 0, 0)
+    batch = make_batch(run.source, clips, cfg.sample_frames * run.vae.frames_per_latent, SAMPLE_SEED, 0, 0)
     rows = []
     for i in range(clips):
         u8 = (batch.inputs[i].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         tgt = (batch.targets[i].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         rows.append(np.concatenate([u8, stream_clip(engine, u8, batch.prompts[i]), tgt], axis=2))
     engine.close()
-    path = trainer.out_dir / "samples" / f"step_{step:07d}.mp4"
+    path = run.out_dir / "samples" / f"step_{step:07d}.mp4"
     write_video(path, np.concatenate(rows, axis=1))
     (path.with_suffix(".txt")).write_text("\n".join(batch.prompts) + "\n")
     log.info("sample clip: %s (input | model | target; prompts in %s)", path, path.with_suffix(".txt").name)
