@@ -284,6 +284,8 @@ class ObsSettings:
     active_scenes: tuple[str, ...] = ()  # the model runs only while one of these is the program scene; empty = always
     kill_source: str = ""  # a source whose visibility turns the AI off (bind show/hide hotkeys to it)
     kill_scene: str = ""  # switching to this scene turns the AI off; leaving it turns it back on
+    audio_sync_inputs: tuple[str, ...] = ()  # OBS audio inputs (e.g. "Mic/Aux") delayed by the measured latency; empty = off
+    audio_sync_extra_ms: int = 0  # added to the measured latency: the tap and OBS's return input, which the daemon cannot see
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
 - kill switch from OBS: showing `obs.kill_source` (bind its show/hide hotkeys) or switching to
   `obs.kill_scene` calls `bus.set_enabled(False)`; hiding it / leaving the scene re-enables. We use the
   PromptBus kill switch (not a separate governor) so every control (chat `!aioff`, dashboard, OBS)
-  flips the same, recorded state.
+  flips the same, recorded state;
+- audio sync: the offset of `obs.audio_sync_inputs` follows the measured latency (audio_sync.py).
 The blocking obsws-python client runs on one worker thread; a supervisor reconnects with
 exponential backoff and resubscribes after OBS exits (`ExitStarted`) or drops. The video pipeline
 never waits on OBS: while OBS is away the last scene state simply stays.
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from streamer import config as config_mod
 from streamer.config import Settings
+from streamer.control.obs.audio_sync import AudioSync
 from streamer.control.obs.conn import ObsAuthError, ObsError, ObsRequestError, ObsSession, connect
 from streamer.prompts import PromptState
 
@@ -67,6 +69,8 @@ class ObsController:
         self.connected = False
         self.last_error = ""
         self.obs_version = ""
+        # the microphone's delay follows the picture's latency (obs.audio_sync_inputs; empty = off)
+        self.audio_sync = AudioSync(ctx.settings, ctx.metrics, ctx.store) if ctx.settings.obs.audio_sync_inputs else None
 
     def status(self) -> str:
         if self.connected:
@@ -152,6 +156,8 @@ class ObsController:
         if current:
             await self._scene_changed(current.get("currentProgramSceneName", ""), initial=True)
         self._prompt_due = 0.0  # push the current prompt now: OBS may have restarted with stale text
+        if self.audio_sync is not None:
+            await self.audio_sync.connected(self._request)
         assert self._loop is not None
         while True:
             timeout = 0.5
@@ -169,6 +175,8 @@ class ObsController:
             if self._prompt_due is not None and self._loop.time() >= self._prompt_due:
                 self._prompt_due = None
                 await self._push_prompt()
+            if self.audio_sync is not None:
+                await self.audio_sync.tick(self._request, self._loop.time())
             if not session.events_alive():
                 raise ObsError("OBS closed the connection")
 
@@ -268,6 +276,7 @@ def build(ctx: AppContext) -> ObsController | None:
 
 def setup_command(args: argparse.Namespace) -> int:
     """`streamer obs setup [--config FILE]`: create or repair the daemon's sources in OBS."""
+    from streamer.control.obs.audio_sync import setup_offsets
     from streamer.control.obs.setup import SetupError, run_setup
 
     settings = config_mod.load(getattr(args, "config", None))
@@ -278,12 +287,13 @@ def setup_command(args: argparse.Namespace) -> int:
         return 1
     try:
         report = run_setup(session, settings, settings.prompt.initial)
+        changes = report.changes + setup_offsets(session, settings)
     except (ObsError, SetupError) as e:
         print(f"obs setup: {e}")
         return 1
     finally:
         session.close()
-    print(f"obs setup: {report.changes} change(s)" if report.changes else "obs setup: unchanged")
+    print(f"obs setup: {changes} change(s)" if changes else "obs setup: unchanged")
     return 0
 
 
@@ -323,6 +333,12 @@ def doctor_checks(settings: Settings) -> Iterable[Check]:
         for name in (o.ai_input, o.prompt_input):
             yield Check(f"obs input '{name}'", "OK" if name in inputs else "FAIL",
                         inputs.get(name, "missing"), fix)
+        for name in o.audio_sync_inputs:
+            ok = name in inputs
+            offset = session.request("GetInputAudioSyncOffset", {"inputName": name})["inputAudioSyncOffset"] if ok else 0
+            yield Check(f"obs audio sync '{name}'", "OK" if ok else "FAIL",
+                        f"offset {offset} ms" if ok else "no such input in OBS",
+                        "fix obs.audio_sync_inputs (names as OBS's Audio Mixer shows them)")
         for scene in (*o.active_scenes, *([o.kill_scene] if o.kill_scene else [])):
             if scene not in scenes:
                 yield Check(f"obs scene '{scene}'", "WARN", "named in [obs] but not in OBS",
