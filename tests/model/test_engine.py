@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from streamer.config import ModelSettings, from_dict
-from streamer.prompts import PromptState
 from streamer.frames import Frame
 from streamer.model.builder import build_model_transform
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, ModelLoadError, load_parts, resolve_device
 from streamer.model.vae import TAEHV
+from streamer.prompts import PromptState
 from streamer.transform import Transform
 
 H, W = 40, 72  # the pipeline's frame size: deliberately not the model's 64x64

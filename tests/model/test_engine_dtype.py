@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from streamer.config import ConfigError, from_dict
-from streamer.prompts import PromptState
 from streamer.frames import Frame
 from streamer.model import loading
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import load_parts, resolve_dtype
+from streamer.prompts import PromptState
 
 CPU = torch.device("cpu")
 
