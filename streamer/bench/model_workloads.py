@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -16,13 +17,13 @@ class Workload:
     """One named benchmark setting; `streamer bench model` can override preset/size/steps."""
 
     name: str
-    preset: str
+    preset: Literal["tiny", "wan-1.3b", "wan-14b"]
     width: int
     height: int
     steps: int = 2
     window: int = 0  # latent frames attended per query, sinks and chunk included; 0 = the preset's (tiny 3, wan 6)
     sinks: int = -1  # -1 = the preset's (tiny 1, wan 3); see streamer.config.effective_window
-    dtype: str = "bfloat16"  # or "auto": what the daemon picks on the device (model.dtype)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "bfloat16"  # or "auto": what the daemon picks on the device (model.dtype)
     device: str = "cuda"
 
 

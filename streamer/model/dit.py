@@ -13,6 +13,7 @@ never reads tensor values on the host, so the fast path can capture it as a CUDA
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,11 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
     args = t.to(torch.float64)[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+def linear(seq: nn.Sequential, i: int) -> nn.Linear:
+    """Layer i of a Sequential, typed as the Linear it is (Wan's names index Sequentials: `time_embedding.0`)."""
+    return cast(nn.Linear, seq[i])
 
 
 class DiTBlock(nn.Module):
@@ -150,7 +156,7 @@ class DiT(nn.Module):
             raise ValueError(f"text embedding width {d} != model text_dim {self.cfg.text_dim}")
         if n > self.cfg.text_len:
             raise ValueError(f"text has {n} tokens, more than text_len {self.cfg.text_len}")
-        text = F.pad(text.to(self.text_embedding[0].weight.dtype), (0, 0, 0, self.cfg.text_len - n))
+        text = F.pad(text.to(linear(self.text_embedding, 0).weight.dtype), (0, 0, 0, self.cfg.text_len - n))
         return self.text_embedding(text)
 
     @torch.no_grad()
@@ -162,7 +168,7 @@ class DiT(nn.Module):
         ctx = self.embed_text(text)
         if out is None:
             out = CrossAttnKV.allocate(self.cfg, text.shape[0], ctx.dtype, ctx.device)
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.layers):
             k, v = block.cross_attn.kv(ctx)
             out.k[i].copy_(k)
             out.v[i].copy_(v)
@@ -171,10 +177,19 @@ class DiT(nn.Module):
     def time_embed(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """t: [B, F] timesteps (0-1000) -> e [B, F, dim], e0 [B, F, 6, dim], both in acc_dtype (fp32)."""
         b, f = t.shape
-        acc, w = self.acc_dtype, self.time_embedding[0].weight
+        acc, w = self.acc_dtype, linear(self.time_embedding, 0).weight
         e = self.time_embedding(timestep_embedding(t.reshape(-1), self.cfg.freq_dim).to(w.dtype)).to(acc)
-        e0 = self.time_projection(e.to(self.time_projection[1].weight.dtype)).to(acc)
+        return self.project_time(e, b, f)
+
+    def project_time(self, e: Tensor, b: int, f: int) -> tuple[Tensor, Tensor]:
+        """Time embedding e [B*F, dim] (acc dtype) -> e [B, F, dim], e0 [B, F, 6, dim] (the blocks' modulation)."""
+        e0 = self.time_projection(e.to(linear(self.time_projection, 1).weight.dtype)).to(self.acc_dtype)
         return e.view(b, f, self.cfg.dim), e0.view(b, f, 6, self.cfg.dim)
+
+    @property
+    def layers(self) -> list[DiTBlock]:
+        """The blocks, typed (an nn.ModuleList yields plain Modules to a type checker)."""
+        return cast(list[DiTBlock], list(self.blocks))
 
     # ---- forward ---------------------------------------------------------------------------------
     def forward(
@@ -228,11 +243,11 @@ class DiT(nn.Module):
             fm = frame_mask(frames, chunk_frames, window, sinks, device=x.device)
             mask = None if fm is None else token_mask(fm, hp * wp)
         rope = rope_tables(positions, hp, wp, cfg.head_dim, cfg.rope_theta, dtype=self.acc_dtype)
-        mods = [block.modulation.to(self.acc_dtype).unsqueeze(0) + e0 for block in self.blocks]  # [B, F, 6, dim]
-        first = self.blocks[0]
-        h = ops.modulated_norm(tokens, mods[0][:, :, 0], mods[0][:, :, 1], cfg.eps, first.self_attn.q.weight.dtype)
-        for i, block in enumerate(self.blocks):
-            nxt = self.blocks[i + 1].self_attn.q.weight.dtype if i + 1 < len(self.blocks) else None
+        blocks = self.layers
+        mods = [block.modulation.to(self.acc_dtype).unsqueeze(0) + e0 for block in blocks]  # [B, F, 6, dim]
+        h = ops.modulated_norm(tokens, mods[0][:, :, 0], mods[0][:, :, 1], cfg.eps, blocks[0].self_attn.q.weight.dtype)
+        for i, block in enumerate(blocks):
+            nxt = blocks[i + 1].self_attn.q.weight.dtype if i + 1 < len(blocks) else None
             next_mod = (mods[i + 1][:, :, 0], mods[i + 1][:, :, 1], nxt) if nxt is not None else self.head.shift_scale(e)
             tokens, h = block(
                 tokens, h, mods[i], next_mod, rope, context.layer(i), mask=mask, cache=cache, layer=i, ops=ops

@@ -95,7 +95,7 @@ class ModelTransform:
         self.vae, self.text = parts.vae, parts.text
         # oneDNN's CPU convolutions run ~30% faster on NHWC for the autoencoder's narrow layers.
         layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        self.vae.to(memory_format=layout)
+        self.vae.use_layout(layout)
         self.ops = EagerOps(self.vae, m, self.dtype, layout)
         self.frames_per_latent = self.vae.frames_per_latent
         self.batch = m.steps if m.mode == "stream-batch" else 1
@@ -133,6 +133,8 @@ class ModelTransform:
         self._s_init_host = self._s_configured
         self._transition: PromptTransition | None = None
         self._text: str | None = None
+        self._inbox: list[Frame] = []
+        self._pending_chunks: collections.deque[list[Frame]] = collections.deque()
         self.chunks_done = 0
         self.fast: FastStep | None = None  # the fast path once attached (builder.py: CUDA, sequential mode)
         self.reset()
@@ -163,8 +165,8 @@ class ModelTransform:
         """A new stream: autoencoder memory, KV cache, stream-batch slots, motion and buffers forgotten."""
         self.ops.reset()
         self.state.reset()
-        self._inbox: list[Frame] = []
-        self._pending_chunks: collections.deque[list[Frame]] = collections.deque()
+        self._inbox = []
+        self._pending_chunks.clear()
         self.gen = seeded_generator(self.settings.seed, self.device)
         if self.fast is not None:
             self.fast.reset()

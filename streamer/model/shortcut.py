@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from streamer.model.config import DiTConfig
-from streamer.model.dit import DiT, timestep_embedding
+from streamer.model.dit import DiT, linear, timestep_embedding
 
 SHORTCUT_FILE = "shortcut.safetensors"
 PREFIX = "step_embedding."
@@ -52,11 +52,11 @@ class StepSizeEmbedding(nn.Module):
         super().__init__()
         self.freq_dim = freq_dim
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
+        nn.init.zeros_(linear(self.mlp, 2).weight)
+        nn.init.zeros_(linear(self.mlp, 2).bias)
 
     def forward(self, d: Tensor) -> Tensor:
-        w = self.mlp[0].weight
+        w = linear(self.mlp, 0).weight
         f = timestep_embedding(1000 * d.reshape(-1), self.freq_dim).to(w.dtype)
         f0 = timestep_embedding(torch.zeros(1, device=d.device), self.freq_dim).to(w.dtype)
         # The difference is continuous at 0; the mask makes d = 0 exactly zero despite batched rounding.
@@ -91,11 +91,9 @@ class ShortcutDiT(DiT):
         b, f = t.shape
         if d.dim() == 1:
             d = d[:, None].expand(b, f)
-        acc, w = self.acc_dtype, self.time_embedding[0].weight
+        acc, w = self.acc_dtype, linear(self.time_embedding, 0).weight
         e = self.time_embedding(timestep_embedding(t.reshape(-1), self.cfg.freq_dim).to(w.dtype)).to(acc)
-        e = e + self.step_embedding(d.reshape(-1)).to(acc)
-        e0 = self.time_projection(e.to(self.time_projection[1].weight.dtype)).to(acc)
-        return e.view(b, f, self.cfg.dim), e0.view(b, f, 6, self.cfg.dim)
+        return self.project_time(e + self.step_embedding(d.reshape(-1)).to(acc), b, f)
 
     def full_precision_modules(self) -> list[nn.Module]:
         """As DiT's; the step embedding stays fp32 like the time embedding it is added to."""

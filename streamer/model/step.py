@@ -15,11 +15,12 @@ paths see the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from torch import Tensor, nn
 
 from streamer.model.cache import CrossAttnKV, KVCache
+from streamer.model.dit import DiT
 from streamer.model.ops import DiTOps
 from streamer.model.sampling import (
     ModelFn,
@@ -60,7 +61,10 @@ class StreamState:
 class StepOps(Protocol):
     """What differs between the eager and the fast path: the kernels, never the step itself."""
 
-    dit_ops: DiTOps
+    @property
+    def dit_ops(self) -> DiTOps:
+        """The DiT's named ops (the eager reference, or the fused kernels)."""
+        ...
 
     def to_model(self, frames: Tensor) -> Tensor:
         """[T, H, W, 3] uint8 -> [T, 3, height, width] in [0, 1], the model's dtype."""
@@ -94,7 +98,7 @@ class StepConfig:
 
 def denoiser(dit: nn.Module, state: StreamState, ops: DiTOps) -> ModelFn:
     """The model function the samplers call: (x_t [B, C, F, h, w], t [B, F]) -> flow v."""
-    in_dtype = getattr(dit, "_orig_mod", dit).acc_dtype  # what the DiT returns, so what later passes feed it
+    in_dtype = cast(DiT, getattr(dit, "_orig_mod", dit)).acc_dtype  # what the DiT returns: what later passes get
     shortcut = takes_step_size(dit)  # shortcut-distilled: told each pass's step size (t / 1000, on the device)
 
     def model(x: Tensor, t: Tensor) -> Tensor:

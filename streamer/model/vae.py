@@ -245,6 +245,14 @@ class TAEHV(nn.Module):
         """z: [N, L, 16, h, w] -> [N, fpl·L - trim, 3, 8h, 8w] in [0,1] (the stream's first frames trimmed)."""
         return _run_clip(self.decoder, z)[:, self.frames_to_trim :].clamp(0, 1)
 
+    def use_layout(self, memory_format: torch.memory_format) -> TAEHV:
+        """Store the convolution weights in `memory_format` (NHWC: oneDNN's and cuDNN's fast layout for the
+        narrow layers); values unchanged. What `nn.Module.to(memory_format=...)` does, typed."""
+        for p in self.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=memory_format)
+        return self
+
     def stream_encoder(self) -> StreamingEncoder:
         return StreamingEncoder(self)
 

@@ -28,7 +28,7 @@ TextFn = Callable[[list[str]], Tensor]
 def trainable_cross_kv(model: ShortcutDiT, text: Tensor) -> CrossAttnKV:
     """CrossAttnKV with gradients (DiT.cross_kv is inference-only: no_grad, in-place buffers)."""
     ctx = model.embed_text(text)
-    ks, vs = zip(*(block.cross_attn.kv(ctx) for block in model.blocks), strict=True)
+    ks, vs = zip(*(block.cross_attn.kv(ctx) for block in model.layers), strict=True)
     return CrossAttnKV(torch.stack(ks), torch.stack(vs))
 
 

@@ -29,9 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from streamer.model.config import DiTConfig
-from streamer.model.dit import DiT
+from streamer.model.dit import DiT, linear
 from streamer.train.checkpoint import save_dit_weights
-from streamer.train.shortcut import SHORTCUT_FILE
+from streamer.train.shortcut import SHORTCUT_FILE, ShortcutDiT
 
 log = logging.getLogger(__name__)
 TILE = 64
@@ -82,10 +82,10 @@ def measure(model: DiT, run_calibration: Callable[[DiT], None]) -> Importance:
 
         return hook
 
-    for i, block in enumerate(model.blocks):
+    for i, block in enumerate(model.layers):
         hooks.append(block.self_attn.o.register_forward_pre_hook(head_hook("self", i, block.self_attn.o)))
         hooks.append(block.cross_attn.o.register_forward_pre_hook(head_hook("cross", i, block.cross_attn.o)))
-        hooks.append(block.ffn[2].register_forward_pre_hook(ffn_hook(i, block.ffn[2])))
+        hooks.append(linear(block.ffn, 2).register_forward_pre_hook(ffn_hook(i, linear(block.ffn, 2))))
         for attn in ("self_attn", "cross_attn"):
             for proj in ("q", "k"):
                 key = f"blocks.{i}.{attn}.{proj}"
@@ -215,7 +215,9 @@ def prune_command(args: argparse.Namespace) -> int:
     save_dit_weights(out, small.cfg, small.state_dict(), None)
     if (src_dir / SHORTCUT_FILE).is_file():  # the step embedding only depends on dim, which pruning keeps
         shutil.copyfile(src_dir / SHORTCUT_FILE, out / SHORTCUT_FILE)
-    before, after = param_count(model) - param_count(model.step_embedding), param_count(small)  # type: ignore[operator]
+    step_embedding = model.step_embedding if isinstance(model, ShortcutDiT) else None  # not pruned, not counted
+    before = param_count(model) - (param_count(step_embedding) if step_embedding is not None else 0)
+    after = param_count(small)
     print(f"pruned {cfg.num_heads} -> {heads} heads, ffn {cfg.ffn_dim} -> {ffn}: {before:,} -> {after:,} parameters "
           f"({100 * after / before:.0f} %); wrote {out} (fine-tune with train.init = '{out}')")  # fmt: skip
     for name, idx in list(kept.items())[:4]:

@@ -134,7 +134,7 @@ class Recipe:
         self._wait({n: self._spawn(n, ["streamer", "train", "-c", str(c), "--steps", str(steps), "--max-minutes",
                                        cap]) for n, c in configs.items()})  # fmt: skip
         for n in configs:
-            stage = {"target_steps": steps, "steps": int(self.latest(n).name.split("_")[-1]), "log": self._log_tail(n)}
+            stage: dict[str, Any] = {"target_steps": steps, "steps": int(self.latest(n).name.split("_")[-1]), "log": self._log_tail(n)}
             self.results["stages"][n] = stage
             log.info("%s reached step %s: %s", n, stage["steps"], stage["log"][-1:])
 

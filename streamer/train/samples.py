@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import av
 import numpy as np
@@ -33,6 +33,8 @@ from streamer.train.data import ClipSource, make_batch
 
 log = logging.getLogger(__name__)
 SAMPLE_SEED = 1_000_003  # a seed training never uses for its own batches
+# the engine's presets by name (a run of another architecture samples as tiny)
+_ENGINE_PRESET: dict[str, Literal["tiny", "wan-1.3b", "wan-14b"]] = {n: n for n in ("tiny", "wan-1.3b", "wan-14b")}
 
 
 class SampleParts(Protocol):
@@ -103,7 +105,7 @@ def write_samples(run: SampleParts, step: int, clips: int = 2, steps: int = 2) -
     if dit is None:
         raise ValueError("samples need a DiT (stage = 'dit')")
     settings = dataclasses.replace(
-        ModelSettings(), preset=cfg.preset if cfg.preset in ("tiny", "wan-1.3b", "wan-14b") else "tiny",
+        ModelSettings(), preset=_ENGINE_PRESET.get(cfg.preset, "tiny"),
         width=cfg.width, height=cfg.height, steps=steps, shift=cfg.shift, motion_aware=False,
         window=max(cfg.window, cfg.sinks + 2) if cfg.window else 6, sinks=cfg.sinks if cfg.window else 3,
         device=str(run.device), seed=0,

@@ -21,6 +21,8 @@ Pixels are non-negative, so every ReLU on the way passes the carriers unchanged.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -57,7 +59,7 @@ def _init_layers(layers: nn.Sequential, *, after_upsample_blur: bool) -> None:
         if isinstance(layer, MemBlock):
             if not isinstance(layer.skip, nn.Identity):
                 _carry(layer.skip)
-            _zero_carrier_outputs(layer.conv[-1])
+            _zero_carrier_outputs(cast(nn.Conv2d, layer.conv[-1]))
         elif isinstance(layer, TPool | TGrow):
             if layer.stride != 1:
                 raise ValueError("colour carriers are for the per-frame autoencoder (TPool/TGrow stride 1)")
@@ -76,8 +78,8 @@ def colour_carrier_init(vae: TAEHV) -> TAEHV:
     if vae.temporal:
         raise ValueError("colour carriers are for the per-frame (tiny) autoencoder")
     enc, dec = vae.encoder, vae.decoder
-    _init_layers(enc[:-1], after_upsample_blur=False)
-    _carry(enc[-1], scale=2.0, bias=-1.0)  # latent = 2 rgb - 1
-    _carry(dec[1], scale=0.5, bias=0.5)  # back to rgb (after the decoder's soft clamp: ~x for |x| <= 1)
-    _init_layers(dec[2:], after_upsample_blur=True)
+    _init_layers(cast(nn.Sequential, enc[:-1]), after_upsample_blur=False)
+    _carry(cast(nn.Conv2d, enc[-1]), scale=2.0, bias=-1.0)  # latent = 2 rgb - 1
+    _carry(cast(nn.Conv2d, dec[1]), scale=0.5, bias=0.5)  # back to rgb (after the decoder's soft clamp: ~x for |x| <= 1)
+    _init_layers(cast(nn.Sequential, dec[2:]), after_upsample_blur=True)
     return vae

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from streamer.model.dit import linear
 from streamer.model.ops import DiTOps
 from streamer_kernels.attention import AttentionPicker
 from streamer_kernels.bias_gelu import bias_gelu
@@ -55,7 +56,7 @@ class FusedOps(DiTOps):
         acc = dit.acc_dtype
         self._ones = torch.ones(1, 1, dit.cfg.dim, dtype=acc, device=dit.patch_embedding.weight.device)
         self.qkv = {
-            id(b.self_attn): _fuse_linears([b.self_attn.q, b.self_attn.k, b.self_attn.v]) for b in dit.blocks
+            id(b.self_attn): _fuse_linears([b.self_attn.q, b.self_attn.k, b.self_attn.v]) for b in dit.layers
         }
 
     def modulated_norm(self, x: Tensor, shift: Tensor, scale: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
@@ -130,6 +131,6 @@ class FusedOps(DiTOps):
         return attn.o(y.reshape(b, s, -1))
 
     def ffn(self, ffn: nn.Sequential, h: Tensor) -> Tensor:
-        first, last = ffn[0], ffn[2]
+        first, last = linear(ffn, 0), linear(ffn, 2)
         hidden = bias_gelu(F.linear(h, first.weight), first.bias, out=None)
         return F.linear(hidden, last.weight, last.bias)

@@ -82,7 +82,7 @@ class ChunkCodec:
         self.vae = vae
         self.frames_per_latent = vae.frames_per_latent
         if channels_last:
-            vae.to(memory_format=torch.channels_last)
+            vae.use_layout(torch.channels_last)
         self._enc = _StaticStream(vae.encoder, channels_last)
         self._dec = _StaticStream(vae.decoder, channels_last)
 
