@@ -59,6 +59,8 @@ class Pipeline:
         self._reset_requested = threading.Event()
         self._model_failed_at: float | None = None
         self._latest_output: Frame | None = None
+        self._started = time.perf_counter()
+        self.first_model_frame_s: float | None = None  # start -> first transformed frame handed on (load included)
         self.frames_out = 0  # ticks handed to the sinks (repeats included)
         self.frames_done = threading.Event()  # set when frame_limit ticks were written
         self.frame_limit = 0
@@ -222,6 +224,11 @@ class Pipeline:
                     type(e).__name__, e, self.settings.engine.retry_model_after_s,
                 )
                 outputs = [frame]  # this very frame goes out unchanged: never black, never frozen
+            else:
+                if outputs and transform is not self._passthrough and self.first_model_frame_s is None:
+                    self.first_model_frame_s = time.perf_counter() - self._started
+                    self.metrics.info["first_model_frame_s"] = f"{self.first_model_frame_s:.1f}"
+                    log.info("first transformed frame %.1f s after start", self.first_model_frame_s)
             # the model's own time, not diluted by passthrough frames (loading, kill switch, fallback)
             self.metrics.observe("engine" if transform is not self._passthrough else "passthrough", time.perf_counter() - t0)
             self.metrics.tick("engine")

@@ -255,3 +255,17 @@ def test_set_steps_builds_a_new_model_in_the_background_and_swaps_it_in():
     assert built[1].seen, "the new model ran after the swap"
     with pytest.raises(ValueError):
         p.set_steps(0)
+
+
+def test_time_to_the_first_transformed_frame_is_measured_once_and_not_by_failures():
+    metrics = Metrics()
+    failing = FailingTransform(fail_times=2)
+    p = Pipeline(settings(fps=30, retry=0.2), CountingSource(30), [ListSink()], PromptBus("x"), metrics, lambda s: failing)
+    p.start()
+    wait_model(p)
+    time.sleep(1.0)
+    p.stop()
+    assert failing.seen, "the model produced frames after its failures"
+    first = p.first_model_frame_s
+    assert first is not None and 0.2 <= first < 5, first  # after the two failures' cool-downs, not at the first try
+    assert metrics.snapshot()["info"]["first_model_frame_s"] == f"{first:.1f}"
