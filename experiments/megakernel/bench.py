@@ -1,7 +1,7 @@
 """`python -m experiments.megakernel.bench` (from the checkout root): one tiny-preset DiT block at W3 sizes, fast path vs megakernel.
 
 Compares, in one process on one card, bf16, random weights, a full KV cache (window 6 incl. 3 sinks,
-1024 tokens per frame = 6144 keys): (a) the block as the fast path runs it (streamer/model/fast_dit.py:
+1024 tokens per frame = 6144 keys): (a) the block as the fast path runs it (streamer/model/fast/ops.py:
 fused Triton glue + cuBLAS + the attention picker's backend, 13 kernels), (b) the persistent
 megakernel (block_megakernel.py beside this file) in a few tile configurations, and (c) the whole DiT forward
 (4 blocks + head) with the megakernel switch off and on. Each variant is captured as ONE CUDA graph
@@ -32,24 +32,26 @@ from experiments.megakernel.block_megakernel import (
 )
 from streamer.bench.model_workloads import percentile
 from streamer.model.cache import CrossAttnKV, KVCache
-from streamer.model.dit import DiT, build
-from streamer.model.fast_dit import FusedDiT
+from streamer.model.dit import DiT, DiTBlock, build
+from streamer.model.fast.ops import FusedOps
 from streamer.model.rope import rope_tables
+from streamer.model.shortcut import ShortcutDiT
 from streamer_kernels.backend import triton
-from streamer_kernels.bias_gelu import bias_gelu
-from streamer_kernels.modulated_layernorm import gated_modulated_layernorm, modulated_layernorm
+from streamer_kernels.modulated_layernorm import modulated_layernorm
 
 
-class MegakernelDiT(FusedDiT):
+class MegakernelDiT:
     """The fast path's DiT with every steady-state block as ONE persistent kernel (the experiment).
 
-    Not used by the fast path: it measured slower at W3 (README.md beside this file). `enabled = False`, or a
-    cache still filling (masked attention), runs the FusedDiT forward unchanged.
+    Not used by the fast path: it measured slower at W3 (README.md beside this file). `enabled = False`,
+    or a cache still filling (masked attention), runs the fast path's forward unchanged (DiT.forward
+    with FusedOps); the steady state runs the same embed, head and unpatchify around the megakernels.
     """
 
     def __init__(self, dit: DiT) -> None:
-        super().__init__(dit)
-        # views of the (just fused) parameters: checkpoint loads into the DiT still reach the kernel
+        self.dit = dit
+        self.ops = FusedOps(dit)  # fuses each block's q/k/v weights into one buffer first (values unchanged)
+        # views of the fused parameters: checkpoint loads into the DiT still reach the kernel
         self.weights = [BlockWeights.from_block(blk) for blk in dit.blocks]  # type: ignore[arg-type]
         self.workspace: MegakernelWorkspace | None = None
         self.enabled = True
@@ -63,15 +65,23 @@ class MegakernelDiT(FusedDiT):
         cache: KVCache,
         step_size: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """As FusedDiT: x [B, in_dim, F, H, W], t [B, F] or [B], step_size as a ShortcutDiT's (it enters
-        the time embedding, shared with FusedDiT) -> v [B, out_dim, F, H, W] (acc dtype)."""
-        if not self.enabled or not cache.history_full:
-            return super().__call__(x, t, context, cache, step_size)
+        """As the fast path's DiT call: x [B, in_dim, F, H, W], t [B, F] or [B], step_size as a
+        ShortcutDiT's (it enters the time embedding) -> v [B, out_dim, F, H, W] (acc dtype)."""
         dit, cfg = self.dit, self.dit.cfg
+        if not self.enabled or not cache.history_full:
+            told = {} if step_size is None else {"step_size": step_size}
+            return dit(x, t, context, cache, ops=self.ops, **told)  # type: ignore[no-any-return]
         acc = dit.acc_dtype
-        tokens, e, e0, cos, sin, grid = self._embed(x, t, cache, step_size)
-        tokens = tokens.contiguous()  # the megakernel writes its output in place
-        b = tokens.shape[0]
+        b, _, f_in, h_in, w_in = x.shape
+        pt, ph, pw = cfg.patch_size
+        grid = (f_in // pt, h_in // ph, w_in // pw)
+        if t.dim() == 1:
+            t = t[:, None].expand(b, grid[0])
+        e, e0 = dit.time_embed(t, step_size) if isinstance(dit, ShortcutDiT) else dit.time_embed(t)
+        tokens = dit.patch_embedding(x.to(dit.dtype)).flatten(2).transpose(1, 2).to(acc).contiguous()
+        cache.check_chunk(grid[0], grid[1] * grid[2])
+        cos, sin = rope_tables(cache.positions(grid[0]), grid[1], grid[2], cfg.head_dim, cfg.rope_theta,
+                               dtype=torch.float32)  # fmt: skip
         ws = self.workspace
         if ws is None or ws.shape[:2] != tokens.shape[:2]:  # allocated before capture: barrier words start at 0
             nsplit = default_config(tokens.device).nsplit
@@ -84,10 +94,9 @@ class MegakernelDiT(FusedDiT):
                 self.weights[i], tokens, block_modulation(blk, e0), cos, sin, cache.k[i], cache.v[i],  # type: ignore[arg-type]
                 cache.stage_offset, k, v, out=tokens, workspace=ws,
             )  # fmt: skip
-        head = dit.head
-        head_mod = head.modulation.to(acc).unsqueeze(0) + e.unsqueeze(2)  # [B, F, 2, dim]
-        h = modulated_layernorm(tokens, head_mod[:, :, 0], head_mod[:, :, 1], cfg.eps, head.head.weight.dtype)
-        return self._unpatchify(head.head(h).to(acc), grid)
+        shift, scale, head_dtype = dit.head.shift_scale(e)
+        h = modulated_layernorm(tokens, shift, scale, cfg.eps, head_dtype)
+        return dit.unpatchify(dit.head(h).to(acc), grid)
 
 
 CONFIGS = {
@@ -148,7 +157,9 @@ def run(
     _, e0 = dit.time_embed(torch.full((1, 1), 700.0, device=dev))
     layer = 1
     blk = dit.blocks[layer]
-    mod = (blk.modulation.float().unsqueeze(0) + e0).contiguous()
+    if not isinstance(blk, DiTBlock):
+        raise TypeError(f"dit.blocks[{layer}] is a {type(blk).__name__}, not a DiTBlock")
+    mod = block_modulation(blk, e0.float())
     cos, sin = rope_tables(cache.positions(1), hp, wp, cfg.head_dim, cfg.rope_theta, dtype=torch.float32)
     k_txt, v_txt = kv.layer(layer)
     result: dict[str, Any] = {
@@ -165,20 +176,14 @@ def run(
                 json.dump(result, f, indent=1)
         print(json.dumps(result), flush=True)
 
-    # (a) the block as the fast path runs it: residual x -> new residual, next block's LN included
+    # (a) the block as the fast path runs it (DiTBlock on FusedOps): residual x -> new residual, the
+    # next block's LN included (this block's shift/scale stand in for the next one's)
     def fast_block() -> torch.Tensor:
-        m = mod
-        h = modulated_layernorm(x, m[:, :, 0], m[:, :, 1], cfg.eps, out_dtype=dtype)  # the previous block's tail
-        y = fused._self_attention(layer, h, cos, sin, cache, None)
-        shift3, scale3 = fused._norm3(layer)
-        t, h = gated_modulated_layernorm(x, y, m[:, :, 2], shift3.expand(1, 1, -1), scale3.expand(1, 1, -1),
-                                         cfg.eps, dtype)  # fmt: skip
-        y = fused._cross_attention(layer, h, kv)
-        t, h = gated_modulated_layernorm(t, y, fused._ones.expand(1, 1, -1), m[:, :, 3], m[:, :, 4], cfg.eps, dtype)
-        hidden = bias_gelu(torch.nn.functional.linear(h, blk.ffn[0].weight), blk.ffn[0].bias)
-        y = torch.nn.functional.linear(hidden, blk.ffn[2].weight, blk.ffn[2].bias)
-        t, h = gated_modulated_layernorm(t, y, m[:, :, 5], m[:, :, 0], m[:, :, 1], cfg.eps, dtype)
-        return t
+        m, ops = mod, fused.ops
+        h = ops.modulated_norm(x, m[:, :, 0], m[:, :, 1], cfg.eps, dtype)  # the previous block's tail
+        t, _ = blk(x, h, m, (m[:, :, 0], m[:, :, 1], dtype), (cos, sin), (k_txt, v_txt), cache=cache, layer=layer,
+                   ops=ops)  # fmt: skip
+        return t  # type: ignore[no-any-return]
 
     with torch.no_grad():
         want = fast_block()

@@ -3,7 +3,7 @@
 An experiment, measured slower than the fast path and not used: see README.md beside this file.
 
 At W3 (tiny, 512x512, 1024 tokens per chunk) every matmul of a block is a few µs of work, so the 13
-kernels the fast path launches per block (streamer/model/fast_dit.py) pay ~1.3 µs of idle GPU each
+kernels the fast path launches per block (streamer/model/fast/ops.py: FusedOps) pay ~1.3 µs of idle GPU each
 even inside a CUDA graph. Here a fixed grid of at most one program per SM runs the whole block:
 
   phase A  per 2-D tile of tokens: modulated LayerNorm -> q, k, v projections -> q/k RMSNorm (full
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from streamer.model.ops import EAGER_OPS
 from streamer_kernels.backend import tl, triton
 from streamer_kernels.bias_gelu import _K
 
@@ -380,15 +381,21 @@ class BlockWeights:
         sa, ca, ffn = block.self_attn, block.cross_attn, block.ffn
         if sa.num_heads * sa.head_dim != block.dim:
             raise ValueError("the megakernel needs num_heads * head_dim == dim (no head-pruned models)")
-        p = [
+        p: list[Tensor] = [  # nn.Sequential items type as Module: the FFN's Linears are read as such
             sa.q.weight, sa.q.bias, sa.k.weight, sa.k.bias, sa.v.weight, sa.v.bias, sa.norm_q.weight,
             sa.norm_k.weight, sa.o.weight, sa.o.bias, block.norm3.weight, block.norm3.bias, ca.q.weight,
-            ca.q.bias, ca.norm_q.weight, ca.o.weight, ca.o.bias, ffn[0].weight, ffn[0].bias, ffn[2].weight,
-            ffn[2].bias,
+            ca.q.bias, ca.norm_q.weight, ca.o.weight, ca.o.bias, *_linear(ffn[0]), *_linear(ffn[2]),
         ]  # fmt: skip
         if any(not t.is_contiguous() for t in p):
             raise ValueError("block weights must be contiguous")
-        return cls(*(t.detach() for t in p), num_heads=sa.num_heads, eps=block.eps)
+        # the 21 tensors fill the tensor fields in order (mypy cannot count a list)
+        return cls(*[t.detach() for t in p], num_heads=sa.num_heads, eps=block.eps)  # type: ignore[misc, arg-type]
+
+
+def _linear(m: torch.nn.Module) -> tuple[Tensor, Tensor]:
+    if not isinstance(m, torch.nn.Linear):
+        raise TypeError(f"the block's FFN must be Linear layers, got {type(m).__name__}")
+    return m.weight, m.bias
 
 
 @dataclass(frozen=True)
@@ -565,4 +572,10 @@ def block_megakernel_ref(
     """
     if not cache.history_full:
         raise ValueError("the megakernel covers the steady state only: the cache history must be full")
-    return block(x, e0, (cos, sin), (text_k, text_v), cache=cache, layer=layer)
+    mod = block_modulation(block, e0)
+    dtype = block.self_attn.q.weight.dtype
+    h = EAGER_OPS.modulated_norm(x, mod[:, :, 0], mod[:, :, 1], block.eps, dtype)  # what the previous block hands on
+    # the block also normalises its output for whatever follows: given its own shift/scale, unused here
+    new_x, _ = block(x, h, mod, (mod[:, :, 0], mod[:, :, 1], dtype), (cos, sin), (text_k, text_v), cache=cache,
+                     layer=layer)  # fmt: skip
+    return new_x  # type: ignore[no-any-return]
