@@ -26,7 +26,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check streamer kernels tests
+	$(BIN)/ruff check streamer kernels tests tools experiments
+	$(BIN)/mypy streamer kernels tools
 
 doctor: $(STAMP)
 	$(BIN)/streamer doctor $(ARGS)

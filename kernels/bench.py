@@ -91,7 +91,7 @@ def run() -> dict[str, object]:
                 f"model_to_frame 480x832->720p {fmt} x4",
                 lambda fmt=fmt: model_to_frame(img, 720, 1280, fmt=fmt),  # type: ignore[misc]
                 lambda fmt=fmt: model_to_frame_ref(img, 720, 1280, fmt=fmt),  # type: ignore[misc]
-                img.numel() * 2 + 4 * 720 * 1280 * (3 if fmt == "rgb" else 1.5),
+                img.numel() * 2 + 4 * 720 * 1280 * (6 if fmt == "rgb" else 3) // 2,
             )
         )
     attn: dict[str, dict[str, float]] = {}

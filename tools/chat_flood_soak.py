@@ -18,7 +18,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -86,7 +85,7 @@ async def soak(rate: int, chatters: int, seconds: float, tmp: Path) -> dict[str,
     control = build_control_plane(settings, store, bus)
     metrics = Metrics(600)
     pipeline = app.build_pipeline(settings, bus, metrics)
-    ctx = SimpleNamespace(settings=settings, bus=bus, store=store, metrics=metrics, pipeline=pipeline, control=control)
+    ctx = app.AppContext(settings=settings, bus=bus, store=store, metrics=metrics, pipeline=pipeline, control=control)
     component = twitch.build(ctx)
     assert component is not None
     pipeline.start()
