@@ -1,6 +1,6 @@
 """The fast path (streamer/model/fast/: path.py, ops.py) against the eager model and engine.
 
-On CPU the fused kernels run in Triton's interpreter (kernels/__init__.py) at tiny sizes, without the
+On CPU the fused kernels run in Triton's interpreter (kernels/backend.py) at tiny sizes, without the
 CUDA graph; on a GPU the `gpu` tests check graph replay against eager over several chunks with a
 prompt change mid-stream.
 """
