@@ -18,6 +18,8 @@ from typing import get_args
 from streamer import __version__
 from streamer.config import CheckpointKey, ConfigError, example_path
 
+DEFAULT_CONFIG = "streamer.toml"
+
 # command name -> "module:function"; each function takes the parsed args and returns an exit code.
 _HANDLERS = {
     "run": "streamer.app:run_command",
@@ -62,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def config_arg(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--config", "-c", metavar="FILE", help="TOML config (default: embedded defaults)")
+        q.add_argument("--config", "-c", metavar="FILE", default=UNSET,
+                       help=f"TOML config (default: ./{DEFAULT_CONFIG} when present, else the embedded defaults)")  # fmt: skip
 
     q = sub.add_parser("run", help="run the daemon until Ctrl-C / SIGTERM")
     config_arg(q)
@@ -174,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if getattr(args, "config", None) is UNSET:
+        args.config = default_config()
     func = getattr(args, "func", None) or _handler(args.name)
     try:
         return int(func(args) or 0)
@@ -182,6 +187,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+UNSET = object()  # --config not given (None would be ambiguous with an explicit default)
+
+
+def default_config() -> str | None:
+    """./streamer.toml when it exists (what `streamer models pull` and `init` write), else None: the embedded
+    defaults. So `streamer models pull self-forcing` then `streamer run` needs no --config."""
+    if Path(DEFAULT_CONFIG).is_file():
+        logging.getLogger("streamer").info("config: ./%s (pass --config to use another)", DEFAULT_CONFIG)
+        return DEFAULT_CONFIG
+    return None
 
 
 if __name__ == "__main__":
