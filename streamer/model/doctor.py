@@ -137,7 +137,8 @@ def _weights_checks(m: ModelSettings, found: dict[str, object]) -> Iterable[Chec
 
         where = dit.describe()
         try:
-            info = read_checkpoint(str(dit.path), m.lora or None)
+            key = m.checkpoint_key if dit.kind == "file" else "auto"  # the embedded weights are plain safetensors
+            info = read_checkpoint(str(dit.path), m.lora or None, checkpoint_key=key)
         except (CheckpointError, OSError) as e:
             yield Check("model checkpoint", "FAIL", f"{where}: {e}", "check model.checkpoint / model.lora")
         else:

@@ -452,3 +452,22 @@ def test_model_checkpoint_key_setting(tmp_path: Path, ref: dict[str, torch.Tenso
     toml.write_text('[model]\ncheckpoint_key = "ema"\n')
     with pytest.raises(ConfigError, match="'model.checkpoint_key' must be one of 'auto', 'generator', 'generator_ema'"):
         load(toml)
+
+
+def test_doctor_reads_the_configured_checkpoint_key(tmp_path: Path) -> None:
+    """The doctor checks model.checkpoint_key as `run` does: a key the file lacks fails, naming what it holds."""
+    import dataclasses
+
+    from streamer.config import ModelSettings
+    from streamer.model.doctor import _weights_checks
+
+    torch.manual_seed(3)
+    sd = {f"model.{k}": v for k, v in build("tiny").state_dict().items()}
+    path = tmp_path / "model.pt"
+    torch.save({"generator": sd}, path)
+    base = dataclasses.replace(ModelSettings(), preset="tiny", checkpoint=str(path), vae="random")
+    ok = [c for c in _weights_checks(base, {}) if c.name == "model checkpoint"]
+    assert ok and ok[0].status == "OK", ok
+    bad = [c for c in _weights_checks(dataclasses.replace(base, checkpoint_key="generator_ema"), {})
+           if c.name == "model checkpoint"]  # fmt: skip
+    assert bad and bad[0].status == "FAIL" and "generator" in bad[0].detail, bad
