@@ -87,7 +87,7 @@ def build_pipeline(settings: Settings, bus: PromptBus, metrics: Metrics, record_
     factory = None
     if settings.engine.transform == "model":
         def factory(model_settings: Settings) -> Any:
-            from streamer.model.engine import build_model_transform
+            from streamer.model.builder import build_model_transform
 
             return build_model_transform(model_settings)
 

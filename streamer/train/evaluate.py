@@ -36,11 +36,11 @@ from torch import Tensor
 
 from streamer import config as app_config
 from streamer.config import ConfigError, ModelSettings
-from streamer.prompts import PromptState
 from streamer.frames import Frame
 from streamer.model.builder import new_engine
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, ModelLoadError, load_parts, resolve_device
+from streamer.prompts import PromptState
 from streamer.train.data import BuiltinRecipe
 from streamer.train.heldout import FPS, PSNR_CAP_DB, Segment, heldout_segments, look_targets, psnr
 from streamer.train.looks import LOOKS

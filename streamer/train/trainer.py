@@ -23,10 +23,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from streamer.model.weights.checkpoints import CheckpointError, read_checkpoint
 from streamer.model.config import preset
 from streamer.model.text import build_text_encoder
 from streamer.model.vae import TAEHV, load_taehv, tiny_taehv
+from streamer.model.weights.checkpoints import CheckpointError, read_checkpoint
 from streamer.train import checkpoint as ckpt
 from streamer.train.config import TrainConfig
 from streamer.train.data import BatchPrefetcher, build_source, make_batch, step_generator
