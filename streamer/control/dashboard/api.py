@@ -10,6 +10,7 @@ The auth, Origin and CSP checks live in dashboard.py's middleware, not here.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -42,17 +43,90 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
+MAX_JSON_DEPTH = 32  # the deepest body any route takes is 3 levels; deeper is garbage, not a request
+MAX_INT_DIGITS = 19  # every id, count and setting here is far below 10**19; longer integers are refused unparsed
+
+
+class _BodyError(ValueError):
+    """A body that is JSON but not one this API takes; the message is the answer."""
+
+
+def refusal(status: type[web.HTTPException], reason: str, **kwargs: Any) -> web.HTTPException:
+    """A 4xx whose body is one line of JSON: {"status": "refused", "reason": ...} (the dashboard page
+    shows `reason`; scripts get the same shape as a refused prompt)."""
+    body = json.dumps({"status": "refused", "reason": reason}, ensure_ascii=True)
+    return status(text=body, content_type="application/json", **kwargs)
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _BodyError(f"a number in the body has more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise _BodyError(f"a number in the body is out of range: {text[:30]}")
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    raise _BodyError(f"{name} is not JSON")  # Python's json would accept NaN and Infinity
+
+
+def _check_tree(body: Any) -> None:
+    """Depth and strings of a parsed body, without recursion: a lone UTF-16 surrogate ("\\ud800") is
+    valid JSON but no valid text, and SQLite refuses to store it."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _BodyError(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _BodyError("a string in the body holds a lone UTF-16 surrogate") from None
+        elif isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in (*value.keys(), *value.values()))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, or a 4xx naming what is wrong with it."""
     # Only JSON: a cross-site <form> can only send urlencoded/multipart/text, so this is one more CSRF wall.
     if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(text="send a JSON body with Content-Type: application/json")
+        raise refusal(web.HTTPUnsupportedMediaType, "send a JSON body with Content-Type: application/json")
+    charset = (request.charset or "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):  # JSON is UTF-8 (RFC 8259 §8.1); any other name is refused, not looked up
+        raise refusal(web.HTTPUnsupportedMediaType, f"JSON bodies are UTF-8, not charset={charset[:40]}")
     try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="the body is not valid JSON") from None
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.client_max_size
+        raise refusal(web.HTTPRequestEntityTooLarge, f"the body is larger than {limit} bytes",
+                      max_size=limit, actual_size=request.content_length or limit + 1) from None
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_int=_parse_int, parse_float=_parse_float,
+                          parse_constant=_parse_constant)
+        _check_tree(body)
+    except RecursionError:  # the C scanner recurses once per level; a 64 KiB body can nest far deeper than it allows
+        raise refusal(web.HTTPBadRequest, f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except _BodyError as e:
+        raise refusal(web.HTTPBadRequest, str(e)) from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        raise refusal(web.HTTPBadRequest, "the body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="the JSON body must be an object")
+        raise refusal(web.HTTPBadRequest, "the JSON body must be an object")
     return body
+
+
+async def _optional_json_body(request: web.Request) -> dict[str, Any]:
+    """For controls that need no fields: no body at all is fine, but one that is sent must be a JSON
+    object (a form post or garbage is refused, not ignored)."""
+    return await _json_body(request) if request.body_exists else {}
 
 
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
@@ -61,8 +135,17 @@ def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, re
         return None
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise web.HTTPBadRequest(text=f"'{name}' must be a {want}")
+        raise refusal(web.HTTPBadRequest, f"'{name}' must be a {want}")
     return value
+
+
+def _item_id(request: web.Request) -> int:
+    """The approval id in the URL: SQLite row ids are 1 .. 2**63-1, so anything else names no request
+    (and a longer number would overflow SQLite's integer)."""
+    raw = request.match_info["id"]
+    if raw.isascii() and raw.isdigit() and len(raw) <= MAX_INT_DIGITS and 0 < int(raw) < 2**63:
+        return int(raw)
+    raise refusal(web.HTTPNotFound, f"there is no request #{raw[:40]}")
 
 
 class DashboardApi:
@@ -188,10 +271,10 @@ class DashboardApi:
         body = await _json_body(request)
         text = _field(body, "text", str).strip()
         if not text:
-            raise web.HTTPBadRequest(text="the prompt is empty")
+            raise refusal(web.HTTPBadRequest, "the prompt is empty")
         if len(text) > MAX_PROMPT_CHARS:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_PROMPT_CHARS, actual_size=len(text),
-                                                text=f"a prompt is at most {MAX_PROMPT_CHARS} characters")
+            raise refusal(web.HTTPRequestEntityTooLarge, f"a prompt is at most {MAX_PROMPT_CHARS} characters",
+                          max_size=MAX_PROMPT_CHARS, actual_size=len(text))
         governor = getattr(self.control, "governor", None)
         if governor is not None:
             proposal = governor.propose(text, source=BY, author="streamer", meta={})
@@ -206,9 +289,11 @@ class DashboardApi:
         return web.json_response(result, status=200 if accepted else 422)
 
     async def kill(self, request: web.Request) -> web.Response:
+        await _optional_json_body(request)
         return self._enable(False)
 
     async def revive(self, request: web.Request) -> web.Response:
+        await _optional_json_body(request)
         return self._enable(True)
 
     def _enable(self, on: bool) -> web.Response:
@@ -224,14 +309,14 @@ class DashboardApi:
         body = await _json_body(request)
         value = _field(body, "strength", (int, float), required=False)
         if value is not None and not 0.0 <= float(value) <= 1.0:
-            raise web.HTTPBadRequest(text="strength must be between 0 and 1 (or null for the configured value)")
+            raise refusal(web.HTTPBadRequest, "strength must be between 0 and 1 (or null for the configured value)")
         value = None if value is None else float(value)
         governor = getattr(self.control, "governor", None)
         if governor is not None:
             try:
                 governor.set_strength(value, by=BY)
             except ValueError as e:
-                raise web.HTTPBadRequest(text=str(e)) from None
+                raise refusal(web.HTTPBadRequest, str(e)) from None
         else:
             self.ctx.bus.set_strength(value, source=BY, author="streamer")
         self._changed()
@@ -242,47 +327,49 @@ class DashboardApi:
         body = await _json_body(request)
         steps = _field(body, "steps", int)
         if isinstance(steps, bool):
-            raise web.HTTPBadRequest(text="steps must be an integer")
+            raise refusal(web.HTTPBadRequest, "steps must be an integer")
         try:
             self.ctx.pipeline.set_steps(steps)
         except ValueError as e:
-            raise web.HTTPBadRequest(text=str(e)) from None
+            raise refusal(web.HTTPBadRequest, str(e)) from None
         except RuntimeError as e:
-            raise web.HTTPConflict(text=str(e)) from None
+            raise refusal(web.HTTPConflict, str(e)) from None
         self._changed()
         return web.json_response({"steps": steps, "applying": True})
 
     async def reset(self, request: web.Request) -> web.Response:
         """Forget the model's temporal state (a stuck look, a scene cut)."""
+        await _optional_json_body(request)
         self.ctx.pipeline.reset()
         return web.json_response({"reset": True})
 
-    def _decide(self, request: web.Request, decide: Callable[[Any], Any]) -> web.Response:
+    def _decide(self, request: web.Request, decide: Callable[[Any, int], Any]) -> web.Response:
         approvals = getattr(self.control, "approvals", None)
         if approvals is None:
-            raise web.HTTPServiceUnavailable(text="the approval queue is not available (no control plane)")
-        item_id = request.match_info["id"]
+            raise refusal(web.HTTPServiceUnavailable, "the approval queue is not available (no control plane)")
+        item_id = _item_id(request)
         if approvals.get(item_id) is None:
-            raise web.HTTPNotFound(text=f"there is no request #{item_id}")
+            raise refusal(web.HTTPNotFound, f"there is no request #{item_id}")
         try:
-            item = decide(approvals)
+            item = decide(approvals, item_id)
         except LookupError as e:  # ApprovalError: already decided (by a mod in chat, say)
-            raise web.HTTPConflict(text=str(e)) from None
+            raise refusal(web.HTTPConflict, str(e)) from None
         self._changed()
         return web.json_response({"ok": True, "id": item.id, "status": item.status, "reason": item.reason})
 
     async def approve(self, request: web.Request) -> web.Response:
-        return self._decide(request, lambda a: a.approve(request.match_info["id"], by=BY))
+        await _optional_json_body(request)  # no fields, but garbage in the body is refused, not ignored
+        return self._decide(request, lambda a, item_id: a.approve(item_id, by=BY))
 
     async def deny(self, request: web.Request) -> web.Response:
-        body = await _json_body(request) if request.can_read_body else {}
+        body = await _optional_json_body(request)
         reason = (_field(body, "reason", str, required=False) or "denied on the dashboard")[:200]
-        return self._decide(request, lambda a: a.deny(request.match_info["id"], by=BY, reason=reason))
+        return self._decide(request, lambda a, item_id: a.deny(item_id, by=BY, reason=reason))
 
     def _polls(self) -> Any:
         polls = getattr(self.control, "polls", None)
         if polls is None:
-            raise web.HTTPServiceUnavailable(text="polls are not available (no control plane)")
+            raise refusal(web.HTTPServiceUnavailable, "polls are not available (no control plane)")
         return polls
 
     async def poll_start(self, request: web.Request) -> web.Response:
@@ -292,20 +379,20 @@ class DashboardApi:
         try:
             snap = await self._polls().start(spec, by=BY)
         except ValueError as e:  # PollSpecError: bad title/choices/length or a blocked text
-            raise web.HTTPBadRequest(text=str(e)) from None
+            raise refusal(web.HTTPBadRequest, str(e)) from None
         except RuntimeError as e:  # PollError: one is already running
-            raise web.HTTPConflict(text=str(e)) from None
+            raise refusal(web.HTTPConflict, str(e)) from None
         self._changed()
         return web.json_response({"ok": True, "poll": _plain(snap.view())})
 
     async def poll_end(self, request: web.Request) -> web.Response:
         """End the running poll now and apply its winner ({"cancel": true} ends it without a winner)."""
-        body = await _json_body(request) if request.can_read_body else {}
+        body = await _optional_json_body(request)
         polls = self._polls()
         try:
             snap = await (polls.cancel(by=BY) if body.get("cancel") is True else polls.end(by=BY))
         except RuntimeError as e:  # PollError: none running
-            raise web.HTTPConflict(text=str(e)) from None
+            raise refusal(web.HTTPConflict, str(e)) from None
         self._changed()
         return web.json_response({"ok": True, "poll": _plain(snap.view())})
 
