@@ -1,7 +1,10 @@
 """Approval queue: audience proposals that wait for a moderator (or the streamer) to decide.
 
 Persisted in the Store's SQLite file, so a restart loses nothing that was accepted or is waiting:
-pending items come back pending, decided items keep who decided and why. Channel-points
+pending items come back pending, decided items keep who decided and why. A vetter (the governor's
+moderation) checks an item again when a moderator approves it and whenever `recheck()` is called
+(at start, after a blocklist change): an item it refuses is denied by REFUSED_BY with its reason,
+never approved, so whoever reports the decision reports the refusal. Channel-points
 redemptions ride along in `meta` (e.g. the redemption id), so whoever refunds on deny/expiry finds
 them on the returned item. Listeners hear every change (`submitted`, `approved`, `denied`,
 `expired`) on the thread that made it; the governor listens for `approved` to apply the prompt.
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from streamer.control.policy.moderation import storable
+from streamer.prompts import Verdict
 
 if TYPE_CHECKING:
     from streamer.store import Store
@@ -68,6 +72,10 @@ class ApprovalItem:
 
 
 Listener = Callable[[str, ApprovalItem], None]
+Vetter = Callable[[ApprovalItem], Verdict]  # allowed -> the fresh model text; refused -> the reason
+
+REFUSED_BY = "moderation"  # decided_by of an item the vetter refused (at approval, start or a blocklist change)
+_ID_MAX = 2**63 - 1  # SQLite's INTEGER: a larger number cannot name a row (and would not bind)
 
 
 def _item(row: Any) -> ApprovalItem:
@@ -87,6 +95,8 @@ def _parse_id(item_id: int | str) -> int:
         if isinstance(item_id, bool):
             raise ValueError
         value = int(str(item_id).strip().lstrip("#"))
+        if not 0 < value <= _ID_MAX:
+            raise ValueError
     except (TypeError, ValueError):
         raise ApprovalError(f"{storable(item_id, 40)!r} is not a request number") from None
     return value
@@ -100,7 +110,12 @@ class Approvals:
         self._clock = clock  # wall time: ages must survive a restart
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
+        self._vetter: Vetter | None = None
         store.ensure_schema(_SCHEMA)
+
+    def set_vetter(self, vetter: Vetter | None) -> None:
+        """Check every approval (and `recheck`) with `vetter`; the governor installs its moderation."""
+        self._vetter = vetter
 
     def add_listener(self, listener: Listener) -> None:
         """`listener(event, item)` for event in submitted/approved/denied/expired (on the changing thread)."""
@@ -147,8 +162,26 @@ class Approvals:
         return [_item(r) for r in self._store.query("SELECT * FROM approvals ORDER BY id DESC LIMIT ?", (limit,))]
 
     def approve(self, item_id: int | str, by: str) -> ApprovalItem:
-        """Approve a pending item; raises ApprovalError if unknown or already decided."""
+        """Approve a pending item if the vetter passes it again (its model_text is then the fresh text);
+        an item the vetter refuses comes back denied by REFUSED_BY with the reason, so check `status`.
+        Raises ApprovalError if unknown or already decided."""
         return self._decide(_parse_id(item_id), "approved", by, "")
+
+    def recheck(self) -> list[ApprovalItem]:
+        """Vet every pending item again (at start, after a blocklist change): refused ones are denied by
+        REFUSED_BY (listeners hear `denied`, so channel points are refunded); the others get the fresh
+        model text. Returns the refused items."""
+        refused: list[ApprovalItem] = []
+        if self._vetter is None:
+            return refused
+        for item in self.pending():
+            try:
+                decided = self._decide(item.id, "approved", REFUSED_BY, "", vet_only=True)
+            except ApprovalError:  # decided meanwhile by someone else
+                continue
+            if decided.status == "denied":
+                refused.append(decided)
+        return refused
 
     def deny(self, item_id: int | str, by: str, reason: str = "") -> ApprovalItem:
         """Deny a pending item; raises ApprovalError if unknown or already decided."""
@@ -168,15 +201,32 @@ class Approvals:
             self._emit("expired", item)
         return expired
 
-    def _decide(self, item_id: int, status: Status, by: str, reason: str, *, emit: bool = True) -> ApprovalItem:
+    def _decide(
+        self, item_id: int, status: Status, by: str, reason: str, *, emit: bool = True, vet_only: bool = False
+    ) -> ApprovalItem:
+        """One decision, under the lock so two moderators cannot both decide an item. An approval is
+        vetted first; with vet_only an item that passes stays pending (only its model text is renewed)."""
         with self._lock:
             item = self._get(item_id)
             if item.status != "pending":
                 who = f" by {item.decided_by}" if item.decided_by else ""
                 raise ApprovalError(f"request #{item_id} was already {item.status}{who}")
+            model_text = item.model_text
+            if status == "approved" and self._vetter is not None:
+                verdict = self._vetter(item)
+                if verdict.allowed:
+                    model_text = verdict.text
+                else:
+                    status, by, reason = "denied", REFUSED_BY, verdict.reason or "refused by moderation"
+            if vet_only and status == "approved":
+                if model_text != item.model_text:
+                    self._store.execute("UPDATE approvals SET model_text = ? WHERE id = ?",
+                                        (storable(model_text, 4000), item_id))
+                return self._get(item_id)
             self._store.execute(
-                "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, reason = ? WHERE id = ?",
-                (status, storable(by, 100), self._clock(), storable(reason, 500), item_id),
+                "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, reason = ?, model_text = ?"
+                " WHERE id = ?",
+                (status, storable(by, 100), self._clock(), storable(reason, 500), storable(model_text, 4000), item_id),
             )
             item = self._get(item_id)
         if emit:

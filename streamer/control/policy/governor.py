@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from streamer.config import ModerationSettings
-from streamer.control.policy.approvals import ApprovalItem, Approvals
+from streamer.control.policy.approvals import REFUSED_BY, ApprovalItem, Approvals
 from streamer.control.policy.moderation import Moderation, storable
 
 if TYPE_CHECKING:
-    from streamer.prompts import PromptBus
+    from streamer.prompts import PromptBus, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,11 @@ class PromptGovernor:
         self._scheduled: Proposal | None = None
         self._listeners: list[Listener] = []
         approvals.add_listener(self._on_approval)
+        # Every approval, and every pending item at start and after a blocklist change, is moderated
+        # again by the current rules: what waited must not reach the model (or an overlay) on old ones.
+        approvals.set_vetter(self._vet)
+        moderation.add_blocklist_listener(self.recheck_pending)
+        self.recheck_pending()
 
     # ------------------------------------------------------------------ listeners
 
@@ -176,16 +181,21 @@ class PromptGovernor:
         """0 when an audience proposal would apply at once."""
         return max(0.0, self._last_change + self.settings.min_change_interval_s - self._clock())
 
+    def _vet(self, item: ApprovalItem) -> Verdict:
+        """The approval queue's vetter: the blocklist may have changed while the item waited, and a queue
+        filled by someone else may hold text that never went through review."""
+        return self.moderation.review(item.text, source=item.source, author=item.author)
+
+    def recheck_pending(self) -> list[ApprovalItem]:
+        """Moderate every pending approval again; refused ones are denied (and heard as rejected)."""
+        return self.approvals.recheck()
+
     def _on_approval(self, event: str, item: ApprovalItem) -> None:
-        if event != "approved":
-            return
-        # Re-check at approval time: the blocklist may have changed while it waited (and a queue
-        # filled by someone else may hold text that never went through review).
-        verdict = self.moderation.review(item.text, source=item.source, author=item.author)
-        if not verdict.allowed:
-            self._emit([Proposal("rejected", item.id, verdict.reason, "", item.source, item.author, item.meta)])
-            return
-        self._offer(verdict.text, item.source, item.author, dict(item.meta), item.id, trusted=False)
+        if event == "denied" and item.decided_by == REFUSED_BY:
+            self._emit([Proposal("rejected", item.id, item.reason, "", item.source, item.author, item.meta)])
+        elif event == "approved":
+            # approve() vetted it a moment ago: model_text is the freshly moderated text
+            self._offer(item.model_text, item.source, item.author, dict(item.meta), item.id, trusted=False)
 
     # ------------------------------------------------------------------ the streamer's and mods' controls
 

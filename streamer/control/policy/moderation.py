@@ -2,7 +2,8 @@
 
 Order (io.md, "Safety for chat-driven prompts"): hard size cap -> preset lookup / presets-only gate ->
 sanitise to plain text -> length cap -> blocklist on the raw text's normalised readings -> server-side
-template -> blocklist on the final text. Every decision is written to the audit log (who, source,
+template -> blocklist on the final text -> no bidi embeddings/overrides/isolates (they would make a
+page paint something the blocklist never read). Every decision is written to the audit log (who, source,
 raw text truncated, verdict, reason, the matched term, time).
 
 The template is the streamer's; the chat part is inserted as sanitised plain text with
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -24,7 +26,15 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from streamer.config import ConfigError, ModerationSettings
-from streamer.control.policy.normalize import BlockedTerm, Blocklist, clean_for_model, fix_surrogates, fold
+from streamer.control.policy.normalize import (
+    BlockedTerm,
+    Blocklist,
+    clean_for_model,
+    display_text,
+    fix_surrogates,
+    fold,
+    has_direction_controls,
+)
 from streamer.prompts import Verdict
 
 if TYPE_CHECKING:
@@ -47,6 +57,7 @@ CREATE TABLE IF NOT EXISTS moderation_audit (
 CREATE INDEX IF NOT EXISTS moderation_audit_at ON moderation_audit (at);
 """
 _HARD_CAP_FACTOR = 20  # raw input beyond max_length * this is rejected before any normalisation work
+NAME_MAX = 25  # characters of a name shown on pages and in chat (Twitch logins are at most 25)
 
 
 def storable(text: Any, limit: int = 0) -> str:
@@ -111,19 +122,42 @@ class Moderation:
 
     def __init__(self, settings: ModerationSettings, store: Store | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        try:
-            self.blocklist = Blocklist.build(settings.blocklist_extra, settings.blocklist_allow)
-        except ValueError as e:
-            raise ConfigError(f"moderation.blocklist_extra: {e}") from None
+        self.blocklist = self._blocklist(settings.blocklist_extra, settings.blocklist_allow)
         self.audit = AuditLog(store, max_chars=settings.audit_max_chars, clock=clock)
         self._presets = {_preset_key(name): (name, prompt) for name, prompt in settings.presets.items()}
-        # The streamer's own texts must pass their own blocklist: fail at start, not mid-stream.
-        for where, text in [("moderation.template", settings.template.replace("{prompt}", "")),
-                            *[(f"moderation.presets.{n}", p) for n, p in settings.presets.items()]]:
-            hit = self.blocklist.find(text)
+        self._blocklist_listeners: list[Callable[[], object]] = []
+
+    def _blocklist(self, extra: Iterable[str], allow: Iterable[str]) -> Blocklist:
+        """The blocklist for these entries, after checking the streamer's own template and presets pass it
+        (fail at start, or refuse the change, rather than mid-stream)."""
+        try:
+            blocklist = Blocklist.build(extra, allow)
+        except ValueError as e:
+            raise ConfigError(f"moderation.blocklist_extra: {e}") from None
+        s = self.settings
+        for where, text in [("moderation.template", s.template.replace("{prompt}", "")),
+                            *[(f"moderation.presets.{n}", p) for n, p in s.presets.items()]]:
+            hit = blocklist.find(text)
             if hit is not None:
                 raise ConfigError(f"'{where}' contains the blocked term {hit.entry!r} ({hit.category});"
                                   " change it or list the term in moderation.blocklist_allow")
+        return blocklist
+
+    def set_blocklist(self, extra: Iterable[str], allow: Iterable[str] = ()) -> None:
+        """Replace the streamer's extra and allowed entries while running. Raises ConfigError (and keeps
+        the current list) when an entry is malformed or the template or a preset would be blocked.
+        Listeners run afterwards: the governor re-checks every pending approval against the new list."""
+        extra, allow = tuple(extra), tuple(allow)
+        self.blocklist = self._blocklist(extra, allow)
+        self.settings = dataclasses.replace(self.settings, blocklist_extra=extra, blocklist_allow=allow)
+        self.audit.record("blocklist", source="moderation", author="streamer",
+                          reason=f"{self.blocklist.size} entries ({len(extra)} extra, {len(allow)} allowed)")
+        for listener in list(self._blocklist_listeners):
+            listener()
+
+    def add_blocklist_listener(self, listener: Callable[[], object]) -> None:
+        """`listener()` after every set_blocklist (on the thread that called it)."""
+        self._blocklist_listeners.append(listener)
 
     @property
     def mode(self) -> str:
@@ -148,6 +182,12 @@ class Moderation:
         if not isinstance(text, str):
             return None
         return self.blocklist.find(text)
+
+    def public_name(self, name: str) -> str:
+        """A person's name as pages and chat replies show it: display_text, clipped to Twitch's 25
+        characters; a name that holds a blocked term is shown as "a viewer"."""
+        shown = display_text(name, NAME_MAX) if isinstance(name, str) else ""
+        return shown if shown and self.blocklist.find(shown) is None else "a viewer"
 
     def clean(self, text: str) -> str:
         """The chat part as it may reach the model: plain, single-spaced text (see normalize.clean_for_model)."""
@@ -196,6 +236,8 @@ class Moderation:
             hit = self.blocklist.find(candidate)
             if hit is not None:
                 return Verdict(False, "", f"blocked: {hit.category}"), f"matched {hit.entry!r}"
+        if has_direction_controls(chat_text):  # only useful to make a page paint what the blocklist did not read
+            return Verdict(False, "", "text-direction control characters are not allowed"), ""
         return Verdict(True, final, reason), ""
 
 

@@ -7,6 +7,11 @@ Two outputs from one chat message:
   single letters ("n u d e") joined, and repeated letters ("nuuude") — so each entry is listed once.
 - `clean_for_model(text)`: the plain text that may reach the model and the on-stream overlays:
   letters, digits, spaces and a little punctuation; no markup, braces, control or bidi characters.
+- `display_text(text, limit)`: what a page or a chat reply may show of a text already decided on
+  (a name, a moderated prompt): no control, format (bidi, zero-width) or unassigned characters, clipped.
+Bidi controls are a display trick the folded text cannot see: "\u202eedun" folds to "edun" but a
+browser paints it "nude". `Blocklist.find` therefore also reads such text backwards, moderation refuses
+text with embeddings, overrides or isolates, and nothing is ever shown with them (display_text).
 Nothing here raises on any `str` (lone surrogates included): hostile input is the normal case.
 """
 
@@ -57,6 +62,10 @@ _ASCII_DROP = re.compile(r"[^A-Za-z0-9 .,!?'\"\-:;()&/+#%]")
 _MAX_MARKS = 2  # combining marks kept after one letter: real scripts need 1-2; "Zalgo" stacks dozens
 _MAX_RUN = 32  # spaced single letters considered together ("n u d e")
 
+# Embeddings, overrides and isolates: they reorder what a browser paints, and a prompt has no use for
+# them. The marks (LRM, RLM, ALM) only nudge neutral characters and cannot reverse Latin letters.
+DIRECTION_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
 
 def fix_surrogates(text: str) -> str:
     """Pair up surrogate halves and replace lone ones with U+FFFD, so the text is encodable."""
@@ -85,6 +94,37 @@ def fold(text: str) -> str:
             continue
         out.append(" " if cat[0] == "Z" else ch)
     return "".join(out).translate(_HOMOGLYPHS)
+
+
+def has_direction_controls(text: str) -> bool:
+    """True when `text` holds a bidi embedding, override or isolate (see DIRECTION_CONTROLS)."""
+    return not DIRECTION_CONTROLS.isdisjoint(text)
+
+
+def display_text(text: str, limit: int) -> str:
+    """`text` as a page or chat may show it: control, format (bidi, zero-width, tags), private-use,
+    unassigned and filler characters dropped, at most two combining marks per letter (no "Zalgo" tower
+    over the box), single spaces, and at most `limit` characters with "…" marking a cut. Markup stays:
+    pages set text with textContent and chat shows it literally; the content itself was decided on
+    before (moderation, or the streamer's own config)."""
+    out: list[str] = []
+    marks = _MAX_MARKS
+    for ch in fix_surrogates(text):
+        cat = unicodedata.category(ch)
+        if ch.isspace() or cat[0] == "Z":
+            out.append(" ")
+            marks = _MAX_MARKS
+        elif cat[0] == "C" or ch in _INVISIBLE:
+            continue
+        elif cat[0] == "M":
+            if marks < _MAX_MARKS:
+                out.append(ch)
+                marks += 1
+        else:
+            out.append(ch)
+            marks = 0
+    shown = _SPACES.sub(" ", "".join(out)).strip()
+    return shown if len(shown) <= limit else shown[: max(0, limit - 1)].rstrip() + "…"
 
 
 def _clean_once(text: str) -> str:
@@ -212,11 +252,15 @@ class Blocklist:
     def find(self, text: str) -> BlockedTerm | None:
         """The first blocked term found in any reading of `text`, or None."""
         folded = fold(text)
+        # A right-to-left override paints its letters backwards; whatever it paints is a stretch of the
+        # reversed text, so reading that too catches "\u202eedun" (over-approximate, on purpose).
+        forms = (folded, folded[::-1]) if has_direction_controls(text) else (folded,)
         readings = set()
-        for table in (None, _LEET_I, _LEET_L):
-            s = folded if table is None else folded.translate(table)
-            readings.add(_NOT_ALNUM.sub(" ", s))  # punctuation separates words: "nude,cat"
-            readings.add(_NOT_ALNUM_OR_SPACE.sub("", s))  # punctuation inside a word is a trick: "n.u.d.e"
+        for form in forms:
+            for table in (None, _LEET_I, _LEET_L):
+                s = form if table is None else form.translate(table)
+                readings.add(_NOT_ALNUM.sub(" ", s))  # punctuation separates words: "nude,cat"
+                readings.add(_NOT_ALNUM_OR_SPACE.sub("", s))  # punctuation inside a word is a trick: "n.u.d.e"
         seen: dict[str, BlockedTerm | None] = {}  # readings share most tokens: look each up once
         for reading in readings:
             hit = self._scan(reading.split(), seen)

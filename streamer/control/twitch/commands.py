@@ -129,20 +129,27 @@ async def cmd_vote(chat: Chat) -> None:
 
 
 async def cmd_aiqueue(chat: Chat) -> None:
-    items = chat.link.control.approvals.pending()
+    """Numbers and names only: a request's text reaches chat (and the stream) once a moderator approved it,
+    never while it waits (moderators read it where it was typed)."""
+    control = chat.link.control
+    items = control.approvals.pending()
     if not items:
         chat.reply("nothing waits for approval")
         return
-    chat.reply("waiting: " + "; ".join(f"#{i.id} {clip(i.text, 60)} ({i.author})" for i in items[:8]))
+    name = control.moderation.public_name
+    listed = ", ".join(f"#{i.id} ({name(i.author)})" for i in items[:8])
+    chat.reply(f"{len(items)} waiting: {listed}" + (" …" if len(items) > 8 else ""))
 
 
 async def cmd_approve(chat: Chat) -> None:
+    """Moderation checks the text again first: one it refuses now is answered as refused, never approved."""
     try:
         item = chat.link.control.approvals.approve(chat.text.strip().lstrip("#"), by=chat.chatter_name)
     except ApprovalError as e:
         chat.reply(f"not used: {e}")
     else:
-        chat.reply(f"#{item.id} approved")
+        chat.reply(f"#{item.id} approved" if item.status == "approved"
+                   else f"not used: #{item.id} was refused by moderation ({item.reason})")
     await chat.link.rewards.settle()
 
 

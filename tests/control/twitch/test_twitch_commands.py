@@ -91,7 +91,8 @@ def test_approval_flow(start_twitch):
             first, second = (str(i.id) for i in h.control.approvals.pending())
             await say(h, VIEWER, "!aiqueue")
             queue = (await replies_to(h, "viewer1", 2))[1]
-            assert f"#{first}" in queue and "candy" in queue and f"#{second}" in queue
+            assert f"#{first}" in queue and f"#{second}" in queue and "(viewer1)" in queue
+            assert "candy" not in queue and "underwater" not in queue  # a waiting request's text never reaches chat
             await say(h, VIEWER, f"!approve {first}")  # viewers cannot approve
             await settle(h, 0.3)
             assert h.bus.current().text == "initial prompt"
@@ -104,5 +105,21 @@ def test_approval_flow(start_twitch):
             await say(h, MOD, f"!approve {second}", "moderator")  # already decided: clear answer, no change
             assert "already denied" in (await replies_to(h, "modguy", 3))[2]
             assert h.bus.current().text.endswith("candy")
+
+    run_with_timeout(body())
+
+
+def test_approving_what_moderation_now_refuses_is_answered_as_refused(start_twitch):
+    async def body():
+        async with start_twitch(moderation={"mode": "approval", "min_change_interval_s": 0.0}) as h:
+            # queued around the governor (as an older version could have stored it): a bidi override
+            # makes "edun" paint as a blocked word
+            item_id = h.control.approvals.submit("a \u202eedun figure", source="twitch", author="viewer1")
+            await say(h, MOD, f"!approve {item_id}", "moderator")
+            (reply,) = await replies_to(h, "modguy")
+            assert "refused by moderation" in reply and "approved" not in reply and "edun" not in reply
+            item = h.control.approvals.get(item_id)
+            assert item.status == "denied" and item.decided_by == "moderation"
+            assert h.bus.current().text == "initial prompt"
 
     run_with_timeout(body())
