@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LOADER_THREAD = "streamer-model-load"
+
+
+def loader_running() -> bool:
+    """Whether a model load is still in flight in this process (one abandoned by `Pipeline.stop`)."""
+    return any(t.name == LOADER_THREAD and t.is_alive() for t in threading.enumerate())
+
 
 class Pipeline:
     def __init__(
@@ -53,6 +60,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loader: threading.Thread | None = None
+        self._swap = threading.Lock()  # a finished load vs stop(): exactly one of them closes the new model
         self._retired: list[Transform] = []  # replaced models, closed by the engine thread
         self._last_transform: Transform | None = None
         self._scene_active = True
@@ -109,14 +117,18 @@ class Pipeline:
         self._slot.close()
         for t in self._threads:
             t.join(timeout=10)
-        if self._loader is not None:  # a load in flight finishes first, so its model is closed below
-            self._loader.join(timeout=60)
+        if self._loader is not None and self._loader.is_alive():
+            # Never wait for it: a load can take minutes (a huge checkpoint, a slow disk). It is a daemon
+            # thread; should it finish later, it sees the stop and closes what it built (_load_model).
+            log.warning("a model load is still running; shutting down without waiting for it")
         for sink in self.sinks:
             try:
                 sink.close()
             except Exception:
                 log.exception("closing sink %s failed", sink.name)
-        for model in [self._model, *self._retired]:
+        with self._swap:
+            models = [self._model, *self._retired]
+        for model in models:
             if model is not None:
                 model.close()
         self.source.close()
@@ -149,7 +161,7 @@ class Pipeline:
     def _start_loader(self, settings: Settings) -> None:
         if self._loader is not None and self._loader.is_alive():
             raise RuntimeError("a model is still loading; try again when it is ready")
-        self._loader = threading.Thread(target=self._load_model, args=(settings,), name="streamer-model-load", daemon=True)
+        self._loader = threading.Thread(target=self._load_model, args=(settings,), name=LOADER_THREAD, daemon=True)
         self._loader.start()
 
     def _load_model(self, settings: Settings) -> None:
@@ -163,10 +175,16 @@ class Pipeline:
             log.error("model failed to load, %s: %s",
                       "keeping the current model" if self._model else "running passthrough", self._model_error)
             return
-        old, self._model, self.settings = self._model, model, settings
-        self._model_error = ""
-        if old is not None:  # the engine thread may be mid-step on it: close it after that step
-            self._retired.append(old)
+        with self._swap:
+            stopped = self._stop.is_set()  # stop() sets it before it takes the lock to close the models
+            if not stopped:
+                old, self._model, self.settings = self._model, model, settings
+                self._model_error = ""
+                if old is not None:  # the engine thread may be mid-step on it: close it after that step
+                    self._retired.append(old)
+        if stopped:
+            log.info("model load finished after shutdown began; closing it unused")
+            model.close()
 
     def _capture_loop(self) -> None:
         try:

@@ -269,3 +269,30 @@ def test_time_to_the_first_transformed_frame_is_measured_once_and_not_by_failure
     first = p.first_model_frame_s
     assert first is not None and 0.2 <= first < 5, first  # after the two failures' cool-downs, not at the first try
     assert metrics.snapshot()["info"]["first_model_frame_s"] == f"{first:.1f}"
+
+
+def test_stop_never_waits_for_a_model_load_and_a_late_model_is_closed_unused():
+    release = threading.Event()
+    late = SlowTransform(0.0)
+    late.closed = False
+
+    def close() -> None:
+        late.closed = True
+
+    late.close = close  # type: ignore[method-assign]
+
+    def blocking_factory(s):
+        release.wait()  # a load that never ends on its own (a huge checkpoint, a hung disk)
+        return late
+
+    sink = ListSink()
+    p = Pipeline(settings(), CountingSource(30), [sink], PromptBus("x"), Metrics(), blocking_factory)
+    p.start()
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    p.stop()
+    assert time.perf_counter() - t0 < 2.0
+    assert sink.closed and len(sink.frames) > 3  # passthrough ran meanwhile; the recording is finalised
+    release.set()  # the load finishes after the stop: the model is closed, never installed
+    p._loader.join(timeout=5)
+    assert late.closed and p._model is None and not late.seen

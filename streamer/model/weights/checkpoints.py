@@ -18,6 +18,9 @@ Names: `model.`-style prefixes are stripped, and FSDP / activation-checkpoint wr
 A `shortcut.safetensors` beside the weights (shortcut distillation, streamer/model/shortcut.py) makes
 the model a `ShortcutDiT` with that step-size embedding, checked as strictly as the rest.
 
+A `config.json` is believed only where it agrees with the tensors (layer count from the block names,
+widths from the shapes) and every size is within `_LIMITS`, both checked before anything is built.
+
 Pickles are read only with `torch.load(weights_only=True)`. The whole state dict is checked against
 the architecture (missing, unexpected and mis-shaped keys) before any model is built, so a wrong or
 truncated file is a `CheckpointError` naming the problems, never a half-loaded model.
@@ -26,6 +29,7 @@ truncated file is a `CheckpointError` naming the problems, never a half-loaded m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -115,8 +119,7 @@ def _resolve(path: Path) -> Path:
     )
 
 
-def _config_from_json(path: Path) -> DiTConfig | None:
-    cfg_file = path.parent / "config.json"
+def _config_from_json(cfg_file: Path) -> DiTConfig | None:
     if not cfg_file.is_file():
         return None
     try:
@@ -128,22 +131,80 @@ def _config_from_json(path: Path) -> DiTConfig | None:
     try:
         if "num_attention_heads" in raw:  # Diffusers
             heads = int(raw["num_attention_heads"])
-            return DiTConfig(dim=heads * int(raw["attention_head_dim"]), num_layers=int(raw["num_layers"]),
-                             num_heads=heads, ffn_dim=int(raw["ffn_dim"]), in_dim=int(raw.get("in_channels", 16)),
-                             out_dim=int(raw.get("out_channels", 16)), patch_size=tuple(raw.get("patch_size", (1, 2, 2))),
-                             freq_dim=int(raw.get("freq_dim", 256)), text_dim=int(raw.get("text_dim", 4096)),
-                             eps=float(raw.get("eps", 1e-6)))  # fmt: skip
-        if raw.get("model_type", "t2v") != "t2v":
-            raise CheckpointError(f"{cfg_file}: model_type {raw['model_type']!r} is not supported (text-to-video only)")
-        return DiTConfig(dim=int(raw["dim"]), num_layers=int(raw["num_layers"]), num_heads=int(raw["num_heads"]),
-                         ffn_dim=int(raw["ffn_dim"]), in_dim=int(raw.get("in_dim", 16)), out_dim=int(raw.get("out_dim", 16)),
-                         patch_size=tuple(raw.get("patch_size", (1, 2, 2))), freq_dim=int(raw.get("freq_dim", 256)),
-                         text_dim=int(raw.get("text_dim", 4096)), text_len=int(raw.get("text_len", 512)),
-                         eps=float(raw.get("eps", 1e-6)), head_width=int(raw.get("head_dim", 0)))  # fmt: skip
-    except (KeyError, TypeError, ValueError) as e:
+            ints = {"dim": heads * int(raw["attention_head_dim"]), "num_layers": int(raw["num_layers"]),
+                    "num_heads": heads, "ffn_dim": int(raw["ffn_dim"]), "in_dim": int(raw.get("in_channels", 16)),
+                    "out_dim": int(raw.get("out_channels", 16)), "freq_dim": int(raw.get("freq_dim", 256)),
+                    "text_dim": int(raw.get("text_dim", 4096))}  # fmt: skip
+        else:
+            if raw.get("model_type", "t2v") != "t2v":
+                raise CheckpointError(f"{cfg_file}: model_type {raw['model_type']!r} is not supported (text-to-video only)")
+            ints = {"dim": int(raw["dim"]), "num_layers": int(raw["num_layers"]), "num_heads": int(raw["num_heads"]),
+                    "ffn_dim": int(raw["ffn_dim"]), "in_dim": int(raw.get("in_dim", 16)),
+                    "out_dim": int(raw.get("out_dim", 16)), "freq_dim": int(raw.get("freq_dim", 256)),
+                    "text_dim": int(raw.get("text_dim", 4096)), "text_len": int(raw.get("text_len", 512)),
+                    "head_width": int(raw.get("head_dim", 0))}  # fmt: skip
+        patch = tuple(int(p) for p in raw.get("patch_size", (1, 2, 2)))
+        eps = float(raw.get("eps", 1e-6))
+        _check_bounds({**ints, "patch_size": patch, "eps": eps}, f"{cfg_file}")  # before anything is built from it
+        return DiTConfig(**ints, patch_size=patch, eps=eps)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"{cfg_file}: not a Wan or Diffusers transformer config ({e})") from e
+
+
+# Far beyond any released Wan model (the 14B: dim 5120, 40 layers, 40 heads, ffn 13824), yet small enough
+# that building the model's skeleton on the meta device stays well under a second (about 2 ms per layer).
+_LIMITS = {"dim": 16384, "num_layers": 256, "num_heads": 256, "ffn_dim": 65536, "in_dim": 256, "out_dim": 256,
+           "freq_dim": 4096, "text_dim": 16384, "text_len": 4096, "head_width": 1024}  # fmt: skip
+
+
+def _check_bounds(values: dict[str, object], where: str) -> None:
+    """CheckpointError naming every architecture value outside _LIMITS (or not positive) in `where`."""
+    bad = []
+    for key, top in _LIMITS.items():
+        v = values.get(key)
+        if isinstance(v, int) and not (0 if key == "head_width" else 1) <= v <= top:
+            bad.append(f"{key} = {v} (allowed {0 if key == 'head_width' else 1}..{top})")
+    patch = values.get("patch_size")
+    if isinstance(patch, tuple) and (len(patch) != 3 or not all(1 <= p <= 16 for p in patch)):
+        bad.append(f"patch_size = {list(patch)} (three sizes of 1..16)")
+    eps = values.get("eps")
+    if isinstance(eps, float) and not 0 < eps < 1:  # NaN fails both comparisons
+        bad.append(f"eps = {eps} (between 0 and 1)")
+    if bad:
+        raise CheckpointError(f"{where}: architecture out of range: {'; '.join(bad)}")
+
+
+def _block_count(sd: dict[str, Tensor]) -> int:
+    return len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+
+
+def _check_json_against_tensors(cfg: DiTConfig, sd: dict[str, Tensor], cfg_file: Path, file: Path) -> None:
+    """config.json must describe the tensors it travels with, checked from names and shapes alone before
+    any model is built: a config claiming a million layers would otherwise build (slowly, without bound)
+    a skeleton of that size just to report it as missing keys."""
+
+    def dim(key: str, axis: int) -> int | None:
+        t = sd.get(key)
+        return int(t.shape[axis]) if t is not None and t.dim() > axis else None
+
+    patch = tuple(int(p) for p in sd["patch_embedding.weight"].shape[2:]) if "patch_embedding.weight" in sd else None
+    head = dim("head.head.weight", 0)
+    facts = [  # (config key, config value, value in the file or None where the file lacks the tensor, from where)
+        ("num_layers", cfg.num_layers, _block_count(sd), "blocks in the file"),
+        ("dim", cfg.dim, dim("patch_embedding.weight", 0), "patch_embedding.weight"),
+        ("in_dim", cfg.in_dim, dim("patch_embedding.weight", 1), "patch_embedding.weight"),
+        ("patch_size", list(cfg.patch_size), list(patch) if patch else None, "patch_embedding.weight"),
+        ("ffn_dim", cfg.ffn_dim, dim("blocks.0.ffn.0.weight", 0), "blocks.0.ffn.0.weight"),
+        ("text_dim", cfg.text_dim, dim("text_embedding.0.weight", 1), "text_embedding.0.weight"),
+        ("freq_dim", cfg.freq_dim, dim("time_embedding.0.weight", 1), "time_embedding.0.weight"),
+        ("num_heads x head width", cfg.attn_dim, dim("blocks.0.self_attn.q.weight", 0), "blocks.0.self_attn.q.weight"),
+        ("out_dim x patch", cfg.out_dim * math.prod(cfg.patch_size), head, "head.head.weight"),
+    ]
+    wrong = [f"{key} {want} vs {got} ({source})" for key, want, got, source in facts if got is not None and got != want]
+    if wrong:
+        raise CheckpointError(f"{cfg_file}: config.json does not match the tensors of {file.name}: {'; '.join(wrong)}")
 
 
 def _config_from_shapes(sd: dict[str, Tensor]) -> DiTConfig:
@@ -151,7 +212,7 @@ def _config_from_shapes(sd: dict[str, Tensor]) -> DiTConfig:
     try:
         pe = sd["patch_embedding.weight"]
         dim, in_dim, patch = pe.shape[0], pe.shape[1], tuple(int(p) for p in pe.shape[2:])
-        layers = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+        layers = _block_count(sd)
         ffn = sd["blocks.0.ffn.0.weight"].shape[0]
         text_dim = sd["text_embedding.0.weight"].shape[1]
         freq = sd["time_embedding.0.weight"].shape[1]
@@ -219,7 +280,9 @@ def read_checkpoint(
 
     `checkpoint_key` picks the entry of a training pickle (containers.py); an explicit key a file does
     not have, safetensors included, is a CheckpointError naming what the file holds.
-    Raises CheckpointError only when the file cannot be read at all; shape problems go in `.problems`.
+    Raises CheckpointError when the file cannot be read at all, or when its config.json disagrees with its
+    tensors or either claims an absurd size (checked before any model is built); shape problems go in
+    `.problems`.
     """
     file = _resolve(Path(path))
     choice = None
@@ -247,10 +310,13 @@ def read_checkpoint(
             renamed[new] = v
         sd, names = renamed, "Diffusers"
     # config.json travels with safetensors exports (Wan, Diffusers); training pickles carry only tensors.
-    from_json = _config_from_json(file) if container.endswith("safetensors") else None
+    cfg_file = file.parent / "config.json"
+    from_json = _config_from_json(cfg_file) if container.endswith("safetensors") else None
     if from_json is not None:
+        _check_json_against_tensors(from_json, sd, cfg_file, file)
         notes.append("dims from config.json")
     cfg = from_json or _config_from_shapes(sd)
+    _check_bounds(dataclasses.asdict(cfg), str(file))  # many tiny tensors named blocks.N.* can claim any depth
     problems = check_state_dict(sd, cfg)
     if collisions:
         problems.append(f"{len(collisions)} keys collide after the Diffusers rename: {', '.join(collisions[:SHOW])}")
