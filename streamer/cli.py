@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from typing import get_args
 
 from streamer import __version__
 from streamer.config import CheckpointKey, ConfigError, example_path
+from streamer.doctor import clip
 
 DEFAULT_CONFIG = "streamer.toml"
 
@@ -48,13 +50,52 @@ def init_command(args: argparse.Namespace) -> int:
         from streamer.model.gpu_plan import init_gpu
 
         return init_gpu(target)
-    if target.exists() and not args.force:
-        print(f"{target} already exists; use --force to overwrite it", file=sys.stderr)
+    try:
+        if target.exists() and not args.force:
+            print(f"{clip(str(target))} already exists; use --force to overwrite it", file=sys.stderr)
+            return 1
+        if target.is_dir():
+            print(f"{clip(str(target))} is a folder; name the file to write, e.g. {target.name}/{DEFAULT_CONFIG}", file=sys.stderr)
+            return 1
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(example_path(), target)
+    except OSError as e:  # under a file, in /proc, read-only, a name too long: say so in one line
+        why = ("a part of the path is a file, not a folder" if isinstance(e, FileExistsError | NotADirectoryError)
+               else e.strerror or str(e))  # fmt: skip
+        print(f"cannot write {clip(str(target))}: {why}", file=sys.stderr)
         return 1
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(example_path(), target)
     print(f"wrote {target}; edit it, then run: streamer doctor --config {target}")
     return 0
+
+
+def number(kind: type[int] | type[float], minimum: float, *, zero_ok: bool = False) -> Callable[[str], float]:
+    """An argparse `type` for a finite number >= minimum (or exactly 0 when zero_ok: "the default"); nan,
+    inf and out-of-range values are refused by argparse with one line, before any command runs."""
+
+    def parse(text: str) -> float:
+        shown = repr(clip(text, 40))
+        if len(text) > 40:  # no count or length here has 40 digits; int() of 5000 digits would even raise
+            raise argparse.ArgumentTypeError(f"{shown} is too long for a number")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{shown} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{shown} is not a finite number")
+        if not (value >= minimum or (zero_ok and value == 0)):
+            floor = f"{minimum:g}" if kind is float else f"{int(minimum)}"
+            raise argparse.ArgumentTypeError(f"{shown} must be {'0 or ' if zero_ok else ''}at least {floor}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+COUNT = number(int, 1)  # iterations, batches, pixels, steps
+FRAMES = number(int, 0)  # 0 = no limit
+DEFAULT_OR_COUNT = number(int, 1, zero_ok=True)  # 0 = the command's default
+DURATION = number(float, 1e-3)  # seconds or minutes: any positive length of time
+FPS = number(float, 1.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("run", help="run the daemon until Ctrl-C / SIGTERM")
     config_arg(q)
-    q.add_argument("--frames", type=int, default=0, help="stop after N output frames (0 = run until stopped)")
+    q.add_argument("--frames", type=FRAMES, default=0, help="stop after N output frames (0 = run until stopped)")
     q.add_argument("--record", metavar="PATH", help="also record the output to PATH")
     q.add_argument("--no-console", action="store_true", help="do not read prompts from the terminal")
     q.set_defaults(name="run")
@@ -89,22 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
         dest="bench", required=True
     )
     q = bench.add_parser("pipeline", help="W5: network source -> passthrough -> network sink, 1280x720 at 30 fps")
-    q.add_argument("--seconds", type=float, default=20.0)
-    q.add_argument("--width", type=int, default=1280)
-    q.add_argument("--height", type=int, default=720)
-    q.add_argument("--fps", type=float, default=30.0)
+    q.add_argument("--seconds", type=DURATION, default=20.0)
+    q.add_argument("--width", type=COUNT, default=1280)
+    q.add_argument("--height", type=COUNT, default=720)
+    q.add_argument("--fps", type=FPS, default=30.0)
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
     q.set_defaults(name="bench pipeline")
     q = bench.add_parser("model", help="W1-W4: eager vs torch.compile vs the fast path")
     q.add_argument("workload", nargs="?", default="W4", help="W1, W2, W3, W4 (or 'custom')")
     q.add_argument("--preset")
-    q.add_argument("--width", type=int)
-    q.add_argument("--height", type=int)
-    q.add_argument("--steps", type=int)
+    q.add_argument("--width", type=COUNT)
+    q.add_argument("--height", type=COUNT)
+    q.add_argument("--steps", type=COUNT)
     q.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                    help="model dtype (default: the workload's; W4 = auto, what the daemon picks)")  # fmt: skip
     q.add_argument("--variants", default="eager,compile,fast", help="comma list of eager, compile, fast")
-    q.add_argument("--iters", type=int, default=50)
+    q.add_argument("--iters", type=COUNT, default=50)
     q.add_argument("--device", default="auto")
     q.add_argument("--checkpoint", help="DiT weights (path or 'random'); default: what the loader picks for the preset")
     q.add_argument("--vae", help="autoencoder weights (path or 'random'); default: what the loader picks")
@@ -152,19 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("train", help="train or fine-tune a model (see docs/training.md; torchrun for several GPUs)")
     q.add_argument("--config", "-c", metavar="FILE", required=True, help="training TOML ([train] table)")
-    q.add_argument("--steps", type=int, help="override train.steps")
+    q.add_argument("--steps", type=COUNT, help="override train.steps")
     q.add_argument("--out-dir", help="override train.out_dir")
-    q.add_argument("--stop-after", type=int, help="stop after N more steps (checkpointed; rerun to resume)")
-    q.add_argument("--max-minutes", type=float, help="stop after this long (checkpointed; rerun to resume)")
+    q.add_argument("--stop-after", type=COUNT, help="stop after N more steps (checkpointed; rerun to resume)")
+    q.add_argument("--max-minutes", type=DURATION, help="stop after this long (checkpointed; rerun to resume)")
     q.set_defaults(name="train")
 
     q = sub.add_parser("prune", help="remove the least useful heads/FFN channels; writes a smaller preset")
     q.add_argument("checkpoint", help="DiT checkpoint (file or folder) to prune")
     q.add_argument("--out", required=True, help="folder for the pruned preset (config.json + model.safetensors)")
-    q.add_argument("--heads", type=int, default=0, help="heads to keep per layer (default 3/4)")
-    q.add_argument("--ffn", type=int, default=0, help="FFN width to keep, a multiple of 64 (default 3/4)")
+    q.add_argument("--heads", type=DEFAULT_OR_COUNT, default=0, help="heads to keep per layer (default 3/4)")
+    q.add_argument("--ffn", type=DEFAULT_OR_COUNT, default=0, help="FFN width to keep, a multiple of 64 (default 3/4)")
     q.add_argument("--config", help="training TOML whose data/resolution/autoencoder calibrate (default built-in)")
-    q.add_argument("--calib-batches", type=int, default=4, help="calibration batches for the importance scores")
+    q.add_argument("--calib-batches", type=COUNT, default=4, help="calibration batches for the importance scores")
     q.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
     q.set_defaults(name="prune")
     return p

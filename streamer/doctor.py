@@ -29,8 +29,23 @@ class Check:
     fix: str = ""
 
     def line(self) -> str:
-        text = f"[{self.status:<4}] {self.name}: {self.detail}"
-        return text + (f"\n         fix: {self.fix}" if self.fix and self.status != "OK" else "")
+        text = f"[{self.status:<4}] {self.name}: {clip(self.detail, DETAIL_CHARS)}"
+        return text + (f"\n         fix: {clip(self.fix, DETAIL_CHARS)}" if self.fix and self.status != "OK" else "")
+
+
+DETAIL_CHARS = 600  # a check's detail or fix, at most: a configured 100,000-character path must still read as a line
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters, saying how long it was (for paths and messages in one-line answers)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def os_error_text(e: OSError) -> str:
+    """An OSError as one short line: 'File name too long: /tmp/aaa… (100,005 characters)'."""
+    if e.strerror and isinstance(e.filename, str):
+        return f"{e.strerror}: {clip(e.filename)}"
+    return clip(str(e))
 
 
 # "module:function" providers, run in this order.
@@ -95,6 +110,8 @@ def run_checks(settings: Settings, providers: list[str] | None = None) -> list[C
         try:
             provider: Callable[[Settings], Iterable[Check]] = getattr(importlib.import_module(module), func)
             checks.extend(provider(settings))
+        except OSError as e:  # a configured path the provider did not expect to be unusable (too long, say)
+            checks.append(Check(spec, "FAIL", f"cannot check: {os_error_text(e)}", "check the paths in the config"))
         except Exception as e:  # a broken check must not hide the others
             checks.append(Check(spec, "FAIL", f"check crashed: {type(e).__name__}: {e}", "report this as a bug"))
     return checks

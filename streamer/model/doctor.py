@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from streamer.config import ModelSettings, Settings, effective_window
-from streamer.doctor import Check, Status
+from streamer.doctor import Check, Status, clip, os_error_text
 from streamer.model import loading
 from streamer.model.config import DiTConfig, preset
 from streamer.model.dit import DiT
@@ -139,8 +139,10 @@ def _weights_checks(m: ModelSettings, found: dict[str, object]) -> Iterable[Chec
         try:
             key = m.checkpoint_key if dit.kind == "file" else "auto"  # the embedded weights are plain safetensors
             info = read_checkpoint(str(dit.path), m.lora or None, checkpoint_key=key)
-        except (CheckpointError, OSError) as e:
+        except CheckpointError as e:
             yield Check("model checkpoint", "FAIL", f"{where}: {e}", "check model.checkpoint / model.lora")
+        except OSError as e:  # unreadable, or a name too long for the filesystem
+            yield Check("model checkpoint", "FAIL", f"{clip(where)}: {os_error_text(e)}", "check model.checkpoint / model.lora")
         else:
             problem = preset_mismatch(info.config, m.preset)
             bad = info.problems + ([problem] if problem else [])
@@ -162,6 +164,9 @@ def _weights_checks(m: ModelSettings, found: dict[str, object]) -> Iterable[Chec
         cfg = infer_config(read_state_dict(vae.path), str(vae.path))
     except VAELoadError as e:
         yield Check("model autoencoder", "FAIL", f"{where}: {e}", "point model.vae at taew2_1.pth or .safetensors")
+        return
+    except OSError as e:  # unreadable, or a name too long for the filesystem
+        yield Check("model autoencoder", "FAIL", f"{where}: {os_error_text(e)}", "point model.vae at taew2_1.pth or .safetensors")
         return
     ok = cfg["temporal"] or m.preset == "tiny"
     found["decoder_widths"] = cfg["decoder_widths"] if ok else None
@@ -200,6 +205,8 @@ def _text_checks(m: ModelSettings) -> Iterable[Check]:
                         "set model.text_encoder to a local umt5-xxl folder")  # fmt: skip
     except TextEncoderError as e:
         yield Check("text encoder", "FAIL", str(e), "download the encoder files into that folder")
+    except OSError as e:  # unreadable, or a name too long for the filesystem
+        yield Check("text encoder", "FAIL", os_error_text(e), "set model.text_encoder to a local umt5-xxl folder")
 
 
 def fused_kernels_check(find_spec: Callable[[str], ModuleSpec | None] = importlib.util.find_spec) -> Check:
@@ -218,6 +225,17 @@ def fused_kernels_check(find_spec: Callable[[str], ModuleSpec | None] = importli
     return Check("fused kernels", "OK", f"streamer_kernels from {Path(spec.origin).parent}")
 
 
+def _cache_check(m: ModelSettings) -> Check:
+    fix = "set model.cache_dir to a writable folder (prompts are re-encoded on every change without it)"
+    cache = Path(m.cache_dir).expanduser() if m.cache_dir else default_cache_dir()
+    try:
+        probe = cache if cache.exists() else next((p for p in cache.parents if p.exists()), cache)
+    except OSError as e:  # a name too long for the filesystem, a parent that cannot be read
+        return Check("prompt cache", "FAIL", os_error_text(e), fix)
+    writable = os.access(probe, os.W_OK)
+    return Check("prompt cache", "OK" if writable else "WARN", f"{clip(str(cache))} ({'writable' if writable else 'not writable'})", fix)
+
+
 def checks(settings: Settings) -> Iterable[Check]:
     """Doctor provider: model files, text encoder, cache dir and memory."""
     m = settings.model
@@ -225,11 +243,7 @@ def checks(settings: Settings) -> Iterable[Check]:
     yield from _weights_checks(m, found)
     yield from _text_checks(m)
     yield fused_kernels_check()
-    cache = Path(m.cache_dir).expanduser() if m.cache_dir else default_cache_dir()
-    probe = cache if cache.exists() else next((p for p in cache.parents if p.exists()), cache)
-    writable = os.access(probe, os.W_OK)
-    yield Check("prompt cache", "OK" if writable else "WARN", f"{cache} ({'writable' if writable else 'not writable'})",
-                "set model.cache_dir to a writable folder (prompts are re-encoded on every change without it)")  # fmt: skip
+    yield _cache_check(m)
     try:
         device = resolve_device(m.device)
     except ModelLoadError as e:

@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import logging
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,7 @@ def param_count(model: nn.Module) -> int:
 
 def _calibration(args: argparse.Namespace) -> tuple[DiT, Callable[[DiT], None], Path]:
     """The checkpoint to prune and a calibration function over the training recipe's clips."""
-    from streamer.model.weights.checkpoints import read_checkpoint
+    from streamer.model.weights.checkpoints import CheckpointError, read_checkpoint
     from streamer.train import config as tconfig
     from streamer.train.data import build_source, make_batch, step_generator
     from streamer.train.forcing import make_plan, noisy_clip
@@ -177,7 +178,7 @@ def _calibration(args: argparse.Namespace) -> tuple[DiT, Callable[[DiT], None], 
     cfg = dataclasses.replace(cfg, p_history=0.0, p_shortcut=0.0)
     info = read_checkpoint(args.checkpoint)
     if info.problems:
-        raise ValueError(f"{info.path}: " + "; ".join(info.problems))
+        raise CheckpointError(f"{info.path}: " + "; ".join(info.problems))
     model = ShortcutDiT(info.config)
     model.load_weights(info.state_dict, load_shortcut_file(info.path.parent))
     vae = build_vae(dataclasses.replace(cfg, stage="dit")).eval().requires_grad_(False)
@@ -201,20 +202,35 @@ def _calibration(args: argparse.Namespace) -> tuple[DiT, Callable[[DiT], None], 
     return model, run, info.path.parent
 
 
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
 def prune_command(args: argparse.Namespace) -> int:
-    """`streamer prune CHECKPOINT --out DIR [--heads N] [--ffn N] [--config TRAIN.toml]`."""
-    model, run, src_dir = _calibration(args)
+    """`streamer prune CHECKPOINT --out DIR [--heads N] [--ffn N] [--config TRAIN.toml]`; 1 with one line
+    on stderr when the checkpoint or --out cannot be used."""
+    from streamer.model.weights.checkpoints import CheckpointError
+
+    out = Path(args.out).expanduser()
+    try:  # --out first: calibrating and pruning take minutes, and their work would be thrown away
+        if out.exists() and not out.is_dir():
+            return _fail(f"--out {out} is not a folder")
+        if out.exists() and any(out.iterdir()) and not args.force:
+            return _fail(f"{out} exists and is not empty; use --force to overwrite")
+        model, run, src_dir = _calibration(args)
+    except (CheckpointError, OSError) as e:  # a missing, unreadable or broken checkpoint; an unreadable --out
+        return _fail(str(e))
     cfg = model.cfg
     heads = args.heads or max(1, cfg.num_heads * 3 // 4)
     ffn = args.ffn or max(TILE, int(cfg.ffn_dim * 0.75) // TILE * TILE)
     small, kept = prune(model, run, heads, ffn)
-    out = Path(args.out).expanduser()
-    if out.exists() and any(out.iterdir()) and not args.force:
-        print(f"{out} exists and is not empty; use --force to overwrite")
-        return 1
-    save_dit_weights(out, small.cfg, small.state_dict(), None)
-    if (src_dir / SHORTCUT_FILE).is_file():  # the step embedding only depends on dim, which pruning keeps
-        shutil.copyfile(src_dir / SHORTCUT_FILE, out / SHORTCUT_FILE)
+    try:
+        save_dit_weights(out, small.cfg, small.state_dict(), None)
+        if (src_dir / SHORTCUT_FILE).is_file():  # the step embedding only depends on dim, which pruning keeps
+            shutil.copyfile(src_dir / SHORTCUT_FILE, out / SHORTCUT_FILE)
+    except OSError as e:
+        return _fail(f"cannot write the pruned preset to {out}: {e.strerror or e}")
     step_embedding = model.step_embedding if isinstance(model, ShortcutDiT) else None  # not pruned, not counted
     before = param_count(model) - (param_count(step_embedding) if step_embedding is not None else 0)
     after = param_count(small)

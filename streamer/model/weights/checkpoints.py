@@ -92,6 +92,9 @@ def _resolve(path: Path) -> Path:
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_file():
         return path
+    if not path.is_dir():  # /dev/zero would be read forever, a FIFO blocks its reader: only stat(), never open
+        raise CheckpointError(f"{path}: not a regular file or a folder (a device, FIFO or socket); "
+                              "name the checkpoint file or its folder")
     if (path / "model_index.json").is_file():  # a Diffusers pipeline root: the DiT is one component of it
         if not (path / "transformer").is_dir():
             raise CheckpointError(f"{path}: a Diffusers pipeline folder (model_index.json) without transformer/, "
@@ -373,10 +376,18 @@ def load_dit(
 def inspect_command(args: argparse.Namespace) -> int:
     """`streamer model inspect PATH [--lora FILE] [--key KEY]`: layout, the pickle entries found and the one
     chosen, preset, dtype, parameters, problems; 1 on problems."""
+    from streamer.doctor import clip, os_error_text
+
+    lora = getattr(args, "lora", None)
     try:
-        info = read_checkpoint(args.path, getattr(args, "lora", None), checkpoint_key=getattr(args, "key", "auto"))
+        if lora is not None and not Path(lora).is_file():  # a FIFO would block the reader (the weights: _resolve)
+            raise CheckpointError(f"--lora {lora}: not an existing regular file")
+        info = read_checkpoint(args.path, lora, checkpoint_key=getattr(args, "key", "auto"))
     except CheckpointError as e:
-        print(f"error: {e}")
+        print(f"error: {clip(str(e), 2000)}")
+        return 1
+    except OSError as e:  # unreadable, or a name too long for the filesystem
+        print(f"error: {os_error_text(e)}")
         return 1
     c = info.config
     print(f"file:       {info.path}")
