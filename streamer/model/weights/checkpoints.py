@@ -268,6 +268,7 @@ def _compare(sd: dict[str, Tensor], want: dict[str, tuple[int, ...]]) -> list[st
         f"{k} {list(sd[k].shape)} vs {list(want[k])}" for k in set(want) & set(sd) if tuple(sd[k].shape) != want[k]
     ))  # fmt: skip
     listed("non-float tensors", sorted(f"{k} ({v.dtype})" for k, v in sd.items() if not v.is_floating_point()))
+    listed("non-dense tensors", sorted(f"{k} ({v.layout})" for k, v in sd.items() if v.layout != torch.strided))
     return problems
 
 

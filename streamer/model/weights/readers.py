@@ -9,6 +9,7 @@ every weight file obeys the same safety and error rules: a problem is a `Checkpo
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,28 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
 
 
+def _check_zip(path: Path) -> None:
+    """Check what torch.load does not in a zip checkpoint: that each entry of the central directory points
+    at its own local header (a damaged offset there makes torch read a tensor from another one's bytes),
+    and the CRC-32 of data.pkl (a damaged byte there can still unpickle, as a different structure: one
+    tensor's name bound to another's storage). The tensor records' CRCs are left unchecked: reading
+    gigabytes to check them would double the load time, and a flipped value there is as undetectable as
+    in a safetensors file. torch writes CRC 0 when asked not to compute them: 0 is taken as unknown."""
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return  # the legacy (non-zip) format has no directory and no checksums
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if info.filename.rsplit("/", 1)[-1] == "data.pkl" and info.CRC:
+                z.read(info)  # raises BadZipFile on a CRC mismatch
+            else:
+                with z.open(info):  # reads the local header: BadZipFile if it is not this entry's
+                    pass
+
+
 def read_pickle(path: Path) -> Any:
     try:
+        _check_zip(path)
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as e:  # legacy (non-zip) files cannot be memory-mapped
@@ -55,9 +76,18 @@ def read_index(path: Path) -> dict[str, Tensor]:
         weight_map = json.loads(path.read_text())["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: not a sharded-checkpoint index with a weight_map ({e})") from e
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{path}: weight_map is not a mapping of tensor names to shard files")
+    # Shards sit beside their index (every upstream export): a path elsewhere is refused, not followed.
+    odd = sorted({v for v in weight_map.values() if Path(v).name != v or v in ("", ".", "..")})
+    if odd:
+        raise CheckpointError(f"{path}: shard names must be files beside the index, not {', '.join(odd[:SHOW])}")
     out: dict[str, Tensor] = {}
     for shard in sorted(set(weight_map.values())):
-        out.update(read_safetensors(path.parent / shard))
+        try:
+            out.update(read_safetensors(path.parent / shard))
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: shard {e}") from e
     missing = sorted(set(weight_map) - set(out))
     if missing:
         raise CheckpointError(f"{path}: {len(missing)} keys of the index are in no shard: {', '.join(missing[:SHOW])}")
