@@ -20,7 +20,7 @@ from streamer.config import Settings
 from streamer.frames import Frame, LatestFrameSlot, OutputQueue, blank_frame, now
 from streamer.metrics import Metrics
 from streamer.prompts import PromptBus
-from streamer.transform import Passthrough, Transform
+from streamer.transform import BadOutput, Passthrough, Transform
 
 if TYPE_CHECKING:
     from streamer.sinks import Sink
@@ -66,6 +66,7 @@ class Pipeline:
         self._scene_active = True
         self._reset_requested = threading.Event()
         self._model_failed_at: float | None = None
+        self._model_failure = ""  # why the model's last step failed, said while passthrough stands in
         self._latest_output: Frame | None = None
         self._started = time.perf_counter()
         self.first_model_frame_s: float | None = None  # start -> first transformed frame handed on (load included)
@@ -94,12 +95,19 @@ class Pipeline:
                 return f"passthrough (model failed to load: {self._model_error})"
             return "passthrough (model loading…)" if self._model_factory else "passthrough"
         if self._model_failed_at is not None:
-            return f"passthrough (model failed; retrying) — {self._model.status()}"
+            return f"passthrough (model failed: {self._model_failure}; retrying) — {self._model.status()}"
         if not self.bus.current().enabled:
             return f"passthrough (kill switch) — {self._model.status()}"
         if not self._scene_active:
             return f"passthrough (scene inactive) — {self._model.status()}"
         return self._model.status()
+
+    def health_problem(self) -> str | None:
+        """Why the stream is not what was asked for, or None: while passthrough stands in for a model
+        whose step failed (an exception, or output the model flagged unusable), /healthz says not ok."""
+        if self._model_failed_at is None:
+            return None
+        return f"model failed ({self._model_failure}); passthrough until it is retried"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -235,8 +243,11 @@ class Pipeline:
             except Exception as e:
                 if transform is self._passthrough:
                     raise
+                self._model_failure = f"{type(e).__name__}: {e}"
                 self._model_failed_at = now()
                 self.metrics.count("model_failures")
+                if isinstance(e, BadOutput):  # NaN/inf or diverged: its own counter, to alert on
+                    self.metrics.count("model_bad_output")
                 log.error(
                     "model step failed (%s: %s); passthrough for %.0f s, then retrying",
                     type(e).__name__, e, self.settings.engine.retry_model_after_s,

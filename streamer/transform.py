@@ -13,6 +13,11 @@ from streamer.frames import Frame
 from streamer.prompts import PromptState
 
 
+class BadOutput(RuntimeError):
+    """A transform's output is unusable (not finite, diverged): the pipeline shows the input instead and
+    reports it (log, the `model_bad_output` counter, /healthz) until the transform is retried."""
+
+
 @runtime_checkable
 class Transform(Protocol):
     """Implemented by `Passthrough` and by the model engine (streamer.model.engine)."""

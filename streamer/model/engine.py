@@ -9,7 +9,8 @@ The chunk itself is `streamer.model.step.chunk_step`, the one step both paths ru
 with the eager ops below; the fast path (streamer/model/fast/, attached by builder.py) runs it with fused
 kernels inside one CUDA graph, on this engine's own `StreamState`. `step` is the host wrapper:
 buffering, prompt changes (cached text encoding, cross-attention K/V rebuilt in place, blended over
-`model.transition_chunks` chunks) and frame bookkeeping.
+`model.transition_chunks` chunks), frame bookkeeping, and refusing a chunk whose output the step
+flagged unusable (`BadOutput`: the pipeline shows the camera instead and says why).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from streamer.model.dit import DiT
 from streamer.model.loading import LoadedParts
 from streamer.model.ops import EAGER_OPS, DiTOps
 from streamer.model.sampling import StreamBatchState, seeded_generator
-from streamer.model.step import StepConfig, StreamState, chunk_step
+from streamer.model.step import LATENT_LIMIT, StepConfig, StreamState, chunk_step
 from streamer.model.transitions import PromptTransition
 from streamer.model.vae import TAEHV
 from streamer.prompts import PromptState
+from streamer.transform import BadOutput
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,10 @@ class ModelTransform:
             fixed_ts=torch.tensor(m.timesteps, device=self.device) if m.timesteps else None,
             prev=torch.zeros(3, m.height, m.width, device=self.device, dtype=self.dtype),
             batch=StreamBatchState.allocate(m.steps, chunk[1:], self.device, self.dtype) if self.batch > 1 else None,
+            output_ok=torch.ones((), dtype=torch.bool, device=self.device),
         )
+        # the flag's host copy: pinned on CUDA, so copying it is queued behind the chunk, not waited for
+        self._ok_host = torch.ones((), dtype=torch.bool, pin_memory=self.device.type == "cuda")
         self.cache, self._cross, self._strength = cache, self.state.cross, self.state.strength  # in-place aliases
         self._s_init_host = self._s_configured
         self._transition: PromptTransition | None = None
@@ -157,8 +162,16 @@ class ModelTransform:
         if out is None:  # stream batch still filling its slots
             return []
         meta = self._pending_chunks.popleft()[-out.shape[0] :]  # a trimmed first decode keeps the newest
+        self._ok_host.copy_(self.state.output_ok, non_blocking=True)
         on_host = isinstance(chunk[0].pixels, np.ndarray)
-        host = out.cpu().numpy() if on_host else out
+        host = out.cpu().numpy() if on_host else out  # waits for the chunk, so for the flag's copy too
+        if not on_host and self.device.type == "cuda":  # frames stay on the GPU: the flag still has to land
+            torch.cuda.current_stream(self.device).synchronize()
+        if not bool(self._ok_host):
+            raise BadOutput(
+                f"the model's output is not finite (NaN/inf) or has diverged (|latent| > {LATENT_LIMIT:g}): "
+                f"check the weights ({self.parts.sources.get('DiT', 'model.checkpoint')}) and model.shift / strength"
+            )
         return [f.with_pixels(host[i]) for i, f in enumerate(meta)]
 
     def reset(self) -> None:

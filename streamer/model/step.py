@@ -9,7 +9,8 @@ very same function with fused kernels and static autoencoder buffers, and captur
 graph (gpt-fast's "compile the one step"). Everything it touches lives in `StreamState`: device
 tensors of fixed shape written in place, so a captured graph replays it. It reads no tensor value on
 the host. Noise is drawn by the caller (outside a graph, from the engine's seeded generator), so both
-paths see the same numbers.
+paths see the same numbers. Whether a chunk's output is usable (`output_ok`) is written on the device
+too; the engine's host wrapper reads it once the chunk is copied out.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+import torch
 from torch import Tensor, nn
 
 from streamer.model.cache import CrossAttnKV, KVCache
@@ -47,6 +49,7 @@ class StreamState:
     fixed_ts: Tensor | None  # [steps] model.timesteps, else derived from the strength
     prev: Tensor  # [3, H, W] the previous chunk's last frame at model size (motion)
     batch: StreamBatchState | None  # stream-batch slots, None in sequential mode
+    output_ok: Tensor  # [] bool: the last chunk's output is usable (`output_usable`); written in place
     have_prev: bool = False  # host flag: False for a stream's first chunk
 
     def reset(self) -> None:
@@ -55,6 +58,7 @@ class StreamState:
         if self.batch is not None:
             self.batch.reset()
         self.strength.copy_(self.s_init)
+        self.output_ok.fill_(True)
         self.have_prev = False
 
 
@@ -113,9 +117,21 @@ def denoiser(dit: nn.Module, state: StreamState, ops: DiTOps) -> ModelFn:
     return model
 
 
+# A TAEHV latent sits within a few units (the decoder soft-clamps it to ±3); one past this has diverged,
+# and decodes to a saturated, flat picture once the soft clamp flattens it.
+LATENT_LIMIT = 1e4
+
+
+def output_usable(latent: Tensor, frames: Tensor) -> Tensor:
+    """[] bool on the device: the latent is finite and within ±LATENT_LIMIT, the decoded frames finite.
+    NaN would leave as black frames (NaN -> uint8 is 0), so this is read before any frame goes out."""
+    return (latent.abs().amax() <= LATENT_LIMIT) & torch.isfinite(frames).all()  # NaN <= x is False
+
+
 def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps, cfg: StepConfig) -> Tensor | None:
     """frames: [frames_per_latent, H, W, 3] uint8 on the device -> [T, H, W, 3] uint8 on the device, or None
-    while the stream batch fills its slots. `state.noise` must hold this chunk's noise."""
+    while the stream batch fills its slots. `state.noise` must hold this chunk's noise; `state.output_ok`
+    says afterwards whether the frames are usable (all-NaN weights, an infinite shift: not)."""
     height, width = frames.shape[1:3]
     x = ops.to_model(frames)
     if cfg.motion_aware:
@@ -138,4 +154,6 @@ def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps,
     ops.commit(state.cache)  # the last pass's K/V become history
     if latent is None:
         return None
-    return ops.to_frames(ops.decode(latent), height, width)
+    decoded = ops.decode(latent)
+    state.output_ok.copy_(output_usable(latent, decoded))  # device-side: no sync, captured with the rest
+    return ops.to_frames(decoded, height, width)
