@@ -90,22 +90,26 @@ export function mountPoll(root) {
   };
 }
 
+// The approval queue as the stream may see it: the server sends only how many wait and, with
+// [dashboard] overlay_queue = "names", who asked; a request's text appears on stream only once a
+// moderator approved it (as the prompt). "off" hides the card.
 export function mountQueue(root, { limit = 5 } = {}) {
   const card = el("div", "card queue-card hidden");
-  card.append(el("div", "label", "Up next (waiting for a moderator)"));
+  const label = el("div", "label", "Waiting for a moderator");
+  const count = el("div", "queue-count");
+  count.id = "queue-count";
   const list = el("ol", "queue-list");
   list.id = "queue-list";
-  card.append(list);
+  card.append(label, count, list);
   root.append(card);
   return (state) => {
-    const queue = Array.isArray(state.queue) ? state.queue : [];
-    card.classList.toggle("hidden", queue.length === 0);
+    const q = state.queue && typeof state.queue === "object" ? state.queue : {};
+    const waiting = Number.isFinite(q.count) ? q.count : 0;
+    card.classList.toggle("hidden", q.shown === "off" || waiting === 0);
+    count.textContent = `${waiting} request${waiting === 1 ? "" : "s"}`;
     clear(list);
-    for (const item of queue.slice(0, limit)) {
-      const li = el("li", "queue-item");
-      li.append(el("span", "queue-author", item.author ?? ""), el("span", "queue-text", item.text ?? ""));
-      list.append(li);
-    }
-    if (queue.length > limit) list.append(el("li", "queue-more", `+${queue.length - limit} more`));
+    if (q.shown !== "names" || !Array.isArray(q.names)) return;
+    for (const item of q.names.slice(0, limit)) list.append(el("li", "queue-item queue-author", item.author ?? ""));
+    if (waiting > limit) list.append(el("li", "queue-more", `+${waiting - limit} more`));
   };
 }

@@ -324,6 +324,7 @@ class DashboardSettings:
     preview_quality: int = 5  # JPEG qscale, 2 (best) to 31 (smallest)
     preview_max_width: int = 640  # preview is scaled down to this width; 0 = full size
     metrics_interval_s: float = 1.0  # how often fps/latency are pushed to the dashboard charts
+    overlay_queue: Literal["names", "count", "off"] = "names"  # pending approvals on overlays: who asked, how many, or nothing (never their text)
 
 
 @dataclass(frozen=True)

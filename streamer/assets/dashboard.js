@@ -75,9 +75,39 @@ function renderState(state) {
   $("model-info").textContent =
     `${m.preset} ${m.width}×${m.height} · steps ${m.steps} · strength ${strength.toFixed(2)}` +
     `${p.strength === null ? " (config)" : " (override)"} · transition over ${state.transition_chunks} chunks`;
-  renderApprovals(state.queue || []);
+  refreshApprovals(state.queue);
   updatePoll(state);
   $("poll-end").disabled = !state.poll || state.poll.status !== "running";
+}
+
+// The live state carries only the waiting requests' numbers (overlays read it too); their text comes
+// from a token-checked POST, fetched again whenever the numbers change.
+let approvalsKey = null;
+let lastQueue = null;
+
+async function refreshApprovals(queue) {
+  lastQueue = queue;
+  const ids = queue && Array.isArray(queue.ids) ? queue.ids : [];
+  const key = ids.join(",");
+  if (key === approvalsKey) return;
+  approvalsKey = key;
+  if (ids.length === 0) { renderApprovals([]); return; }
+  let response;
+  try {
+    response = await fetch("/api/approvals/list", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Streamer-Token": token() },
+      body: "{}",
+      credentials: "omit",
+    });
+  } catch { approvalsKey = null; return; }
+  if (!response.ok) {
+    approvalsKey = null;  // try again on the next change (or once a token is entered)
+    if (response.status === 401 || response.status === 403) showTokenForm(true);
+    return;
+  }
+  const data = await response.json();
+  if (key === approvalsKey) renderApprovals(Array.isArray(data.items) ? data.items : []);
 }
 
 function renderApprovals(queue) {
@@ -89,6 +119,7 @@ function renderApprovals(queue) {
     li.dataset.id = String(item.id);
     const who = el("span", "approval-author", `${item.author ?? "?"} (${item.source ?? "chat"})`);
     const text = el("span", "approval-text", item.text ?? "");
+    text.title = item.model_text ? `becomes: ${item.model_text}` : "";
     const approve = el("button", "approve", "Approve");
     const deny = el("button", "deny danger", "Deny");
     approve.type = deny.type = "button";
@@ -120,6 +151,8 @@ function wire() {
     sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
     $("token-input").value = "";
     showTokenForm(false);
+    approvalsKey = null;  // the waiting requests' text needs the token: fetch it now
+    refreshApprovals(lastQueue);
   });
   $("prompt-form").addEventListener("submit", async (e) => {
     e.preventDefault();

@@ -172,7 +172,8 @@ def test_chat_text_is_shown_literally_and_runs_nothing(browser, app):
     page = overlay.page
     page.wait_for_function(f"() => document.getElementById('prompt-text')?.textContent === {XSS!r}")
     page.wait_for_function("() => document.querySelectorAll('.queue-item').length === 2")
-    assert page.text_content(".queue-text") == XSS
+    assert page.text_content("#queue-count") == "2 requests"  # a waiting request's text is not on stream
+    assert XSS not in page.text_content("#queue-widget") and "quiet forest" not in page.text_content("body")
     assert page.text_content(".queue-author") == "<script>alert(2)</script>"
     assert page.text_content("#prompt-by") == "by <b>mallory</b> (twitch)"
     assert page.eval_on_selector_all("body img, body b, body script:not([src])", "els => els.length") == 0
@@ -230,7 +231,8 @@ def test_queue_and_output_preview_pages(browser, app):
     ctx.control.approvals.deny(1, by="a mod")  # decided elsewhere (chat): the overlay drops it
     queue.page.wait_for_function("() => document.querySelector('.queue-card').classList.contains('hidden')")
     ctx.control.approvals.submit("a mossy stone bridge", source="twitch", author="viewer4", model_text="x")
-    queue.page.wait_for_function("() => document.querySelector('.queue-text')?.textContent === 'a mossy stone bridge'")
+    queue.page.wait_for_function("() => document.querySelector('.queue-author')?.textContent === 'viewer4'")
+    assert "mossy" not in queue.page.text_content("body")  # names only until a moderator approves
     queue.shot("overlay-queue", transparent=True)
     queue.close()
 
@@ -247,3 +249,100 @@ def test_queue_and_output_preview_pages(browser, app):
     left, right = pixels[h // 2, w // 4], pixels[h // 2, 3 * w // 4]
     assert left[0] > 180 and left[2] < 80 and right[2] > 180 and right[0] < 80, (left, right)
     preview.close()
+
+
+# ---------------------------------------------------------------- broadcast safety (issue 15)
+
+HIDDEN = r"/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/"
+TRICK = "a \u202eedun figure"  # paints as a blocked word, though its letters read "edun"
+
+
+@pytest.fixture
+def approval_app(tmp_path, request) -> Iterator[tuple[Any, str]]:
+    shown = getattr(request, "param", "names")
+    ctx = make_ctx(tmp_path, {"moderation": {"mode": "approval", "min_change_interval_s": 0.0},
+                              "dashboard": {"overlay_queue": shown}})
+    ctx.pipeline.start()
+    try:
+        with running_dashboard(ctx) as url:
+            yield ctx, url
+    finally:
+        ctx.pipeline.stop()
+        ctx.store.close()
+
+
+def painted(page: Any) -> str:
+    """Everything the page renders as text (innerText) and holds as text (textContent)."""
+    return page.evaluate("() => document.body.innerText + '\\n' + document.body.textContent")
+
+
+@pytest.mark.parametrize("approval_app", ["names", "count", "off"], indirect=True)
+def test_waiting_requests_show_as_names_or_a_count_and_their_text_only_once_approved(browser, approval_app):
+    ctx, url = approval_app
+    shown = ctx.settings.dashboard.overlay_queue
+    governor, approvals = ctx.control.governor, ctx.control.approvals
+    assert governor.propose("\u202eedun", source="twitch", author="troll").status == "rejected"
+    ok = governor.propose("a quiet\u200b forest\u2060 at dawn\u00ad", source="twitch", author="viewer5")
+    assert ok.status == "queued"
+    # as a queue written before this check existed could hold it: around the governor
+    bad = approvals.submit(TRICK, source="twitch", author="viewer6", model_text=TRICK)
+    overlay = Watched(browser, f"{url}/overlay")
+    page = overlay.page
+    page.wait_for_function("() => document.getElementById('prompt-text')?.textContent === 'a watercolour painting'")
+    if shown == "off":
+        page.wait_for_timeout(800)  # two pushes: the card must stay hidden
+        assert page.is_hidden(".queue-card")
+    else:
+        page.wait_for_function("() => document.getElementById('queue-count')?.textContent === '2 requests'")
+        authors = page.eval_on_selector_all(".queue-author", "els => els.map(e => e.textContent)")
+        assert authors == (["viewer5", "viewer6"] if shown == "names" else [])
+    text = painted(page)
+    for word in ("edun", "nude", "figure", "quiet", "forest"):
+        assert word not in text.lower(), (shown, word)
+    assert not page.evaluate(f"() => {HIDDEN}.test(document.body.textContent)")
+
+    dash = Watched(browser, f"{url}/#token={TOKEN}", (1280, 1400))
+    dpage = dash.page
+    dpage.wait_for_function("() => document.querySelectorAll('#approvals .approval').length === 2")
+    texts = dpage.eval_on_selector_all("#approvals .approval-text", "els => els.map(e => e.textContent)")
+    assert texts == ["a quiet forest at dawn", "a edun figure"]  # the moderator's view: no hidden characters
+    with dpage.expect_response(lambda r: r.url.endswith(f"/api/approvals/{bad}/approve")) as answer:
+        dpage.click(f"#approvals .approval[data-id='{bad}'] .approve")
+    assert answer.value.status == 422 and answer.value.json()["status"] == "denied"
+    dpage.wait_for_function("() => document.querySelectorAll('#approvals .approval').length === 1")
+    item = approvals.get(bad)
+    assert item.status == "denied" and item.reason == "blocked: sexual content"  # refused, never "approved"
+    dash.expect_refusal(422)
+    dpage.click(f"#approvals .approval[data-id='{ok.id}'] .approve")
+    page.wait_for_function("() => document.getElementById('prompt-text').textContent === 'a quiet forest at dawn'")
+    assert page.text_content("#prompt-by") == "by viewer5 (twitch)"
+    page.wait_for_function("() => document.querySelector('.queue-card').classList.contains('hidden')")
+    text = painted(page)
+    assert "edun" not in text and "figure" not in text
+    assert not page.evaluate(f"() => {HIDDEN}.test(document.body.textContent)")
+    page.wait_for_timeout(900)  # let the transition finish before the picture
+    overlay.shot(f"overlay-queue-{shown}", transparent=True)
+    dash.close()
+    overlay.close()
+
+
+def test_long_text_stays_inside_its_box(browser, app):
+    ctx, url = app
+    ctx.bus.set("a very long prompt about " + "castles and dragons " * 40, source="console", author="streamer")
+    ctx.control.approvals.submit("a cat", source="twitch", author="w" * 60, model_text="a cat")
+    overlay = Watched(browser, f"{url}/overlay", (1280, 720))
+    page = overlay.page
+    page.wait_for_function("() => document.getElementById('prompt-text')?.textContent.startsWith('a very long')")
+    shown = page.text_content("#prompt-text")
+    assert len(shown) == 200 and shown.endswith("…")  # moderation.max_length (+ the template) at most
+    box = page.evaluate("""() => { const e = document.getElementById('prompt-text');
+        return {height: e.getBoundingClientRect().height, line: parseFloat(getComputedStyle(e).lineHeight),
+                scroll: e.scrollHeight, client: e.clientHeight}; }""")
+    assert box["height"] <= 3 * box["line"] + 1, box  # three lines, the rest cut
+    page.wait_for_function("() => document.querySelectorAll('.queue-item').length === 1")
+    assert page.text_content(".queue-author") == "w" * 24 + "…"  # names: 25 characters
+    item = page.evaluate("""() => { const e = document.querySelector('.queue-item');
+        return {right: e.getBoundingClientRect().right, card: document.querySelector('.queue-card').getBoundingClientRect().right}; }""")
+    assert item["right"] <= item["card"], item
+    overlay.shot("overlay-long-text", transparent=True)
+    overlay.close()

@@ -20,6 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from streamer.config import effective_strength
+from streamer.control.dashboard.queue_view import moderator_queue, public_queue, shown_prompt
+from streamer.control.policy.approvals import REFUSED_BY
 
 log = logging.getLogger(__name__)
 
@@ -182,23 +184,13 @@ class DashboardApi:
         m = self.ctx.settings.model
         c = self.control
         return {
-            "prompt": {
-                "text": p.text,
-                "previous_text": p.previous_text,
-                "version": p.version,
-                "source": p.source,
-                "author": p.author,
-                "reason": p.reason,
-                "changed_at": p.changed_at,
-                "enabled": p.enabled,
-                "strength": p.strength,
-            },
+            "prompt": shown_prompt(p, c, self.ctx.settings),
             "transition_chunks": m.transition_chunks,
             "model": {"preset": m.preset, "steps": getattr(self.ctx.pipeline, "model_steps", m.steps), "strength": effective_strength(m),
                       "width": m.width, "height": m.height},
             "transform": self.ctx.pipeline.transform_status(),
             "poll": self._poll_view(c),
-            "queue": self._queue_view(c),
+            "queue": public_queue(c, self.ctx.settings.dashboard.overlay_queue),
             "governor": self._governor_view(c),
         }
 
@@ -232,19 +224,6 @@ class DashboardApi:
     def _remember_poll(self, snap: Any) -> None:
         self._last_poll = (snap, time.monotonic())
 
-    @staticmethod
-    def _queue_view(c: Any) -> list[dict[str, Any]]:
-        """Pending approvals, public fields only: overlays are unauthenticated, so no meta
-        (channel-points redemption ids) and no templated model text."""
-        approvals = getattr(c, "approvals", None)
-        if approvals is None:
-            return []
-        return [
-            {"id": item.id, "author": item.author, "source": item.source, "text": item.text,
-             "created_at": item.created_at}
-            for item in approvals.pending()
-        ]
-
     def metrics_view(self) -> dict[str, Any]:
         return _plain(self.ctx.metrics.snapshot())  # type: ignore[no-any-return]
 
@@ -258,12 +237,9 @@ class DashboardApi:
     async def healthz(self, request: web.Request) -> web.Response:
         pipeline = self.ctx.pipeline
         stopped = bool(getattr(pipeline, "stopped", False))
-        problem = "the pipeline has stopped" if stopped else pipeline.health_problem()  # e.g. NaN model output
-        body = {"ok": problem is None, "transform": pipeline.transform_status(),
+        body = {"ok": not stopped, "transform": pipeline.transform_status(),
                 "output": pipeline.latest_output() is not None}
-        if problem is not None:
-            body["problem"] = problem
-        return web.json_response(body, status=200 if problem is None else 503)
+        return web.json_response(body, status=503 if stopped else 200)
 
     # ------------------------------------------------------------------ controls (token-checked upstream)
 
@@ -358,7 +334,16 @@ class DashboardApi:
         except LookupError as e:  # ApprovalError: already decided (by a mod in chat, say)
             raise refusal(web.HTTPConflict, str(e)) from None
         self._changed()
-        return web.json_response({"ok": True, "id": item.id, "status": item.status, "reason": item.reason})
+        # moderation may refuse an approval on its second look: answer what was decided, not what was asked
+        refused = item.status == "denied" and item.decided_by == REFUSED_BY
+        return web.json_response({"ok": not refused, "id": item.id, "status": item.status, "reason": item.reason},
+                                 status=422 if refused else 200)
+
+    async def approvals_list(self, request: web.Request) -> web.Response:
+        """The waiting requests with their text, for the dashboard (a POST, so only with the token: the
+        live state that overlays read has numbers and names only)."""
+        await _optional_json_body(request)
+        return web.json_response({"items": moderator_queue(self.control, self.ctx.settings)})
 
     async def approve(self, request: web.Request) -> web.Response:
         await _optional_json_body(request)  # no fields, but garbage in the body is refused, not ignored
@@ -410,6 +395,7 @@ class DashboardApi:
             web.post("/api/strength", self.set_strength),
             web.post("/api/steps", self.set_steps),
             web.post("/api/reset", self.reset),
+            web.post("/api/approvals/list", self.approvals_list),
             web.post("/api/approvals/{id}/approve", self.approve),
             web.post("/api/approvals/{id}/deny", self.deny),
             web.post("/api/poll/start", self.poll_start),

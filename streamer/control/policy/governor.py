@@ -1,7 +1,9 @@
 """PromptGovernor: the one entry point for audience and dashboard proposals.
 
 propose() -> moderation (Moderation.review) -> rejected, or:
-  approval mode and an untrusted source -> the approval queue ("queued"; approval applies it later);
+  approval mode and an untrusted source -> the approval queue ("queued"; approval applies it later,
+  after moderating it again: the governor is the queue's vetter, also at start and when the
+  blocklist changes, and an item refused then is denied, never approved);
   otherwise -> the rate limit: at most one audience change reaches the PromptBus every
   `min_change_interval_s`. A proposal inside the interval is "scheduled"; when the interval has
   passed the newest scheduled one is applied and older ones are "superseded" (listeners hear it,

@@ -28,6 +28,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/api/strength": {"strength": 0.3},
     "/api/steps": {"steps": 3},
     "/api/reset": {},
+    "/api/approvals/list": {},
     "/api/approvals/1/approve": {},
     "/api/approvals/1/deny": {"reason": "no"},
     "/api/poll/start": {"title": "Next look?", "options": ["oil painting", "pixel art"], "duration_s": 30},
@@ -145,8 +146,13 @@ def test_approve_and_deny(ctx):
     async def body(client: TestClient, app: web.Application) -> None:
         r = await client.get("/api/state")
         queue = (await r.json())["queue"]
-        assert [q["id"] for q in queue] == [1, second]
-        assert set(queue[0]) == {"id", "author", "source", "text", "created_at"}  # no meta on public pages
+        assert queue["ids"] == [1, second] and queue["count"] == 2 and queue["shown"] == "names"
+        assert queue["names"] == [{"id": 1, "author": "viewer1"}, {"id": second, "author": "viewer2"}]
+        assert "cheese" not in await r.text() and "neon" not in await r.text()  # public pages: no text, no meta
+        r = await client.post("/api/approvals/list", json={}, headers=AUTH)  # the text: with the token only
+        listed = (await r.json())["items"]
+        assert [(q["id"], q["text"]) for q in listed] == [(1, "a castle made of cheese"), (second, "a neon city at night")]
+        assert set(listed[0]) == {"id", "author", "source", "text", "model_text", "created_at"}  # no meta
 
         r = await client.post("/api/approvals/1/approve", json={}, headers=AUTH)
         assert r.status == 200, await r.text()

@@ -40,6 +40,7 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "/api/strength": {"strength": 0.3},
     "/api/steps": {"steps": 3},
     "/api/reset": {},
+    "/api/approvals/list": {},
     "/api/approvals/{id}/approve": {},
     "/api/approvals/{id}/deny": {"reason": "no"},
     "/api/poll/start": {"title": "Next look?", "options": ["oil painting", "pixel art"], "duration_s": 30},
