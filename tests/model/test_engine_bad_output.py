@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -13,14 +14,19 @@ import torch
 
 from streamer.config import ModelSettings, from_dict
 from streamer.frames import Frame
+from streamer.model.dit import build
 from streamer.model.engine import ModelTransform
+from streamer.model.fast.path import FastPath
 from streamer.model.loading import LoadedParts, load_parts
 from streamer.model.step import LATENT_LIMIT, output_usable
+from streamer.model.text import RandomTextEncoder
+from streamer.model.vae import tiny_taehv
 from streamer.prompts import PromptState
 from streamer.transform import BadOutput
 
 H, W = 48, 64
 PROMPT = PromptState(text="a watercolour painting")
+HAS_CUDA = torch.cuda.is_available()
 
 
 def _settings(**over: object) -> ModelSettings:
@@ -42,9 +48,27 @@ def _frame(i: int) -> Frame:
 
 
 def _poison(parts: LoadedParts) -> None:
+    """In place: a captured graph reads the very same parameter storage."""
     with torch.no_grad():
         for p in parts.dit.parameters():
             p.fill_(math.nan)
+
+
+def _fast_engine(device: str, dtype_name: Literal["float32", "bfloat16"], size: int) -> ModelTransform:
+    m = dataclasses.replace(ModelSettings(), width=size, height=size, steps=2, window=4, sinks=1, device=device,
+                            dtype=dtype_name)
+    dtype = getattr(torch, dtype_name)
+    torch.manual_seed(0)
+    dit = build("tiny", device=device, dtype=dtype)
+    vae = tiny_taehv().to(device=device, dtype=dtype).eval()
+    text = RandomTextEncoder(dit.cfg.text_len, dit.cfg.text_dim)
+    return ModelTransform(m, LoadedParts(torch.device(device), dtype, dit, vae, text, {}, ["DiT"]))
+
+
+def _square(i: int, size: int) -> Frame:
+    px = np.full((size, size, 3), 120, np.uint8)
+    px[:, i % size] = 250
+    return Frame(px, capture_time=100.0 + i / 30, index=i)
 
 
 def test_healthy_output_is_flagged_usable_and_goes_out(parts: LoadedParts) -> None:
@@ -113,3 +137,32 @@ def test_output_usable_on_its_own() -> None:
     lat = latent.clone()
     lat[0, 0, 0, 0, 0] = math.nan  # one NaN among finite values
     assert not bool(output_usable(lat, frames))
+
+
+def test_the_fused_step_flags_nan_output_too() -> None:
+    """The fast path runs the same chunk step, so the same flag (CPU: fused kernels in Triton's interpreter)."""
+    engine = _fast_engine("cuda" if HAS_CUDA else "cpu", "float32", 16)
+    engine.fast = FastPath(engine, use_graph=False)
+    engine.step(_square(0, 16), PROMPT)
+    _poison(engine.parts)
+    with pytest.raises(BadOutput):
+        engine.step(_square(1, 16), PROMPT)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (graph capture)")
+def test_a_replayed_cuda_graph_flags_nan_output() -> None:
+    """The flag's write is part of the captured graph: poisoning the weights after capture is caught on replay."""
+    engine = _fast_engine("cuda", "bfloat16", 64)
+    fast = engine.fast = FastPath(engine)
+    fast.prepare(64, 64)  # warm-up and capture, then a fresh stream
+    i = 0
+    while fast.replays == 0:  # the cache refills before the graph takes over again
+        assert i < 12, "the graph never replayed"
+        assert len(engine.step(_square(i, 64), PROMPT)) == 1
+        i += 1
+    replays = fast.replays
+    _poison(engine.parts)
+    with pytest.raises(BadOutput):
+        engine.step(_square(i, 64), PROMPT)
+    assert fast.replays == replays + 1 and not bool(engine.state.output_ok)
