@@ -3,67 +3,17 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 
 import numpy as np
 import pytest
+from source_harness import FPS, H, Sender, W, free_udp_port, network_settings
 
-from streamer import config
-from streamer.frames import Frame, now
-from streamer.sinks.network import NetworkSink
+from streamer.frames import Frame
 from streamer.sources import SourceError, build_source
 from streamer.sources.network import NetworkSource, check_url, input_url
-from streamer.sources.pattern import read_stamp, stamp_index
-
-W, H, FPS = 320, 180, 30.0
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def settings(port: int, **source):
-    url = f"udp://127.0.0.1:{port}"
-    return config.from_dict({
-        "video": {"width": W, "height": H, "fps": FPS},
-        "source": {"kind": "network", "url": url, "timeout_s": 0.5, "reconnect_initial_s": 0.1,
-                   "reconnect_max_s": 0.4, **source},
-        "sinks": {"enabled": ["network"], "network": {"url": url + "?pkt_size=1316"}},
-    }, "test")
-
-
-class Sender:
-    """Writes stamped frames through the real NetworkSink at FPS on a thread; can pause."""
-
-    def __init__(self, s) -> None:
-        self.sink = NetworkSink(s)
-        self.sink.open(W, H, FPS)
-        self.sent: dict[int, float] = {}
-        self.paused = threading.Event()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        base = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
-        i, t0 = 0, now()
-        while not self.stop.is_set():
-            if not self.paused.is_set():
-                px = base.copy()
-                stamp_index(px, i)
-                self.sent[i] = now()
-                self.sink.write(Frame(px, now(), i))
-            i += 1
-            self.stop.wait(max(0.0, t0 + i / FPS - now()))
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(2)
-        self.sink.close()
+from streamer.sources.pattern import read_stamp
 
 
 def run_source(source, stop: threading.Event, seconds: float, on_frame=None) -> list[Frame]:
@@ -79,7 +29,7 @@ def run_source(source, stop: threading.Event, seconds: float, on_frame=None) -> 
 
 
 def test_udp_round_trip_delivers_stamped_frames_with_low_latency():
-    s = settings(free_udp_port())
+    s = network_settings(free_udp_port())
     source = build_source(s)
     assert isinstance(source, NetworkSource)
     sender = Sender(s)
@@ -102,7 +52,7 @@ def test_udp_round_trip_delivers_stamped_frames_with_low_latency():
 
 
 def test_source_reconnects_after_the_sender_pauses(caplog):
-    s = settings(free_udp_port())
+    s = network_settings(free_udp_port())
     source = build_source(s)
     sender = Sender(s)
     stop = threading.Event()
@@ -133,7 +83,7 @@ def test_source_reconnects_after_the_sender_pauses(caplog):
 
 
 def test_stop_is_honoured_while_blocked_on_a_silent_stream():
-    s = settings(free_udp_port(), timeout_s=5.0)  # the read itself would block for 5 s
+    s = network_settings(free_udp_port(), timeout_s=5.0)  # the read itself would block for 5 s
     source = build_source(s)
     stop = threading.Event()
     th = threading.Thread(target=lambda: list(source.frames(stop)))
