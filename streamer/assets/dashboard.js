@@ -1,22 +1,61 @@
-// The streamer's dashboard. The token lives in this tab's sessionStorage (taken from the URL's
-// #token= fragment, which browsers never send to the server) and goes out only in the
-// X-Streamer-Token header of POST requests. Chat-supplied text is only set through textContent.
+// The streamer's dashboard. Signing in trades a credential for a session token of this tab's own:
+// the one-time code of the link the daemon prints (#code=, in the fragment, which browsers never send
+// to the server), or the token pasted into the form. The session token lives in this tab's
+// sessionStorage and goes out only in the X-Streamer-Token header of POST requests; the long-lived
+// token is never kept, and the address bar (so the history) never holds anything that still works.
+// Chat-supplied text is only set through textContent.
 import { connectLive, el, clear } from "/overlays/live.js";
+import "/overlays/preview.js"; // keeps the <img data-stream> preview connected
 import { mountPoll } from "/overlays/widgets.js";
 import { LineChart } from "/assets/chart.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "streamer-dashboard-token";
 
-function takeTokenFromUrl() {
-  const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-  if (match) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
-    history.replaceState(null, "", location.pathname + location.search);  // keep it out of history
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+
+// POST /api/session with a sign-in code or a token; on success this tab keeps the session token it gets.
+async function signIn(credential) {
+  let response;
+  try {
+    response = await fetch("/api/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Streamer-Token": credential },
+      body: "{}",
+      credentials: "omit",
+    });
+  } catch {
+    return false;
+  }
+  if (!response.ok) return false;
+  const data = await response.json();
+  if (typeof data.token !== "string" || !data.token) return false;
+  sessionStorage.setItem(TOKEN_KEY, data.token);
+  return true;
+}
+
+// A credential in the address: taken out of the address bar before anything else happens, then traded.
+// #token= is what older versions printed; it still works, but the page keeps a session token instead.
+async function signInFromUrl() {
+  const match = /(?:^#|&)(code|token)=([^&]+)/.exec(location.hash);
+  if (!match) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  const credential = decodeURIComponent(match[2]);
+  if (match[1] === "token") sessionStorage.setItem(TOKEN_KEY, credential); // usable while the trade runs
+  if (await signIn(credential)) {
+    signedIn();
+  } else if (match[1] === "code") {
+    $("token-hint").textContent = "This sign-in link was already used or has expired (each works once). " +
+      "Paste the token, or restart the daemon for a new link.";
+    showTokenForm(true);
   }
 }
 
-function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+function signedIn() {
+  showTokenForm(false);
+  approvalsKey = null; // the waiting requests' text needs the token: fetch it now
+  refreshApprovals(lastQueue);
+}
 
 function showTokenForm(show) { $("token-form").classList.toggle("hidden", !show); }
 
@@ -146,13 +185,13 @@ function renderMetrics(m) {
 // ---------------------------------------------------------------- controls
 
 function wire() {
-  $("token-entry").addEventListener("submit", (e) => {
+  $("token-entry").addEventListener("submit", async (e) => {
     e.preventDefault();
-    sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
+    const pasted = $("token-input").value.trim();
     $("token-input").value = "";
-    showTokenForm(false);
-    approvalsKey = null;  // the waiting requests' text needs the token: fetch it now
-    refreshApprovals(lastQueue);
+    sessionStorage.setItem(TOKEN_KEY, pasted); // usable at once; replaced by a session token below
+    signedIn();
+    if (await signIn(pasted)) signedIn();
   });
   $("prompt-form").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -190,9 +229,9 @@ function wire() {
   $("poll-end").addEventListener("click", () => post("/api/poll/end", {}, $("poll-result")));
 }
 
-takeTokenFromUrl();
-showTokenForm(!token());
+showTokenForm(!token() && !/(?:^#|&)code=/.test(location.hash));
 wire();
+signInFromUrl();
 connectLive({
   metrics: true,
   onState: renderState,

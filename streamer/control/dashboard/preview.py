@@ -4,6 +4,11 @@ JPEG comes from FFmpeg's mjpeg encoder through PyAV (already a dependency; no Pi
 Encoding runs on a worker thread so the event loop never blocks, and one encoded picture is shared
 by every viewer: a new frame is encoded at most `preview_fps` times a second however many browser
 tabs watch, so the preview can never steal a noticeable share of the CPU from the video.
+
+Streams are capped per client address (`max_per_client`) and in all (`max_streams`), so one client
+cannot take every slot; other sites' pages are refused before they get here (server.py). A stream
+repeats its last picture every KEEPALIVE_S while the output stands still, so a page can tell a
+still picture from a dead connection and reconnect (overlays/preview.js).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from streamer.frames import Frame
 log = logging.getLogger(__name__)
 
 BOUNDARY = "streamerframe"
+KEEPALIVE_S = 2.0  # resend the last picture this often when no new one comes (pages treat 3x as dead)
 
 
 def to_rgb_array(pixels: Any) -> np.ndarray:
@@ -98,7 +104,8 @@ class PreviewFeed:
         fps: float = 10.0,
         quality: int = 5,
         max_width: int = 640,
-        max_streams: int = 4,
+        max_streams: int = 16,
+        max_per_client: int = 4,
     ) -> None:
         self._latest = latest
         self._encoder = JpegEncoder(quality, max_width)
@@ -107,7 +114,9 @@ class PreviewFeed:
         self._jpeg: bytes | None = None
         self.interval = 1.0 / fps
         self.max_streams = max_streams
+        self.max_per_client = max_per_client
         self.streams = 0
+        self._per_client: dict[str, int] = {}
         self.closing = asyncio.Event()
 
     def _encode_latest(self) -> bytes | None:
@@ -135,9 +144,15 @@ class PreviewFeed:
 
     async def handle_mjpeg(self, request: web.Request) -> web.StreamResponse:
         """multipart/x-mixed-replace stream: an <img> shows it live with no script at all."""
+        client = request.remote or "?"
+        if self._per_client.get(client, 0) >= self.max_per_client:
+            raise web.HTTPServiceUnavailable(text=f"at most {self.max_per_client} preview streams per client; "
+                                             "close another preview first", headers={"Retry-After": "2"})  # fmt: skip
         if self.streams >= self.max_streams:
-            raise web.HTTPServiceUnavailable(text=f"at most {self.max_streams} preview streams at once")
+            raise web.HTTPServiceUnavailable(text=f"at most {self.max_streams} preview streams at once",
+                                             headers={"Retry-After": "2"})  # fmt: skip
         self.streams += 1
+        self._per_client[client] = self._per_client.get(client, 0) + 1
         try:
             response = web.StreamResponse(
                 headers={
@@ -147,18 +162,23 @@ class PreviewFeed:
             )
             await response.prepare(request)
             last: bytes | None = None
+            sent_at = 0.0
+            loop = asyncio.get_running_loop()
             while not self.closing.is_set():
                 data = await self.jpeg()
-                if data is not None and data is not last:
+                if data is not None and (data is not last or loop.time() - sent_at >= KEEPALIVE_S):
                     head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
                     try:
                         await response.write(head.encode("ascii") + data + b"\r\n")
                     except ConnectionResetError:  # the viewer closed the tab: the normal way a stream ends
                         break
-                    last = data
+                    last, sent_at = data, loop.time()
                 with contextlib.suppress(TimeoutError):  # asyncio.timeout: see live.py on wait_for
                     async with asyncio.timeout(self.interval):
                         await self.closing.wait()
             return response
         finally:
             self.streams -= 1
+            self._per_client[client] -= 1
+            if not self._per_client[client]:
+                del self._per_client[client]

@@ -1,23 +1,23 @@
 """The streamer's dashboard and the OBS overlays: one aiohttp app on loopback.
 
 Security model (the dashboard can stop the model, approve chat text and run polls, so any web page
-the streamer visits must not be able to drive it):
-- every state-changing request (anything but GET/HEAD) needs the token in a header
+the streamer visits must not be able to drive it; access.py has the parts):
+- every state-changing request (anything but GET/HEAD) needs a credential in a header
   (`X-Streamer-Token` or `Authorization: Bearer`), never a cookie, so a cross-site form or image
   cannot carry it; GET never changes state; POST bodies must be JSON (no "simple" cross-site POST);
 - a POST with a foreign Origin (or `Sec-Fetch-Site: cross-site`) is refused even with a token;
 - the Host header must name this machine, which defeats DNS rebinding (a hostile name resolving to
-  127.0.0.1 would otherwise be same-origin with us);
+  127.0.0.1 would otherwise be same-origin with us), also when bound to every interface;
+- the preview is refused to other sites' pages, and capped per client (preview.py);
 - a strict CSP on every response (`default-src 'self'`, scripts only from files), `nosniff`, and
   `frame-ancestors 'none'` for the dashboard; overlays may be embedded (OBS browser sources).
-The token comes from STREAMER_DASHBOARD_TOKEN, or is generated at start and printed once, inside
-the dashboard URL's #fragment (which browsers never send to servers, so it never reaches a log).
+The token comes from STREAMER_DASHBOARD_TOKEN, or is generated at start. What is printed at start is
+a one-time sign-in link (`#code=`, in the fragment, which browsers never send to servers): the page
+trades the code for a session token, so the long-lived token never sits in a URL or browser history.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
 import secrets
 import socket
@@ -30,24 +30,35 @@ from typing import Any
 from aiohttp import web
 
 from streamer.config import SECRET_ENV, secret
-from streamer.control.dashboard.api import DashboardApi
+from streamer.control.dashboard.access import (
+    CODE_TTL_S,
+    SESSION_PATH,
+    TOKEN_HEADER,
+    HostPolicy,
+    SignIn,
+    allowed_hosts,
+    cross_site,
+    is_loopback,
+    sent_credential,
+)
+from streamer.control.dashboard.api import DashboardApi, _optional_json_body
 from streamer.control.dashboard.live import LiveHub
 from streamer.control.dashboard.preview import PreviewFeed
 
 log = logging.getLogger(__name__)
 
-TOKEN_HEADER = "X-Streamer-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 ASSET_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+# blob: images are the preview's pictures, which overlays/preview.js reads out of the MJPEG stream itself
 _CSP_COMMON = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'"
 )
 DASHBOARD_CSP = _CSP_COMMON + "; frame-ancestors 'none'"
 OVERLAY_CSP = _CSP_COMMON  # OBS browser sources (and a streamer's own pages) may embed overlays
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+PREVIEW_PATHS = frozenset({"/preview.jpg", "/preview.mjpeg"})
 
-TOKEN_KEY = web.AppKey("token", str)
+SIGN_IN_KEY = web.AppKey("sign_in", SignIn)
 HUB_KEY = web.AppKey("hub", LiveHub)
 PREVIEW_KEY = web.AppKey("preview", PreviewFeed)
 
@@ -60,65 +71,32 @@ def resolve_token() -> tuple[str, bool]:
     return secrets.token_urlsafe(24), True
 
 
-def _host_name(host_header: str) -> str:
-    """'127.0.0.1:8765' -> '127.0.0.1', '[::1]:8765' -> '::1'."""
-    if host_header.startswith("["):
-        return host_header[1 : host_header.find("]")] if "]" in host_header else host_header
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
-
-
-def _is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def allowed_hosts(bind_host: str, extra: tuple[str, ...] = ()) -> frozenset[str] | None:
-    """Host names a request may name; None = any (bound to all interfaces and nothing configured)."""
-    if bind_host in ("", "0.0.0.0", "::") and not extra:
-        return None
-    names = set(LOOPBACK_NAMES) | {h.lower() for h in extra}
-    if bind_host not in ("", "0.0.0.0", "::"):
-        names.add(bind_host.lower())
-    return frozenset(names)
-
-
-def _token_ok(request: web.Request, token: str) -> bool | None:
-    """None: no token sent; False: wrong; True: right (compared in constant time)."""
-    sent = request.headers.get(TOKEN_HEADER, "")
-    auth = request.headers.get("Authorization", "")
-    if not sent and auth.lower().startswith("bearer "):
-        sent = auth[7:].strip()
-    if not sent:
-        return None
-    return hmac.compare_digest(sent.encode("utf-8", "replace"), token.encode("utf-8"))
-
-
-def _security_middleware(hosts: frozenset[str] | None) -> Any:
+def _security_middleware(hosts: HostPolicy) -> Any:
     @web.middleware
     async def security(request: web.Request, handler: Any) -> web.StreamResponse:
-        if hosts is not None and _host_name(request.host).lower() not in hosts:
+        if not hosts.allows(request):
             raise web.HTTPForbidden(text="unexpected Host header (add it to dashboard.allowed_hosts)")
         origin = request.headers.get("Origin")
         foreign = origin is not None and origin != f"{request.scheme}://{request.host}"
         if foreign and request.path == "/ws":  # another site's page must not read the live feed either
             raise web.HTTPForbidden(text="cross-origin WebSocket refused")
+        if request.path in PREVIEW_PATHS and (why := cross_site(request)):
+            raise web.HTTPForbidden(text=f"the preview is not shown to other sites' pages ({why})")
         if request.method not in SAFE_METHODS:
             if foreign:
                 raise web.HTTPForbidden(text="cross-origin request refused")
             if request.headers.get("Sec-Fetch-Site") == "cross-site":
                 raise web.HTTPForbidden(text="cross-site request refused")
-            ok = _token_ok(request, request.app[TOKEN_KEY])
-            if ok is None:
+            sent = sent_credential(request)
+            if not sent:
                 raise web.HTTPUnauthorized(
                     text=f"send the dashboard token in the {TOKEN_HEADER} header",
                     headers={"WWW-Authenticate": 'Bearer realm="streamer"'},
                 )
-            if not ok:
-                raise web.HTTPForbidden(text="wrong dashboard token")
+            sign_in = request.app[SIGN_IN_KEY]
+            # a sign-in code is good for one thing only: being traded for a session token, once
+            if not (sign_in.check(sent) or (request.path == SESSION_PATH and sign_in.redeem(sent))):
+                raise web.HTTPForbidden(text="wrong dashboard token, or a sign-in link already used or expired")
         return await handler(request)
 
     return security
@@ -165,14 +143,16 @@ def _file_response(table: dict[str, tuple[Path, str]], name: str) -> web.Respons
                         headers={"Cache-Control": "no-cache"})
 
 
-def make_app(ctx: Any, token: str) -> web.Application:
-    """The aiohttp app for one AppContext (settings, bus, store, metrics, pipeline, control)."""
+def make_app(ctx: Any, token: str, sign_in: SignIn | None = None) -> web.Application:
+    """The aiohttp app for one AppContext (settings, bus, store, metrics, pipeline, control).
+
+    `sign_in` holds the sign-in codes and sessions (the component keeps one across app restarts)."""
     ds = ctx.settings.dashboard
     app = web.Application(
         middlewares=[_security_middleware(allowed_hosts(ds.host, ds.allowed_hosts))],
         client_max_size=64 * 1024,
     )
-    app[TOKEN_KEY] = token
+    app[SIGN_IN_KEY] = sign_in if sign_in is not None else SignIn(token)
     api = DashboardApi(ctx)
     hub = LiveHub(api.state, api.metrics_view, metrics_interval=ds.metrics_interval_s)
     api.on_change = hub.notify
@@ -204,6 +184,11 @@ def make_app(ctx: Any, token: str) -> web.Application:
     async def overlay(request: web.Request) -> web.Response:
         raise web.HTTPFound("/overlays/overlay.html")  # the combined overlay, for one OBS browser source
 
+    async def start_session(request: web.Request) -> web.Response:
+        """The middleware let a sign-in code (spent now) or a token through: hand this tab its own token."""
+        await _optional_json_body(request)
+        return web.json_response({"status": "signed in", "token": request.app[SIGN_IN_KEY].new_session()})
+
     app.router.add_get("/", index)
     app.router.add_get("/overlay", overlay)
     app.router.add_get("/assets/{name}", serve_asset)
@@ -211,6 +196,7 @@ def make_app(ctx: Any, token: str) -> web.Application:
     app.router.add_get("/ws", hub.handle_ws)
     app.router.add_get("/preview.jpg", preview.handle_jpeg)
     app.router.add_get("/preview.mjpeg", preview.handle_mjpeg)
+    app.router.add_post(SESSION_PATH, start_session)
     app.add_routes(api.routes())
     return app
 
@@ -224,13 +210,14 @@ class Dashboard:
         self.ctx = ctx
         self.token = token
         self.generated = generated
+        self.sign_in = SignIn(token)
         self.url = ""
         self.started: Any = None  # optional asyncio.Event set once listening (tests)
         self._announced = False
 
     async def run(self) -> None:
         ds = self.ctx.settings.dashboard
-        app = make_app(self.ctx, self.token)
+        app = make_app(self.ctx, self.token, self.sign_in)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
@@ -253,15 +240,19 @@ class Dashboard:
             await runner.cleanup()
 
     def _announce(self, bind_host: str) -> None:
-        if not _is_loopback(bind_host):
+        if not is_loopback(bind_host):
             log.warning("dashboard listens on %s, reachable from other machines: keep the token secret", bind_host)
         log.info("dashboard: %s  OBS browser sources: %soverlay (prompt, poll, queue), %soverlays/preview.html (output)",
                  self.url, self.url, self.url)
-        if self.generated and not self._announced:
-            # The one place the token is shown: the console, inside the URL fragment (never sent to
-            # the server, so no access log can hold it). Deliberately print(), not logging.
-            print(f"dashboard (token generated for this run; set {SECRET_ENV['dashboard_token']} to fix it): "
-                  f"{self.url}#token={self.token}", file=sys.stderr, flush=True)
+        if not self._announced:
+            # Deliberately print(), not logging: neither the code nor the token may reach a log. The link
+            # carries a one-time code in the fragment (never sent to a server), not the token, so the
+            # browser's history keeps nothing that still works once the page has signed in.
+            print(f"dashboard sign-in link (works once, within {CODE_TTL_S / 3600:.0f} hours): "
+                  f"{self.url}#code={self.sign_in.new_code()}", file=sys.stderr, flush=True)
+            if self.generated:  # the one place it is shown: for scripts, or to paste into the page later
+                print(f"dashboard token for scripts (generated for this run; set {SECRET_ENV['dashboard_token']} "
+                      f"to fix it): {self.token}", file=sys.stderr, flush=True)
         self._announced = True
 
 
@@ -274,7 +265,7 @@ def doctor_checks(settings: Any) -> Iterable[Any]:
         yield Check("dashboard", "OK", "disabled ([dashboard] enabled = false)")
         return
     where = f"http://{ds.host}:{ds.port}/"
-    if _is_loopback(ds.host):
+    if is_loopback(ds.host):
         yield Check("dashboard address", "OK", f"{where} (this machine only)")
     else:
         yield Check("dashboard address", "WARN", f"{where} is reachable from other machines",

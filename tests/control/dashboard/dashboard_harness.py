@@ -77,11 +77,15 @@ def make_ctx(tmp_path: Path, extra: dict[str, Any] | None = None) -> AppContext:
 
 
 @contextmanager
-def running_dashboard(ctx: AppContext, token: str = TOKEN) -> Iterator[str]:
-    """The real Dashboard component on its own event loop thread; yields its base URL."""
+def running_dashboard(ctx: AppContext, token: str = TOKEN, sign_in: Any = None) -> Iterator[str]:
+    """The real Dashboard component on its own event loop thread; yields its base URL.
+
+    sign_in: a `SignIn` to use (the test issues its codes), else the component's own."""
     from streamer.control.dashboard.server import Dashboard
 
     dashboard = Dashboard(ctx, token, generated=False)
+    if sign_in is not None:
+        dashboard.sign_in = sign_in
     loop = asyncio.new_event_loop()
     started = threading.Event()
     task_box: list[asyncio.Task[None]] = []

@@ -33,6 +33,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/api/approvals/1/deny": {"reason": "no"},
     "/api/poll/start": {"title": "Next look?", "options": ["oil painting", "pixel art"], "duration_s": 30},
     "/api/poll/end": {},
+    "/api/session": {},  # trades a one-time sign-in code (or a token) for a session token
 }
 
 

@@ -45,6 +45,7 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "/api/approvals/{id}/deny": {"reason": "no"},
     "/api/poll/start": {"title": "Next look?", "options": ["oil painting", "pixel art"], "duration_s": 30},
     "/api/poll/end": {},
+    "/api/session": {},
 }
 FILLED = {"{id}": "1", "{name}": "dashboard.html"}
 REFUSED = range(400, 500)
@@ -77,6 +78,8 @@ def snapshot(ctx: Any, *, audit: bool = True) -> tuple[Any, ...]:
     tables = [r[0] for r in ctx.store.query("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
     rows = {t: [tuple(r) for r in ctx.store.query(f"SELECT * FROM {t}")]  # noqa: S608 (names from sqlite_master)
             for t in tables if audit or t != "moderation_audit"}
+    if not audit and "sqlite_sequence" in rows:  # the audit table's row counter moves with the audit
+        rows["sqlite_sequence"] = [r for r in rows["sqlite_sequence"] if r[0] != "moderation_audit"]
     return (ctx.bus.current(), status, None if poll is None else (poll.id, poll.status, poll.votes),
             ctx.pipeline._reset_requested.is_set(), rows)
 

@@ -1,0 +1,151 @@
+"""Sign-in links and the live preview in a real headless Chromium (issue 15): a one-time code becomes a
+session token and leaves the address bar; the preview reconnects after a daemon restart and once a
+slot is free; another site's page cannot take the preview slots.
+
+Uses the Chromium fixture (`browser`, through conftest.py) and the `Watched` page of
+tests/overlays/test_browser_overlays.py: any console error, page error or dialog fails the test.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dashboard_harness import TOKEN, make_ctx, running_dashboard, wait_for
+from test_browser_overlays import Watched  # tests/overlays: conftest.py puts it on the path
+
+from streamer.control.dashboard.access import SignIn
+
+pytestmark = pytest.mark.browser
+TOKEN_KEY = "streamer-dashboard-token"  # dashboard.js keeps the session token under this name
+LIVE = "() => document.getElementById('output').dataset.state === 'live'"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def ctx(tmp_path) -> Iterator[Any]:
+    c = make_ctx(tmp_path, {"dashboard": {"port": free_port()}})  # a fixed port, so a restart comes back on it
+    c.pipeline.start()
+    wait_for(lambda: c.pipeline.latest_output() is not None, 10, "an output frame")
+    yield c
+    c.pipeline.stop()
+    c.store.close()
+
+
+def stored_token(page: Any) -> str | None:
+    return page.evaluate(f"() => sessionStorage.getItem('{TOKEN_KEY}')")  # type: ignore[no-any-return]
+
+
+def test_a_sign_in_link_becomes_a_session_token_and_leaves_no_credential_in_the_address(browser, ctx):
+    sign_in = SignIn(TOKEN)
+    with running_dashboard(ctx, sign_in=sign_in) as url:
+        code = sign_in.new_code()
+        dash = Watched(browser, f"{url}/#code={code}", (1280, 900))
+        page = dash.page
+        page.wait_for_function(f"() => !!sessionStorage.getItem('{TOKEN_KEY}')")
+        session = stored_token(page)
+        assert session not in (TOKEN, code) and sign_in.check(session)  # its own token, not the long-lived one
+        assert page.url == f"{url}/" and page.evaluate("() => location.hash") == ""  # nothing left to keep
+        assert page.is_hidden("#token-form")
+        page.click("#kill")
+        wait_for(lambda: not ctx.bus.current().enabled, what="the kill switch with the session token")
+
+        # the same link again (from the history, or copied to another tab): spent, and says so
+        again = Watched(browser, f"{url}/#code={code}", (1280, 900))
+        again.page.wait_for_selector("#token-form:not(.hidden)")
+        assert "already used" in again.page.text_content("#token-hint")
+        assert stored_token(again.page) is None and again.page.url == f"{url}/"
+        again.expect_refusal(403)
+        again.close()
+
+        # an old-style #token= link, and a pasted token, both end with a session token kept instead
+        old = Watched(browser, f"{url}/#token={TOKEN}", (1280, 900))
+        old.page.wait_for_function(f"() => !['{TOKEN}', null].includes(sessionStorage.getItem('{TOKEN_KEY}'))")
+        assert sign_in.check(stored_token(old.page)) and old.page.url == f"{url}/"
+        old.close()
+        pasted = Watched(browser, f"{url}/", (1280, 900))
+        pasted.page.fill("#token-input", TOKEN)
+        pasted.page.click("#token-entry button")
+        pasted.page.wait_for_function(f"() => !['{TOKEN}', null].includes(sessionStorage.getItem('{TOKEN_KEY}'))")
+        pasted.page.click("#revive")
+        wait_for(lambda: ctx.bus.current().enabled, what="revive with the pasted token's session")
+        pasted.close()
+        dash.close()
+
+
+def test_the_preview_page_comes_back_after_a_daemon_restart(browser, ctx):
+    with running_dashboard(ctx) as url:
+        preview = Watched(browser, f"{url}/overlays/preview.html", (640, 480))
+        preview.page.wait_for_function(LIVE)
+        assert preview.page.evaluate("() => document.getElementById('output').naturalWidth") == 64
+    # the daemon is gone: the stream ended, and the page keeps trying
+    preview.page.wait_for_function("() => document.getElementById('output').dataset.state === 'reconnecting'",
+                                   timeout=15_000)
+    with running_dashboard(ctx) as again:
+        assert again == url
+        preview.page.wait_for_function(LIVE, timeout=20_000)
+    preview.problems = [p for p in preview.problems if "ERR_CONNECTION_REFUSED" not in p]
+    preview.close()
+
+
+def test_a_preview_refused_for_want_of_a_slot_connects_once_one_is_free(browser, ctx):
+    with running_dashboard(ctx) as url:
+        hogs = [urllib.request.urlopen(f"{url}/preview.mjpeg", timeout=10) for _ in range(4)]  # this machine's 4
+        preview = Watched(browser, f"{url}/overlays/preview.html", (640, 480))
+        page = preview.page
+        page.wait_for_function("() => Number(document.getElementById('output').dataset.reconnects || 0) >= 1")
+        assert page.evaluate("() => document.getElementById('output').dataset.state") == "reconnecting"
+        for hog in hogs:
+            hog.close()
+        page.wait_for_function(LIVE, timeout=20_000)
+        preview.expect_refusal(503)
+        preview.close()
+
+
+class _EvilPage(http.server.BaseHTTPRequestHandler):
+    """Another site (http://localhost:PORT is not http://127.0.0.1): a page of preview <img> tags."""
+
+    target = ""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = "<!doctype html><title>evil</title>" + "".join(
+            f'<img src="{self.target}/preview.mjpeg?{i}" alt="">' for i in range(8))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_another_site_s_page_cannot_take_the_preview_slots(browser, ctx):
+    with running_dashboard(ctx) as url:
+        _EvilPage.target = url
+        evil_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EvilPage)
+        threading.Thread(target=evil_server.serve_forever, daemon=True).start()
+        try:
+            evil = Watched(browser, f"http://localhost:{evil_server.server_address[1]}/", (640, 480))
+            evil.page.wait_for_function("() => [...document.images].every((i) => i.complete)")
+            assert evil.page.evaluate("() => [...document.images].map((i) => i.naturalWidth)") == [0] * 8
+            # ...while it stays open, OBS's preview page and the dashboard both still get a picture
+            preview = Watched(browser, f"{url}/overlays/preview.html", (640, 480))
+            preview.page.wait_for_function(LIVE)
+            dash = Watched(browser, f"{url}/", (1280, 900))
+            dash.page.wait_for_function("() => document.getElementById('preview').dataset.state === 'live'")
+            evil.expect_refusal(403)
+            for page in (evil, preview, dash):
+                page.close()
+        finally:
+            evil_server.shutdown()
+            evil_server.server_close()
