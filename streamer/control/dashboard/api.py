@@ -237,9 +237,12 @@ class DashboardApi:
     async def healthz(self, request: web.Request) -> web.Response:
         pipeline = self.ctx.pipeline
         stopped = bool(getattr(pipeline, "stopped", False))
-        body = {"ok": not stopped, "transform": pipeline.transform_status(),
+        problem = "the pipeline has stopped" if stopped else pipeline.health_problem()  # e.g. NaN model output
+        body = {"ok": problem is None, "transform": pipeline.transform_status(),
                 "output": pipeline.latest_output() is not None}
-        return web.json_response(body, status=503 if stopped else 200)
+        if problem is not None:
+            body["problem"] = problem
+        return web.json_response(body, status=200 if problem is None else 503)
 
     # ------------------------------------------------------------------ controls (token-checked upstream)
 
