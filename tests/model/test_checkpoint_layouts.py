@@ -216,3 +216,19 @@ def test_doctor_reads_the_configured_checkpoint_key(tmp_path: Path) -> None:
     bad = [c for c in _weights_checks(dataclasses.replace(base, checkpoint_key="generator_ema"), {})
            if c.name == "model checkpoint"]  # fmt: skip
     assert bad and bad[0].status == "FAIL" and "generator" in bad[0].detail, bad
+
+
+def test_a_lora_or_checkpoint_that_is_a_fifo_is_refused_not_read(tmp_path: Path, ref: dict[str, torch.Tensor]) -> None:
+    """A FIFO (or device) named as model.lora or as the weights would block the reader for good: refused by stat."""
+    import os
+    import time
+
+    save_file(ref, tmp_path / "model.safetensors")
+    fifo = tmp_path / "lora.pt"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        read_checkpoint(tmp_path / "model.safetensors", fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        load_dit(tmp_path / "model.safetensors", lora="/dev/zero")
+    assert time.monotonic() - t0 < 5

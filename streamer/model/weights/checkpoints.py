@@ -50,6 +50,7 @@ from streamer.model.weights.readers import (
     read_index,
     read_pickle,
     read_safetensors,
+    require_regular_file,
     strip_prefixes,
     strip_wrappers,
 )
@@ -381,8 +382,11 @@ def inspect_command(args: argparse.Namespace) -> int:
 
     lora = getattr(args, "lora", None)
     try:
-        if lora is not None and not Path(lora).is_file():  # a FIFO would block the reader (the weights: _resolve)
-            raise CheckpointError(f"--lora {lora}: not an existing regular file")
+        if lora is not None:  # named as the argument it came from (the reader refuses it anyway)
+            try:
+                require_regular_file(Path(lora))
+            except CheckpointError as e:
+                raise CheckpointError(f"--lora {e}") from e
         info = read_checkpoint(args.path, lora, checkpoint_key=getattr(args, "key", "auto"))
     except CheckpointError as e:
         print(f"error: {clip(str(e), 2000)}")

@@ -9,6 +9,7 @@ every weight file obeys the same safety and error rules: a problem is a `Checkpo
 from __future__ import annotations
 
 import json
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,21 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the file and every problem found."""
 
 
+def require_regular_file(path: Path) -> None:
+    """Refuse what is not a regular file before opening it (stat only): /dev/zero would be read forever and
+    a FIFO blocks its reader, so `model.checkpoint`, `model.lora` or a shard pointing at one would hang."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror or e})") from e
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path}: not a regular file (a folder, device, FIFO or socket)")
+
+
 def read_safetensors(path: Path) -> dict[str, Tensor]:
     from safetensors.torch import load_file
 
+    require_regular_file(path)
     try:
         return load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises its own error type for truncated/corrupt headers
@@ -57,6 +70,7 @@ def _check_zip(path: Path) -> None:
 
 
 def read_pickle(path: Path) -> Any:
+    require_regular_file(path)
     try:
         _check_zip(path)
         try:
