@@ -7,6 +7,7 @@ import numpy as np
 
 from streamer.frames import Frame
 from streamer.sinks import FrameClock, Sink, frame_rgb
+from streamer.sinks.encoder_process import EncoderProcess
 
 
 class VideoEncoder:
@@ -53,9 +54,10 @@ class VideoEncoder:
         self.frames = 0
         self._closed = False
 
-    def encode(self, pixels: np.ndarray) -> None:
+    def encode(self, pixels: np.ndarray, pts: int | None = None) -> None:
+        """Encode and mux one frame; `pts` (on the 1/fps grid) from the caller's clock, else from ours."""
         frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-        frame.pts = self.clock.next_pts()
+        frame.pts = self.clock.next_pts() if pts is None else pts
         frame.time_base = self.stream.codec_context.time_base
         for packet in self.stream.encode(frame):
             self.container.mux(self._with_suffix(packet) if self.packet_suffix else packet)
@@ -81,11 +83,12 @@ class VideoEncoder:
 
 
 class EncodingSink(Sink):
-    """A sink whose output is one `VideoEncoder` (network, record): subclasses open `self._encoder`."""
+    """A sink whose output is one `VideoEncoder` run in a child process (network, record): subclasses
+    open `self._encoder`. An error in the child is raised from the next write()."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._encoder: VideoEncoder | None = None
+        self._encoder: EncoderProcess | None = None
         self._size = (0, 0)
 
     def write(self, frame: Frame) -> None:
@@ -93,6 +96,11 @@ class EncodingSink(Sink):
             raise RuntimeError(f"{type(self).__name__}.write before open")
         self._encoder.encode(frame_rgb(frame, *self._size))
         self.frames_written += 1
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames refused because the encoder process was a whole queue behind."""
+        return self._encoder.dropped if self._encoder is not None else 0
 
     def close(self) -> None:
         """Flush and finalise (a recording is playable after this); safe to call twice."""

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import av
 
 from streamer.sinks import SinkUnavailable
-from streamer.sinks.encoder import EncodingSink, VideoEncoder
+from streamer.sinks.encoder import EncodingSink
+from streamer.sinks.encoder_process import EncoderOpenError, EncoderProcess
 
 _FORMATS = {"udp": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv", "file": "mpegts"}
 # An H.264 access-unit delimiter NAL. FFmpeg's H.264 parser (used by every FFmpeg-based receiver,
@@ -69,7 +70,7 @@ class NetworkSink(EncodingSink):
             "bufsize": f"{max(1, kbps // 2)}k",
         }
         try:
-            self._encoder = VideoEncoder(
+            self._encoder = EncoderProcess(
                 self.url,
                 format=fmt,
                 width=width,
@@ -82,7 +83,7 @@ class NetworkSink(EncodingSink):
                 gop=max(1, round(fps * self.cfg.keyframe_interval_s)),
                 packet_suffix=AUD if self.cfg.end_frames_early else b"",
             )
-        except av.FFmpegError as e:
+        except (av.FFmpegError, EncoderOpenError) as e:
             raise SinkUnavailable(f"cannot send to {self.url}: {e}\n"
                                   "for tcp:// and rtmp:// the receiver must be listening first; "
                                   "udp:// needs no receiver") from e

@@ -14,7 +14,8 @@ from typing import Any
 import av
 
 from streamer.sinks import SinkUnavailable
-from streamer.sinks.encoder import EncodingSink, VideoEncoder
+from streamer.sinks.encoder import EncodingSink
+from streamer.sinks.encoder_process import EncoderOpenError, EncoderProcess
 
 KEYFRAME_INTERVAL_S = 2.0  # also the most a crash can lose from a fragmented MP4
 _MP4_OPTIONS = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"}
@@ -57,7 +58,7 @@ class RecordSink(EncodingSink):
         ext = os.path.splitext(path)[1].lower()
         codec_options = {"crf": str(self.cfg.crf), "preset": self.cfg.preset} if "264" in self.cfg.codec else {}
         try:
-            self._encoder = VideoEncoder(
+            self._encoder = EncoderProcess(
                 path,
                 format=None,  # from the extension
                 width=width,
@@ -68,7 +69,7 @@ class RecordSink(EncodingSink):
                 container_options=_MP4_OPTIONS if ext in (".mp4", ".mov") else {},
                 gop=max(1, round(fps * KEYFRAME_INTERVAL_S)),
             )
-        except (av.FFmpegError, ValueError) as e:
+        except (av.FFmpegError, ValueError, EncoderOpenError) as e:
             raise SinkUnavailable(f"cannot record to {path}: {e}\n"
                                   "use a .mp4/.mkv path and an FFmpeg encoder such as libx264") from e
         self.path = path
