@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import av
 import numpy as np
 
 from streamer.frames import Frame
 from streamer.sinks import FrameClock, Sink, frame_rgb
-from streamer.sinks.encoder_process import EncoderProcess
+from streamer.sinks.encoder_process import EncoderProcess, can_spawn
+
+log = logging.getLogger(__name__)
 
 
 class VideoEncoder:
@@ -52,6 +57,7 @@ class VideoEncoder:
         self.stream = stream
         self.packet_suffix = packet_suffix
         self.frames = 0
+        self.dropped = 0  # never: encode() blocks until done (the same interface as EncoderProcess)
         self._closed = False
 
     def encode(self, pixels: np.ndarray, pts: int | None = None) -> None:
@@ -82,13 +88,21 @@ class VideoEncoder:
             self.container.close()
 
 
+def open_encoder(target: str, **kwargs: Any) -> EncoderProcess | VideoEncoder:
+    """A `VideoEncoder` in a child process; in this process only where no child may be started."""
+    if can_spawn():
+        return EncoderProcess(target, **kwargs)
+    log.info("encoding %s in this process: a daemonic process may not start the encoder process", target)
+    return VideoEncoder(target, **kwargs)
+
+
 class EncodingSink(Sink):
     """A sink whose output is one `VideoEncoder` run in a child process (network, record): subclasses
     open `self._encoder`. An error in the child is raised from the next write()."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._encoder: EncoderProcess | None = None
+        self._encoder: EncoderProcess | VideoEncoder | None = None
         self._size = (0, 0)
 
     def write(self, frame: Frame) -> None:

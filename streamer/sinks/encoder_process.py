@@ -18,6 +18,7 @@ import os
 import queue
 import time
 from multiprocessing import shared_memory
+from multiprocessing import util as mp_util
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,17 @@ def _child_main(target: str, kwargs: dict[str, Any], shm_name: str, shape: tuple
         shm.close()
 
 
+def _kill_process(proc: Any) -> None:
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5.0)
+
+
+def can_spawn() -> bool:
+    """multiprocessing refuses children to a daemonic process (the bench's far-end sender is one)."""
+    return not mp.current_process().daemon
+
+
 class EncoderProcess:
     """The same interface as `VideoEncoder` (`encode`, `close`, `frames`), encoding in a child process.
 
@@ -99,11 +111,15 @@ class EncoderProcess:
         self._work: Any = ctx.Queue()
         self._status: Any = ctx.Queue()
         kwargs = dict(kwargs, width=width, height=height, fps=fps)
+        # daemon: killed when this process exits without closing us (and the finalizer below, for exits
+        # through multiprocessing's own exit path)
         self._proc = ctx.Process(
             target=_child_main, name=f"encoder {target}", daemon=True,
             args=(target, kwargs, self._shm.name, self.shape, slots, self._work, self._status, os.getpid()))
         try:
             self._proc.start()
+            # also runs when this object is collected unclosed
+            mp_util.Finalize(self, _kill_process, args=(self._proc,), exitpriority=10)
             self._wait_opened()
         except BaseException:
             self._kill()
@@ -186,9 +202,7 @@ class EncoderProcess:
             raise EncoderFailed(f"encoding to {self.target} failed: {self._error}")
 
     def _kill(self) -> None:
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(5.0)
+        _kill_process(self._proc)
 
     def _release(self) -> None:
         for q in (self._work, self._status):

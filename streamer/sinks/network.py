@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import av
 
 from streamer.sinks import SinkUnavailable
-from streamer.sinks.encoder import EncodingSink
-from streamer.sinks.encoder_process import EncoderOpenError, EncoderProcess
+from streamer.sinks.encoder import EncodingSink, open_encoder
+from streamer.sinks.encoder_process import EncoderOpenError
 
 _FORMATS = {"udp": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv", "file": "mpegts"}
 # An H.264 access-unit delimiter NAL. FFmpeg's H.264 parser (used by every FFmpeg-based receiver,
@@ -70,7 +70,7 @@ class NetworkSink(EncodingSink):
             "bufsize": f"{max(1, kbps // 2)}k",
         }
         try:
-            self._encoder = EncoderProcess(
+            self._encoder = open_encoder(
                 self.url,
                 format=fmt,
                 width=width,

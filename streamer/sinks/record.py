@@ -14,8 +14,8 @@ from typing import Any
 import av
 
 from streamer.sinks import SinkUnavailable
-from streamer.sinks.encoder import EncodingSink
-from streamer.sinks.encoder_process import EncoderOpenError, EncoderProcess
+from streamer.sinks.encoder import EncodingSink, open_encoder
+from streamer.sinks.encoder_process import EncoderOpenError
 
 KEYFRAME_INTERVAL_S = 2.0  # also the most a crash can lose from a fragmented MP4
 _MP4_OPTIONS = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"}
@@ -58,7 +58,7 @@ class RecordSink(EncodingSink):
         ext = os.path.splitext(path)[1].lower()
         codec_options = {"crf": str(self.cfg.crf), "preset": self.cfg.preset} if "264" in self.cfg.codec else {}
         try:
-            self._encoder = EncoderProcess(
+            self._encoder = open_encoder(
                 path,
                 format=None,  # from the extension
                 width=width,

@@ -19,6 +19,7 @@ import pytest
 from streamer import config
 from streamer.frames import Frame, now
 from streamer.sinks import SinkUnavailable
+from streamer.sinks.encoder import open_encoder
 from streamer.sinks.encoder_process import EncoderFailed, EncoderProcess
 from streamer.sinks.record import RecordSink
 from streamer.sources.pattern import read_stamp, stamp_index
@@ -146,3 +147,25 @@ def test_the_child_dies_with_a_killed_parent(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def _encode_in_a_daemon(path: str, results) -> None:
+    enc = open_encoder(path, format=None, width=64, height=64, fps=30.0, codec="libx264")
+    for i in range(5):
+        enc.encode(np.full((64, 64, 3), i * 40, np.uint8))
+        time.sleep(1 / 30)
+    enc.close()
+    results.put((type(enc).__name__, enc.frames))
+
+
+def test_a_daemonic_process_encodes_in_itself(tmp_path):
+    # the bench's sender runs in a daemonic process, which multiprocessing allows no children
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=_encode_in_a_daemon, args=(str(tmp_path / "d.mkv"), results), daemon=True)
+    proc.start()
+    assert results.get(timeout=60) == ("VideoEncoder", 5)
+    proc.join(10)
+    assert proc.exitcode == 0
