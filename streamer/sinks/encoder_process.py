@@ -1,7 +1,7 @@
 """`EncoderProcess`: runs a `VideoEncoder` in a child process so encoding and swscale never hold the
 output thread's GIL (under CPU load, in-process encoding made the stream drop frames).
 
-Frames travel through a few shared-memory slots; only (slot, pts) goes through a queue. Timestamps are
+Frames travel through a few shared-memory slots; only (slot, pts) goes through a pipe. Timestamps are
 taken in the parent at hand-off, so a child that lags a little does not shift the recording's timing.
 When every slot is still waiting to be encoded the frame is dropped and counted: the output thread is
 never blocked. The child reports each slot it has finished, and the first error it meets (disk full,
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import queue
 import time
 from multiprocessing import shared_memory
 from multiprocessing import util as mp_util
@@ -50,26 +49,30 @@ def _child_main(target: str, kwargs: dict[str, Any], shm_name: str, shape: tuple
         try:
             encoder = VideoEncoder(target, **kwargs)
         except Exception as e:
-            status.put(("open_failed", f"{type(e).__name__}: {e}"))
+            status.send(("open_failed", f"{type(e).__name__}: {e}"))
             return
-        status.put(("opened", None))
+        status.send(("opened", None))
         try:
             while True:
-                try:
-                    item = work.get(timeout=_PARENT_POLL_S)
-                except queue.Empty:
+                if not work.poll(_PARENT_POLL_S):
                     if os.getppid() != parent_pid:  # reparented: the parent died without closing us
                         return
                     continue
+                try:
+                    item = work.recv()
+                except EOFError:  # the parent died (its end closed): finish the file for whoever reads it
+                    encoder.close()
+                    return
                 if item is None:
                     break
                 slot, pts = item
                 encoder.encode(frames[slot], pts)
-                status.put(("free", slot))
+                status.send(("free", slot))
             encoder.close()
-            status.put(("closed", encoder.frames))
+            status.send(("closed", encoder.frames))
         except Exception as e:
-            status.put(("failed", f"{type(e).__name__}: {e}"))
+            with contextlib.suppress(OSError):  # a parent that is gone hears nothing
+                status.send(("failed", f"{type(e).__name__}: {e}"))
             with contextlib.suppress(Exception):
                 encoder.close()
     finally:
@@ -108,16 +111,21 @@ class EncoderProcess:
         self._shm = shared_memory.SharedMemory(create=True, size=slots * width * height * 3)
         self._slots = np.ndarray((slots, *self.shape), np.uint8, buffer=self._shm.buf)
         self._free = list(range(slots))
-        self._work: Any = ctx.Queue()
-        self._status: Any = ctx.Queue()
+        # Plain pipes, not multiprocessing queues: a queue's feeder thread needs the GIL to send, which
+        # is the wait this class exists to avoid. Sends never block: at most `slots` frames (and their
+        # "free" replies) are ever in flight, a few bytes each, far below a pipe's buffer.
+        work_recv, self._work = ctx.Pipe(duplex=False)
+        self._status, status_send = ctx.Pipe(duplex=False)
         kwargs = dict(kwargs, width=width, height=height, fps=fps)
         # daemon: killed when this process exits without closing us (and the finalizer below, for exits
         # through multiprocessing's own exit path)
         self._proc = ctx.Process(
             target=_child_main, name=f"encoder {target}", daemon=True,
-            args=(target, kwargs, self._shm.name, self.shape, slots, self._work, self._status, os.getpid()))
+            args=(target, kwargs, self._shm.name, self.shape, slots, work_recv, status_send, os.getpid()))
         try:
             self._proc.start()
+            work_recv.close()  # the child's ends: closed here so a dead child reads as EOF
+            status_send.close()
             # also runs when this object is collected unclosed
             mp_util.Finalize(self, _kill_process, args=(self._proc,), exitpriority=10)
             self._wait_opened()
@@ -129,9 +137,7 @@ class EncoderProcess:
     def _wait_opened(self) -> None:
         deadline = time.monotonic() + OPEN_TIMEOUT_S
         while True:
-            try:
-                kind, detail = self._status.get(timeout=0.1)
-            except queue.Empty:
+            if not self._status.poll(0.1):
                 if not self._proc.is_alive():
                     raise EncoderOpenError(f"the encoder process for {self.target} died on start "
                                            f"(exit code {self._proc.exitcode})") from None
@@ -139,6 +145,12 @@ class EncoderProcess:
                     raise EncoderOpenError(f"the encoder process for {self.target} did not open it "
                                            f"within {OPEN_TIMEOUT_S:.0f} s") from None
                 continue
+            try:
+                kind, detail = self._status.recv()
+            except EOFError:  # it died before saying anything
+                self._proc.join(5.0)
+                raise EncoderOpenError(f"the encoder process for {self.target} died on start "
+                                       f"(exit code {self._proc.exitcode})") from None
             if kind == "opened":
                 return
             raise EncoderOpenError(detail)
@@ -147,9 +159,11 @@ class EncoderProcess:
         """Take the child's reports: finished slots back into the free list, the first error kept."""
         while True:
             try:
-                kind, detail = self._status.get_nowait()
-            except queue.Empty:
-                return
+                if not self._status.poll(0):
+                    return
+                kind, detail = self._status.recv()
+            except (EOFError, OSError):
+                return  # the child is gone; is_alive() says so
             if kind == "free":
                 self._free.append(detail)
             elif kind == "closed":
@@ -177,7 +191,10 @@ class EncoderProcess:
             return
         slot = self._free.pop()
         np.copyto(self._slots[slot], pixels)
-        self._work.put((slot, pts))
+        try:
+            self._work.send((slot, pts))
+        except OSError as e:  # it died after the look above
+            raise EncoderFailed(f"encoding to {self.target} failed: the encoder process is gone ({e})") from e
         self.frames += 1
 
     def close(self) -> None:
@@ -190,7 +207,7 @@ class EncoderProcess:
         self._closed = True
         try:
             with contextlib.suppress(Exception):
-                self._work.put(None)
+                self._work.send(None)
             self._proc.join(CLOSE_TIMEOUT_S)
             if self._proc.is_alive():
                 self._kill()
@@ -205,9 +222,8 @@ class EncoderProcess:
         _kill_process(self._proc)
 
     def _release(self) -> None:
-        for q in (self._work, self._status):
-            q.cancel_join_thread()  # a dead child never reads what is left; do not hang on it
-            q.close()
+        self._work.close()
+        self._status.close()
         del self._slots
         self._shm.close()
         with contextlib.suppress(FileNotFoundError):
