@@ -123,3 +123,21 @@ def wait_for(predicate: Any, timeout: float = 5.0, what: str = "condition") -> N
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# A valid body for each state-changing route, paths as the router formats them ({id} is a request number):
+# a refusal of one of these can only come from the auth and request checks. The one table both tests use.
+VALID_BODIES: dict[str, dict[str, Any]] = {
+    "/api/prompt": {"text": "a pencil sketch"},
+    "/api/kill": {},
+    "/api/revive": {},
+    "/api/strength": {"strength": 0.3},
+    "/api/steps": {"steps": 3},
+    "/api/reset": {},
+    "/api/approvals/list": {},
+    "/api/approvals/{id}/approve": {},
+    "/api/approvals/{id}/deny": {"reason": "no"},
+    "/api/poll/start": {"title": "Next look?", "options": ["oil painting", "pixel art"], "duration_s": 30},
+    "/api/poll/end": {},
+    "/api/session": {},  # trades a one-time sign-in code (or a token) for a session token
+}

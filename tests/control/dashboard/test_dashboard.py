@@ -14,27 +14,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from dashboard_harness import TOKEN, make_ctx
+from dashboard_harness import TOKEN, VALID_BODIES, make_ctx
 
 from streamer.control.dashboard.server import make_app
 
 AUTH = {"X-Streamer-Token": TOKEN}
 
-# A valid body for each state-changing route, so that a refusal can only come from the auth checks.
-BODIES: dict[str, dict[str, Any]] = {
-    "/api/prompt": {"text": "a pencil sketch"},
-    "/api/kill": {},
-    "/api/revive": {},
-    "/api/strength": {"strength": 0.3},
-    "/api/steps": {"steps": 3},
-    "/api/reset": {},
-    "/api/approvals/list": {},
-    "/api/approvals/1/approve": {},
-    "/api/approvals/1/deny": {"reason": "no"},
-    "/api/poll/start": {"title": "Next look?", "options": ["oil painting", "pixel art"], "duration_s": 30},
-    "/api/poll/end": {},
-    "/api/session": {},  # trades a one-time sign-in code (or a token) for a session token
-}
+BODIES: dict[str, dict[str, Any]] = {path.replace("{id}", "1"): body for path, body in VALID_BODIES.items()}
 
 
 def serve(ctx: Any, body: Callable[[TestClient, web.Application], Awaitable[None]]) -> None:

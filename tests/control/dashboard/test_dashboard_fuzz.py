@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
-from dashboard_harness import TOKEN, make_ctx, wait_for
+from dashboard_harness import TOKEN, VALID_BODIES, make_ctx, wait_for
 
 from streamer.control.dashboard.server import make_app
 
@@ -32,21 +32,6 @@ RANDOM_BODIES_PER_ROUTE = 12
 AUTH = {"X-Streamer-Token": TOKEN}
 JSON_TYPE = {"Content-Type": "application/json"}
 
-# A valid body per state-changing route (paths as the router formats them, ids filled in by _path).
-VALID_BODIES: dict[str, dict[str, Any]] = {
-    "/api/prompt": {"text": "a pencil sketch"},
-    "/api/kill": {},
-    "/api/revive": {},
-    "/api/strength": {"strength": 0.3},
-    "/api/steps": {"steps": 3},
-    "/api/reset": {},
-    "/api/approvals/list": {},
-    "/api/approvals/{id}/approve": {},
-    "/api/approvals/{id}/deny": {"reason": "no"},
-    "/api/poll/start": {"title": "Next look?", "options": ["oil painting", "pixel art"], "duration_s": 30},
-    "/api/poll/end": {},
-    "/api/session": {},
-}
 FILLED = {"{id}": "1", "{name}": "dashboard.html"}
 REFUSED = range(400, 500)
 
