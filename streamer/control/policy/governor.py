@@ -7,7 +7,8 @@ propose() -> moderation (Moderation.review) -> rejected, or:
   otherwise -> the rate limit: at most one audience change reaches the PromptBus every
   `min_change_interval_s`. A proposal inside the interval is "scheduled"; when the interval has
   passed the newest scheduled one is applied and older ones are "superseded" (listeners hear it,
-  so a channel-points redemption can be refunded). Trusted sources (the streamer's dashboard,
+  so a channel-points redemption can be refunded); one the blocklist holds after a change is
+  "rejected" instead of applied. Trusted sources (the streamer's dashboard,
   polls) apply at once and restart the interval.
 Time comes from an injected monotonic clock; `tick()` applies what is due, and `run()` is the
 asyncio loop that calls it (and expires old approvals), so tests never sleep.
@@ -189,7 +190,15 @@ class PromptGovernor:
         return self.moderation.review(item.text, source=item.source, author=item.author)
 
     def recheck_pending(self) -> list[ApprovalItem]:
-        """Moderate every pending approval again; refused ones are denied (and heard as rejected)."""
+        """Moderate every pending approval again; refused ones are denied (and heard as rejected). The
+        proposal waiting for the rate limit is checked too: one the blocklist now holds is never applied."""
+        with self._lock:
+            p = self._scheduled
+            hit = None if p is None else self.moderation.find_blocked(p.text)
+            if p is not None and hit is not None:
+                self._scheduled = None
+        if p is not None and hit is not None:
+            self._emit([self._replace(p, "rejected", f"blocked: {hit.category}")])
         return self.approvals.recheck()
 
     def _on_approval(self, event: str, item: ApprovalItem) -> None:

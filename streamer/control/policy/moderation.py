@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import logging
 import threading
 import time
@@ -35,6 +34,7 @@ from streamer.control.policy.normalize import (
     fold,
     has_direction_controls,
 )
+from streamer.control.policy.runtime_terms import RuntimeTerms, tidy_terms
 from streamer.prompts import Verdict
 
 if TYPE_CHECKING:
@@ -122,19 +122,30 @@ class Moderation:
 
     def __init__(self, settings: ModerationSettings, store: Store | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.blocklist = self._blocklist(settings.blocklist_extra, settings.blocklist_allow)
         self.audit = AuditLog(store, max_chars=settings.audit_max_chars, clock=clock)
         self._presets = {_preset_key(name): (name, prompt) for name, prompt in settings.presets.items()}
         self._blocklist_listeners: list[Callable[[], object]] = []
+        self._lock = threading.Lock()  # one blocklist change at a time (read-modify-write of the terms)
+        self._runtime = RuntimeTerms(store, clock=clock)
+        self.runtime_terms: tuple[str, ...] = ()  # added while running (the dashboard), on top of the config's
+        self.blocklist = self._blocklist(())  # a config file that blocks its own template fails here, at start
+        stored = self._runtime.load()
+        if stored:
+            try:
+                self.blocklist = self._blocklist(stored)
+                self.runtime_terms = stored
+            except ConfigError as e:  # the config changed since they were added: start, and say why they are off
+                log.warning("the blocklist terms added while running are not applied: %s", e)
 
-    def _blocklist(self, extra: Iterable[str], allow: Iterable[str]) -> Blocklist:
-        """The blocklist for these entries, after checking the streamer's own template and presets pass it
-        (fail at start, or refuse the change, rather than mid-stream)."""
-        try:
-            blocklist = Blocklist.build(extra, allow)
-        except ValueError as e:
-            raise ConfigError(f"moderation.blocklist_extra: {e}") from None
+    def _blocklist(self, runtime_terms: tuple[str, ...]) -> Blocklist:
+        """The blocklist with these run-time terms, after checking the streamer's own template and presets
+        pass it (fail at start, or refuse the change, rather than mid-stream)."""
         s = self.settings
+        try:
+            blocklist = Blocklist.build((*s.blocklist_extra, *runtime_terms), s.blocklist_allow)
+        except ValueError as e:
+            where = "blocklist" if runtime_terms else "moderation.blocklist_extra"
+            raise ConfigError(f"{where}: {e}") from None
         for where, text in [("moderation.template", s.template.replace("{prompt}", "")),
                             *[(f"moderation.presets.{n}", p) for n, p in s.presets.items()]]:
             hit = blocklist.find(text)
@@ -143,17 +154,24 @@ class Moderation:
                                   " change it or list the term in moderation.blocklist_allow")
         return blocklist
 
-    def set_blocklist(self, extra: Iterable[str], allow: Iterable[str] = ()) -> None:
-        """Replace the streamer's extra and allowed entries while running. Raises ConfigError (and keeps
-        the current list) when an entry is malformed or the template or a preset would be blocked.
-        Listeners run afterwards: the governor re-checks every pending approval against the new list."""
-        extra, allow = tuple(extra), tuple(allow)
-        self.blocklist = self._blocklist(extra, allow)
-        self.settings = dataclasses.replace(self.settings, blocklist_extra=extra, blocklist_allow=allow)
-        self.audit.record("blocklist", source="moderation", author="streamer",
-                          reason=f"{self.blocklist.size} entries ({len(extra)} extra, {len(allow)} allowed)")
+    def set_blocklist(self, terms: Iterable[object], *, by: str = "streamer", add: bool = False) -> tuple[str, ...]:
+        """Replace (or with add=True extend) the terms added while running, save them in the Store and
+        return them. Raises ConfigError (and keeps the current list) when a term is malformed or the
+        template or a preset would be blocked. Listeners run afterwards: the governor re-checks every
+        pending proposal against the new list."""
+        with self._lock:
+            try:
+                new = tidy_terms((*self.runtime_terms, *terms) if add else terms)
+            except ValueError as e:
+                raise ConfigError(f"blocklist: {e}") from None
+            self.blocklist = self._blocklist(new)
+            self._runtime.save(new, by)
+            self.runtime_terms = new
+        self.audit.record("blocklist", source="moderation", author=by, detail=", ".join(new),
+                          reason=f"{len(new)} terms added while running; {self.blocklist.size} entries in all")
         for listener in list(self._blocklist_listeners):
             listener()
+        return new
 
     def add_blocklist_listener(self, listener: Callable[[], object]) -> None:
         """`listener()` after every set_blocklist (on the thread that called it)."""

@@ -125,7 +125,7 @@ def test_pending_items_are_checked_again_when_the_blocklist_changes(tmp_path):
     assert [i.id for i in gov.approvals.pending()] == [b]
     assert gov.approvals.get(a).status == "denied" and heard[-1].status == "rejected" and heard[-1].id == a
     assert gov.propose("balloons", source="twitch", author="c").status == "rejected"
-    with pytest.raises(ConfigError, match="blocklist_extra"):
+    with pytest.raises(ConfigError, match="needs at least two Latin letters"):
         gov.moderation.set_blocklist(["x"])  # malformed: refused, the current list stays
     assert gov.propose("balloon", source="twitch", author="c").status == "rejected"
     strict = Moderation(ModerationSettings(template="a kite, {prompt}"), None)
