@@ -53,6 +53,9 @@ class TrainConfig:
     sinks: int = 0  # attention-sink frames inside the window
     sdedit_offset: float = 100.0  # inference tells the model t = 1000*s - offset (StreamDiffusionV2)
     p_paired: float = 0.5  # share of frames noised from the INPUT clip (video-to-video) instead of the target
+    # paired frames' noise level: 1 = the shifted schedule (clamped to >= 0.2) like target frames; below 1 =
+    # uniform in [0.2, this], i.e. only the strengths the daemon streams at (tiny's 0.6 tells the model 0.5)
+    paired_max_sigma: float = 1.0
     # history augmentation
     p_history: float = 0.5  # share of clips whose first frames are a corrupted, loss-free history
     history_max_sigma: float = 0.5  # history frames get a noise level in [0, this]
@@ -136,6 +139,7 @@ def check(c: TrainConfig, f: str) -> None:
              "must be positive (lr) or >= 0")  # fmt: skip
     _require(c.shift > 0, f, "shift", "must be > 0")
     _require(0 <= c.sdedit_offset < 1000, f, "sdedit_offset", "must be in [0, 1000)")
+    _require(0.2 < c.paired_max_sigma <= 1, f, "paired_max_sigma", "must be in (0.2, 1]")
     for key in ("p_paired", "p_history", "p_rollout", "p_shortcut", "history_max_sigma"):
         _require(0 <= getattr(c, key) <= 1, f, key, "must be in [0, 1]")
     _require(1 <= c.shortcut_levels <= 10, f, "shortcut_levels", "must be 1-10")

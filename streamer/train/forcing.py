@@ -61,7 +61,12 @@ def make_plan(cfg: TrainConfig, b: int, f: int, gen: torch.Generator) -> Plan:
     """Draw the batch's noise levels, frame kinds, history lengths and shortcut steps."""
     sigma = frame_sigmas(b, f, cfg.shift, gen)
     paired = torch.rand(b, f, generator=gen) < cfg.p_paired
-    sigma = torch.where(paired, sigma.clamp(min=PAIRED_MIN_SIGMA), sigma)
+    # Drawn even when unused, so a run's other choices do not depend on paired_max_sigma.
+    band = PAIRED_MIN_SIGMA + (cfg.paired_max_sigma - PAIRED_MIN_SIGMA) * torch.rand(
+        b, f, generator=gen, dtype=torch.float64
+    )
+    paired_sigma = sigma.clamp(min=PAIRED_MIN_SIGMA) if cfg.paired_max_sigma >= 1 else band
+    sigma = torch.where(paired, paired_sigma, sigma)
     # History: whole chunks at the start of a clip, at least one chunk left to learn from.
     chunks = f // cfg.chunk_frames
     history = torch.zeros(b, f, dtype=torch.bool)

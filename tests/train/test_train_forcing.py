@@ -121,3 +121,17 @@ def test_training_forward_is_block_causal_like_inference(chunk: int, window: int
         out = fwd(x, t2, text, d)
     assert torch.allclose(out[:, :, : f - chunk], base[:, :, : f - chunk])
     assert not torch.allclose(out[:, :, -1], base[:, :, -1])
+
+
+def test_paired_max_sigma_keeps_paired_frames_in_the_streamed_band() -> None:
+    """paired_max_sigma < 1 draws paired levels uniformly in [0.2, max]; the other choices of the plan
+    (which frames are paired, history, shortcut) are the same as with the default schedule."""
+    base = TrainConfig(p_paired=0.75, p_shortcut=0.0, p_history=0.0)
+    band = dataclasses.replace(base, paired_max_sigma=0.6)
+    a = make_plan(base, 64, 4, torch.Generator().manual_seed(3))
+    b = make_plan(band, 64, 4, torch.Generator().manual_seed(3))
+    assert torch.equal(a.paired, b.paired) and a.paired.any()
+    s = b.sigma[b.paired]
+    assert s.min() >= PAIRED_MIN_SIGMA and s.max() <= 0.6
+    assert (a.sigma[a.paired] > 0.6).float().mean() > 0.5  # the shifted schedule lives mostly above the band
+    assert torch.equal(a.sigma[~a.paired], b.sigma[~b.paired])
