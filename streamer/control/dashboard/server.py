@@ -42,6 +42,7 @@ from streamer.control.dashboard.access import (
     sent_credential,
 )
 from streamer.control.dashboard.api import DashboardApi, _optional_json_body
+from streamer.control.dashboard.blocklist_api import BlocklistApi
 from streamer.control.dashboard.live import LiveHub
 from streamer.control.dashboard.preview import PreviewFeed
 
@@ -198,6 +199,7 @@ def make_app(ctx: Any, token: str, sign_in: SignIn | None = None) -> web.Applica
     app.router.add_get("/preview.mjpeg", preview.handle_mjpeg)
     app.router.add_post(SESSION_PATH, start_session)
     app.add_routes(api.routes())
+    app.add_routes(BlocklistApi(ctx, hub.notify).routes())
     return app
 
 

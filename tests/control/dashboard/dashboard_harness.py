@@ -139,5 +139,6 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "/api/approvals/{id}/deny": {"reason": "no"},
     "/api/poll/start": {"title": "Next look?", "options": ["oil painting", "pixel art"], "duration_s": 30},
     "/api/poll/end": {},
+    "/api/blocklist": {"add": ["balloon"]},
     "/api/session": {},  # trades a one-time sign-in code (or a token) for a session token
 }

@@ -45,7 +45,8 @@ def snapshot(ctx: Any) -> tuple[Any, ...]:
     """Everything a control could change."""
     approvals = [(a.id, a.status) for a in ctx.control.approvals.recent()]
     poll = ctx.control.polls.current() if getattr(ctx.control, "polls", None) else None
-    return (ctx.bus.current(), approvals, ctx.pipeline._reset_requested.is_set(), poll)
+    return (ctx.bus.current(), approvals, ctx.pipeline._reset_requested.is_set(), poll,
+            ctx.control.moderation.runtime_terms)
 
 
 @pytest.fixture
