@@ -55,6 +55,7 @@ function signedIn() {
   showTokenForm(false);
   approvalsKey = null; // the waiting requests' text needs the token: fetch it now
   refreshApprovals(lastQueue);
+  loadBlocklist();
 }
 
 function showTokenForm(show) { $("token-form").classList.toggle("hidden", !show); }
@@ -170,6 +171,32 @@ function renderApprovals(queue) {
   }
 }
 
+// ---------------------------------------------------------------- blocked words (token-checked POSTs)
+
+function showBlocklist(data) {
+  $("blocklist-terms").value = data.terms.join("\n");
+  const config = data.config_terms.length ? ` · ${data.config_terms.length} more in the config file` : "";
+  $("blocklist-info").textContent = `${data.entries} entries in all${config}`;
+}
+
+async function loadBlocklist() {
+  if (!token()) return;
+  const data = await post("/api/blocklist", {}, $("blocklist-result"));
+  if (data) {
+    showBlocklist(data);
+    $("blocklist-result").textContent = "";
+  }
+}
+
+async function saveBlocklist() {
+  const terms = $("blocklist-terms").value.split("\n").map((s) => s.trim()).filter(Boolean);
+  const data = await post("/api/blocklist", { terms }, $("blocklist-result"));
+  if (!data) return;
+  showBlocklist(data);
+  const refused = data.refused.length ? `; refused waiting request ${data.refused.map((id) => `#${id}`).join(", ")}` : "";
+  $("blocklist-result").textContent = `saved ${data.terms.length} words${refused}`;
+}
+
 const fpsChart = new LineChart($("chart-fps"), { series: [{ name: "out", color: "#6fb8ff" }, { name: "in", color: "#9be38c" }] });
 const latencyChart = new LineChart($("chart-latency"), { series: [{ name: "p50", color: "#ffd27f" }, { name: "p99", color: "#ff8f8f" }] });
 
@@ -227,11 +254,16 @@ function wire() {
     post("/api/poll/start", { title: $("poll-question").value.trim(), options, duration_s: Number($("poll-seconds").value) }, $("poll-result"));
   });
   $("poll-end").addEventListener("click", () => post("/api/poll/end", {}, $("poll-result")));
+  $("blocklist-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    saveBlocklist();
+  });
 }
 
 showTokenForm(!token() && !/(?:^#|&)code=/.test(location.hash));
 wire();
 signInFromUrl();
+loadBlocklist(); // a tab that signed in earlier
 connectLive({
   metrics: true,
   onState: renderState,

@@ -149,3 +149,38 @@ def test_another_site_s_page_cannot_take_the_preview_slots(browser, ctx):
         finally:
             evil_server.shutdown()
             evil_server.server_close()
+
+
+def test_blocked_words_saved_on_the_dashboard_take_a_waiting_request_off_the_page(browser, tmp_path):
+    ctx = make_ctx(tmp_path, {"dashboard": {"port": free_port()},
+                              "moderation": {"mode": "approval", "min_change_interval_s": 0.0}})
+    ctx.pipeline.start()
+    governor = ctx.control.governor
+    doomed = governor.propose("a red balloon over the sea", source="twitch", author="viewer1").id
+    kept = governor.propose("a paper boat", source="twitch", author="viewer2").id
+    try:
+        with running_dashboard(ctx) as url:
+            dash = Watched(browser, f"{url}/#token={TOKEN}", (1280, 1400))
+            page = dash.page
+            page.wait_for_function("() => document.querySelectorAll('#approvals li').length === 2")
+            page.wait_for_function("() => document.getElementById('blocklist-info').textContent.includes('entries')")
+            assert page.input_value("#blocklist-terms") == ""
+            page.fill("#blocklist-terms", "kite\n  balloon \n\n")
+            page.click("#blocklist-save")
+            page.wait_for_function("() => document.getElementById('blocklist-result').textContent.startsWith('saved')")
+            assert page.text_content("#blocklist-result") == f"saved 2 words; refused waiting request #{doomed}"
+            assert ctx.control.moderation.runtime_terms == ("kite", "balloon")
+            page.wait_for_function(f"() => [...document.querySelectorAll('#approvals li')].map((li) => li.dataset.id)"
+                                   f".join() === '{kept}'")
+            assert "balloon" not in page.text_content("#approvals")
+            # a word that would block nothing but is malformed: refused, the list and the queue unchanged
+            page.fill("#blocklist-terms", "kite\nx")
+            page.click("#blocklist-save")
+            page.wait_for_function("() => document.getElementById('blocklist-result').textContent.includes('refused (400)')")
+            dash.expect_refusal(400)
+            assert ctx.control.moderation.runtime_terms == ("kite", "balloon")
+            dash.close()
+        assert ctx.control.approvals.get(doomed).decided_by == "moderation"
+    finally:
+        ctx.pipeline.stop()
+        ctx.store.close()
