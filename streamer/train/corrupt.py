@@ -1,9 +1,10 @@
 """History corruptions: what a live stream's context frames look like after errors have accumulated.
 
 Each corruption maps frames [T, 3, H, W] in [0, 1] to corrupted frames of the same shape, drawing its
-strength from the caller's torch.Generator (so a training step is reproducible from its seed). JPEG
-artefacts come from a real codec (FFmpeg's mjpeg through PyAV) at a random quantiser, not a model of
-one. The model's own rollouts are the fifth kind of corruption; they need the model, so they live in
+strength from the caller's torch.Generator (so a training step is reproducible from its seed). The
+generator is a CPU one and every random draw is made on the CPU, so frames on a GPU get the same damage
+as on the CPU (within float rounding). JPEG artefacts come from a real codec (FFmpeg's mjpeg through
+PyAV, a round trip through host memory) at a random quantiser, not a model of one. The model's own rollouts are the fifth kind of corruption; they need the model, so they live in
 `streamer.train.forcing`.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from streamer.train.data import step_generator
 from streamer.train.looks import gaussian_blur, luma
 
 
@@ -28,7 +30,7 @@ def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
 def add_noise(x: Tensor, gen: torch.Generator) -> Tensor:
     """Gaussian pixel noise, std 0.02-0.10."""
     std = _uniform(gen, 0.02, 0.10)
-    return (x + std * torch.randn(x.shape, generator=gen, dtype=x.dtype)).clamp(0, 1)
+    return (x + std * torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)).clamp(0, 1)
 
 
 def blur(x: Tensor, gen: torch.Generator) -> Tensor:
@@ -63,9 +65,9 @@ def jpeg_roundtrip(frames: np.ndarray, qscale: int) -> np.ndarray:
 def jpeg(x: Tensor, gen: torch.Generator) -> Tensor:
     """Real JPEG block and ringing artefacts at a random quantiser (4-31; 31 = worst)."""
     q = int(torch.randint(4, 32, (), generator=gen))
-    u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     back = jpeg_roundtrip(u8, q)
-    return torch.from_numpy(back).to(x.dtype).permute(0, 3, 1, 2) / 255
+    return torch.from_numpy(back).to(x.device, x.dtype).permute(0, 3, 1, 2) / 255
 
 
 def quantise(x: Tensor, gen: torch.Generator) -> Tensor:
@@ -76,8 +78,8 @@ def quantise(x: Tensor, gen: torch.Generator) -> Tensor:
 
 def colour_shift(x: Tensor, gen: torch.Generator) -> Tensor:
     """Drifted colour: per-channel gain and offset, saturation and brightness changes."""
-    gain = 1 + 0.15 * (2 * torch.rand(1, 3, 1, 1, generator=gen, dtype=x.dtype) - 1)
-    offset = 0.05 * (2 * torch.rand(1, 3, 1, 1, generator=gen, dtype=x.dtype) - 1)
+    gain = 1 + 0.15 * (2 * torch.rand(1, 3, 1, 1, generator=gen, dtype=x.dtype).to(x.device) - 1)
+    offset = 0.05 * (2 * torch.rand(1, 3, 1, 1, generator=gen, dtype=x.dtype).to(x.device) - 1)
     sat = _uniform(gen, 0.6, 1.4)
     g = luma(x)
     y = g + sat * (x - g)
@@ -103,3 +105,13 @@ def corrupt(x: Tensor, kinds: tuple[str, ...], gen: torch.Generator) -> tuple[Te
     for name in names:
         x = CORRUPTIONS[name](x, gen)
     return x, names
+
+
+def corrupt_history(targets: Tensor, rows: list[int], kinds: tuple[str, ...], key: tuple[int, int, int]) -> Tensor:
+    """Damaged copies of the first T-1 frames of the clips `rows` of targets [B, T, 3, H, W] (history
+    augmentation), on the targets' device: [len(rows), T-1, 3, H, W]. Clip i's damage is drawn from its
+    own generator, (seed, step, rank) = key with purpose "corrupt/i", so it does not depend on which other
+    clips need a history (only those the step's plan picks are damaged) nor on the device."""
+    seed, step, rank = key
+    out = [corrupt(targets[i, :-1], kinds, step_generator(seed, step, rank, f"corrupt/{i}"))[0] for i in rows]
+    return torch.stack(out) if out else targets[:0, :-1]

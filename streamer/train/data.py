@@ -3,15 +3,21 @@
 Every batch is a pure function of (seed, step, rank): its generator is seeded from those three, so a
 resumed run sees exactly the batches an uninterrupted run would have seen, and each DDP process sees
 different clips without any sampler state to save.
+
+A batch is made in two halves: `draw_clips` (media crops and camera moves, CPU: run ahead by the data
+workers) and `Clips.ready` (onto the training device). The built-in recipe's targets are procedural looks
+of the inputs; they cost more than the crops (neon, comic and watercolour ~30 ms a clip on one core at
+256x256), so when training runs on a GPU they are rendered there, batched per look, and the workers only
+crop. Either way the targets are the same function of the inputs (tests/train/test_train_data.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -40,13 +46,56 @@ def step_generator(seed: int, step: int, rank: int, purpose: str = "data") -> to
 
 @dataclass
 class Batch:
-    """inputs/targets: [B, T, 3, H, W] in [0, 1]; prompts: B strings; corrupted: damaged copies of the
-    targets' first T-1 frames [B, T-1, 3, H, W] for history augmentation (None when not asked for)."""
+    """inputs/targets: [B, T, 3, H, W] in [0, 1] on the training device; prompts: B strings; key: the
+    (seed, step, rank) it was drawn for (history corruptions are drawn from it: corrupt.corrupt_history)."""
 
     inputs: Tensor
     targets: Tensor
     prompts: list[str]
-    corrupted: Tensor | None = None
+    key: tuple[int, int, int] = (0, 0, 0)
+
+
+def render_looks(inputs: Tensor, looks: list[str], batched: bool | None = None) -> Tensor:
+    """The targets of inputs [B, T, 3, H, W]: clip i in look looks[i], on the inputs' device. Batched
+    (one call per look for all its clips: the GPU way, where a call costs its launches) or clip by clip
+    (the default on a CPU, where a whole batch's intermediate images no longer fit the caches: ~2x slower
+    batched on the 2-core dev machine). Looks are per-frame functions, so both give the same targets."""
+    if not (inputs.device.type != "cpu" if batched is None else batched):
+        return torch.stack([apply_look(look, clip) for look, clip in zip(looks, inputs, strict=True)])
+    out = torch.empty_like(inputs)
+    for name in dict.fromkeys(looks):
+        rows = torch.tensor([i for i, look in enumerate(looks) if look == name], device=inputs.device)
+        x = inputs.index_select(0, rows)
+        out.index_copy_(0, rows, apply_look(name, x.flatten(0, 1)).view_as(x))
+    return out
+
+
+@dataclass
+class Clips:
+    """A batch as drawn (CPU): inputs, prompts, and the targets, or (targets None) the look of each clip
+    that `ready` renders on the training device."""
+
+    inputs: Tensor
+    prompts: list[str]
+    key: tuple[int, int, int]
+    targets: Tensor | None = None
+    looks: list[str] = field(default_factory=list)
+
+    def ready(self, device: torch.device | str) -> Batch:
+        """The batch on `device`, its pending looks rendered there."""
+        inputs = self.inputs.to(device)
+        targets = self.targets.to(device) if self.targets is not None else render_looks(inputs, self.looks)
+        return Batch(inputs, targets, self.prompts, self.key)
+
+
+class Drawn(NamedTuple):
+    """One clip as a source draws it: the input [T, 3, H, W], its prompt, and the target clip, or None
+    with the name of the look that makes it."""
+
+    clip: Tensor
+    prompt: str
+    target: Tensor | None
+    look: str = ""
 
 
 class BuiltinRecipe:
@@ -70,12 +119,12 @@ class BuiltinRecipe:
     def prompts(self) -> list[str]:
         return [p for name in self.looks for p in LOOKS[name].prompts]
 
-    def sample(self, frames: int, gen: torch.Generator) -> tuple[Tensor, Tensor, str]:
+    def sample(self, frames: int, gen: torch.Generator) -> Drawn:
         media = self.media[int(torch.randint(len(self.media), (), generator=gen))]
         clip = make_clip(media, clip_plan(media, frames, gen), self.size)
         look = LOOKS[self.looks[int(torch.randint(len(self.looks), (), generator=gen))]]
         prompt = look.prompts[int(torch.randint(len(look.prompts), (), generator=gen))]
-        return clip, apply_look(look.name, clip), prompt
+        return Drawn(clip, prompt, None, look.name)  # the look is rendered where the batch is made ready
 
 
 class PairFolder:
@@ -107,11 +156,11 @@ class PairFolder:
     def prompts(self) -> list[str]:
         return sorted({p for _, _, ps in self.pairs for p in ps})
 
-    def sample(self, frames: int, gen: torch.Generator) -> tuple[Tensor, Tensor, str]:
+    def sample(self, frames: int, gen: torch.Generator) -> Drawn:
         a, b, prompts = self.pairs[int(torch.randint(len(self.pairs), (), generator=gen))]
         plan = clip_plan(a, frames, gen)
         prompt = prompts[int(torch.randint(len(prompts), (), generator=gen))]
-        return make_clip(a, plan, self.size), make_clip(b, plan, self.size), prompt
+        return Drawn(make_clip(a, plan, self.size), prompt, make_clip(b, plan, self.size))
 
 
 ClipSource = BuiltinRecipe | PairFolder
@@ -124,20 +173,27 @@ def build_source(data: str, looks: tuple[str, ...], size: tuple[int, int]) -> Cl
     return PairFolder(data, size)
 
 
-def make_batch(
-    source: ClipSource, batch: int, frames: int, seed: int, step: int, rank: int, corruptions: tuple[str, ...] = ()
-) -> Batch:
-    """The batch of process `rank` at `step` (deterministic; see module docstring). With `corruptions`,
-    also the damaged history candidates (pixel work on the CPU: done here, where workers run it ahead)."""
+def draw_clips(
+    source: ClipSource, batch: int, frames: int, seed: int, step: int, rank: int, render: bool = True
+) -> Clips:
+    """The clips of process `rank` at `step` (deterministic; see module docstring). render=False leaves
+    the looks to `Clips.ready` (rendered on the training device)."""
     gen = step_generator(seed, step, rank)
     items = [source.sample(frames, gen) for _ in range(batch)]
-    out = Batch(torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items])
-    if corruptions and frames > 1:
-        from streamer.train.corrupt import corrupt
+    inputs = torch.stack([d.clip for d in items])
+    clips = Clips(inputs, [d.prompt for d in items], (seed, step, rank))
+    if all(d.target is not None for d in items):
+        clips.targets = torch.stack([d.target for d in items if d.target is not None])
+    else:
+        clips.looks = [d.look for d in items]
+        if render:
+            clips.targets, clips.looks = render_looks(inputs, clips.looks), []
+    return clips
 
-        cgen = step_generator(seed, step, rank, "corrupt")
-        out.corrupted = torch.stack([corrupt(t[:-1], corruptions, cgen)[0] for t in out.targets])
-    return out
+
+def make_batch(source: ClipSource, batch: int, frames: int, seed: int, step: int, rank: int) -> Batch:
+    """The batch of process `rank` at `step`, made on the CPU."""
+    return draw_clips(source, batch, frames, seed, step, rank).ready("cpu")
 
 
 _WORKER_SOURCE: ClipSource | None = None  # set before the pool forks, so workers share the decoded media
@@ -147,37 +203,36 @@ def _worker_start() -> None:
     torch.set_num_threads(1)  # one core per worker; the pool is the parallelism
 
 
-def _worker_batch(args: tuple[int, int, int, int, int, tuple[str, ...]]) -> Batch:
+def _worker_clips(args: tuple[int, int, int, int, int, bool]) -> Clips:
     assert _WORKER_SOURCE is not None
-    return make_batch(_WORKER_SOURCE, *args)
+    return draw_clips(_WORKER_SOURCE, *args)
 
 
 class BatchPrefetcher:
-    """`make_batch` for the coming steps in worker processes (train.workers): decoding crops and
-    computing the looks costs more CPU time per step than a small model's GPU step, so it runs ahead
-    in parallel. Batches stay pure functions of (seed, step, rank): identical to in-process ones.
+    """`draw_clips` for the coming steps in worker processes (train.workers): cropping (and, with
+    render=True, the looks) costs more CPU time per step than a small model's GPU step, so it runs ahead
+    in parallel. Clips stay pure functions of (seed, step, rank): identical to in-process ones.
 
     The pool forks (the decoded media are inherited, not pickled); workers never touch CUDA."""
 
     def __init__(
-        self, source: ClipSource, batch: int, frames: int, seed: int, rank: int, workers: int,
-        corruptions: tuple[str, ...] = (),
-    ) -> None:  # fmt: skip
+        self, source: ClipSource, batch: int, frames: int, seed: int, rank: int, workers: int, render: bool = True
+    ) -> None:
         global _WORKER_SOURCE
         _WORKER_SOURCE = source
-        self.args, self.corruptions = (batch, frames, seed), corruptions
+        self.args, self.render = (batch, frames, seed), render
         self.rank, self.depth = rank, 2 * workers
         self.pool = torch.multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start)
         self.pending: dict[int, Any] = {}
 
-    def get(self, step: int) -> Batch:
+    def get(self, step: int) -> Clips:
         for s in range(step, step + self.depth):
             if s not in self.pending:
-                self.pending[s] = self.pool.apply_async(_worker_batch, ((*self.args, s, self.rank, self.corruptions),))
+                self.pending[s] = self.pool.apply_async(_worker_clips, ((*self.args, s, self.rank, self.render),))
         for stale in [s for s in self.pending if s < step]:
             del self.pending[stale]
-        batch: Batch = self.pending.pop(step).get()
-        return batch
+        clips: Clips = self.pending.pop(step).get()
+        return clips
 
     def close(self) -> None:
         self.pool.terminate()

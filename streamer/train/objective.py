@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from streamer.model.cache import CrossAttnKV
 from streamer.model.vae import TAEHV
 from streamer.train.config import TrainConfig
+from streamer.train.corrupt import corrupt_history
 from streamer.train.data import Batch
 from streamer.train.forcing import Plan, frame_loss, make_plan, noisy_clip
 from streamer.train.shortcut import ShortcutDiT, shortcut_target
@@ -80,12 +81,9 @@ class DiTObjective:
         z_hist = z_tgt.clone()
         rows = plan.history.any(1)
         pixel_rows = (rows & ~plan.rollout).nonzero().flatten().tolist()
-        if pixel_rows:
-            if batch.corrupted is None:
-                raise ValueError("history augmentation needs the batch's corrupted frames: "
-                                 "make_batch(..., corruptions=cfg.corruptions)")  # fmt: skip
-            # prepared with the batch (CPU pixel work: JPEG is FFmpeg's), run ahead by the data workers
-            z = encode_clips(self.vae, batch.corrupted[pixel_rows].to(z_tgt.device))  # the last frame is never history
+        if pixel_rows:  # damaged where the targets are (the GPU when training there; JPEG goes via the host)
+            damaged = corrupt_history(batch.targets, pixel_rows, self.cfg.corruptions, batch.key)
+            z = encode_clips(self.vae, damaged)  # the last frame is never history
             z_hist[pixel_rows, :, : z.shape[2]] = z
         roll = plan.rollout.nonzero().flatten()
         if len(roll):  # the model's own prediction of the clip, noised from the input as it streams

@@ -29,7 +29,7 @@ from streamer.model.vae import TAEHV, load_taehv, tiny_taehv
 from streamer.model.weights.checkpoints import CheckpointError, read_checkpoint
 from streamer.train import checkpoint as ckpt
 from streamer.train.config import TrainConfig
-from streamer.train.data import BatchPrefetcher, build_source, make_batch, step_generator
+from streamer.train.data import BatchPrefetcher, build_source, draw_clips, step_generator
 from streamer.train.objective import DiTForward, DiTObjective, StepStats, VAEForward, VAEObjective
 from streamer.train.shortcut import ShortcutDiT, load_shortcut_file
 from streamer.train.vae_init import colour_carrier_init
@@ -197,15 +197,17 @@ class Trainer:
     def backward(self, step: int) -> tuple[Tensor, StepStats]:
         """Zero the gradients, compute step `step`'s loss on this process's batch, backpropagate."""
         cfg = self.cfg
-        kinds = cfg.corruptions if self.dit is not None and cfg.p_history > 0 else ()
+        # Looks are rendered on the training device when it is a GPU (batched, ~free there), else with the crops
+        # (in the data workers when there are any); the targets are the same either way.
+        render = self.device.type == "cpu"
         if cfg.workers and self._prefetch is None:
             self._prefetch = BatchPrefetcher(self.source, cfg.batch, self.video_frames, cfg.seed, self.rank,
-                                             cfg.workers, kinds)  # fmt: skip
+                                             cfg.workers, render)  # fmt: skip
         if self._prefetch is not None:
-            batch = self._prefetch.get(step)
+            clips = self._prefetch.get(step)
         else:
-            batch = make_batch(self.source, cfg.batch, self.video_frames, cfg.seed, step, self.rank, kinds)
-        batch.inputs, batch.targets = batch.inputs.to(self.device), batch.targets.to(self.device)
+            clips = draw_clips(self.source, cfg.batch, self.video_frames, cfg.seed, step, self.rank, render)
+        batch = clips.ready(self.device)
         gen = step_generator(cfg.seed, step, self.rank, "noise")
         self.opt.zero_grad(set_to_none=True)
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")

@@ -102,16 +102,75 @@ def test_prefetch_workers_give_exactly_the_in_process_batches() -> None:
 
     paths = [p for p in builtin_media() if p.name in ("astronaut.png", "bikes.mp4")]
     recipe = BuiltinRecipe(("sepia", "comic"), (64, 64), paths=paths)
-    kinds = ("noise", "jpeg", "blur")
-    pre = BatchPrefetcher(recipe, 3, 4, seed=5, rank=1, workers=2, corruptions=kinds)
-    try:
-        for step in (0, 1, 4):  # a jump ahead drops the stale pending steps
-            got, want = pre.get(step), make_batch(recipe, 3, 4, seed=5, step=step, rank=1, corruptions=kinds)
-            assert torch.equal(got.inputs, want.inputs) and torch.equal(got.targets, want.targets)
-            assert got.corrupted is not None and want.corrupted is not None
-            assert torch.equal(got.corrupted, want.corrupted) and got.corrupted.shape[1] == 3  # history: T-1 frames
-            assert (got.corrupted - got.targets[:, :3]).abs().mean() > 1e-3  # actually damaged
-            assert got.prompts == want.prompts
-        assert min(pre.pending) == 5
-    finally:
-        pre.close()
+    for render in (True, False):  # looks in the workers (CPU training) or left for the device (GPU training)
+        pre = BatchPrefetcher(recipe, 3, 4, seed=5, rank=1, workers=2, render=render)
+        try:
+            for step in (0, 1, 4):  # a jump ahead drops the stale pending steps
+                clips, want = pre.get(step), make_batch(recipe, 3, 4, seed=5, step=step, rank=1)
+                assert (clips.targets is None) == (not render) and len(clips.looks) == (0 if render else 3)
+                got = clips.ready("cpu")
+                assert torch.equal(got.inputs, want.inputs) and torch.equal(got.targets, want.targets)
+                assert got.prompts == want.prompts and got.key == want.key == (5, step, 1)
+            assert min(pre.pending) == 5
+        finally:
+            pre.close()
+
+
+def test_batched_looks_equal_the_per_clip_looks() -> None:
+    """The batched, device-agnostic path (all clips of one look in one call, where the batch is made
+    ready) gives the targets of the per-clip path it replaced: apply_look on each clip alone."""
+    from streamer.train.data import draw_clips, render_looks, step_generator
+    from streamer.train.looks import LOOKS, apply_look
+    from streamer.train.media import clip_plan, make_clip
+
+    paths = [p for p in builtin_media() if p.name in ("astronaut.png", "coffee.png", "bikes.mp4")]
+    recipe = BuiltinRecipe(tuple(LOOKS), (48, 64), paths=paths)
+    clips = draw_clips(recipe, 12, 3, seed=2, step=7, rank=0, render=False)
+    assert clips.targets is None and len(set(clips.looks)) > 3
+    batched = render_looks(clips.inputs, clips.looks, batched=True)  # as on a GPU
+    gen = step_generator(2, 7, 0)  # the per-clip path: draws in the same order, the look applied clip by clip
+    for i in range(12):
+        media = recipe.media[int(torch.randint(len(recipe.media), (), generator=gen))]
+        clip = make_clip(media, clip_plan(media, 3, gen), recipe.size)
+        look = recipe.looks[int(torch.randint(len(recipe.looks), (), generator=gen))]
+        int(torch.randint(3, (), generator=gen))  # the prompt
+        assert torch.equal(clip, clips.inputs[i]) and look == clips.looks[i]
+        torch.testing.assert_close(batched[i], apply_look(look, clip), atol=1e-5, rtol=0)
+    per_clip = clips.ready("cpu").targets  # on a CPU: clip by clip
+    torch.testing.assert_close(per_clip, batched, atol=1e-5, rtol=0)
+    assert torch.equal(draw_clips(recipe, 12, 3, seed=2, step=7, rank=0).targets, per_clip)  # rendered with the crops
+
+
+def test_history_corruptions_are_per_clip_and_device_agnostic() -> None:
+    """Each clip's damaged history is drawn from its own generator: the same whichever other clips are asked
+    for, the same on any device (GPU training damages the targets where they are)."""
+    from streamer.train.corrupt import corrupt_history
+
+    paths = [p for p in builtin_media() if p.name in ("astronaut.png", "bikes.mp4")]
+    b = make_batch(BuiltinRecipe(("sepia", "comic"), (64, 64), paths=paths), 4, 4, seed=5, step=2, rank=0)
+    kinds = ("noise", "jpeg", "blur", "quantise", "colour")
+    all_rows = corrupt_history(b.targets, [0, 1, 2, 3], kinds, b.key)
+    assert all_rows.shape == (4, 3, 3, 64, 64) and (all_rows - b.targets[:, :3]).abs().mean() > 1e-3
+    assert torch.equal(corrupt_history(b.targets, [2], kinds, b.key)[0], all_rows[2])
+    assert not torch.equal(corrupt_history(b.targets, [2], kinds, (5, 3, 0))[0], all_rows[2])  # another step
+    assert corrupt_history(b.targets, [], kinds, b.key).shape == (0, 3, 3, 64, 64)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (looks and corruptions rendered there)")
+def test_looks_and_corruptions_on_the_gpu_match_the_cpu() -> None:
+    from streamer.train.corrupt import corrupt_history
+    from streamer.train.data import draw_clips
+    from streamer.train.looks import LOOKS
+
+    paths = [p for p in builtin_media() if p.name in ("astronaut.png", "coffee.png", "bikes.mp4")]
+    clips = draw_clips(BuiltinRecipe(tuple(LOOKS), (64, 64), paths=paths), 16, 4, seed=3, step=1, rank=0, render=False)
+    cpu, gpu = clips.ready("cpu"), clips.ready("cuda")
+    assert gpu.targets.is_cuda
+    diff = (gpu.targets.cpu() - cpu.targets).abs()
+    # float rounding differs; thresholds (comic's ink, pixel's palette) may flip a few pixels, no more
+    assert diff.mean() < 1e-4 and (diff > 1e-3).float().mean() < 1e-3
+    kinds = ("noise", "jpeg", "blur", "quantise", "colour")
+    on_gpu = corrupt_history(gpu.targets, list(range(16)), kinds, gpu.key)
+    assert on_gpu.is_cuda  # JPEG and quantiser rounding may flip a level here and there
+    assert (on_gpu.cpu() - corrupt_history(cpu.targets, list(range(16)), kinds, cpu.key)).abs().mean() < 1e-3
