@@ -1,4 +1,4 @@
-"""Per-stage timings, fps in/out, drops and glass-to-glass latency, for the status line,
+"""Per-stage timings, fps in/out, drops, output gaps and glass-to-glass latency, for the status line,
 the dashboard and Prometheus (/metrics).
 
 Thread-safe: the capture, engine and output threads record; the asyncio loop reads snapshots.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Iterable
 
 from streamer.frames import now
@@ -21,6 +22,19 @@ def percentile(samples: Iterable[float], q: float) -> float:
         return 0.0
     rank = max(0, min(len(values) - 1, round(q / 100.0 * (len(values) - 1))))
     return values[rank]
+
+
+_COUNTER_HELP = {
+    "drops_input": "Camera frames replaced by a newer one before the engine took them (the model is slower than the camera).",
+    "drops_output": "Transformed frames dropped because the output queue was full.",
+    "repeats": "Output ticks that repeated the last frame because no new one was ready.",
+}
+_SINK_DROPS_HELP = "Frames this sink took but never delivered (its encoder process was a whole queue behind)."
+
+
+def sink_drops(counters: dict[str, int]) -> int:
+    """Frames every sink together dropped (the `drops_sink_<name>` counters)."""
+    return sum(v for k, v in counters.items() if k.startswith("drops_sink_"))
 
 
 class RateMeter:
@@ -46,6 +60,39 @@ class RateMeter:
             self._times.popleft()
 
 
+class OutputGaps:
+    """Time between consecutive hand-offs to the sinks: a stall detector readers need not reset.
+
+    Keeps the longest gap since start, and per wall-clock second the longest gap that ended in it for
+    the last RECENT_S seconds, so anyone polling now and then (a dashboard, `streamer soak`) sees every
+    stall and can place it in time, without one reader's read hiding it from another.
+    """
+
+    RECENT_S = 60
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self.max_s = 0.0
+        self._per_second: collections.deque[list[float]] = collections.deque(maxlen=self.RECENT_S)
+
+    def handoff(self, t: float, wall: float) -> None:
+        """A frame was handed to the sinks at monotonic time t (wall: the same instant, time.time())."""
+        last, self._last = self._last, t
+        if last is None:
+            return
+        gap = t - last
+        self.max_s = max(self.max_s, gap)
+        second = float(int(wall))
+        if self._per_second and self._per_second[-1][0] == second:
+            self._per_second[-1][1] = max(self._per_second[-1][1], gap)
+        else:
+            self._per_second.append([second, gap])
+
+    def recent(self) -> list[list[float]]:
+        """[[unix second, longest gap in s], ...], oldest first, for the last RECENT_S seconds with hand-offs."""
+        return [list(p) for p in self._per_second]
+
+
 class Metrics:
     def __init__(self, window: int = 600) -> None:
         self._lock = threading.Lock()
@@ -54,6 +101,7 @@ class Metrics:
         self._latency: collections.deque[float] = collections.deque(maxlen=window)
         self._counters: dict[str, int] = collections.defaultdict(int)
         self._rates = {"in": RateMeter(), "out": RateMeter(), "engine": RateMeter()}
+        self._gaps = OutputGaps()
         self.info: dict[str, str] = {}  # free-form status: transform path, device, warnings
 
     def observe(self, stage: str, seconds: float) -> None:
@@ -71,6 +119,11 @@ class Metrics:
         """One frame passed point `which` ('in', 'engine', 'out')."""
         with self._lock:
             self._rates[which].tick(now())
+
+    def handoff(self) -> None:
+        """A frame was handed to the sinks now (the output thread, once per tick): feeds the gap detector."""
+        with self._lock:
+            self._gaps.handoff(now(), time.time())
 
     def clear_latency(self) -> None:
         """Forget latency samples: called when the engine switches path (passthrough <-> model), so
@@ -101,6 +154,9 @@ class Metrics:
                 },
                 "counters": dict(self._counters),
                 "info": dict(self.info),
+                "output_gap_max_ms": round(self._gaps.max_s * 1000, 1),
+                # [unix second, longest gap ending in it (ms)] for the last OutputGaps.RECENT_S seconds
+                "output_gaps": [[int(sec), round(gap * 1000, 1)] for sec, gap in self._gaps.recent()],
             }
 
     def status_line(self) -> str:
@@ -115,6 +171,9 @@ class Metrics:
             f"drops {c.get('drops_input', 0)}",
             f"repeats {c.get('repeats', 0)}",
         ]
+        lost = sink_drops(c) + c.get("drops_output", 0)
+        if lost:  # frames the stream itself lost (input drops are only a camera faster than the model)
+            parts.append(f"output drops {lost}")
         if s["info"].get("transform"):
             parts.append(s["info"]["transform"])
         return " | ".join(parts)
@@ -135,10 +194,18 @@ class Metrics:
         gauge("streamer_fps_engine", "Frames per second through the transform.", s["fps_engine"])
         gauge("streamer_latency_seconds", "Glass-to-glass latency (capture to sink hand-off).", s["latency_p50_ms"] / 1000, '{quantile="0.5"}')
         gauge("streamer_latency_seconds", "Glass-to-glass latency (capture to sink hand-off).", s["latency_p99_ms"] / 1000, '{quantile="0.99"}')
+        gauge("streamer_output_gap_max_seconds", "Longest time between two frames handed to the sinks since start.",
+              s["output_gap_max_ms"] / 1000)
+        recent = max((gap for _, gap in s["output_gaps"]), default=0.0)
+        gauge("streamer_output_gap_recent_max_seconds",
+              f"Longest time between two frames handed to the sinks in the last {OutputGaps.RECENT_S} s.", recent / 1000)
         for stage, v in sorted(s["stages"].items()):
             gauge("streamer_stage_seconds", "Per-stage time.", v["p50_ms"] / 1000, f'{{stage="{stage}",quantile="0.5"}}')
             gauge("streamer_stage_seconds", "Per-stage time.", v["p99_ms"] / 1000, f'{{stage="{stage}",quantile="0.99"}}')
         for name, value in sorted(s["counters"].items()):
+            help_text = _COUNTER_HELP.get(name) or (_SINK_DROPS_HELP if name.startswith("drops_sink_") else "")
+            if help_text:
+                lines.append(f"# HELP streamer_{name}_total {help_text}")
             lines.append(f"# TYPE streamer_{name}_total counter")
             lines.append(f"streamer_{name}_total {value}")
         return "\n".join(lines) + "\n"

@@ -73,6 +73,8 @@ class Pipeline:
         self.frames_out = 0  # ticks handed to the sinks (repeats included)
         self.frames_done = threading.Event()  # set when frame_limit ticks were written
         self.frame_limit = 0
+        for counter in ("drops_input", "drops_output"):  # present at 0, so a scraper sees them before the first drop
+            metrics.count(counter, 0)
 
     # ------------------------------------------------------------------ control API (thread-safe)
 
@@ -294,6 +296,7 @@ class Pipeline:
                     self._stop.wait(wait)
                 repeat_after = 1.5 * interval  # a little slack before repeating: engine jitter is normal
             last_write = now()  # spacing counts from the hand-off, not from when the sinks finished
+            self.metrics.handoff()
             t0 = time.perf_counter()
             for sink in list(self.sinks):
                 self._write(sink, frame)
@@ -322,11 +325,17 @@ class Pipeline:
                 self.metrics.info[f"sink_{sink.name}"] = f"unavailable: {e}"
             except Exception as e:
                 log.error("sink %s failed to open (%s: %s); continuing without it", sink.name, type(e).__name__, e)
+        for sink in opened:
+            self.metrics.count(f"drops_sink_{sink.name}", 0)
         self.sinks = opened
 
     def _write(self, sink: Sink, frame: Frame) -> None:
         try:
+            dropped_before = getattr(sink, "frames_dropped", 0)  # a duck-typed sink may not count drops
             sink.write(frame)
+            dropped = getattr(sink, "frames_dropped", 0) - dropped_before
+            if dropped > 0:  # e.g. its encoder process is a whole queue behind
+                self.metrics.count(f"drops_sink_{sink.name}", dropped)
         except Exception as e:
             log.error("sink %s failed (%s: %s); removing it", sink.name, type(e).__name__, e)
             self.metrics.count("sink_errors")

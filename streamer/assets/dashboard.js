@@ -203,7 +203,12 @@ const latencyChart = new LineChart($("chart-latency"), { series: [{ name: "p50",
 function renderMetrics(m) {
   fpsChart.push([m.fps_out, m.fps_in]);
   latencyChart.push([m.latency_p50_ms, m.latency_p99_ms]);
-  $("fps-now").textContent = `${m.fps_out.toFixed(1)} fps out · ${m.fps_in.toFixed(1)} in`;
+  // frames the stream itself lost: the output queue's and the sinks' (an encoder process behind)
+  const lost = Object.entries(m.counters || {})
+    .filter(([name]) => name === "drops_output" || name.startsWith("drops_sink_"))
+    .reduce((sum, [, n]) => sum + n, 0);
+  $("fps-now").textContent = `${m.fps_out.toFixed(1)} fps out · ${m.fps_in.toFixed(1)} in` +
+    (lost ? ` · ${lost} output frames dropped` : "");
   $("latency-now").textContent = `latency p50 ${m.latency_p50_ms.toFixed(0)} ms · p99 ${m.latency_p99_ms.toFixed(0)} ms`;
   const stages = Object.entries(m.stages || {}).map(([name, s]) => `${name} ${s.p50_ms.toFixed(1)} ms`);
   $("stages").textContent = stages.join(" · ");

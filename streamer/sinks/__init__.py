@@ -49,6 +49,12 @@ class Sink(ABC):
     def close(self) -> None:
         """Finalise (flush encoders, write trailers); safe to call twice or before open."""
 
+    @property
+    def frames_dropped(self) -> int:
+        """Frames write() took but will never deliver (the pipeline counts them as `drops_sink_<name>`):
+        an encoder process a whole queue behind; 0 for a sink that delivers or blocks."""
+        return 0
+
     def describe(self) -> str:
         return self.name
 

@@ -5,6 +5,7 @@ outlives the sink or the parent."""
 from __future__ import annotations
 
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -169,3 +170,45 @@ def test_a_daemonic_process_encodes_in_itself(tmp_path):
     assert results.get(timeout=60) == ("VideoEncoder", 5)
     proc.join(10)
     assert proc.exitcode == 0
+
+
+def test_a_lagging_encoder_s_drops_reach_the_daemon_s_metrics(tmp_path):
+    """The real pipeline with a pattern source and a record sink: with the encoder process stopped, the
+    frames it cannot take are counted as `drops_sink_record`, in /metrics and on the status line."""
+    from streamer.metrics import Metrics
+    from streamer.pipeline import Pipeline
+    from streamer.prompts import PromptBus
+    from streamer.sources import build_source
+
+    cfg = config.from_dict({"video": {"width": W, "height": H, "fps": FPS}, "source": {"kind": "pattern"},
+                            "engine": {"transform": "passthrough"},
+                            "sinks": {"enabled": ["record"], "record": {"path": str(tmp_path / "lag.mkv")}}}, "test")
+    metrics = Metrics(100)
+    sink = RecordSink(cfg)
+    pipeline = Pipeline(cfg, build_source(cfg), [sink], PromptBus("x"), metrics)
+    counters = lambda: metrics.snapshot()["counters"]  # noqa: E731
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + 20
+        while pipeline.frames_out < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert counters()["drops_sink_record"] == 0 and "streamer_drops_sink_record_total 0" in metrics.prometheus_text()
+        assert sink._encoder is not None and sink._encoder.pid is not None
+        encoder = sink._encoder
+        os.kill(encoder.pid, signal.SIGSTOP)
+        try:
+            while counters()["drops_sink_record"] < 10 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # (frames keep dropping while it is stopped: read each number and compare)
+            scraped = re.search(r"^streamer_drops_sink_record_total (\d+)$", metrics.prometheus_text(), re.M)
+            shown = re.search(r"output drops (\d+)", metrics.status_line())
+            assert scraped is not None and shown is not None
+            assert 10 <= int(scraped.group(1)) <= counters()["drops_sink_record"]
+            assert int(shown.group(1)) >= int(scraped.group(1))  # the status line adds the output queue's drops
+        finally:
+            os.kill(encoder.pid, signal.SIGCONT)
+    finally:
+        pipeline.stop()
+    # every frame the pipeline handed over was either encoded or counted as dropped
+    assert encoder.encoded + encoder.dropped == sink.frames_written
+    assert counters()["drops_sink_record"] == encoder.dropped
