@@ -164,9 +164,9 @@ class Moderation:
                 new = tidy_terms((*self.runtime_terms, *terms) if add else terms)
             except ValueError as e:
                 raise ConfigError(f"blocklist: {e}") from None
-            self.blocklist = self._blocklist(new)
-            self._runtime.save(new, by)
-            self.runtime_terms = new
+            blocklist = self._blocklist(new)
+            self._runtime.save(new, by)  # saved first: what runs is what a restart will load
+            self.blocklist, self.runtime_terms = blocklist, new
         self.audit.record("blocklist", source="moderation", author=by, detail=", ".join(new),
                           reason=f"{len(new)} terms added while running; {self.blocklist.size} entries in all")
         for listener in list(self._blocklist_listeners):
