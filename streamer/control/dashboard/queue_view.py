@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamer.config import Settings
-from streamer.control.policy.moderation import NAME_MAX
+from streamer.control.policy.moderation import NAME_MAX, shown_prompt_limit
 from streamer.control.policy.normalize import display_text
 from streamer.prompts import PromptState
 
@@ -51,22 +51,15 @@ def moderator_queue(control: Any, settings: Settings) -> list[dict[str, Any]]:
     return [
         {"id": i.id, "author": display_text(i.author, NAME_MAX), "source": display_text(i.source, NAME_MAX),
          "created_at": i.created_at, "text": display_text(i.text, limit),
-         "model_text": display_text(i.model_text, prompt_limit(settings))}
+         "model_text": display_text(i.model_text, shown_prompt_limit(settings.moderation))}
         for i in approvals.pending()
     ]
-
-
-def prompt_limit(settings: Settings) -> int:
-    """Characters of a prompt the pages show: the template around the longest chat part. A longer
-    preset is cut with "…" on the page (the model still gets all of it)."""
-    m = settings.moderation
-    return len(m.template) - len("{prompt}") + m.max_length
 
 
 def shown_prompt(p: PromptState, control: Any, settings: Settings) -> dict[str, Any]:
     """The prompt state as pages show it. Audience text reaches the bus only through moderation; this
     also covers what the streamer's own paths set (config, console): no hidden characters, clipped."""
-    limit = prompt_limit(settings)
+    limit = shown_prompt_limit(settings.moderation)
     return {
         "text": display_text(p.text, limit),
         "previous_text": display_text(p.previous_text, limit),

@@ -28,6 +28,8 @@ from streamer import config as config_mod
 from streamer.config import Settings
 from streamer.control.obs.audio_sync import AudioSync
 from streamer.control.obs.conn import ObsAuthError, ObsError, ObsRequestError, ObsSession, connect
+from streamer.control.policy.moderation import shown_prompt_limit
+from streamer.control.policy.normalize import display_text
 from streamer.prompts import PromptState
 
 if TYPE_CHECKING:
@@ -43,9 +45,11 @@ EVENT_SUBS = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 7)
 SOURCE = "obs"  # PromptBus `source` of the changes this controller makes
 
 
-def prompt_display(state: PromptState) -> str:
-    """What the text source shows: the prompt, or that the AI is off."""
-    return state.text if state.enabled else "AI off"
+def prompt_display(state: PromptState, limit: int) -> str:
+    """What the text source shows: the prompt as pages show it (no control, bidi or zero-width
+    characters; clipped to `limit` with "…"), or that the AI is off. Audience text reaches the bus
+    only through moderation (and a moderator, in approval mode); this also covers the streamer's own."""
+    return display_text(state.text, limit) if state.enabled else "AI off"
 
 
 class ObsController:
@@ -227,7 +231,7 @@ class ObsController:
         return any(i.get("sourceName") == source and i.get("sceneItemEnabled") for i in (items or {}).get("sceneItems", []))
 
     async def _push_prompt(self) -> None:
-        text = prompt_display(self.bus.current())
+        text = prompt_display(self.bus.current(), shown_prompt_limit(self.settings.moderation))
         await self._request("SetInputSettings", {
             "inputName": self.settings.obs.prompt_input, "inputSettings": {"text": text}, "overlay": True,
         })

@@ -60,6 +60,12 @@ _HARD_CAP_FACTOR = 20  # raw input beyond max_length * this is rejected before a
 NAME_MAX = 25  # characters of a name shown on pages and in chat (Twitch logins are at most 25)
 
 
+def shown_prompt_limit(m: ModerationSettings) -> int:
+    """Characters of a prompt that pages and OBS's text source show: the template around the longest chat
+    part. A longer text (a preset, the streamer's own prompt) is cut there with "…"; the model gets all of it."""
+    return len(m.template) - len("{prompt}") + m.max_length
+
+
 def storable(text: Any, limit: int = 0) -> str:
     """A string SQLite and logs accept (no lone surrogates), optionally truncated with an ellipsis."""
     s = fix_surrogates(text if isinstance(text, str) else repr(text))

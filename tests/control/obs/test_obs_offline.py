@@ -116,8 +116,11 @@ def test_doctor_without_obs() -> None:
 
 
 def test_prompt_display_and_urls() -> None:
-    assert prompt_display(PromptState(text="a castle")) == "a castle"
-    assert prompt_display(PromptState(text="a castle", enabled=False)) == "AI off"
+    assert prompt_display(PromptState(text="a castle"), 200) == "a castle"
+    assert prompt_display(PromptState(text="a castle", enabled=False), 200) == "AI off"
+    # the streamer's own text too: no hidden characters, clipped to the box
+    assert prompt_display(PromptState(text="a \u202ecastle\u200b\n on a hill"), 200) == "a castle on a hill"
+    assert prompt_display(PromptState(text="x" * 300), 50) == "x" * 49 + "…"
     assert receive_url("udp://127.0.0.1:5600?pkt_size=1316") == "udp://127.0.0.1:5600"
     assert obs_platform({"platform": "debian"}) == "linux"
     assert obs_platform({"platform": "windows"}) == "windows"

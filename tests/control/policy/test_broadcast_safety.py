@@ -55,7 +55,7 @@ def test_direction_controls_are_refused_and_other_format_characters_cleaned(tmp_
     assert p.status == "rejected" and p.reason == "blocked: sexual content"
     p = gov.propose("a ca\u200bt i\u00adn a\u2060 ha\ufefft\u200f", source="twitch", author="a")
     assert p.status == "applied" and bus.current().text == "a cat in a hat"
-    assert prompt_display(bus.current()) == "a cat in a hat"  # what OBS's text source shows
+    assert prompt_display(bus.current(), 200) == "a cat in a hat"  # what OBS's text source shows
 
 
 def test_display_text_drops_hidden_characters_clips_and_keeps_markup_literal():
@@ -138,9 +138,9 @@ def test_pending_items_are_checked_again_when_the_blocklist_changes(tmp_path):
 def test_obs_text_shows_only_approved_moderated_text(tmp_path):
     gov, bus, heard, store = make(tmp_path, template="{prompt}, film grain")
     p = gov.propose("a ｓｔｏｎｅ\u200b bridge <b>", source="twitch", author="alice")
-    assert p.status == "queued" and prompt_display(bus.current()) == "start"  # nothing while it waits
+    assert p.status == "queued" and prompt_display(bus.current(), 200) == "start"  # nothing while it waits
     gov.approvals.approve(p.id, by="mod")
-    shown = prompt_display(bus.current())
+    shown = prompt_display(bus.current(), 200)
     assert shown == "a stone bridge b, film grain" and no_hidden_characters(shown)  # markup cannot survive
 
 
