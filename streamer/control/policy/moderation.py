@@ -34,7 +34,7 @@ from streamer.control.policy.normalize import (
     fold,
     has_direction_controls,
 )
-from streamer.control.policy.runtime_terms import RuntimeTerms, tidy_terms
+from streamer.control.policy.runtime_terms import RuntimeTerms, saved_terms, tidy_terms
 from streamer.prompts import Verdict
 
 if TYPE_CHECKING:
@@ -271,6 +271,13 @@ def check_prompt_command(args: argparse.Namespace) -> int:
 
     settings = config.load(getattr(args, "config", None))
     moderation = Moderation(settings.moderation, None)
+    terms = saved_terms(settings.store.path)  # words the daemon's dashboard added, as the daemon reads them
+    if terms:
+        try:
+            moderation.set_blocklist(terms)
+            print(f"blocklist:  + {len(terms)} added on the dashboard (saved in {settings.store.path})")
+        except ConfigError as e:
+            print(f"blocklist:  the words added on the dashboard are left off, as the daemon does: {e}")
     text: str = args.text
     verdict = moderation.review(text, source="cli", author="check-prompt")
     detail = moderation.audit.recent(1)[0]["detail"]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -78,3 +80,18 @@ class RuntimeTerms:
             self._store.execute(
                 "INSERT OR REPLACE INTO blocklist_runtime (id, terms, changed_at, changed_by) VALUES (1, ?, ?, ?)",
                 (json.dumps(list(terms), ensure_ascii=True), self._clock(), by[:100]))
+
+
+def saved_terms(store_path: str) -> tuple[str, ...]:
+    """The terms a daemon using this store file saved, for tools that run beside it (`check-prompt`):
+    read-only, and nothing is created where there is no file yet."""
+    path = Path(store_path).expanduser()
+    if not path.is_file():
+        return ()
+    try:
+        with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as conn:
+            row = conn.execute("SELECT terms FROM blocklist_runtime WHERE id = 1").fetchone()
+        return tidy_terms(json.loads(row[0])) if row else ()
+    except (sqlite3.Error, ValueError, TypeError) as e:  # no such table yet, not a database, a broken row
+        log.debug("no saved blocklist terms in %s: %s", path, e)
+        return ()

@@ -2,6 +2,7 @@
 streamer's own template would be blocked, and every change re-checks what waits (the approval queue
 and the proposal waiting for the rate limit) so nothing the new list holds is ever applied."""
 
+import argparse
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from streamer.config import ConfigError, ModerationSettings
 from streamer.control.policy.approvals import REFUSED_BY, Approvals
 from streamer.control.policy.governor import PromptGovernor
-from streamer.control.policy.moderation import Moderation
+from streamer.control.policy.moderation import Moderation, check_prompt_command
 from streamer.control.policy.runtime_terms import MAX_TERM_CHARS, MAX_TERMS, tidy_terms
 from streamer.prompts import PromptBus
 from streamer.store import Store
@@ -117,3 +118,20 @@ def test_a_change_denies_queued_items_it_now_blocks_and_keeps_the_others(tmp_pat
     assert [i.id for i in gov.approvals.pending()] == [kept]
     assert gov.approvals.approve(kept, by="mod").status == "approved" and bus.current().text == "a boat"
     store.close()
+
+
+def test_check_prompt_knows_the_words_added_on_the_dashboard(tmp_path, capsys):
+    db = tmp_path / "daemon.db"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[store]\npath = "{db}"\n')
+    args = argparse.Namespace(text="a red balloon", config=str(cfg))
+    assert check_prompt_command(args) == 0 and not db.exists()  # no store yet: nothing created
+    store = Store(db)
+    Moderation(ModerationSettings(), store).set_blocklist(["balloon"], by="dashboard")
+    store.close()
+    capsys.readouterr()
+    assert check_prompt_command(args) == 1
+    out = capsys.readouterr().out
+    assert "+ 1 added on the dashboard" in out and "blocked by the streamer" in out
+    db.write_bytes(b"not a database at all" * 100)
+    assert check_prompt_command(args) == 0
