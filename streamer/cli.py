@@ -1,4 +1,4 @@
-"""`streamer` command line: run | doctor | init | bench | model inspect | models | check-prompt | obs setup | twitch login | train | prune.
+"""`streamer` command line: run | doctor | init | bench | model inspect | models | check-prompt | obs setup | twitch login | train | train evaluate | prune.
 
 Each command is implemented in the module that owns the capability and imported only when that
 command runs, so `streamer doctor` works even when an optional extra (twitchio, obsws) is missing.
@@ -36,6 +36,7 @@ _HANDLERS = {
     "twitch login": "streamer.control.twitch.auth:login_command",
     "train": "streamer.train.commands:train_command",
     "prune": "streamer.train.prune:prune_command",
+    "soak": "streamer.soak.command:soak_command",
 }
 
 
@@ -191,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--as", dest="role", choices=["bot", "broadcaster"], default="bot")
     q.set_defaults(name="twitch login")
 
-    q = sub.add_parser("train", help="train or fine-tune a model (see docs/training.md; torchrun for several GPUs)")
+    q = sub.add_parser("train", help="train or fine-tune a model (see docs/training.md; torchrun for several GPUs)",
+                       epilog="streamer train evaluate --help: score a model on held-out clips")  # fmt: skip
     q.add_argument("--config", "-c", metavar="FILE", required=True, help="training TOML ([train] table)")
     q.add_argument("--steps", type=COUNT, help="override train.steps")
     q.add_argument("--out-dir", help="override train.out_dir")
@@ -208,10 +210,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calib-batches", type=COUNT, default=4, help="calibration batches for the importance scores")
     q.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
     q.set_defaults(name="prune")
+
+    q = sub.add_parser("soak", help="run the real daemon for a long time with faults injected, and measure it")
+    q.add_argument("--minutes", type=DURATION, default=2.0, help="how long to inject faults (default 2)")
+    q.add_argument("--fault-every", type=number(float, 5.0), default=12.0, metavar="SECONDS",
+                   help="seconds between faults (default 12)")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder for the store, recordings, logs and the report")
+    q.add_argument("--source", choices=["network", "pattern"], default="network",
+                   help="network: fed by a sender process the soak kills and restarts (default)")
+    q.add_argument("--faults", help="comma list of faults to rotate (default: all)")
+    q.add_argument("--no-obs", action="store_true", help="do not start a headless OBS even when installed")
+    q.add_argument("--width", type=COUNT, default=128)
+    q.add_argument("--height", type=COUNT, default=128)
+    q.add_argument("--fps", type=FPS, default=10.0)
+    q.add_argument("--poll-seconds", type=COUNT, default=30, help="length of each chat poll (15-1800)")
+    q.set_defaults(name="soak")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["train", "evaluate"]:  # its own parser (streamer.train.evaluate): its options are not train's
+        from streamer.train.evaluate import main as evaluate_main
+
+        return evaluate_main(argv[2:], prog="streamer train evaluate")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

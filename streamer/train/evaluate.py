@@ -1,5 +1,6 @@
-"""Held-out evaluation of a model through the daemon's own engine: drift over a long live stream, and
-quality versus the number of denoising steps (docs/training.md, "Evaluating a model").
+"""Held-out evaluation of a model through the daemon's own engine: drift over a long live stream,
+quality versus the number of denoising steps, and per-look quality with a contact sheet
+(docs/training.md, "Evaluating a model"). `streamer train evaluate ...` runs the same `main`.
 
 The input is a long, continuous "live" stream made only of the held-out part of the built-in media
 (`BuiltinRecipe(..., part="heldout")`: clips training never saw): consecutive segments of 4-6 s, each
@@ -13,6 +14,10 @@ Modes (one model per invocation, so several can run in parallel on one GPU):
 - drift: one stream per look of --minutes minutes, PSNR per minute, last-minus-first and the slope;
 - steps: the first --frames frames of the same stream for every look, a fresh engine per (look, steps),
   at each of --steps; the configured 2 steps is the "quality" number used before/after pruning;
+- quality: the same frames for every look at the model's settings (model.steps, the preset's strength):
+  PSNR against the target and the edge-structure score (streamer.train.quality, definition there), both
+  for the untouched input too, a pass/fail against the quality target, and with --sheet a contact
+  sheet PNG (a row per look: input | look target | output for --sheet-frames frames);
 and `--report A.json B.json ...` prints one markdown table of several runs.
 """
 
@@ -23,96 +28,31 @@ import dataclasses
 import datetime
 import json
 import logging
-import math
 import sys
 import time
 import tomllib
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from streamer import config as app_config
 from streamer.config import ConfigError, ModelSettings
-from streamer.frames import Frame
-from streamer.model.builder import new_engine
-from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, ModelLoadError, load_parts, resolve_device
-from streamer.prompts import PromptState
+from streamer.train import quality
 from streamer.train.data import BuiltinRecipe
-from streamer.train.heldout import FPS, PSNR_CAP_DB, Segment, heldout_segments, look_targets, psnr
+from streamer.train.heldout import FPS, PSNR_CAP_DB, Progress, heldout_segments, make_engine, nanmean, run_stream
 from streamer.train.looks import LOOKS
 from streamer.train.media import MediaError
+from streamer.train.quality import fmt_number
 
 log = logging.getLogger(__name__)
 
 DRIFT_LOOKS = ("watercolour", "noir")
-MODES = ("drift", "steps")
+MODES = ("drift", "steps", "quality")
 
 
-# ---- running the engine ---------------------------------------------------------------------------------
-class Progress:
-    """A log line (frames, fps, ETA) every `every` seconds over all the streams of one invocation."""
-
-    def __init__(self, total: int, device: torch.device, every: float = 10.0) -> None:
-        self.total, self.device, self.every = total, device, every
-        self.done, self.t0 = 0, time.monotonic()
-        self.last = self.t0
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last < self.every:
-            return
-        if self.device.type == "cuda":  # once per line: the host may run ahead of the GPU's queue
-            torch.cuda.synchronize(self.device)
-            now = time.monotonic()
-        fps = self.done / max(now - self.t0, 1e-9)
-        eta = (self.total - self.done) / fps if fps > 0 else float("inf")
-        log.info("%d/%d frames (%.0f%%), %.1f frames/s, ETA %s", self.done, self.total,
-                 100 * self.done / self.total, fps, f"{eta:.0f} s" if math.isfinite(eta) else "?")  # fmt: skip
-        self.last = now
-
-
-@torch.no_grad()
-def run_stream(
-    engine: ModelTransform, segments: Iterable[Segment], look: str, prompt: str, total: int, progress: Progress
-) -> tuple[Tensor, Tensor]:
-    """Stream the segments through the engine as one live input with `prompt`. Returns per-frame PSNR
-    [total] on the device of the model's output vs the look's target, and of the input itself vs the
-    target ("no transform"); NaN where the engine gave no output for a frame."""
-    dev = engine.device
-    model = torch.full((total,), float("nan"), dtype=torch.float32, device=dev)
-    identity = torch.full_like(model, float("nan"))
-    state = PromptState(text=prompt)
-    waiting: dict[int, Tensor] = {}  # targets of frames whose output has not come yet (chunked presets)
-    for seg in segments:
-        targets = look_targets(seg.inputs, look)
-        n = seg.inputs.shape[0]
-        identity[seg.start : seg.start + n] = psnr(seg.inputs, targets)
-        for i in range(n):
-            index = seg.start + i
-            waiting[index] = targets[i]
-            frame = Frame(pixels=seg.inputs[i], capture_time=index / FPS, index=index, pts=index / FPS)
-            for out in engine.step(frame, state):  # device tensors in, device tensors out: no host copy
-                model[out.index] = psnr(out.pixels, waiting.pop(out.index))
-            progress.advance()
-    return model, identity
-
-
-def make_engine(m: ModelSettings, parts: LoadedParts) -> ModelTransform:
-    """A fresh engine (a clean stream) as the daemon builds it (streamer.model.builder): the fast path is
-    attached only when m.fast_path is on and the device is a GPU (the evaluator's default is off)."""
-    return new_engine(m, parts, m.height, m.width)
-
-
-def _nanmean(x: Tensor) -> float:
-    ok = ~torch.isnan(x)
-    return float(x[ok].double().mean()) if bool(ok.any()) else float("nan")
-
-
+# ---- drift and steps ------------------------------------------------------------------------------------
 def _slope(ys: list[float]) -> float:
     """Least-squares slope of ys against 0, 1, 2, ... (dB per bucket); 0 for fewer than two points."""
     n = len(ys)
@@ -135,12 +75,12 @@ def evaluate_drift(
                                       frames, progress)  # fmt: skip
         engine.close()
         scores, identity = scores.cpu(), identity.cpu()
-        per = [_nanmean(scores[a : a + bucket]) for a in range(0, frames, bucket)]
+        per = [nanmean(scores[a : a + bucket]) for a in range(0, frames, bucket)]
         out[look] = {
             "prompt": prompt,
             "psnr_per_bucket": per,
-            "identity_per_bucket": [_nanmean(identity[a : a + bucket]) for a in range(0, frames, bucket)],
-            "mean_psnr": _nanmean(scores),
+            "identity_per_bucket": [nanmean(identity[a : a + bucket]) for a in range(0, frames, bucket)],
+            "mean_psnr": nanmean(scores),
             "last_minus_first_db": per[-1] - per[0],
             "slope_db_per_bucket": _slope(per),
             "missing_frames": int(torch.isnan(scores).sum()),
@@ -163,8 +103,8 @@ def evaluate_steps(
             engine = make_engine(dataclasses.replace(m, steps=k), parts)
             scores, ident = run_stream(engine, segments, look, LOOKS[look].prompts[0], frames, progress)
             engine.close()
-            per_steps[str(k)][look] = _nanmean(scores.cpu())
-            identity[look] = _nanmean(ident.cpu())
+            per_steps[str(k)][look] = nanmean(scores.cpu())
+            identity[look] = nanmean(ident.cpu())
         log.info("steps %s: %s", look, ", ".join(f"{k}: {per_steps[str(k)][look]:.2f} dB" for k in steps))
     means = {k: sum(v.values()) / len(v) for k, v in per_steps.items()}
     return {"per_look": per_steps, "mean": means, "identity": identity,
@@ -173,10 +113,6 @@ def evaluate_steps(
 
 
 # ---- tables -----------------------------------------------------------------------------------------------
-def _f(x: float, sign: bool = False) -> str:
-    return "n/a" if not math.isfinite(x) else (f"{x:+.2f}" if sign else f"{x:.2f}")
-
-
 def markdown(results: list[dict[str, Any]]) -> str:
     """Markdown tables (PSNR in dB) of one or more runs' results."""
     lines: list[str] = []
@@ -188,9 +124,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
                   "|---|---|" + "---|" * (n + 2)]  # fmt: skip
         for r in drift:
             for look, v in r["looks"].items():
-                cells = [_f(x) for x in v["psnr_per_bucket"]] + [""] * (n - len(v["psnr_per_bucket"]))
-                lines.append(f"| {r['label']} | {look} | {' | '.join(cells)} | {_f(v['last_minus_first_db'], True)} "
-                             f"| {_f(v['slope_db_per_bucket'], True)} |")  # fmt: skip
+                cells = [fmt_number(x) for x in v["psnr_per_bucket"]] + [""] * (n - len(v["psnr_per_bucket"]))
+                lines.append(f"| {r['label']} | {look} | {' | '.join(cells)} | {fmt_number(v['last_minus_first_db'], True)} "
+                             f"| {fmt_number(v['slope_db_per_bucket'], True)} |")  # fmt: skip
     steps = [r for r in results if r["mode"] == "steps"]
     if steps:
         ks = sorted({int(k) for r in steps for k in r["steps"]["per_look"]})
@@ -203,8 +139,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
             for look in [*s["identity"], "mean"]:
                 ident = s["identity"].get(look, sum(s["identity"].values()) / max(1, len(s["identity"])))
                 row = [s["per_look"].get(str(k), {}).get(look) if look != "mean" else s["mean"].get(str(k)) for k in ks]
-                lines.append(f"| {r['label']} | {look} | {_f(ident)} | "
-                             + " | ".join("" if x is None else _f(x) for x in row) + " |")  # fmt: skip
+                lines.append(f"| {r['label']} | {look} | {fmt_number(ident)} | "
+                             + " | ".join("" if x is None else fmt_number(x) for x in row) + " |")  # fmt: skip
+    if good := [r for r in results if r["mode"] == "quality"]:
+        lines += ([""] if lines else []) + quality.markdown(good)
     return "\n".join(lines)
 
 
@@ -240,22 +178,30 @@ def model_settings(args: argparse.Namespace, steps: int | None = None) -> ModelS
     return app_config.from_dict({"model": model, "video": video}, "streamer.train.evaluate arguments").model
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m streamer.train.evaluate", description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "python -m streamer.train.evaluate") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--mode", choices=MODES, default="steps")
     p.add_argument("--checkpoint", default="", help="DiT checkpoint folder (model.safetensors + config.json "
                    "[+ shortcut.safetensors]), or 'random' (seeded random weights: tests and smoke runs)")  # fmt: skip
     p.add_argument("--vae", default="", help="autoencoder file (vae.safetensors); 'random' with --checkpoint random")
     p.add_argument("--label", default="", help="the model's name in tables (default: the checkpoint folder's name)")
     p.add_argument("--looks", default="", help=f"comma-separated looks (default: drift {','.join(DRIFT_LOOKS)}, "
-                   "steps all)")  # fmt: skip
+                   "steps and quality all)")  # fmt: skip
     p.add_argument("--minutes", type=float, default=10.0, help="drift: stream length at 30 fps input")
     p.add_argument("--bucket-seconds", type=float, default=60.0, help="drift: seconds of input per mean")
     p.add_argument("--steps", default="1,2,4", help="steps: denoising step counts")
-    p.add_argument("--frames", type=int, default=600, help="steps: frames per look (the stream's first frames)")
+    p.add_argument(
+        "--frames", type=int, default=600, help="steps, quality: frames per look (the stream's first frames)"
+    )
+    p.add_argument("--sheet", type=Path, help="quality: write the contact sheet PNG here "
+                   "(e.g. docs/images/embedded-v3-contact-sheet.png)")  # fmt: skip
+    p.add_argument("--sheet-frames", type=int, default=3, help="quality: frames per look on the sheet")
+    p.add_argument("--sheet-tile", type=int, default=0, help="quality: sheet frames scaled to this many pixels "
+                   "on their longer side (0 = as evaluated)")  # fmt: skip
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--height", type=int, default=256)
-    p.add_argument("--strength", type=float, default=ModelSettings.strength, help="SDEdit strength (0 = the preset's: tiny 0.6)")
+    p.add_argument("--strength", type=float, default=ModelSettings.strength,
+                   help="SDEdit strength (0 = the preset's: tiny 0.6)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0, help="the engine's noise seed (model.seed)")
     p.add_argument("--fast-path", action="store_true", help="CUDA: the daemon's fused kernels + CUDA graphs "
@@ -327,6 +273,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, 
         parser.error(f"--steps {args.steps!r}: expected comma-separated step counts, e.g. 1,2,4")
     if not steps or min(steps) < 1 or args.frames < 1 or round(args.minutes * 60 * FPS) < 1:
         parser.error("--steps, --frames and --minutes must give at least one step and one frame")
+    if args.sheet_frames < 1 or args.sheet_tile < 0:
+        parser.error("--sheet-frames must be at least 1 and --sheet-tile 0 (as evaluated) or more pixels")
     m = model_settings(args)
     for k in steps if args.mode == "steps" else []:
         model_settings(args, k)  # each step count must be a valid setting too (e.g. with --set timesteps)
@@ -341,6 +289,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, 
         progress = Progress(frames * len(looks), parts.device)
         found = evaluate_drift(parts, m, recipe, looks, frames, args.stream_seed, bucket, progress)
         result |= {"frames": frames, "bucket_frames": bucket, "looks": found}
+    elif args.mode == "quality":
+        progress = Progress(args.frames * len(looks), parts.device)
+        found, rows = quality.evaluate_quality(parts, m, recipe, looks, args.frames, args.stream_seed, progress,
+                                               args.sheet_frames)  # fmt: skip
+        if args.sheet is not None:
+            found["sheet"] = str(quality.contact_sheet(rows, args.sheet, args.sheet_tile))
+            log.info("contact sheet: %s", args.sheet)
+        result |= {"frames": args.frames, "quality": found}
     else:
         progress = Progress(args.frames * len(looks) * len(steps), parts.device)
         found = evaluate_steps(parts, m, recipe, looks, steps, args.frames, args.stream_seed, progress)
@@ -350,15 +306,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, 
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m streamer.train.evaluate") -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         if args.report:
             results = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.report]
             if bad := [str(f) for f, r in zip(args.report, results, strict=True) if r.get("mode") not in MODES]:
-                raise ValueError(f"not evaluator results (no drift/steps mode): {', '.join(bad)}")
+                raise ValueError(f"not evaluator results (no {'/'.join(MODES)} mode): {', '.join(bad)}")
         else:
             results = [run(args, parser)]
     except (ConfigError, ModelLoadError, MediaError, OSError, ValueError) as e:

