@@ -35,9 +35,9 @@ class TrainConfig:
     width: int = 64  # training resolution in pixels (multiple of 16)
     height: int = 64
     frames: int = 4  # latent frames per training clip (1 video frame each for the tiny per-frame autoencoder)
-    workers: int = (
-        0  # processes that prepare the coming batches (crops + looks) in parallel; 0 = in the training process
-    )
+    # processes that prepare the coming batches in parallel (crops; the looks too when training on a CPU, they
+    # are rendered on the GPU when training there); 0 = in the training process
+    workers: int = 0
     # optimisation
     batch: int = 2  # clips per process per step (global batch = batch x processes)
     steps: int = 200
