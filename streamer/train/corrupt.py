@@ -113,5 +113,6 @@ def corrupt_history(targets: Tensor, rows: list[int], kinds: tuple[str, ...], ke
     own generator, (seed, step, rank) = key with purpose "corrupt/i", so it does not depend on which other
     clips need a history (only those the step's plan picks are damaged) nor on the device."""
     seed, step, rank = key
-    out = [corrupt(targets[i, :-1], kinds, step_generator(seed, step, rank, f"corrupt/{i}"))[0] for i in rows]
+    with torch.autocast(targets.device.type, enabled=False):  # pixels in float32 under a bf16 training step too
+        out = [corrupt(targets[i, :-1], kinds, step_generator(seed, step, rank, f"corrupt/{i}"))[0] for i in rows]
     return torch.stack(out) if out else targets[:0, :-1]

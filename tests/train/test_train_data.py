@@ -154,6 +154,8 @@ def test_history_corruptions_are_per_clip_and_device_agnostic() -> None:
     assert torch.equal(corrupt_history(b.targets, [2], kinds, b.key)[0], all_rows[2])
     assert not torch.equal(corrupt_history(b.targets, [2], kinds, (5, 3, 0))[0], all_rows[2])  # another step
     assert corrupt_history(b.targets, [], kinds, b.key).shape == (0, 3, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # called inside a bf16 training step: still float32 pixels
+        assert torch.equal(corrupt_history(b.targets, [0, 1, 2, 3], kinds, b.key), all_rows)
 
 
 @pytest.mark.gpu
