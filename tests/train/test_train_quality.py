@@ -117,3 +117,31 @@ def test_quality_mode_through_the_cli_writes_sheet_json_and_table(
             assert not np.array_equal(img[y : y + 32, x + 64 : x + 96], stream[frame].numpy())
     assert ev.main(["--report", str(out)]) == 0  # the report tabulates quality runs too
     assert "| random | neon |" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the fast path's graph capture)")
+def test_quality_on_cuda_fast_path_matches_eager(media_paths: list[Path], random_text: None) -> None:
+    import dataclasses
+
+    from streamer.config import ModelSettings
+    from streamer.model.loading import load_parts
+    from streamer.train.heldout import Progress
+
+    a = torch.stack([shapes(), shapes(1), shapes(6)])
+    assert torch.allclose(q.edge_corr(a.cuda(), shapes().cuda()).cpu(), q.edge_corr(a, shapes()), atol=1e-5)
+    m = ModelSettings(checkpoint="random", vae="random", width=32, height=32, device="cuda", fast_path=False)
+    parts = load_parts(m, torch.device("cuda"))
+    recipe = BuiltinRecipe(("noir",), (32, 32), paths=media_paths, part="heldout")
+    got = {}
+    for fast in (False, True):
+        settings = dataclasses.replace(m, fast_path=fast)
+        found, rows = q.evaluate_quality(
+            parts, settings, recipe, ["noir", "neon"], 40, 1, Progress(80, parts.device), 2
+        )
+        assert all(f is not None for r in rows for f in r.frames)
+        got[fast] = found["per_look"]
+    for look in ("noir", "neon"):
+        assert got[True][look]["psnr"] == pytest.approx(got[False][look]["psnr"], abs=0.05)
+        assert got[True][look]["edge_corr"] == pytest.approx(got[False][look]["edge_corr"], abs=0.02)
+        assert got[True][look]["target_edge_corr"] == pytest.approx(got[False][look]["target_edge_corr"], abs=1e-6)
