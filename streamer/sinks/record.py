@@ -18,7 +18,9 @@ from streamer.sinks.encoder import EncodingSink, open_encoder
 from streamer.sinks.encoder_process import EncoderOpenError
 
 KEYFRAME_INTERVAL_S = 2.0  # also the most a crash can lose from a fragmented MP4
-_MP4_OPTIONS = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"}
+# flush_packets: each fragment goes to the file when it is complete. Without it FFmpeg keeps 256 KiB in its
+# write buffer, which a full disk (or a lost host) takes with it: at a low bitrate that was 20 s of video.
+_MP4_OPTIONS = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 
 
 def expand_path(pattern: str, when: float | None = None) -> str:

@@ -13,7 +13,7 @@ import pytest
 from streamer import config
 from streamer.frames import Frame, now
 from streamer.sinks import SinkUnavailable, build_sinks
-from streamer.sinks.record import RecordSink, expand_path
+from streamer.sinks.record import KEYFRAME_INTERVAL_S, RecordSink, expand_path
 from streamer.sources.pattern import read_stamp, stamp_index
 
 W, H, FPS = 160, 96, 30.0
@@ -64,6 +64,29 @@ def test_pts_follow_wall_time_when_the_output_skips_ticks(tmp_path):
         times = [f.time for f in container.decode(video=0)]
     assert len(times) == 10
     assert times[5] - times[4] > 0.4
+
+
+def test_each_fragment_reaches_the_file_while_recording(tmp_path):
+    """A full disk or a crash loses at most one keyframe interval: every fragment that is complete is in
+    the file already (FFmpeg's 256 KiB write buffer used to keep ~20 s of a low-bitrate recording)."""
+    import shutil
+
+    sink = RecordSink(settings(str(tmp_path / "live.mp4")))
+    sink.open(W, H, FPS)
+    gop = round(FPS * KEYFRAME_INTERVAL_S)
+    write_paced(sink, gop + 15)  # the first fragment is complete once the second keyframe is encoded
+    copy = tmp_path / "copy.mp4"
+    decoded, deadline = 0, time.monotonic() + 5.0
+    while decoded < gop and time.monotonic() < deadline:  # the encoder process may be a few frames behind
+        time.sleep(0.1)
+        shutil.copyfile(sink.path, copy)
+        try:
+            with av.open(str(copy)) as container:
+                decoded = sum(1 for _ in container.decode(video=0))
+        except av.FFmpegError:  # nothing but the header yet
+            decoded = 0
+    sink.close()
+    assert decoded >= gop, f"only {decoded} of the first fragment's {gop} frames were in the file while recording"
 
 
 def test_existing_file_is_never_overwritten(tmp_path):
