@@ -88,9 +88,10 @@ def build_pipeline(settings: Settings, bus: PromptBus, metrics: Metrics, record_
     factory = None
     if settings.engine.transform == "model":
         def factory(model_settings: Settings) -> Any:
+            from streamer.fault_inject import with_fault_injection
             from streamer.model.builder import build_model_transform
 
-            return build_model_transform(model_settings)
+            return with_fault_injection(build_model_transform(model_settings))  # unchanged unless soak-enabled
 
     return Pipeline(settings, build_source(settings), build_sinks(settings, record_path), bus, metrics, factory)
 

@@ -1,7 +1,7 @@
 """Chat flood soak: `python tools/chat_flood_soak.py [--rate 1000] [--chatters 200] [--seconds 10]`.
 
-A tool, not part of the installed package: it needs a checkout, because it starts the test suite's
-local fake Twitch (tests/control/twitch/fake_twitch.py). It runs that fake, the real Twitch
+A tool, not part of the installed package. It starts the local fake Twitch that the tests use
+(streamer/testing/fake_twitch.py). It runs that fake, the real Twitch
 component (TwitchIO bot, commands, outbox, control plane) and the real video pipeline (pattern
 source -> passthrough -> null sink at 30 fps) in one process, then floods chat with `rate`
 messages per second from `chatters` chatters (one in five a command). It reports the asyncio
@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -43,10 +41,8 @@ def _fps(pipeline_metrics: Any) -> float:
 
 
 async def soak(rate: int, chatters: int, seconds: float, tmp: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(CHECKOUT / "tests" / "control" / "twitch"))
     import twitchio.eventsub.websockets as tws
     import twitchio.http as thttp
-    from fake_twitch import FakeTwitch  # noqa: PLC0415  (test-side helper, only for this script)
 
     from streamer import app, config
     from streamer.control.policy.plane import build_control_plane
@@ -55,6 +51,7 @@ async def soak(rate: int, chatters: int, seconds: float, tmp: Path) -> dict[str,
     from streamer.metrics import Metrics
     from streamer.prompts import PromptBus
     from streamer.store import Store
+    from streamer.testing.fake_twitch import FakeTwitch
 
     fake = FakeTwitch()
     await fake.start()

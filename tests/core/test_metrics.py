@@ -1,4 +1,8 @@
-from streamer.metrics import Metrics, percentile
+import time
+
+import pytest
+
+from streamer.metrics import Metrics, OutputGaps, percentile
 
 
 def test_percentile_nearest_rank():
@@ -32,3 +36,27 @@ def test_clear_latency_forgets_samples_but_not_counters():
     m.latency(0.01)
     s = m.snapshot()
     assert s["latency_p99_ms"] == 10.0 and s["counters"]["frames_out"] == 1
+
+
+def test_output_gaps_keep_the_longest_per_second_for_any_reader():
+    gaps = OutputGaps()
+    for t, wall in [(0.0, 100.2), (0.1, 100.3), (0.5, 100.7), (0.6, 100.8), (1.9, 102.1), (2.0, 102.2)]:
+        gaps.handoff(t, wall)
+    assert gaps.max_s == pytest.approx(1.3)
+    recent = {int(sec): round(gap, 3) for sec, gap in gaps.recent()}
+    assert recent == {100: 0.4, 102: 1.3}  # the gap is filed under the second it ended in
+    assert gaps.recent() == gaps.recent()  # reading forgets nothing
+    for i in range(200):  # only the last RECENT_S seconds are kept
+        gaps.handoff(3.0 + i, 103.0 + i)
+    assert len(gaps.recent()) == OutputGaps.RECENT_S
+
+
+def test_handoffs_show_in_the_snapshot_and_prometheus_text():
+    m = Metrics()
+    m.handoff()
+    time.sleep(0.05)
+    m.handoff()
+    s = m.snapshot()
+    assert s["output_gap_max_ms"] >= 50 and s["output_gaps"][-1][1] >= 50
+    assert "streamer_output_gap_max_seconds 0.0" in m.prometheus_text()
+    assert "streamer_output_gap_recent_max_seconds 0.0" in m.prometheus_text()

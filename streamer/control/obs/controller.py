@@ -61,6 +61,7 @@ class ObsController:
         self.settings: Settings = ctx.settings
         self.bus = ctx.bus
         self.pipeline = ctx.pipeline
+        self.metrics = ctx.metrics  # obs_connections counts (re)connections: /metrics shows OBS coming back
         self._factory = session_factory
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="streamer-obs")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -152,6 +153,8 @@ class ObsController:
         """Sync state, then handle events and prompt updates until OBS exits or the socket drops."""
         self._drain_events()
         self.connections += 1
+        if self.metrics is not None:
+            self.metrics.count("obs_connections")
         self.connected = True
         self.last_error = ""
         self._warned.clear()

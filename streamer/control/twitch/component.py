@@ -27,6 +27,7 @@ from streamer.control.twitch.auth import (
 )
 from streamer.control.twitch.chat_outbox import ChatOutbox
 from streamer.control.twitch.commands import install_commands, on_command_error
+from streamer.control.twitch.endpoints import EndpointError, apply_local_api
 from streamer.control.twitch.link import TwitchLink
 from streamer.doctor import Check
 
@@ -197,6 +198,11 @@ def build(ctx: AppContext) -> TwitchComponent | None:
         import twitchio  # noqa: F401
     except ImportError:
         log.error("Twitch is enabled but twitchio is not installed: pip install 'streamer[twitch]'")
+        return None
+    try:
+        apply_local_api()  # STREAMER_TWITCH_API_BASE: a local fake Twitch (tests, `streamer soak`)
+    except EndpointError as e:
+        log.error("Twitch control is off: %s", e)
         return None
     tokens = TokenStore(ctx.store)
     link = TwitchLink(ctx.settings, ctx.control, ctx.store, metrics=ctx.metrics,

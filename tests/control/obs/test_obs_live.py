@@ -18,6 +18,7 @@ from streamer.config import Settings
 from streamer.control.obs.conn import ObsSession
 from streamer.control.obs.controller import ObsController, build
 from streamer.control.obs.setup import retire_input, run_setup
+from streamer.metrics import Metrics
 from streamer.prompts import PromptBus
 
 pytestmark = pytest.mark.obs
@@ -52,7 +53,7 @@ class Ctx:
     bus: PromptBus
     pipeline: FakePipeline = field(default_factory=FakePipeline)
     store: Any = None
-    metrics: Any = None
+    metrics: Metrics = field(default_factory=Metrics)
     control: Any = None
 
 
@@ -247,6 +248,7 @@ def test_reconnects_after_obs_is_killed_and_restarted_while_frames_flow(obs_inst
         obs_instance.start()
         away_s = time.monotonic() - away_from
         wait_for(lambda: run.controller.connections == 2 and run.controller.connected, timeout=20, what="reconnect")
+        assert run.ctx.metrics.snapshot()["counters"]["obs_connections"] == 2  # what /metrics shows (and the soak reads)
         # resubscribed: events from the new OBS arrive again
         session = obs_instance.connect()
         try:

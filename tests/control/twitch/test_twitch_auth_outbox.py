@@ -9,7 +9,6 @@ import logging
 import threading
 
 import twitchio.http
-from fake_twitch import FakeTwitch
 from twitch_harness import BOT, OWNER, make_settings
 
 from streamer.control.twitch import auth as twitch_auth
@@ -17,6 +16,7 @@ from streamer.control.twitch import component as twitch
 from streamer.control.twitch.chat_outbox import ChatOutbox, clip
 from streamer.control.twitch.commands import CooldownGate, parse_poll
 from streamer.store import Store
+from streamer.testing.fake_twitch import FakeTwitch
 
 
 def _write_config(tmp_path, **twitch_keys) -> str:  # noqa: ANN001

@@ -9,14 +9,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from fake_twitch import FakeTwitch
-
 from streamer import config
 from streamer.control.twitch import component as twitch
 from streamer.control.twitch.auth import BOT_SCOPES, BROADCASTER_SCOPES, TokenStore
 from streamer.metrics import Metrics
 from streamer.prompts import PromptBus
 from streamer.store import Store
+from streamer.testing.fake_twitch import FakeTwitch
 
 OWNER, BOT, VIEWER, VIEWER2, MOD, VIP = "1000", "2000", "3001", "3002", "3003", "3004"
 

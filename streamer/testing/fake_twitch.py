@@ -1,11 +1,12 @@
 """A local fake of Twitch (OAuth, Helix, EventSub websocket) that speaks the real wire formats.
 
 The real TwitchIO client is pointed at it by patching `twitchio.http.Route.BASE` / `Route.ID_BASE`
-and `twitchio.eventsub.websockets.WSS` (see `FakeTwitch.patch_twitchio`). Payloads are complete,
+and `twitchio.eventsub.websockets.WSS` (`FakeTwitch.patch_twitchio`), or, in a daemon started as a
+child process, through STREAMER_TWITCH_API_BASE (`FakeTwitch.daemon_env`). Payloads are complete,
 field for field as in dev.twitch.tv's reference: TwitchIO swallows a KeyError from a missing field
 inside its listener and the command then silently never fires, so a partial fake would hide bugs.
 
-Test hooks (`chat`, `vote`, `finish_poll`, `redeem`, `session_reconnect`, `expire_token`) inject
+Test hooks (`chat`, `vote`, `finish_poll`, `redeem`, `session_reconnect`, `drop_sessions`, `expire_token`) inject
 what a real channel would produce; `sent`, `polls`, `redemptions` record what the client did.
 """
 
@@ -140,12 +141,17 @@ class FakeTwitch:
             await self._runner.cleanup()
 
     def patch_twitchio(self, monkeypatch: Any) -> None:
-        import twitchio.eventsub.websockets as tws
-        import twitchio.http as thttp
+        """Point this process's TwitchIO at the fake (a daemon in another process: `daemon_env`)."""
+        from streamer.control.twitch.endpoints import overrides
 
-        monkeypatch.setattr(thttp.Route, "BASE", f"{self.base}/helix/")
-        monkeypatch.setattr(thttp.Route, "ID_BASE", f"{self.base}/")
-        monkeypatch.setattr(tws, "WSS", f"ws://127.0.0.1:{self.port}/ws")
+        for target, attribute, value in overrides(self.base):
+            monkeypatch.setattr(target, attribute, value)
+
+    def daemon_env(self) -> dict[str, str]:
+        """The environment that points a daemon started as a child process at this fake."""
+        from streamer.control.twitch.endpoints import ENV
+
+        return {ENV: self.base, "TWITCH_CLIENT_SECRET": self.client_secret}
 
     # ------------------------------------------------------------------ OAuth
 
@@ -436,7 +442,7 @@ class FakeTwitch:
 
     def make_reward(self, bid: str, title: str, cost: int, prompt: str, *, client_id: str) -> dict[str, Any]:
         owner = self.users[bid]
-        reward = {
+        reward: dict[str, Any] = {
             "broadcaster_name": owner.login.capitalize(), "broadcaster_login": owner.login, "broadcaster_id": bid,
             "id": str(uuid.uuid4()), "image": None, "background_color": "#9147FF", "is_enabled": True, "cost": cost,
             "title": title, "prompt": prompt, "is_user_input_required": True,
@@ -591,6 +597,17 @@ class FakeTwitch:
                                     "reconnect_url": f"ws://127.0.0.1:{self.port}/ws?reconnect_from={session_id}",
                                     "connected_at": _now(), "recovery_url": None}},
         }))
+
+    async def drop_sessions(self, code: int = 4000) -> int:
+        """Close every open EventSub websocket as a failing Twitch edge does (4000: internal server
+        error), without a reconnect message; returns how many were closed."""
+        dropped = 0
+        for session in list(self.sessions.values()):
+            if session.open and not session.ws.closed:
+                session.open = False
+                await session.ws.close(code=code, message=b"internal server error")
+                dropped += 1
+        return dropped
 
     def live_sessions(self) -> list[str]:
         return [s.id for s in self.sessions.values() if s.open and not s.ws.closed]
