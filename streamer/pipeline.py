@@ -4,7 +4,9 @@ Why three threads: decoding blocks on I/O, the engine blocks on the GPU, and the
 paced at a steady fps (repeating the last frame when the engine is late) so OBS never sees a stall.
 Only the newest input frame is kept (LatestFrameSlot), so a slow transform drops frames instead of
 building lag. A transform that raises is replaced by passthrough for that very frame and retried
-after `engine.retry_model_after_s`; the stream never goes black or freezes because of the model.
+after `engine.retry_model_after_s`; the stream never goes black or freezes because of the model. A sink
+that fails while running (disk full, receiver gone) is removed and reopened in the background with
+backoff, so the others never wait for it and a recording goes on in a new file.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOADER_THREAD = "streamer-model-load"
+SINK_RETRY_INITIAL_S = 1.0  # a sink that failed while running is opened again after this, then backing off
+SINK_RETRY_MAX_S = 30.0
 
 
 def loader_running() -> bool:
@@ -58,6 +62,7 @@ class Pipeline:
         self._slot = LatestFrameSlot()
         self._out = OutputQueue(capacity=5)  # one wan chunk + one frame of jitter; more would only add latency
         self._stop = threading.Event()
+        self._sinks_lock = threading.Lock()  # stop() vs a sink reopened in the background
         self._threads: list[threading.Thread] = []
         self._loader: threading.Thread | None = None
         self._swap = threading.Lock()  # a finished load vs stop(): exactly one of them closes the new model
@@ -131,7 +136,9 @@ class Pipeline:
             # Never wait for it: a load can take minutes (a huge checkpoint, a slow disk). It is a daemon
             # thread; should it finish later, it sees the stop and closes what it built (_load_model).
             log.warning("a model load is still running; shutting down without waiting for it")
-        for sink in self.sinks:
+        with self._sinks_lock:
+            sinks = list(self.sinks)
+        for sink in sinks:
             try:
                 sink.close()
             except Exception:
@@ -337,10 +344,35 @@ class Pipeline:
             if dropped > 0:  # e.g. its encoder process is a whole queue behind
                 self.metrics.count(f"drops_sink_{sink.name}", dropped)
         except Exception as e:
-            log.error("sink %s failed (%s: %s); removing it", sink.name, type(e).__name__, e)
+            log.error("sink %s failed (%s: %s); removing it, reopening it in the background",
+                      sink.name, type(e).__name__, e)
             self.metrics.count("sink_errors")
             self.sinks.remove(sink)
             try:
                 sink.close()
             except Exception:
                 pass
+            threading.Thread(target=self._reopen, args=(sink,), name=f"streamer-reopen-{sink.name}", daemon=True).start()
+
+    def _reopen(self, sink: Sink) -> None:
+        """Open a sink that failed while running again, with backoff, off the output thread (an encoder
+        process takes a second or two to start): a full disk or a receiver that went away is often
+        temporary, and a recording then goes on in a new file. Sinks unavailable at start are not retried."""
+        v = self.settings.video
+        delay = SINK_RETRY_INITIAL_S
+        while not self._stop.wait(delay):
+            try:
+                sink.open(v.width, v.height, v.fps)
+            except Exception as e:
+                log.warning("sink %s still failing (%s: %s); next try in %.0f s", sink.name, type(e).__name__, e,
+                            min(delay * 2, SINK_RETRY_MAX_S))
+                delay = min(delay * 2, SINK_RETRY_MAX_S)
+                continue
+            with self._sinks_lock:
+                if not self._stop.is_set():  # stop() closes what is in the list: add it only while running
+                    self.sinks.append(sink)
+                    self.metrics.count("sink_reopens")
+                    log.info("sink %s is back: %s", sink.name, sink.describe())
+                    return
+            sink.close()
+            return

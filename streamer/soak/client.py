@@ -61,11 +61,13 @@ class DashboardClient:
         answer = await self.get_json("/healthz")
         return answer is not None and answer[0] == 200
 
-    async def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int | None, Any]:
-        """(status, JSON body); (None, why) when the daemon did not answer."""
+    async def post(self, path: str, body: dict[str, Any] | None = None, *,
+                   timeout_s: float = TIMEOUT_S) -> tuple[int | None, Any]:
+        """(status, JSON body); (None, why) when the daemon did not answer within `timeout_s`."""
         headers = {"X-Streamer-Token": self.token}
         try:
-            async with self.session.post(self.base + path, json=body or {}, headers=headers) as r:
+            async with self.session.post(self.base + path, json=body or {}, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
                 try:
                     return r.status, await r.json(content_type=None)
                 except ValueError:

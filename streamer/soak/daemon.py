@@ -97,7 +97,8 @@ def daemon_config(layout: Layout, *, width: int, height: int, fps: float, source
                   "network": {"url": f"udp://127.0.0.1:{layout.sink_port}?pkt_size=1316", "bitrate_kbps": 500},
                   "record": {"path": str(layout.recordings / "soak-{time}.mp4"), "preset": "ultrafast"}},
         "engine": {"transform": "model", "retry_model_after_s": 2.0},
-        "model": {"preset": "tiny", "width": width, "height": height},
+        # its own prompt-embedding cache: thousands of soak prompts must not land in the user's cache
+        "model": {"preset": "tiny", "width": width, "height": height, "cache_dir": str(layout.out / "prompt-cache")},
         "prompt": {"initial": "soak start", "console": False},
         "metrics": {"status_interval_s": 10.0},
         "store": {"path": str(layout.store)},

@@ -218,12 +218,13 @@ class SqliteLock(Fault):
         holder = asyncio.create_task(asyncio.to_thread(self._hold, soak.layout.store, locked, release,
                                                        asyncio.get_running_loop()))
         await locked.wait()
-        sends = [soak.traffic.dashboard_prompt("locked"), soak.traffic.chat_proposal(),
-                 soak.traffic.dashboard_prompt("locked"), soak.traffic.chat_proposal()]
+        wait_s = self.HOLD_S + 10.0  # the daemon answers once its write got through: wait for that answer
+        sends = [soak.traffic.dashboard_prompt("locked", wait_s), soak.traffic.chat_proposal(),
+                 soak.traffic.dashboard_prompt("locked", wait_s), soak.traffic.chat_proposal()]
         results = []
-        for send in sends:  # spread over the hold, each awaited by its own task so none waits for another
+        for send in sends:  # the first at once (it waits the whole hold), the rest spread over it
             results.append(asyncio.create_task(send))
-            await asyncio.sleep(self.HOLD_S / (len(sends) + 1))
+            await asyncio.sleep(self.HOLD_S / len(sends))
         await asyncio.sleep(max(0.0, self.t0 + self.HOLD_S - time.monotonic()))
         release.set()
         await holder

@@ -17,6 +17,7 @@ GAP_LIMIT_PERIODS = 2.0  # no output gap longer than this many frame periods, ex
 RSS_GROWTH_LIMIT_MB = 64.0  # the daemon's RSS may not grow more than this over one incarnation after warm-up
 THREAD_GROWTH_LIMIT = 8  # nor its thread count by more than this
 CURVE_POINTS = 11
+RESTART_WARMUP_S = 60.0  # a daemon restarted by the SIGKILL fault is judged from this long after its start
 
 
 def _periods(gap_ms: float, fps: float) -> float:
@@ -52,19 +53,25 @@ def per_fault(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def rss_summary(result: dict[str, Any]) -> dict[str, Any]:
-    """Per daemon incarnation: RSS and threads from the end of warm-up to its end, and the growth rate."""
-    warm = result["options"]["warmup_s"]
+    """Per daemon incarnation: RSS and threads from the end of its warm-up to its end, and the growth rate.
+    The first start is settled when the faults begin; a restarted one RESTART_WARMUP_S after it came up
+    (model load, first prompts encoded). A start too short to settle is listed, not judged."""
     by_run: dict[int, list[dict[str, Any]]] = {}
     for s in result["timeline"]:
         if s["rss_mb"] is not None:
             by_run.setdefault(s["incarnation"], []).append(s)
     runs = []
     for incarnation, samples in sorted(by_run.items()):
-        settled = [s for s in samples if s["t"] - samples[0]["t"] >= warm] or samples
+        since = result["begin_t"] if incarnation == 1 else samples[0]["t"] + RESTART_WARMUP_S
+        settled = [s for s in samples if s["t"] >= since]
+        if len(settled) < 2:
+            runs.append({"incarnation": incarnation, "seconds": round(samples[-1]["t"] - samples[0]["t"], 1),
+                         "settled": False, "rss_max_mb": max(s["rss_mb"] for s in samples)})
+            continue
         first, last = settled[0], settled[-1]
         hours = (last["t"] - first["t"]) / 3600
         runs.append({
-            "incarnation": incarnation, "seconds": round(last["t"] - first["t"], 1),
+            "incarnation": incarnation, "seconds": round(last["t"] - first["t"], 1), "settled": True,
             "rss_start_mb": first["rss_mb"], "rss_end_mb": last["rss_mb"],
             "rss_max_mb": max(s["rss_mb"] for s in settled),
             "rss_growth_mb": round(max(s["rss_mb"] for s in settled) - first["rss_mb"], 1),
@@ -108,7 +115,7 @@ def verdict(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     unrecovered = [r["fault"] for r in result["faults"] if r["recovery_s"] is None]
     unplayable = [s["name"] for s in result["recording"] if not s["playable"]]
     cut_short = [r["fault"] for r in result["faults"] if r["playable_to_fault"] is False]
-    runs = rss_summary(result)["runs"]
+    runs = [r for r in rss_summary(result)["runs"] if r["settled"]]
     grew = [f"run {r['incarnation']}: +{r['rss_growth_mb']} MiB" for r in runs if r["rss_growth_mb"] > RSS_GROWTH_LIMIT_MB]
     threads = [f"run {r['incarnation']}: {r['threads_start']} -> {r['threads_max']}" for r in runs
                if r["threads_max"] - r["threads_start"] > THREAD_GROWTH_LIMIT]
@@ -175,11 +182,15 @@ def markdown(result: dict[str, Any]) -> str:
     for name, why in result["skipped"].items():
         lines.append(f"| {name} | skipped: {why} | | | | | | |")
     rss = rss_summary(result)
-    lines += ["", "RSS and threads of the daemon process (per start; the SIGKILL fault starts a new one), "
-              "after a warm-up of " + f"{o['warmup_s']:g} s:", "",
+    lines += ["", "RSS and threads of the daemon process, per start (the SIGKILL fault starts a new one), from "
+              f"the first fault on (a restarted daemon from {RESTART_WARMUP_S:g} s after its start):", "",
               "| run | minutes | RSS start / end / max (MiB) | growth (MiB) | slope (MiB/h) | threads start / max | encoder processes' RSS max (MiB) |",
               "|---|---|---|---|---|---|---|"]
     for r in rss["runs"]:
+        if not r["settled"]:
+            lines.append(f"| {r['incarnation']} | {r['seconds'] / 60:.1f} | too short to settle (max {r['rss_max_mb']}) "
+                         "| — | — | — | — |")
+            continue
         lines.append(f"| {r['incarnation']} | {r['seconds'] / 60:.1f} | {r['rss_start_mb']} / {r['rss_end_mb']} / "
                      f"{r['rss_max_mb']} | {r['rss_growth_mb']} | {_fmt(r['rss_slope_mb_per_h'])} | "
                      f"{r['threads_start']} / {r['threads_max']} | {r['children_rss_max_mb']} |")

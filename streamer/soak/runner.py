@@ -54,7 +54,7 @@ class Options:
     obs: bool = True
     traffic_every_s: float = 1.0
     poll_s: int = 30
-    warmup_s: float = 10.0
+    warmup_s: float = 20.0  # model loaded, first prompts encoded, poll running before the first fault
 
 
 @dataclass
@@ -203,6 +203,7 @@ async def _run_started(soak: Soak) -> dict[str, Any]:
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()},
         "started_s": round(started, 1),
         "model_ready_s": model_ready,
+        "begin_t": round(begin - soak.sampler.t0, 2),  # the first fault slot, on the timeline's clock
         "ran_s": round(end - begin, 1),
         "baseline_worst_gap_ms": baseline_gap,
         "faults": [asdict(r) for r in records],

@@ -28,7 +28,8 @@ class Traffic:
     def __init__(self, client: DashboardClient, fake: Any, ledger: Ledger, *, poll_s: int = 30) -> None:
         self.client, self.fake, self.ledger, self.poll_s = client, fake, ledger, poll_s
         self.paused = asyncio.Event()
-        self.n = 0
+        self.turn = 0  # which action is next
+        self.n = 0  # numbers every text sent, so each is unique (several senders share this counter)
         self.poll: tuple[int, float] | None = None  # (poll id, wall time it ends)
         self.voters = 0
         self.approved: set[int] = set()
@@ -37,8 +38,8 @@ class Traffic:
         actions = [self.dashboard_prompt, self.chat_proposal, self.poll_vote, self.approve_one]
         while True:
             if not self.paused.is_set():
-                action = actions[self.n % len(actions)]
-                self.n += 1
+                action = actions[self.turn % len(actions)]
+                self.turn += 1
                 try:
                     await action()
                 except Exception:  # the soak measures the daemon; a bug here must not end the run silently
@@ -57,9 +58,10 @@ class Traffic:
         self.voters += 1
         return str(VIEWER_BASE + self.voters % VIEWERS)
 
-    async def dashboard_prompt(self, label: str = "look") -> bool:
+    async def dashboard_prompt(self, label: str = "look", timeout_s: float = 3.0) -> bool:
+        self.n += 1
         text = f"soak {label} {self.n}"
-        status, body = await self.client.post("/api/prompt", {"text": text})
+        status, body = await self.client.post("/api/prompt", {"text": text}, timeout_s=timeout_s)
         if status == 200 and isinstance(body, dict) and body.get("status") == "applied":
             self.ledger.add("prompt", str(body.get("text", text)))
             return True
@@ -67,6 +69,7 @@ class Traffic:
         return False
 
     async def chat_proposal(self) -> bool:
+        self.n += 1
         text = f"soak idea {self.n}"
         if await self.chat(self.viewer(), f"!ai {text}"):
             self.ledger.add("proposal", text)

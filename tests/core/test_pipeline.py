@@ -213,6 +213,52 @@ def test_unavailable_sink_is_skipped_and_others_keep_running():
     assert "modprobe" in metrics.snapshot()["info"]["sink_virtualcam"]
 
 
+def test_a_sink_that_fails_while_running_is_reopened_in_the_background(monkeypatch):
+    """A full disk: the record sink's write raises; the others never miss a frame, and it comes back
+    (a new file) after its retry delay, opened off the output thread."""
+    import streamer.pipeline as pipeline_mod
+
+    monkeypatch.setattr(pipeline_mod, "SINK_RETRY_INITIAL_S", 0.1)
+
+    class Flaky(ListSink):
+        def __init__(self) -> None:
+            super().__init__("record")
+            self.opens, self.fail_next, self.open_threads = 0, 0, []
+
+        def open(self, width, height, fps):
+            self.opens += 1
+            self.open_threads.append(threading.current_thread().name)
+            if self.opens == 2:  # still full on the first retry
+                raise OSError("No space left on device")
+            super().open(width, height, fps)
+
+        def write(self, frame):
+            if self.fail_next:
+                self.fail_next -= 1
+                raise OSError("File too large")
+            super().write(frame)
+
+    flaky, good, metrics = Flaky(), ListSink("good"), Metrics()
+    p = Pipeline(settings(), CountingSource(30), [flaky, good], PromptBus("x"), metrics)
+    p.start()
+    try:
+        time.sleep(0.3)
+        flaky.fail_next = 1
+        deadline = time.monotonic() + 5
+        while flaky.opens < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        n = len(flaky.frames)
+        time.sleep(0.3)
+        assert len(flaky.frames) > n, "the reopened sink gets frames again"
+    finally:
+        p.stop()
+    counters = metrics.snapshot()["counters"]
+    assert counters["sink_errors"] == 1 and counters["sink_reopens"] == 1
+    assert flaky.open_threads[1:] == ["streamer-reopen-record"] * 2  # never on the output thread
+    assert flaky.closed and flaky in p.sinks
+    assert metrics.snapshot()["output_gap_max_ms"] < 200  # the good sink was never held up
+
+
 @pytest.mark.parametrize("limit", [7])
 def test_frame_limit_stops_output_exactly(limit):
     sink = ListSink()
