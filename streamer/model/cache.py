@@ -20,6 +20,7 @@ keys are re-rotated back by the same delta (relative positions stay exact; sinks
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -161,6 +162,14 @@ class KVCache:
         hist = self.valid[layer].repeat_interleave(self.tokens)
         mask = torch.cat([hist, torch.ones(n, dtype=torch.bool, device=hist.device)])
         return keys, values, mask.view(1, 1, 1, -1)
+
+    def rows(self, start: int, stop: int) -> KVCache:
+        """A view of batch rows [start, stop) for a forward over part of the batch (a pipeline runs the
+        stream batch one slot per pass: model/pipeline/). It shares every buffer; its host flags are
+        those of now, so take a fresh view per pass, and commit on the whole cache (commit couples rows)."""
+        view = copy.copy(self)
+        view.k, view.v, view.batch = self.k[:, start:stop], self.v[:, start:stop], stop - start
+        return view
 
     # ---- between chunks ----------------------------------------------------------------------------
     def commit(self, frames: int) -> None:

@@ -12,6 +12,7 @@ never reads tensor values on the host, so the fast path can capture it as a CUDA
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import cast
 
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from streamer.model.attention import CrossAttention, SelfAttention, frame_mask, token_mask
 from streamer.model.cache import CrossAttnKV, KVCache
 from streamer.model.config import DiTConfig, preset
+from streamer.model.fp8 import input_dtype, to_fp8
 from streamer.model.ops import EAGER_OPS, DiTOps
 from streamer.model.rope import rope_tables
 
@@ -76,7 +78,7 @@ class DiTBlock(nn.Module):
         (x normalised and modulated by this block's shift/scale); mod: [B, F, 6, dim] this block's
         modulation + time embedding; next_mod: (shift, scale [B, F, dim], dtype) for what follows;
         rope: cos/sin [F*T, D/2]; text_kv: k, v [B, H, L, D]. Returns (new residual, next input h)."""
-        dtype = self.self_attn.q.weight.dtype
+        dtype = input_dtype(self.self_attn.q)
         _, _, gate1, shift2, scale2, gate2 = mod.unbind(2)
         y = ops.self_attention(self.self_attn, h, *rope, mask=mask, cache=cache, layer=layer)
         x, h = ops.residual_affine_norm(x, y, gate1, self.norm3, dtype)
@@ -135,6 +137,12 @@ class DiT(nn.Module):
             t.data = t.data.to(keep if id(t) in kept else dtype)
         return self
 
+    def to_fp8(self) -> DiT:
+        """Swap every Linear of the blocks for an FP8Linear (model.dtype = "fp8", streamer/model/fp8.py):
+        e4m3 weights with per-channel scales; call after the weights are loaded, in the compute dtype."""
+        to_fp8(self.blocks)
+        return self
+
     def full_precision_modules(self) -> list[nn.Module]:
         """Modules whose weights stay fp32 at inference (the blocks' `modulation` too)."""
         return [self.time_embedding, self.time_projection, self.head]
@@ -160,18 +168,21 @@ class DiT(nn.Module):
         return self.text_embedding(text)
 
     @torch.no_grad()
-    def cross_kv(self, text: Tensor, out: CrossAttnKV | None = None) -> CrossAttnKV:
+    def cross_kv(self, text: Tensor, out: CrossAttnKV | None = None, layers: range | None = None) -> CrossAttnKV:
         """Per-layer cross-attention K/V for a prompt: text [B, L, text_dim] -> CrossAttnKV.
 
         Written into `out` in place when given (static buffers for a captured graph), else allocated.
+        `layers`: only these blocks, stored from index 0 (a pipeline stage holds its own layers' K/V).
         """
+        layers = range(self.cfg.num_layers) if layers is None else layers
         ctx = self.embed_text(text)
         if out is None:
-            out = CrossAttnKV.allocate(self.cfg, text.shape[0], ctx.dtype, ctx.device)
-        for i, block in enumerate(self.layers):
-            k, v = block.cross_attn.kv(ctx)
-            out.k[i].copy_(k)
-            out.v[i].copy_(v)
+            cfg = dataclasses.replace(self.cfg, num_layers=len(layers))
+            out = CrossAttnKV.allocate(cfg, text.shape[0], ctx.dtype, ctx.device)
+        for j, i in enumerate(layers):
+            k, v = self.layers[i].cross_attn.kv(ctx)
+            out.k[j].copy_(k)
+            out.v[j].copy_(v)
         return out
 
     def time_embed(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -217,43 +228,101 @@ class DiT(nn.Module):
         `ops` computes the fused spans (ops.py): the eager reference, or the fast path's fused kernels.
         Returns v: [B, out_dim, F, H, W] in acc_dtype (float32; float64 for a float64 model).
         """
-        cfg = self.cfg
-        b, _, f_in, h_in, w_in = x.shape
-        pt, ph, pw = cfg.patch_size
-        if f_in % pt or h_in % ph or w_in % pw:
-            raise ValueError(f"latent shape {tuple(x.shape)} is not divisible by the patch {cfg.patch_size}")
-        frames, hp, wp = f_in // pt, h_in // ph, w_in // pw
+        b = x.shape[0]
+        tokens, grid = self.patchify(x)
         if t.dim() == 1:
-            t = t[:, None].expand(b, frames)
-        if tuple(t.shape) != (b, frames):
-            raise ValueError(f"t must be [B, F] = [{b}, {frames}], got {tuple(t.shape)}")
+            t = t[:, None].expand(b, grid[0])
+        if tuple(t.shape) != (b, grid[0]):
+            raise ValueError(f"t must be [B, F] = [{b}, {grid[0]}], got {tuple(t.shape)}")
         if isinstance(context, Tensor):
             context = self.cross_kv(context)
-
-        tokens = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2).to(self.acc_dtype)  # [B, F*T, dim]
         e, e0 = self.time_embed(t)
+        if cache is not None and (chunk_frames is not None or window is not None or sinks or start):
+            raise ValueError("chunk_frames/window/sinks/start describe the full-sequence pass; the cache sets them")
+        rope, mask = self.attention_layout(grid, cache, chunk_frames, window, sinks, start, device=x.device)
+        h = self.block_input(tokens, e, e0, ops)
+        _, h = self.run_blocks(
+            range(self.cfg.num_layers), tokens, h, e, e0, rope, context, mask=mask, cache=cache, ops=ops
+        )
+        return self.head_out(h, grid)
+
+    # ---- the forward's pieces (a pipeline stage runs a slice of them: streamer/model/pipeline/) -----
+    def patchify(self, x: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        """x [B, in_dim, F, H, W] -> tokens [B, F*T, dim] (acc dtype) and the (frames, hp, wp) grid."""
+        (pt, ph, pw), (_, _, f_in, h_in, w_in) = self.cfg.patch_size, x.shape
+        if f_in % pt or h_in % ph or w_in % pw:
+            raise ValueError(f"latent shape {tuple(x.shape)} is not divisible by the patch {self.cfg.patch_size}")
+        tokens = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2).to(self.acc_dtype)
+        return tokens, (f_in // pt, h_in // ph, w_in // pw)
+
+    def attention_layout(
+        self,
+        grid: tuple[int, int, int],
+        cache: KVCache | None,
+        chunk_frames: int | None = None,
+        window: int | None = None,
+        sinks: int = 0,
+        start: int = 0,
+        *,
+        device: torch.device,
+    ) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
+        """RoPE tables and the mask for a chunk of `grid`: positions from the cache (and its mask, given
+        per layer by the cache), or start..start+F-1 with a block-causal frame mask without one."""
+        cfg, (frames, hp, wp) = self.cfg, grid
         mask = None
         if cache is not None:
-            if chunk_frames is not None or window is not None or sinks or start:
-                raise ValueError("chunk_frames/window/sinks/start describe the full-sequence pass; the cache sets them")
             cache.check_chunk(frames, hp * wp)
             positions = cache.positions(frames)
         else:
-            positions = torch.arange(start, start + frames, device=x.device)
-            fm = frame_mask(frames, chunk_frames, window, sinks, device=x.device)
+            positions = torch.arange(start, start + frames, device=device)
+            fm = frame_mask(frames, chunk_frames, window, sinks, device=device)
             mask = None if fm is None else token_mask(fm, hp * wp)
-        rope = rope_tables(positions, hp, wp, cfg.head_dim, cfg.rope_theta, dtype=self.acc_dtype)
-        blocks = self.layers
-        mods = [block.modulation.to(self.acc_dtype).unsqueeze(0) + e0 for block in blocks]  # [B, F, 6, dim]
-        h = ops.modulated_norm(tokens, mods[0][:, :, 0], mods[0][:, :, 1], cfg.eps, blocks[0].self_attn.q.weight.dtype)
-        for i, block in enumerate(blocks):
-            nxt = blocks[i + 1].self_attn.q.weight.dtype if i + 1 < len(blocks) else None
-            next_mod = (mods[i + 1][:, :, 0], mods[i + 1][:, :, 1], nxt) if nxt is not None else self.head.shift_scale(e)
+        return rope_tables(positions, hp, wp, cfg.head_dim, cfg.rope_theta, dtype=self.acc_dtype), mask
+
+    def block_modulation(self, i: int, e: Tensor, e0: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
+        """(shift, scale, input dtype) that normalise the input of block i, or of the head for i = num_layers."""
+        if i == self.cfg.num_layers:
+            return self.head.shift_scale(e)
+        block = cast(DiTBlock, self.blocks[i])
+        mod = block.modulation.to(self.acc_dtype).unsqueeze(0) + e0
+        return mod[:, :, 0], mod[:, :, 1], block.self_attn.q.weight.dtype
+
+    def block_input(self, tokens: Tensor, e: Tensor, e0: Tensor, ops: DiTOps = EAGER_OPS) -> Tensor:
+        """The first block's input h: the embedded tokens normalised and modulated."""
+        shift, scale, dtype = self.block_modulation(0, e, e0)
+        return ops.modulated_norm(tokens, shift, scale, self.cfg.eps, dtype)
+
+    def run_blocks(
+        self,
+        layers: range,
+        tokens: Tensor,
+        h: Tensor,
+        e: Tensor,
+        e0: Tensor,
+        rope: tuple[Tensor, Tensor],
+        context: CrossAttnKV,
+        *,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        ops: DiTOps = EAGER_OPS,
+        offset: int = 0,
+    ) -> tuple[Tensor, Tensor]:
+        """Blocks `layers` (consecutive): (residual, input h) -> (residual, h normalised for what follows:
+        the next block, or the head after the last). `context` and `cache` index layer i as i - offset
+        (0 for the whole model; a pipeline stage holds only its own layers, from its first one)."""
+        acc = self.acc_dtype
+        for i in layers:
+            block = cast(DiTBlock, self.blocks[i])
+            mod = block.modulation.to(acc).unsqueeze(0) + e0  # [B, F, 6, dim]
             tokens, h = block(
-                tokens, h, mods[i], next_mod, rope, context.layer(i), mask=mask, cache=cache, layer=i, ops=ops
-            )
-        out = self.head(h).to(self.acc_dtype)  # [B, F*T, pt*ph*pw*out]
-        return self.unpatchify(out, (frames, hp, wp))
+                tokens, h, mod, self.block_modulation(i + 1, e, e0), rope, context.layer(i - offset),
+                mask=mask, cache=cache, layer=i - offset, ops=ops,
+            )  # fmt: skip
+        return tokens, h
+
+    def head_out(self, h: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """The last block's h -> v [B, out_dim, F, H, W] in acc dtype."""
+        return self.unpatchify(self.head(h).to(self.acc_dtype), grid)
 
     def unpatchify(self, out: Tensor, grid: tuple[int, int, int]) -> Tensor:
         """Head output [B, F*T, prod(patch) * out_dim] over a (frames, hp, wp) grid -> v [B, out_dim, F, H, W]."""

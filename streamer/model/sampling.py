@@ -83,14 +83,22 @@ def _bcast(v: Tensor, like: Tensor) -> Tensor:
 def sample_sequential(model: ModelFn, z: Tensor, noises: Tensor, strength: Tensor, timesteps: Tensor) -> Tensor:
     """One chunk, steps back to back (lowest latency). z: [B,C,F,h,w]; noises: [steps, *z.shape];
     timesteps: [steps] (sigma_i = t_i / 1000). Returns the final x0 estimate of the chunk."""
-    sigmas = timesteps / 1000
-    x = sdedit_noise(z, noises[0], strength)
-    x0 = x
+    x: Tensor | None = sdedit_noise(z, noises[0], strength)
+    x0 = z
     for i in range(timesteps.shape[0]):
-        x0 = to_x0(x, model(x, _per_frame_t(timesteps[i], x)), sigmas[i])
-        if i + 1 < timesteps.shape[0]:
-            x = renoise(x0, noises[i + 1], sigmas[i + 1])
+        assert x is not None
+        x0, x = pass_update(x, model(x, _per_frame_t(timesteps[i], x)), noises, timesteps, i)
     return x0
+
+
+def pass_update(x: Tensor, v: Tensor, noises: Tensor, timesteps: Tensor, i: int) -> tuple[Tensor, Tensor | None]:
+    """After pass i of a chunk (input x, flow v): its x0 estimate, and the input of pass i+1 (x0 renoised
+    with noises[i+1] to timesteps[i+1]), None after the last pass. The update every sampler makes: the
+    sequential one here, a stream-batch slot moving on, and a pipeline's last stage (model/pipeline/)."""
+    x0 = to_x0(x, v, timesteps[i] / 1000)
+    if i + 1 >= timesteps.shape[0]:
+        return x0, None
+    return x0, renoise(x0, noises[i + 1], timesteps[i + 1] / 1000)
 
 
 @dataclass

@@ -133,16 +133,7 @@ def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps,
     while the stream batch fills its slots. `state.noise` must hold this chunk's noise; `state.output_ok`
     says afterwards whether the frames are usable (all-NaN weights, an infinite shift: not)."""
     height, width = frames.shape[1:3]
-    x = ops.to_model(frames)
-    if cfg.motion_aware:
-        motion = motion_level(x, state.prev if state.have_prev else None)
-        state.strength.copy_(motion_strength(state.s_init, state.strength, motion))
-    else:  # a live change (chat, dashboard) lands in s_init; without motion it is the strength as is
-        state.strength.copy_(state.s_init)
-    state.prev.copy_(x[-1])
-    state.have_prev = True
-    z = ops.encode(x)
-    ts = state.fixed_ts if state.fixed_ts is not None else strength_timesteps(state.strength, cfg.steps, cfg.shift)
+    z, ts = prepare_chunk(frames, state, ops, cfg)
     model = denoiser(dit, state, ops.dit_ops)
     latent: Tensor | None
     if state.batch is None:
@@ -154,6 +145,28 @@ def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps,
     ops.commit(state.cache)  # the last pass's K/V become history
     if latent is None:
         return None
+    return finish_chunk(latent, state, ops, height, width)
+
+
+def prepare_chunk(frames: Tensor, state: StreamState, ops: StepOps, cfg: StepConfig) -> tuple[Tensor, Tensor]:
+    """The step's start: frames -> model size, the (motion-aware) strength, the latent z [1, C, 1, h, w]
+    and the chunk's timesteps [steps]. (A pipeline's first stage runs it alone: model/pipeline/.)"""
+    x = ops.to_model(frames)
+    if cfg.motion_aware:
+        motion = motion_level(x, state.prev if state.have_prev else None)
+        state.strength.copy_(motion_strength(state.s_init, state.strength, motion))
+    else:  # a live change (chat, dashboard) lands in s_init; without motion it is the strength as is
+        state.strength.copy_(state.s_init)
+    state.prev.copy_(x[-1])
+    state.have_prev = True
+    z = ops.encode(x)
+    ts = state.fixed_ts if state.fixed_ts is not None else strength_timesteps(state.strength, cfg.steps, cfg.shift)
+    return z, ts
+
+
+def finish_chunk(latent: Tensor, state: StreamState, ops: StepOps, height: int, width: int) -> Tensor:
+    """The step's end: the final latent -> decoded frames as uint8 [T, height, width, 3], with the
+    usability flag written on the device. (A pipeline's last stage runs it alone.)"""
     decoded = ops.decode(latent)
     state.output_ok.copy_(output_usable(latent, decoded))  # device-side: no sync, captured with the rest
     return ops.to_frames(decoded, height, width)
