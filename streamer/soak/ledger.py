@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KINDS = ("prompt", "proposal", "approval", "vote")
+KINDS = ("prompt", "proposal", "approval", "vote", "audit")
 
 
 @dataclass(frozen=True)
 class Item:
-    kind: str  # prompt (dashboard), proposal (chat !ai), approval (dashboard), vote (chat !vote)
+    kind: str  # prompt (dashboard), proposal (chat !ai), approval (dashboard), vote (chat !vote), audit (the
+    # moderation audit row every prompt and proposal leaves, keyed by the text as sent)
     key: str  # what identifies it in the store
     sent: float  # monotonic time the daemon took it
     expect: str = ""  # the stored value it must have (an approval's status, a vote's choice)
@@ -35,6 +36,7 @@ class Stored:
     proposals: set[str] = field(default_factory=set)
     approvals: dict[str, str] = field(default_factory=dict)  # id -> status
     votes: dict[str, str] = field(default_factory=dict)  # "poll_id/chatter_id" -> choice (0-based)
+    audit: set[str] = field(default_factory=set)  # raw texts in the moderation audit log
 
     def holds(self, item: Item) -> bool:
         if item.kind == "prompt":
@@ -43,6 +45,8 @@ class Stored:
             return item.key in self.proposals
         if item.kind == "approval":
             return self.approvals.get(item.key) == item.expect
+        if item.kind == "audit":
+            return item.key in self.audit
         return self.votes.get(item.key) == item.expect
 
 
@@ -55,6 +59,7 @@ def read_store(path: Path) -> Stored:
         s.proposals = {r[0] for r in _rows(conn, "SELECT text FROM approvals")}
         s.approvals = {str(r[0]): r[1] for r in _rows(conn, "SELECT id, status FROM approvals")}
         s.votes = {f"{r[0]}/{r[1]}": str(r[2]) for r in _rows(conn, "SELECT poll_id, chatter_id, choice FROM poll_votes")}
+        s.audit = {r[0] for r in _rows(conn, "SELECT raw FROM moderation_audit")}
         return s
     finally:
         conn.close()

@@ -111,7 +111,7 @@ def verdict(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     gaps = [(r["fault"], r["worst_gap_ms"]) for r in result["faults"] if r["fault"] != "sigkill"]
     gaps.append(("baseline", result["baseline_worst_gap_ms"]))
     too_long = [f"{name} {ms:.0f} ms" for name, ms in gaps if ms > limit_ms]
-    lost = [x for r in result["faults"] for x in r["lost_before"] + r["lost_during"]] + result["lost_at_end"]
+    lost = sorted({x for r in result["faults"] for x in r["lost_before"] + r["lost_during"]} | set(result["lost_at_end"]))
     unrecovered = [r["fault"] for r in result["faults"] if r["recovery_s"] is None]
     unplayable = [s["name"] for s in result["recording"] if not s["playable"]]
     cut_short = [r["fault"] for r in result["faults"] if r["playable_to_fault"] is False]

@@ -9,7 +9,6 @@ instead of piling faults on each other; the realised times are in the results.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -243,6 +242,7 @@ async def _one_fault(soak: Soak, fault: faults_mod.Fault, index: int, begin: flo
     rss, threads = _proc(soak)
     rec.segment = soak.sampler.segment_at(rec.wall)
     rec.items_before = len([i for i in soak.ledger.items if i.sent < t_inject])
+    missing_at_inject = _missing_keys(soak, before=t_inject)
     try:
         rec.details = await fault.inject(soak)
     except Exception as e:  # reported, and the soak goes on with the next fault
@@ -256,14 +256,20 @@ async def _one_fault(soak: Soak, fault: faults_mod.Fault, index: int, begin: flo
     await asyncio.sleep(max(0.0, window_end - time.monotonic()))
     rec.window_s = round(time.monotonic() - t_inject, 1)
     rec.worst_gap_ms, _ = soak.sampler.worst_gap(rec.wall, time.time())
-    with contextlib.suppress(Exception):  # the store unreadable now is itself reported below as all lost
-        rec.lost_before = [f"{i.kind}:{i.key}" for i in soak.ledger.missing(before=t_inject)]
+    # lost_before: stored when the fault came, gone after it (an item never stored was counted in its own window)
+    rec.lost_before = sorted(_missing_keys(soak, before=t_inject) - missing_at_inject)
     cut = time.monotonic() - SETTLE_S
     rec.items_during = len([i for i in soak.ledger.items if t_inject <= i.sent < cut])
-    rec.lost_during = [f"{i.kind}:{i.key}" for i in soak.ledger.missing(before=cut, after=t_inject)]
+    rec.lost_during = _missing_keys(soak, before=cut, after=t_inject, ordered=True)
     rss_after, threads_after = _proc(soak)
     rec.rss_mb, rec.threads = (rss, rss_after), (threads, threads_after)
     return rec, time.monotonic()
+
+
+def _missing_keys(soak: Soak, *, before: float, after: float = 0.0, ordered: bool = False) -> Any:
+    """Ledger items taken in [after, before) that the store lacks now, as "kind:key" (a set, or a list)."""
+    keys = [f"{i.kind}:{i.key}" for i in soak.ledger.missing(before=before, after=after)]
+    return keys if ordered else set(keys)
 
 
 def _proc(soak: Soak) -> tuple[float | None, int | None]:

@@ -64,6 +64,7 @@ class Traffic:
         status, body = await self.client.post("/api/prompt", {"text": text}, timeout_s=timeout_s)
         if status == 200 and isinstance(body, dict) and body.get("status") == "applied":
             self.ledger.add("prompt", str(body.get("text", text)))
+            self.ledger.add("audit", text)
             return True
         self._not_taken("prompt", status)
         return False
@@ -73,6 +74,7 @@ class Traffic:
         text = f"soak idea {self.n}"
         if await self.chat(self.viewer(), f"!ai {text}"):
             self.ledger.add("proposal", text)
+            self.ledger.add("audit", text)
             return True
         self.ledger.unsent["proposal"] += 1
         return False
