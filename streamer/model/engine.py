@@ -32,7 +32,7 @@ from streamer.model.loading import LoadedParts
 from streamer.model.ops import EAGER_OPS, DiTOps
 from streamer.model.sampling import StreamBatchState, seeded_generator
 from streamer.model.step import LATENT_LIMIT, StepConfig, StreamState, chunk_step
-from streamer.model.transitions import PromptTransition
+from streamer.model.transitions import PromptFeed, PromptTransition
 from streamer.model.vae import TAEHV
 from streamer.prompts import PromptState
 from streamer.transform import BadOutput
@@ -135,9 +135,13 @@ class ModelTransform:
         # the flag's host copy: pinned on CUDA, so copying it is queued behind the chunk, not waited for
         self._ok_host = torch.ones((), dtype=torch.bool, pin_memory=self.device.type == "cuda")
         self.cache, self._cross, self._strength = cache, self.state.cross, self.state.strength  # in-place aliases
-        self._s_init_host = self._s_configured
-        self._transition: PromptTransition | None = None
-        self._text: str | None = None
+        self.prompts = PromptFeed(
+            lambda text: self.text.encode([text]).to(self.device),
+            m.transition_chunks,
+            self._s_configured,
+            self._set_cross,
+            self.state.s_init.fill_,
+        )
         self._inbox: list[Frame] = []
         self._pending_chunks: collections.deque[list[Frame]] = collections.deque()
         self.chunks_done = 0
@@ -147,16 +151,14 @@ class ModelTransform:
     # ---- Transform protocol ------------------------------------------------------------------------
     def step(self, frame: Frame, prompt: PromptState) -> list[Frame]:
         """Buffer a frame; when a chunk is complete run the model and return its output frames."""
-        self._sync_prompt(prompt)
+        self.prompts.sync(prompt)
         self._inbox.append(frame)
         if len(self._inbox) < self.frames_per_latent:
             return []
         chunk, self._inbox = self._inbox, []
-        pixels = [_as_tensor(f.pixels) for f in chunk]
-        if any(p.shape != pixels[0].shape for p in pixels):
-            raise ValueError(f"frames of one chunk differ in size: {[tuple(p.shape) for p in pixels]}")
-        self._advance_transition()
-        batch = torch.stack(pixels).to(self.device, non_blocking=True)
+        pixels = stack_chunk(chunk)
+        self.prompts.advance()
+        batch = pixels.to(self.device, non_blocking=True)
         out = self.fast.step(batch) if self.fast is not None else self.step_tensor(batch)
         self._pending_chunks.append(chunk)
         if out is None:  # stream batch still filling its slots
@@ -168,10 +170,7 @@ class ModelTransform:
         if not on_host and self.device.type == "cuda":  # frames stay on the GPU: the flag still has to land
             torch.cuda.current_stream(self.device).synchronize()
         if not bool(self._ok_host):
-            raise BadOutput(
-                f"the model's output is not finite (NaN/inf) or has diverged (|latent| > {LATENT_LIMIT:g}): "
-                f"check the weights ({self.parts.sources.get('DiT', 'model.checkpoint')}) and model.shift / strength"
-            )
+            raise bad_output(self.parts.sources.get("DiT", "model.checkpoint"))
         return [f.with_pixels(host[i]) for i, f in enumerate(meta)]
 
     def reset(self) -> None:
@@ -183,9 +182,7 @@ class ModelTransform:
         self.gen = seeded_generator(self.settings.seed, self.device)
         if self.fast is not None:
             self.fast.reset()
-        if self._transition is not None:  # nothing on screen to blend from: take the target now
-            self._transition.jump(self._transition.target)
-            self._set_cross(self._transition.current)
+        self.prompts.restart()
 
     def close(self) -> None:
         self.cache.storage = self.cache.k = self.cache.v = torch.empty(0)
@@ -218,32 +215,29 @@ class ModelTransform:
         return out
 
     # ---- prompts -----------------------------------------------------------------------------------
-    def _sync_prompt(self, prompt: PromptState) -> None:
-        s_init = prompt.strength if prompt.strength is not None else self._s_configured
-        if s_init != self._s_init_host:
-            self.state.s_init.fill_(s_init)
-            self._s_init_host = s_init
-        if prompt.text == self._text:
-            return
-        states = self.text.encode([prompt.text]).to(self.device)  # cached: a repeat prompt costs no encoding
-        if self._transition is None:
-            self._transition = PromptTransition(states, self.settings.transition_chunks)
-            self._set_cross(states)
-        else:
-            self._transition.begin(states)
-        self._text = prompt.text
-
-    def _advance_transition(self) -> None:
-        if self._transition is not None and (states := self._transition.advance()) is not None:
-            self._set_cross(states)
-
     def _set_cross(self, states: Tensor) -> None:
         """Rebuild only the cross-attention K/V, in place (the buffers a captured graph reads)."""
         self.dit.cross_kv(states.expand(self.batch, -1, -1), out=self._cross)
 
     @property
     def transition(self) -> PromptTransition | None:
-        return self._transition
+        return self.prompts.transition
+
+
+def stack_chunk(chunk: list[Frame]) -> Tensor:
+    """A chunk's frames as one uint8 tensor [T, H, W, 3] on the host (each checked; all one size)."""
+    pixels = [_as_tensor(f.pixels) for f in chunk]
+    if any(p.shape != pixels[0].shape for p in pixels):
+        raise ValueError(f"frames of one chunk differ in size: {[tuple(p.shape) for p in pixels]}")
+    return torch.stack(pixels)
+
+
+def bad_output(weights: str) -> BadOutput:
+    """The failure for a chunk the step flagged unusable, naming the weights to check."""
+    return BadOutput(
+        f"the model's output is not finite (NaN/inf) or has diverged (|latent| > {LATENT_LIMIT:g}): "
+        f"check the weights ({weights}) and model.shift / strength"
+    )
 
 
 def _as_tensor(pixels: Any) -> Tensor:

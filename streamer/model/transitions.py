@@ -8,7 +8,11 @@ currently on screen, so rapid chat changes never snap back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
+
+from streamer.prompts import PromptState
 
 
 def smoothstep(a: float) -> float:
@@ -56,3 +60,51 @@ class PromptTransition:
         a = smoothstep(self._done / self.chunks)
         self.current = self._target if self._done == self.chunks else self._start.lerp(self._target, a)
         return self.current
+
+
+class PromptFeed:
+    """The prompt side of an engine's host wrapper, shared by the one-process engine and the pipelined one
+    (streamer/model/pipeline/): a live strength change, the (cached) text encoding of a new prompt, and
+    its blend over `chunks` chunks. What it decides lands through the two callbacks: the engine writes
+    the cross-attention conditioning and the strength where its step reads them."""
+
+    def __init__(
+        self,
+        encode: Callable[[str], Tensor],
+        chunks: int,
+        s_configured: float,
+        set_cross: Callable[[Tensor], object],
+        set_strength: Callable[[float], object],
+    ) -> None:
+        self._encode, self.chunks, self.s_configured = encode, chunks, s_configured
+        self._set_cross, self._set_strength = set_cross, set_strength
+        self.transition: PromptTransition | None = None
+        self.text: str | None = None
+        self.s_init = s_configured
+
+    def sync(self, prompt: PromptState) -> None:
+        """Take the prompt state of this frame: a new strength at once, a new text as a transition."""
+        s_init = prompt.strength if prompt.strength is not None else self.s_configured
+        if s_init != self.s_init:
+            self._set_strength(s_init)
+            self.s_init = s_init
+        if prompt.text == self.text:
+            return
+        states = self._encode(prompt.text)
+        if self.transition is None:
+            self.transition = PromptTransition(states, self.chunks)
+            self._set_cross(states)
+        else:
+            self.transition.begin(states)
+        self.text = prompt.text
+
+    def advance(self) -> None:
+        """Before each chunk: the next blend of a transition under way."""
+        if self.transition is not None and (states := self.transition.advance()) is not None:
+            self._set_cross(states)
+
+    def restart(self) -> None:
+        """A new stream: nothing on screen to blend from, so the target is taken now."""
+        if self.transition is not None:
+            self.transition.jump(self.transition.target)
+            self._set_cross(self.transition.current)
