@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--width", type=COUNT)
     q.add_argument("--height", type=COUNT)
     q.add_argument("--steps", type=COUNT)
-    q.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+    q.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16", "fp8"],
                    help="model dtype (default: the workload's; W4 = auto, what the daemon picks)")  # fmt: skip
     q.add_argument("--variants", default="eager,compile,fast", help="comma list of eager, compile, fast")
     q.add_argument("--iters", type=COUNT, default=50)

@@ -143,7 +143,9 @@ class ModelSettings:
     rope_refresh_after: int = 50  # latent frames before RoPE positions rewind (0 = never)
     mode: Literal["sequential", "stream-batch"] = "sequential"
     transition_chunks: int = 8  # chunks over which a new prompt blends in
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 where the device runs it natively
+    # auto: bf16 where the device runs it natively; fp8: the DiT's matmuls in FP8 (e4m3) on cards with FP8
+    # tensor cores (compute capability 8.9+: RTX 40xx, L4, L40, H100), bf16 around them; auto never picks it
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "fp8"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     fast_path: bool = True  # on CUDA: fused Triton kernels + one CUDA graph per chunk; false = eager PyTorch
     seed: int = 0
@@ -508,6 +510,8 @@ def _check(s: Settings, f: str) -> None:
     _require(m.width % 16 == 0, f, "model.width", BOUNDS["model.width"].message)
     _require(m.height % 16 == 0, f, "model.height", BOUNDS["model.height"].message)
     _require(not m.timesteps or len(m.timesteps) == m.steps, f, "model.timesteps", "must list exactly model.steps values")
+    _require(m.dtype != "fp8" or m.device not in ("cpu", "mps"), f, "model.dtype",
+             f"'fp8' needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9+), not model.device = {m.device!r}")
     window, _ = effective_window(m)
     # The rolling cache holds sinks + history + the current chunk: at least one history frame must remain.
     _require(m.sinks == -1 or 0 <= m.sinks <= window - 2, f, "model.sinks",

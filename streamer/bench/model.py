@@ -193,8 +193,8 @@ def build_engine(wl: Workload, device: str, *, checkpoint: str = "", vae: str = 
     from streamer.model.loading import (
         LoadedParts,
         dit_weights,
-        load_configured_dit,
         load_configured_vae,
+        load_dit_for,
         resolve_device,
         resolve_dtype,
         vae_weights,
@@ -204,7 +204,7 @@ def build_engine(wl: Workload, device: str, *, checkpoint: str = "", vae: str = 
     m = workload_settings(wl, device, checkpoint, vae)
     dev = resolve_device(device)
     dtype = resolve_dtype(wl.dtype, dev)
-    dit, dit_src = load_configured_dit(m, dev, dtype)
+    dit, dit_src = load_dit_for(m, dev, dtype)
     vae_model, vae_src = load_configured_vae(m, dev, dtype)
     text = RandomTextEncoder(dit.cfg.text_len, dit.cfg.text_dim)
     sources = {"DiT": dit_src, "autoencoder": vae_src, "text": text.encoder_id}

@@ -23,7 +23,7 @@ class Workload:
     steps: int = 2
     window: int = 0  # latent frames attended per query, sinks and chunk included; 0 = the preset's (tiny 3, wan 6)
     sinks: int = -1  # -1 = the preset's (tiny 1, wan 3); see streamer.config.effective_window
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "bfloat16"  # or "auto": what the daemon picks on the device (model.dtype)
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "fp8"] = "bfloat16"  # or "auto": what the daemon picks on the device (model.dtype)
     device: str = "cuda"
 
 

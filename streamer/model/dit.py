@@ -285,7 +285,7 @@ class DiT(nn.Module):
             return self.head.shift_scale(e)
         block = cast(DiTBlock, self.blocks[i])
         mod = block.modulation.to(self.acc_dtype).unsqueeze(0) + e0
-        return mod[:, :, 0], mod[:, :, 1], block.self_attn.q.weight.dtype
+        return mod[:, :, 0], mod[:, :, 1], input_dtype(block.self_attn.q)
 
     def block_input(self, tokens: Tensor, e: Tensor, e0: Tensor, ops: DiTOps = EAGER_OPS) -> Tensor:
         """The first block's input h: the embedded tokens normalised and modulated."""

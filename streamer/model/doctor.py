@@ -80,7 +80,9 @@ def estimate_memory(
     size = torch.empty((), dtype=dtype).element_size()
     with torch.device("meta"):
         dit = DiT(cfg).to_inference_dtype(dtype)
-    weights = sum(p.numel() * p.element_size() for p in dit.parameters())
+        if m.dtype == "fp8":  # the blocks' Linears at one byte a weight (their FP8Linear buffers)
+            dit.to_fp8()
+    weights = sum(t.numel() * t.element_size() for t in (*dit.parameters(), *dit.buffers()))
     batch = m.steps if m.mode == "stream-batch" else 1
     tokens = cfg.tokens_per_frame(m.height // 8, m.width // 8)
     per_token_layer = 2 * cfg.num_heads * cfg.head_dim * size  # K and V
@@ -249,6 +251,13 @@ def checks(settings: Settings) -> Iterable[Check]:
     except ModelLoadError as e:
         yield Check("model memory", "FAIL", str(e), "fix model.device")
         return
+    if m.dtype == "fp8":
+        try:
+            loading.fp8_check(m, device)
+        except ModelLoadError as e:
+            yield Check("model dtype", "FAIL", str(e), "set model.dtype = 'bfloat16' (or 'auto')")
+        else:
+            yield Check("model dtype", "OK", "fp8: the DiT blocks' matmuls in e4m3 (bf16 between them)")
     have = _available(device)
     if have is None:
         est = estimate_memory(m, device.type == "cuda", dit_cfg=found.get("dit_cfg"),  # type: ignore[arg-type]
@@ -275,7 +284,7 @@ def memory_check(
 
     est = estimate(m)
     window, sinks = effective_window(m)
-    what = f"{m.preset} {m.width}x{m.height}, window {window} ({sinks} sinks), {m.mode}, {dtype_name(resolve_dtype(m.dtype, device))}: needs {est.line()}"
+    what = f"{m.preset} {m.width}x{m.height}, window {window} ({sinks} sinks), {m.mode}, {m.dtype if m.dtype == 'fp8' else dtype_name(resolve_dtype(m.dtype, device))}: needs {est.line()}"
     status: Status = "OK" if fits(est.total, free) else "FAIL" if est.total > free else "WARN"
     fix = "" if status == "OK" else memory_advice(m, est.total, free, estimate)
     return Check("model memory", status, f"{what}; {free / GIB:.1f} GiB {where}", fix)

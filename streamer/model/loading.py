@@ -21,12 +21,14 @@ import torch
 from streamer.config import ModelSettings
 from streamer.model.config import DiTConfig, preset
 from streamer.model.dit import DiT
+from streamer.model.fp8 import fp8_unavailable
 from streamer.model.text import TextEncoder, build_text_encoder, text_encoder_placement
 from streamer.model.vae import TAEHV, load_taehv, tiny_taehv
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# model.dtype -> the compute dtype; "fp8" computes in bf16 around FP8 matmuls (streamer/model/fp8.py)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "fp8": torch.bfloat16}
 RANDOM = "random"  # model.checkpoint / model.vae value that forces seeded random weights
 # The trained tiny model shipped as package data: model.safetensors + config.json (+ shortcut.safetensors)
 # in the checkpoint loader's folder layout, and vae.safetensors (a per-frame TAEHV, taew2_1 names).
@@ -60,7 +62,9 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     """model.dtype -> torch dtype. "auto" = bfloat16 where the device computes it natively (CUDA GPUs
     with bf16; CPUs whose oneDNN has bf16 kernels: AVX512-BF16 or AMX), else float32. On a 2-core
     AVX512-BF16 CPU bf16 runs the tiny model ~1.25x faster than float32 with output within ~53 dB PSNR
-    of it (docs/benchmarks.md, W4); CPUs without native bf16 would emulate it, slower than float32."""
+    of it (docs/benchmarks.md, W4); CPUs without native bf16 would emulate it, slower than float32.
+    "fp8" = bfloat16 here (the dtype between the matmuls); `load_dit_for` makes the matmuls FP8.
+    "auto" never picks fp8: it changes the output, so it is the user's choice (docs/configuration.md)."""
     if spec != "auto":
         return DTYPES[spec]
     if device.type == "cuda":
@@ -194,6 +198,25 @@ def load_configured_dit(m: ModelSettings, device: torch.device, dtype: torch.dty
     return dit.to_inference_dtype(dtype).eval().requires_grad_(False), f"random (seed {m.seed})"
 
 
+def fp8_check(m: ModelSettings, device: torch.device) -> None:
+    """model.dtype = "fp8" needs FP8 tensor cores on the model's device: else ModelLoadError with the fix."""
+    reason = fp8_unavailable(device) if m.dtype == "fp8" else None
+    if reason is not None:
+        raise ModelLoadError(f"model.dtype = 'fp8': {reason}")
+
+
+def load_dit_for(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tuple[DiT, str]:
+    """`load_configured_dit`, then the blocks' Linears made FP8 when model.dtype = "fp8" (after the weights
+    are in: a checkpoint and a LoRA load into the bf16 model first). The one DiT loader of the daemon and
+    the bench, so both paths (eager and fast) get the same model."""
+    fp8_check(m, device)
+    dit, source = load_configured_dit(m, device, dtype)
+    if m.dtype == "fp8":
+        dit.to_fp8()
+        source += ", fp8 linears (e4m3, per-channel scales)"
+    return dit, source
+
+
 def load_configured_vae(m: ModelSettings, device: torch.device, dtype: torch.dtype) -> tuple[TAEHV, str]:
     """TAEHV from model.vae (temporal for Wan, per-frame for tiny), else a seeded random one."""
     temporal = m.preset != "tiny"
@@ -216,7 +239,7 @@ def load_parts(m: ModelSettings, device: torch.device) -> LoadedParts:
         )
     _progress(0, f"preset {m.preset} on {device} ({dtype_name(dtype)})", started)
     dit_random, vae_random = dit_weights(m).kind == "random", vae_weights(m).kind == "random"
-    dit, dit_src = load_configured_dit(m, device, dtype)
+    dit, dit_src = load_dit_for(m, device, dtype)
     _progress(50, f"DiT: {dit_src}", started)
     vae, vae_src = load_configured_vae(m, device, dtype)
     _progress(70, f"autoencoder: {vae_src}", started)

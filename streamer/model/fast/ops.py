@@ -3,6 +3,8 @@
 `DiT.forward(..., ops=FusedOps(dit))` computes the same function as the eager forward, with per block:
 - one [dim -> 3*dim] matmul for q, k, v (the three Linear weights become views of one buffer, so
   loading a checkpoint into the DiT afterwards still updates what the fused matmul reads);
+- every matmul through `streamer.model.fp8.matmul`: a bf16 Linear, or an FP8Linear (model.dtype =
+  "fp8") whose per-token input quantization runs as one fused kernel (streamer_kernels.fp8_quant);
 - one kernel for q/k RMSNorm + RoPE + the write of K/V into the cache's staging slot;
 - attention through a measured backend picker (streamer_kernels.attention);
 - each residual add fused with the next LayerNorm + modulation (norm3's affine is a modulation
@@ -20,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from streamer.model.dit import linear
+from streamer.model.fp8 import fuse, matmul
 from streamer.model.ops import DiTOps
 from streamer_kernels.attention import AttentionPicker
 from streamer_kernels.bias_gelu import bias_gelu
+from streamer_kernels.fp8_quant import quantize_rows
 from streamer_kernels.modulated_layernorm import gated_modulated_layernorm, modulated_layernorm
 from streamer_kernels.qk_norm_rope import qk_norm_rope
 
@@ -31,19 +34,6 @@ if TYPE_CHECKING:
     from streamer.model.attention import CrossAttention, SelfAttention
     from streamer.model.cache import KVCache
     from streamer.model.dit import DiT
-
-
-def _fuse_linears(linears: list[nn.Linear]) -> tuple[Tensor, Tensor]:
-    """One [sum(out), in] weight and bias whose slices become the given layers' parameters."""
-    weight = torch.cat([lin.weight.data for lin in linears])
-    bias = torch.cat([lin.bias.data for lin in linears])
-    row = 0
-    for lin in linears:
-        n = lin.weight.shape[0]
-        lin.weight.data = weight[row : row + n]
-        lin.bias.data = bias[row : row + n]
-        row += n
-    return weight, bias
 
 
 class FusedOps(DiTOps):
@@ -55,9 +45,10 @@ class FusedOps(DiTOps):
         self.attn = attention or AttentionPicker()
         acc = dit.acc_dtype
         self._ones = torch.ones(1, 1, dit.cfg.dim, dtype=acc, device=dit.patch_embedding.weight.device)
-        self.qkv = {
-            id(b.self_attn): _fuse_linears([b.self_attn.q, b.self_attn.k, b.self_attn.v]) for b in dit.layers
-        }
+        self.qkv = {id(b.self_attn): fuse([b.self_attn.q, b.self_attn.k, b.self_attn.v]) for b in dit.layers}
+
+    def _mm(self, x: Tensor, layer: nn.Module, *, bias: bool = True) -> Tensor:
+        return matmul(x, layer, bias=bias, quantize=quantize_rows)
 
     def modulated_norm(self, x: Tensor, shift: Tensor, scale: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
         return modulated_layernorm(x, shift, scale, eps, out_dtype=out_dtype)
@@ -99,9 +90,8 @@ class FusedOps(DiTOps):
         if cache is None or mask is not None:
             raise ValueError("the fused self-attention streams through a KV cache (no full-sequence mask)")
         b, s, _ = h.shape
-        w, bias = self.qkv[id(attn)]
-        a = w.shape[0] // 3  # attention width: dim, or less in a head-pruned model
-        q, k, v = F.linear(h, w, bias).split(a, dim=-1)
+        a = attn.num_heads * attn.head_dim  # attention width: dim, or less in a head-pruned model
+        q, k, v = self._mm(h, self.qkv[id(attn)]).split(a, dim=-1)
         off = cache.stage_offset
         slot_k = cache.k[layer, :, :, off : off + s].transpose(1, 2)  # [B, S, H, hd] view of the cache
         slot_v = cache.v[layer, :, :, off : off + s].transpose(1, 2)
@@ -119,18 +109,18 @@ class FusedOps(DiTOps):
             y = F.scaled_dot_product_attention(
                 q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=keep
             ).transpose(1, 2)
-        return attn.o(y.reshape(b, s, a))
+        return self._mm(y.reshape(b, s, a), attn.o)
 
     def cross_attention(self, attn: CrossAttention, h: Tensor, k: Tensor, v: Tensor) -> Tensor:
         b, s, _ = h.shape
         q, _, _ = qk_norm_rope(
-            attn.q(h), None, None, attn.norm_q.weight, None, None, None, attn.num_heads, eps=attn.norm_q.eps,
+            self._mm(h, attn.q), None, None, attn.norm_q.weight, None, None, None, attn.num_heads, eps=attn.norm_q.eps,
             heads_first=True,
         )  # fmt: skip
         y = self.attn(q, k.transpose(1, 2), v.transpose(1, 2))
-        return attn.o(y.reshape(b, s, -1))
+        return self._mm(y.reshape(b, s, -1), attn.o)
 
     def ffn(self, ffn: nn.Sequential, h: Tensor) -> Tensor:
-        first, last = linear(ffn, 0), linear(ffn, 2)
-        hidden = bias_gelu(F.linear(h, first.weight), first.bias, out=None)
-        return F.linear(hidden, last.weight, last.bias)
+        first, last = ffn[0], ffn[2]
+        hidden = bias_gelu(self._mm(h, first, bias=False), first.bias, out=None)
+        return self._mm(hidden, last)
