@@ -29,6 +29,7 @@ from typing import Final, Literal
 
 from streamer.config import ModelSettings, effective_window
 from streamer.model.config import preset
+from streamer.model.cost import ChunkShape, chunk_cost
 from streamer.model.doctor import GIB, MemoryEstimate, estimate_memory, fits
 
 # (dense fp16/bf16 tensor FLOP per clock per SM with fp32 accumulation, nominal boost clock in GHz) by
@@ -48,7 +49,6 @@ _TENSOR_RATE: dict[tuple[int, int], tuple[int, float]] = {
 
 EFFICIENCY = 0.32  # achieved / datasheet tensor rate of the fast path on W1 (H100, docs/benchmarks.md)
 EAGER_HOST_S = 0.06  # host launch time per DiT pass without the fast path (W1 on an H100: 152-198 ms eager vs 44.5 fast, 2 passes)
-VAE_TFLOP_480P = 0.74  # TAEHV encode + decode per 4-frame chunk at 480x832 (performance notes)
 LIVE_FPS = 24.0  # the slowest output that still looks like live video; the daemon repeats frames up to video.fps
 RESERVE = GIB  # card memory the CUDA context and a desktop take before the model gets any
 RESIDENT_SHARE = 0.5  # keep the text encoder on the card only when everything needs at most this share
@@ -99,16 +99,11 @@ def detect_card(index: int = 0) -> Card | None:
 
 
 def chunk_tflop(m: ModelSettings) -> float:
-    """FLOPs of one steady-state chunk (every denoising pass + the autoencoder), in TFLOP: linear layers
-    2 FLOP per weight per token, self-attention over the window's keys, cross-attention over the prompt
-    (its K/V are computed once per prompt). 15.1 for W1 (FlopCounterMode counts 14.27), 8.5 for W2 (8.15)."""
+    """FLOPs of one steady-state chunk (every denoising pass + the autoencoder), in TFLOP, from the cost
+    model (streamer/model/cost.py): 14.22 for W1 (FlopCounterMode counts 14.27), 8.12 for W2 (8.15)."""
     cfg = preset(m.preset)
-    tokens = cfg.tokens_per_frame(m.height // 8, m.width // 8)
-    per_layer_weights = 6 * cfg.dim**2 + 2 * cfg.dim * cfg.ffn_dim  # self q,k,v,o; cross q,o; FFN
-    keys = effective_window(m)[0] * tokens
-    per_layer = 2 * per_layer_weights * tokens + 4 * tokens * (keys + cfg.text_len) * cfg.dim
-    vae = VAE_TFLOP_480P * 1e12 * (m.width * m.height) / (832 * 480)
-    return (m.steps * cfg.num_layers * per_layer + vae) / 1e12
+    shape = ChunkShape.at(cfg, m.width, m.height, m.steps, effective_window(m)[0], frames_per_chunk(m))
+    return chunk_cost(cfg, shape).total_flop / 1e12
 
 
 def frames_per_chunk(m: ModelSettings) -> int:
