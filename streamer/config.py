@@ -148,6 +148,9 @@ class ModelSettings:
     dtype: Literal["auto", "float32", "bfloat16", "float16", "fp8"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     fast_path: bool = True  # on CUDA: fused Triton kernels + one CUDA graph per chunk; false = eager PyTorch
+    # pipeline stages, one process per GPU (the DiT's layers split over them; docs/multi-gpu.md); "all" = every
+    # visible GPU; 1 = this process only. On the CPU, N gloo processes (tests and development)
+    gpus: int | Literal["all"] = 1
     seed: int = 0
     cache_dir: str = ""  # prompt-embedding cache; empty = platform cache dir
 
@@ -455,7 +458,7 @@ def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
                 return _convert(option, value, file, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{file}: '{key}' has the wrong type: {_show(value)}")
+        raise ConfigError(f"{file}: '{key}' must be {_expected(tp)}; got {type(value).__name__} {_show(value)}")
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{file}: '{key}' must be true or false; got {_show(value)}")
@@ -475,6 +478,15 @@ def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
             raise ConfigError(f"{file}: '{key}' must not contain a NUL character (\\0); got {_show(value)}")
         return value
     raise ConfigError(f"{file}: '{key}': unsupported setting type {tp!r}")  # a bug in this module
+
+
+def _expected(tp: Any) -> str:
+    """What a union setting accepts, in words: `int | Literal["all"]` -> "an integer or 'all'"."""
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "none"}
+    return " or ".join(
+        " or ".join(map(repr, get_args(o))) if get_origin(o) is Literal else words.get(o, getattr(o, "__name__", str(o)))
+        for o in get_args(tp)
+    )
 
 
 def _require(ok: bool, file: str, key: str, message: str) -> None:

@@ -76,6 +76,7 @@ BOUNDS: dict[str, Bound] = {
     "model.rope_refresh_after": Bound(1, 1_000_000, special=0, message="must be 0 (never) or between 1 and 1000000"),
     "model.transition_chunks": Bound(1, 10_000),
     "model.seed": Bound(0, 2**63 - 1),  # torch.manual_seed's range
+    "model.gpus": Bound(1, 64, message="must be a number of GPUs >= 1 (at most 64), or \"all\""),
     "metrics.status_interval_s": Bound(0.05, 3600),
     "metrics.window": Bound(1, 1_000_000),  # samples kept per stage; also the deque's maxlen
     "moderation.max_length": Bound(1, 2000),

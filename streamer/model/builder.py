@@ -1,9 +1,10 @@
-"""The one place that builds an engine and chooses how it runs: eager, or the GPU fast path.
+"""The one place that builds an engine and chooses how it runs: eager, the GPU fast path, or pipelined.
 
 `new_engine` allocates a `ModelTransform` for loaded parts and attaches the fast path (fused kernels +
 one CUDA graph per chunk, streamer/model/fast/) when `model.fast_path` is on and the device is a CUDA
 GPU; `build_model_transform` is what the daemon calls: load the parts named in [model], build the
-engine, warm it up. The engine itself never imports the fast path.
+engine, warm it up; with `model.gpus` > 1 it builds the pipelined engine instead (streamer/model/pipeline/:
+the layers split over stage processes). The engine itself never imports the fast path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 from streamer.config import ModelSettings, Settings
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, load_parts, resolve_device
+from streamer.model.pipeline.group import stage_devices
+from streamer.transform import Transform
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,19 @@ def new_engine(m: ModelSettings, parts: LoadedParts, frame_height: int, frame_wi
     return engine
 
 
-def build_model_transform(settings: Settings, *, warmup: bool = True) -> ModelTransform:
-    """Load (or seed) the parts named in [model], allocate the engine, optionally warm it up once."""
+def build_model_transform(settings: Settings, *, warmup: bool = True) -> Transform:
+    """Load (or seed) the parts named in [model], allocate the engine, optionally warm it up once.
+    With `model.gpus` > 1 the engine is the pipelined one (streamer/model/pipeline/): the same interface,
+    the DiT's layers split over that many stage processes."""
     m, video = settings.model, settings.video
     started = time.monotonic()
+    devices = stage_devices(m)  # model.gpus: one device = this process; more = a pipeline of stage processes
+    if len(devices) > 1:
+        from streamer.model.pipeline.engine import build_pipelined  # spawns processes: imported only when asked
+
+        pipelined = build_pipelined(settings, devices)
+        log.info("model ready in %.1f s: %s", time.monotonic() - started, pipelined.status())
+        return pipelined
     parts = load_parts(m, resolve_device(m.device))
     engine = new_engine(m, parts, video.height, video.width)
     if warmup and engine.fast is None:
