@@ -26,6 +26,8 @@ def _numeric_keys(cls: type = Settings, prefix: str = "") -> list[tuple[str, typ
             out += _numeric_keys(typing.cast(type, tp), f"{prefix}{f.name}.")
             continue
         item = typing.get_args(tp)[0] if typing.get_origin(tp) is tuple else tp
+        if typing.get_origin(tp) is typing.Union:  # e.g. model.gpus: int | Literal["all"]: its number part
+            item = next((a for a in typing.get_args(tp) if a in (int, float)), None)
         if item in (int, float):
             out.append((prefix + f.name, item))
     return out
