@@ -9,8 +9,9 @@ is tested on a CPU with made-up cards. Two predictions decide, both from numbers
   the card's dense bf16 tensor rate x `EFFICIENCY`, the fraction the fast path reaches on an H100 (W1:
   14.27 TFLOP in 44.5 ms = 320 TFLOP/s of the 989 datasheet; docs/benchmarks.md). Without the fast
   path, each DiT pass also costs the host `EAGER_HOST_S` of kernel launches (W1 eager - fast, per pass).
-  Cross-check: for an RTX 4090 at 480x832 and 1 step this predicts 13 fps; StreamDiffusionV2 publishes
-  16.6 fps there, so the prediction errs on the slow side.
+  Cross-check: for an RTX 4090 at 480x832 and 1 step this predicts 28 fps, the part-by-part projection
+  (streamer/bench/projection.py, docs/benchmarks.md) 25; StreamDiffusionV2 publishes 16.6 fps there
+  without a captured graph.
 
 The plan is the first rung of `LADDER` (resolution and steps, best picture first) that is live
 (predicted >= `LIVE_FPS`) and fits; the umT5 text encoder (11.4 GB in bf16) goes on the card when it
@@ -32,19 +33,21 @@ from streamer.model.config import preset
 from streamer.model.cost import ChunkShape, chunk_cost
 from streamer.model.doctor import GIB, MemoryEstimate, estimate_memory, fits
 
-# (dense fp16/bf16 tensor FLOP per clock per SM with fp32 accumulation, nominal boost clock in GHz) by
-# compute capability, from NVIDIA's datasheets (e.g. H100 SXM: 132 SMs x 4096 x 1.83 GHz = 989 TFLOP/s;
-# A100: 108 x 2048 x 1.41 = 312; RTX 4090: 128 x 512 x 2.52 = 165 with fp16 accumulation).
+# (dense fp16/bf16 tensor FLOP per clock per SM with fp32 accumulation on the full-rate parts, nominal
+# boost clock in GHz) by compute capability, from NVIDIA's datasheets (e.g. H100 SXM: 132 SMs x 4096 x
+# 1.83 GHz = 989 TFLOP/s; A100: 108 x 2048 x 1.41 = 312; RTX A6000: 84 x 1024 x 1.80 = 155). GeForce
+# cards accumulate in fp32 at half that (`Card.tensor_tflops`): RTX 4090 128 x 1024 x 2.52 / 2 = 165,
+# RTX 3090 82 x 1024 x 1.70 / 2 = 71, the Ada and GA102 whitepapers' "BF16 with FP32 accumulate".
 _TENSOR_RATE: dict[tuple[int, int], tuple[int, float]] = {
     (7, 0): (1024, 1.53),  # Volta (V100): fp16 only
     (7, 5): (1024, 1.60),  # Turing (T4, RTX 20): fp16 only
     (8, 0): (2048, 1.41),  # A100
-    (8, 6): (512, 1.70),  # RTX 30, RTX A-series
+    (8, 6): (1024, 1.70),  # RTX 30, RTX A-series
     (8, 7): (512, 1.30),  # Jetson Orin
-    (8, 9): (512, 2.50),  # RTX 40, L4, L40
+    (8, 9): (1024, 2.50),  # RTX 40, L4, L40
     (9, 0): (4096, 1.83),  # H100, H200
     (10, 0): (8192, 1.85),  # B200
-    (12, 0): (512, 2.40),  # RTX 50
+    (12, 0): (1024, 2.40),  # RTX 50
 }
 
 EFFICIENCY = 0.32  # achieved / datasheet tensor rate of the fast path on W1 (H100, docs/benchmarks.md)
