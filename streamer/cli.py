@@ -99,6 +99,11 @@ DURATION = number(float, 1e-3)  # seconds or minutes: any positive length of tim
 FPS = number(float, 1.0)
 
 
+def _gpus(text: str) -> int | str:
+    """`--gpus`: a count >= 1 or 'all' (model.gpus)."""
+    return "all" if text == "all" else int(COUNT(text))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamer", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"streamer {__version__}")
@@ -150,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto")
     q.add_argument("--checkpoint", help="DiT weights (path or 'random'); default: what the loader picks for the preset")
     q.add_argument("--vae", help="autoencoder weights (path or 'random'); default: what the loader picks")
+    q.add_argument("--gpus", type=_gpus, default=1,
+                   help="N > 1 or 'all': the pipelined engine over N stage processes (docs/multi-gpu.md)")  # fmt: skip
+    q.add_argument("--mode", choices=["sequential", "stream-batch"], default="sequential", help="with --gpus")
+    q.add_argument("--fps", type=FPS, default=30.0, help="with --gpus: input rate of the latency run")
     q.add_argument("--json", action="store_true")
     q.set_defaults(name="bench model")
 

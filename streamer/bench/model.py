@@ -303,6 +303,12 @@ def bench_model_command(args: argparse.Namespace) -> int:
         return 2
     device = args.device if args.device != "auto" else wl.device
     checkpoint, vae = getattr(args, "checkpoint", None) or "", getattr(args, "vae", None) or ""
+    if getattr(args, "gpus", 1) != 1:  # the pipelined engine over stage processes: its own measurement
+        from streamer.bench.model_pipelined import bench_pipelined, format_pipelined
+
+        res = bench_pipelined(wl, args.gpus, args.mode, args.iters, device, args.fps, checkpoint=checkpoint, vae=vae)
+        print(json.dumps(res, indent=1) if args.json else format_pipelined(res))
+        return 0
     report = bench_model(wl, variants, args.iters, device, checkpoint=checkpoint, vae=vae)
     print(json.dumps(report, indent=1) if args.json else format_table(report))
     return 0 if all("error" not in r for r in report["variants"]) else 1

@@ -120,7 +120,8 @@ class PipelinedTransform:
         while True:
             waiting = wait and self._in_flight >= self.depth
             timeout = self.group.options.timeout_s if waiting else 0.0
-            msgs = self.group.results(timeout)
+            held, self.group.held = self.group.held, []  # read while the group waited for statistics
+            msgs = held + self.group.results(0.0 if held else timeout)
             if waiting and not msgs:
                 raise self.group.fail(f"no chunk came out of the pipeline in {timeout:g} s")
             for _, epoch, _chunk, pixels, ok in msgs:

@@ -103,6 +103,8 @@ class StageGroup:
         self.sources: dict[str, str] = {}
         self.costs: Any = None
         self.frames_per_latent = 1
+        self.stats: list[tuple[Any, ...]] = []
+        self.held: list[tuple[Any, ...]] = []  # results read while waiting for statistics: the engine takes them
         self._restarter: threading.Thread | None = None
 
     @property
@@ -162,7 +164,21 @@ class StageGroup:
     def results(self, timeout: float) -> list[tuple[Any, ...]]:
         """The stages' result messages within `timeout` (0: those already there); StageFailure on an error."""
         self.check()
-        return [msg for msg in self._read(timeout) if msg[0] == "result"]
+        msgs = self._read(timeout)
+        self.stats += [msg[1:] for msg in msgs if msg[0] == "stats"]
+        return [msg for msg in msgs if msg[0] == "result"]
+
+    def stage_stats(self, timeout: float) -> list[tuple[int, float, float, float]]:
+        """(rank, busy s, wall s, peak GB) of every stage since the last call: asked through the pipeline,
+        so it comes after the chunks already handed in (results that come meanwhile are kept, in order)."""
+        self.stats = []
+        self.submit(("stats",))
+        deadline = time.monotonic() + timeout
+        while len(self.stats) < self.size:
+            if time.monotonic() > deadline:
+                raise self.fail(f"no stage statistics within {timeout:g} s")
+            self.held += self.results(0.1)
+        return sorted(self.stats)
 
     def _read(self, timeout: float) -> list[tuple[Any, ...]]:
         """Messages from the stages (waiting up to `timeout` for the first); an error message or a dead

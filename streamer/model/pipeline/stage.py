@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import time
 from typing import Any
 
 import torch
@@ -98,6 +99,7 @@ class Stage:
         )
         self.step_config = StepConfig(steps=m.steps, shift=m.shift, motion_aware=m.motion_aware)
         self.shortcut = takes_step_size(dit)
+        self.busy = BusyClock(self.device)
         self.graphs: StageGraphs | None = None
         if graphs:
             self.inputs = [torch.empty(s, dtype=d, device=self.device) for s, d in self.spec.pass_layout()[:4]]
@@ -153,6 +155,9 @@ class Stage:
             if msg[0] == "stop":
                 self.link.send_header(1, Header(Kind.STOP))
                 return
+            if msg[0] == "stats":
+                self._stats()
+                continue
             if msg[0] == "reset":
                 self._drain_ring()
                 self.reset()
@@ -168,9 +173,10 @@ class Stage:
 
     def _chunk(self, epoch: int, chunk: int, frames: Tensor) -> None:
         assert self.ops is not None
-        self.state.noise.normal_(generator=self.gen)
-        noise = self.state.noise.clone()  # slots keep it past this chunk; the buffer is redrawn next time
-        z, ts = prepare_chunk(frames, self.state, self.ops, self.step_config)
+        with self.busy:
+            self.state.noise.normal_(generator=self.gen)
+            noise = self.state.noise.clone()  # slots keep it past this chunk; the buffer is redrawn next time
+            z, ts = prepare_chunk(frames, self.state, self.ops, self.step_config)
         size = {"height": frames.shape[1], "width": frames.shape[2]}
         steps, strength = self.m.steps, self.state.strength
         if not self.stream:
@@ -197,12 +203,13 @@ class Stage:
 
     def _emit(self, hdr: Header, x: Tensor, noises: Tensor, ts: Tensor) -> None:
         """The prologue and this stage's blocks for a pass with input latent x; sent to stage 1."""
-        x = x.to(self.spec.acc)  # the one input dtype of every pass (as `denoiser`)
-        tokens, _ = self.dit.patchify(x)
-        t = ts[hdr.step].reshape(1, 1)
-        e, e0 = self.dit.time_embed(t, sampler_step_size(t)) if self.shortcut else self.dit.time_embed(t)  # type: ignore[call-arg]
-        h = self.dit.block_input(tokens, e, e0)
-        tokens, h = self.run_pass(hdr, tokens, h, e, e0)
+        with self.busy:
+            x = x.to(self.spec.acc)  # the one input dtype of every pass (as `denoiser`)
+            tokens, _ = self.dit.patchify(x)
+            t = ts[hdr.step].reshape(1, 1)
+            e, e0 = self.dit.time_embed(t, sampler_step_size(t)) if self.shortcut else self.dit.time_embed(t)  # type: ignore[call-arg]
+            h = self.dit.block_input(tokens, e, e0)
+            tokens, h = self.run_pass(hdr, tokens, h, e, e0)
         self.link.send_header(1, hdr, [tokens, h, e, e0, x, noises, ts])
 
     def _ring(self) -> Tensor:
@@ -230,10 +237,21 @@ class Stage:
             elif hdr.kind == Kind.RESET:
                 self.reset()
                 self._forward(hdr)
+            elif hdr.kind == Kind.STATS:
+                self._stats()
             else:  # HEARTBEAT, STOP
                 self._forward(hdr)
             if hdr.kind == Kind.STOP:
                 return
+
+    def _stats(self) -> None:
+        """Report busy seconds, wall seconds and peak memory since the last report, then pass it on."""
+        busy, wall = self.busy.take()
+        peak = torch.cuda.max_memory_allocated(self.device) / 1e9 if self.device.type == "cuda" else 0.0
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.outbox.put(("stats", self.rank, busy, wall, peak))
+        self._forward(Header(Kind.STATS))
 
     def _forward(self, hdr: Header, tensors: list[Tensor] | None = None) -> None:
         if not self.last:
@@ -241,14 +259,16 @@ class Stage:
 
     def _pass(self, hdr: Header, received: list[Tensor]) -> None:
         tokens, h, e, e0, x, noises, ts = received
-        tokens, h = self.run_pass(hdr, tokens, h, e, e0)
+        with self.busy:
+            tokens, h = self.run_pass(hdr, tokens, h, e, e0)
         if not self.last:
             self.link.send_header(self.rank + 1, hdr, [tokens, h, e, e0, x, noises, ts])
             return
-        v = self.dit.head_out(h, self.grid)
-        # stream-batch: per-slot sigmas broadcast as one batch row ([1,1,1,1,1]), as the batched update does
-        sched = ts.view(-1, 1, 1, 1, 1, 1) if self.stream else ts
-        x0, x_next = pass_update(x, v, noises, sched, hdr.step)
+        with self.busy:
+            v = self.dit.head_out(h, self.grid)
+            # stream-batch: per-slot sigmas broadcast as one batch row ([1,1,1,1,1]), as the batched update does
+            sched = ts.view(-1, 1, 1, 1, 1, 1) if self.stream else ts
+            x0, x_next = pass_update(x, v, noises, sched, hdr.step)
         if not hdr.flags & Flag.FINAL:
             assert x_next is not None
             if self.stream:  # a stream-batch slot is stored in the engine's dtype between forwards
@@ -258,6 +278,42 @@ class Stage:
         frames, ok = None, True
         if hdr.flags & Flag.EMIT:
             assert self.ops is not None
-            out = finish_chunk(x0, self.state, self.ops, hdr.height, hdr.width)
+            with self.busy:
+                out = finish_chunk(x0, self.state, self.ops, hdr.height, hdr.width)
             frames, ok = out.cpu().numpy(), bool(self.state.output_ok)
         self.outbox.put(("result", hdr.epoch, hdr.chunk, frames, ok))
+
+
+class BusyClock:
+    """Seconds a stage computes (vs waits), for the bubble fraction: host time on the CPU, CUDA events on
+    a GPU (its work is asynchronous: the host returns long before the kernels end)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.busy = 0.0
+        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.since = time.perf_counter()
+
+    def __enter__(self) -> None:
+        if self.cuda:
+            self.events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self.events[-1][0].record()
+        else:
+            self._t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            self.events[-1][1].record()
+        else:
+            self.busy += time.perf_counter() - self._t0
+
+    def take(self) -> tuple[float, float]:
+        """(busy, wall) seconds since the last call; starts the next period."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.busy += sum(a.elapsed_time(b) for a, b in self.events) / 1e3
+            self.events = []
+        now = time.perf_counter()
+        out = (self.busy, now - self.since)
+        self.busy, self.since = 0.0, now
+        return out

@@ -31,6 +31,7 @@ class Kind(enum.IntEnum):
     RESET = 3  # a new stream
     HEARTBEAT = 4  # the first stage is idle: proof of life, so an idle stage's receive never times out
     STOP = 5
+    STATS = 6  # each stage reports its busy time and peak memory since the last STATS (benchmarks)
 
 
 class Flag(enum.IntFlag):
