@@ -103,7 +103,7 @@ def detect_card(index: int = 0) -> Card | None:
 
 def chunk_tflop(m: ModelSettings) -> float:
     """FLOPs of one steady-state chunk (every denoising pass + the autoencoder), in TFLOP, from the cost
-    model (streamer/model/cost.py): 14.22 for W1 (FlopCounterMode counts 14.27), 8.12 for W2 (8.15)."""
+    model (streamer/model/cost.py): 14.27 for W1, 8.15 for W2, as FlopCounterMode counts them."""
     cfg = preset(m.preset)
     shape = ChunkShape.at(cfg, m.width, m.height, m.steps, effective_window(m)[0], frames_per_chunk(m))
     return chunk_cost(cfg, shape).total_flop / 1e12

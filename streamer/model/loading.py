@@ -64,7 +64,7 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     AVX512-BF16 CPU bf16 runs the tiny model ~1.25x faster than float32 with output within ~53 dB PSNR
     of it (docs/benchmarks.md, W4); CPUs without native bf16 would emulate it, slower than float32.
     "fp8" = bfloat16 here (the dtype between the matmuls); `load_dit_for` makes the matmuls FP8.
-    "auto" never picks fp8: it changes the output, so it is the user's choice (docs/configuration.md)."""
+    "auto" never picks fp8: it changes the output, so it is the user's choice (docs/benchmarks.md, FP8)."""
     if spec != "auto":
         return DTYPES[spec]
     if device.type == "cuda":
