@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import torch
 
 from streamer.config import Settings, from_dict
 from streamer.frames import Frame
@@ -22,7 +24,8 @@ from streamer.prompts import PromptState
 from streamer.transform import Transform
 
 H, W = 40, 72  # the pipeline's frame size, not the model's 64x64
-FAST = PipelineOptions(timeout_s=20.0, start_timeout_s=60.0, backoff_initial_s=0.2, backoff_max_s=1.0)
+# one thread per stage, as the reference (fixture one_thread): bit-for-bit comparisons on any machine
+FAST = PipelineOptions(timeout_s=20.0, start_timeout_s=60.0, backoff_initial_s=0.2, backoff_max_s=1.0, cpu_threads=1)
 PROMPTS = [PromptState(text="a watercolour painting")] * 4 + [PromptState(text="a charcoal sketch", strength=0.5)] * 6
 
 
@@ -36,6 +39,16 @@ def _frames(n: int) -> list[Frame]:
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
     return [Frame(np.roll(base, 5 * i, axis=1).copy(), capture_time=100.0 + i, index=i, pts=i / 30) for i in range(n)]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The reference computes on one thread, as each stage does here (2 cores shared out): a sum split over
+    threads may round differently (MKL picks its split by load), and these tests compare bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _run(engine: Transform, frames: list[Frame]) -> list[Frame]:
@@ -63,7 +76,9 @@ def _same(got: list[Frame], want: list[Frame]) -> None:
     ],
     ids=["sequential-2-shipped", "sequential-3", "stream-batch-2", "stream-batch-3"],
 )
-def test_pipelined_output_equals_one_process_chunk_by_chunk(stages: int, over: dict[str, object]) -> None:
+def test_pipelined_output_equals_one_process_chunk_by_chunk(
+    stages: int, over: dict[str, object], one_thread: None
+) -> None:
     frames = _frames(len(PROMPTS))
     reference = build_model_transform(_settings(**over), warmup=False)
     want = _run(reference, frames)
@@ -113,3 +128,19 @@ def _run_some(engine: PipelinedTransform, frames: list[Frame]) -> list[Frame]:
     for f in frames:
         out += engine.step(f, PROMPTS[0])
     return out + engine.drain()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graphs", [False, True], ids=["eager", "cuda-graphs"])
+def test_pipelined_on_two_gpus_equals_one_gpu(graphs: bool) -> None:
+    """NCCL between cuda:0 and cuda:1, per-stage CUDA graphs on or off, against the one-GPU eager engine."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA GPUs (NCCL between stages)")
+    over = {"checkpoint": "random", "vae": "random", "mode": "stream-batch", "device": "cuda"}
+    frames = _frames(len(PROMPTS))
+    want = _run(build_model_transform(_settings(**over, fast_path=False), warmup=False), frames)
+    pipelined = build_pipelined(_settings(**over, fast_path=graphs, gpus=2), ["cuda:0", "cuda:1"], FAST)
+    try:
+        _same(_run(pipelined, frames), want)
+    finally:
+        pipelined.close()

@@ -42,6 +42,7 @@ class PipelineOptions:
     backoff_initial_s: float = 1.0  # first restart after a failure; doubling up to backoff_max_s
     backoff_max_s: float = 60.0
     layers: tuple[tuple[int, int], ...] | None = None  # fixed stage ranges (tests); None = measured at start
+    cpu_threads: int = 0  # CPU stages: intra-op threads each; 0 = the cores shared out
 
 
 def stage_devices(m: ModelSettings) -> list[str]:
@@ -115,7 +116,7 @@ class StageGroup:
     def start(self) -> None:
         """Spawn the stages and wait until each has loaded and placed its layers (StageFailure if not)."""
         n, cpu = self.size, self.devices[0] == "cpu"
-        threads = max(1, (os.cpu_count() or 1) // n) if cpu else 1
+        threads = (self.options.cpu_threads or max(1, (os.cpu_count() or 1) // n)) if cpu else 1
         port = _free_port()
         inbox, outbox = self._ctx.Queue(), self._ctx.Queue()
         procs = []
