@@ -54,3 +54,17 @@ def test_values_the_effective_window_allows_load() -> None:
     assert _model(rope_refresh_after=4).rope_refresh_after == 4  # > tiny's 3, though <= the Wan 6
     assert _model(preset="wan-1.3b", sinks=4).sinks == 4
     assert _model(rope_refresh_after=0, window=2, sinks=0).window == 2
+
+
+def test_steps_zero_means_the_presets_and_a_set_value_wins() -> None:
+    """model.steps = 0 (the default) resolves once, on construction, to the preset's count; an explicit
+    count is kept, also for a copy with another preset."""
+    from dataclasses import replace
+
+    from streamer.config import PRESET_STEPS, ModelSettings, from_dict
+
+    assert ModelSettings().steps == PRESET_STEPS["tiny"] == 1
+    assert ModelSettings(preset="wan-1.3b").steps == 2
+    assert from_dict({"model": {"steps": 3}}, "t").model.steps == 3
+    assert from_dict({"model": {"preset": "wan-14b", "width": 832, "height": 480}}, "t").model.steps == 2
+    assert replace(ModelSettings(), steps=4).steps == 4

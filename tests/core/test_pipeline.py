@@ -289,14 +289,14 @@ def test_set_steps_builds_a_new_model_in_the_background_and_swaps_it_in():
     p = Pipeline(settings(), CountingSource(30), [sink], PromptBus("x"), Metrics(), factory)
     p.start()
     wait_model(p)
-    assert p.model_steps == 2
+    assert p.model_steps == 1  # the tiny preset's (model.steps = 0)
     p.set_steps(3)
     deadline = time.monotonic() + 5
     while p.model_steps != 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.3)
     p.stop()
-    assert [m.steps for m in built] == [2, 3]
+    assert [m.steps for m in built] == [1, 3]
     assert built[0].closed and built[1].closed
     assert built[1].seen, "the new model ran after the swap"
     with pytest.raises(ValueError):

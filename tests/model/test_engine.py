@@ -115,10 +115,10 @@ def test_strength_override_and_explicit_timesteps_change_the_output(parts: Loade
 def test_strength_zero_means_the_presets_and_a_set_value_wins(parts: LoadedParts) -> None:
     from streamer.config import effective_strength
 
-    assert _settings().strength == 0 and effective_strength(_settings()) == 0.6  # tiny's default
+    assert _settings().strength == 0 and effective_strength(_settings()) == 0.45  # tiny's default
     assert effective_strength(_settings(preset="wan-1.3b")) == 0.8
     engine = ModelTransform(_settings(), parts)
-    assert engine._strength.item() == pytest.approx(0.6)
+    assert engine._strength.item() == pytest.approx(0.45)
     engine = ModelTransform(_settings(strength=0.7, motion_aware=False), parts)
     _run(engine, _frames(2), PROMPT)
     assert engine._strength.item() == pytest.approx(0.7)

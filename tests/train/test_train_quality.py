@@ -94,7 +94,7 @@ def test_quality_mode_through_the_cli_writes_sheet_json_and_table(
     result = json.loads(out.read_text())
     found = result["quality"]
     assert result["mode"] == "quality" and found["sheet"] == str(sheet) and found["sheet_frames"] == [1, 4]
-    assert set(found["per_look"]) == {"noir", "neon"} and found["steps"] == 2 and found["strength"] == 0.6
+    assert set(found["per_look"]) == {"noir", "neon"} and found["steps"] == 1 and found["strength"] == 0.45
     for v in found["per_look"].values():
         assert all(math.isfinite(v[k]) for k in ("psnr", "input_psnr", "edge_corr", "target_edge_corr"))
         assert v["gain_db"] == pytest.approx(v["psnr"] - v["input_psnr"]) and v["missing_frames"] == 0
