@@ -230,6 +230,23 @@ def load_configured_vae(m: ModelSettings, device: torch.device, dtype: torch.dty
     return vae.to(device=device, dtype=dtype).eval().requires_grad_(False), f"random (seed {m.seed})"
 
 
+def load_configured_text_encoder(m: ModelSettings, device: torch.device, cfg: DiTConfig) -> TextEncoder:
+    """The text encoder [model] selects for a DiT of `cfg` whose (first) device is `device`, placed by
+    model.text_encoder_device; the one rule for the one-process engine and the pipelined one."""
+    text_device, offload = text_encoder_placement(m, device, cfg)
+    return build_text_encoder(
+        m.text_encoder,
+        m.cache_dir,
+        text_device,
+        torch.bfloat16 if device.type == "cuda" else torch.float32,
+        text_dim=cfg.text_dim,
+        text_len=cfg.text_len,
+        # random text states only beside a random DiT: trained weights need their real text encoder
+        allow_random=dit_weights(m).kind == "random",
+        offload=offload,
+    )
+
+
 def load_parts(m: ModelSettings, device: torch.device) -> LoadedParts:
     started = time.monotonic()
     dtype = resolve_dtype(m.dtype, device)
@@ -243,19 +260,7 @@ def load_parts(m: ModelSettings, device: torch.device) -> LoadedParts:
     _progress(50, f"DiT: {dit_src}", started)
     vae, vae_src = load_configured_vae(m, device, dtype)
     _progress(70, f"autoencoder: {vae_src}", started)
-    cfg = dit.cfg
-    text_device, text_offload = text_encoder_placement(m, device, cfg)  # model.text_encoder_device
-    text = build_text_encoder(
-        m.text_encoder,
-        m.cache_dir,
-        text_device,
-        torch.bfloat16 if device.type == "cuda" else torch.float32,
-        text_dim=cfg.text_dim,
-        text_len=cfg.text_len,
-        # random text states only beside a random DiT: trained weights need their real text encoder
-        allow_random=dit_random,
-        offload=text_offload,
-    )
+    text = load_configured_text_encoder(m, device, dit.cfg)
     _progress(100, f"text encoder: {text.encoder_id.split(':')[0]}", started)
     random_parts = [name for name, rnd in (("DiT", dit_random), ("autoencoder", vae_random)) if rnd]
     if text.encoder_id.startswith("random"):

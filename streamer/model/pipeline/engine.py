@@ -26,9 +26,9 @@ from streamer.config import ModelSettings, Settings, effective_strength
 from streamer.frames import Frame
 from streamer.model.config import preset
 from streamer.model.engine import bad_output, stack_chunk
-from streamer.model.loading import dit_weights
+from streamer.model.loading import load_configured_text_encoder
 from streamer.model.pipeline.group import PipelineOptions, StageGroup
-from streamer.model.text import TextEncoder, build_text_encoder, text_encoder_placement
+from streamer.model.text import TextEncoder
 from streamer.model.transitions import PromptFeed, PromptTransition
 from streamer.prompts import PromptState
 
@@ -154,17 +154,7 @@ def build_pipelined(
     """The text encoder here (on the first stage's device, by the one-process rules), the stages started."""
     m, video = settings.model, settings.video
     first, cfg = torch.device(devices[0]), preset(m.preset)
-    text_device, offload = text_encoder_placement(m, first, cfg)
-    text = build_text_encoder(
-        m.text_encoder,
-        m.cache_dir,
-        text_device,
-        torch.bfloat16 if first.type == "cuda" else torch.float32,
-        text_dim=cfg.text_dim,
-        text_len=cfg.text_len,
-        allow_random=dit_weights(m).kind == "random",  # random states only beside a random DiT
-        offload=offload,
-    )
+    text = load_configured_text_encoder(m, first, cfg)
     group = StageGroup(m, devices, (video.height, video.width), options or PipelineOptions())
     group.start()
     return PipelinedTransform(m, group, text, group.frames_per_latent)
