@@ -10,6 +10,7 @@ RSS and thread count come from /proc of the daemon's pid, the encoder processes'
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class Sample:
     threads: int | None
     children: int
     children_rss_mb: float
+    load1: float  # the machine's 1-minute load average: other work on it shows here
 
 
 def proc_status(pid: int) -> tuple[float, int] | None:
@@ -82,7 +84,7 @@ class Sampler:
             self.segments.setdefault(path.name, now)
         s = Sample(round(time.monotonic() - self.t0, 2), now, self.daemon.starts, metrics is not None, counters,
                    None if stats is None else round(stats[0], 1), None if stats is None else stats[1], len(kids),
-                   round(kid_rss, 1))
+                   round(kid_rss, 1), round(os.getloadavg()[0], 2))
         self.samples.append(s)
         return s
 

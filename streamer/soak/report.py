@@ -36,7 +36,8 @@ def per_fault(result: dict[str, Any]) -> list[dict[str, Any]]:
         if rec["recovery_s"] is not None:
             row["recovered"] += 1
             row["recovery_s"].append(rec["recovery_s"])
-        row["worst_gap_ms"] = max(row["worst_gap_ms"], rec["worst_gap_ms"])
+        if rec["worst_gap_ms"] >= row["worst_gap_ms"]:
+            row["worst_gap_ms"], row["worst_gap_after_s"] = rec["worst_gap_ms"], rec.get("worst_gap_after_s")
         row["items_before"] += rec["items_before"]
         row["lost"] += len(rec["lost_before"]) + len(rec["lost_during"])
         if rec["playable_to_fault"] is not None:
@@ -159,21 +160,28 @@ def _fmt(value: float | None, unit: str = "") -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     o, env = result["options"], result.get("environment", {})
+    loads = [s["load1"] for s in result["timeline"]]
+    load = (f" The machine's 1-minute load average was {statistics.median(loads):.1f} (median), {max(loads):.1f} at most"
+            f" on {env.get('cpus', '?')} CPUs." if loads else "")
     lines = [
         f"Soak of {result['ran_s'] / 60:.1f} min, a fault every {o['fault_every_s']:g} s in rotation "
         f"({len(result['faults'])} injected); {o['source']} source {o['width']}x{o['height']} at {o['fps']:g} fps "
-        f"-> tiny model -> network + record sinks, dashboard, Twitch (local fake), "
+        f"-> {result.get('model', '').split(' — ')[0] or 'the model'} -> network + record sinks, dashboard, "
+        f"Twitch (local fake), "
         f"{'OBS headless' if 'obs' not in result['skipped'] else 'no OBS'}. "
         f"{env.get('date', '')}, {env.get('cpus', '?')} CPUs ({env.get('cpu', '?')}), commit {env.get('commit', '?')}. "
-        f"Gaps are measured in the daemon between frames handed to the sinks (frame period {1000 / o['fps']:.0f} ms).",
+        f"Gaps are measured in the daemon between frames handed to the sinks (frame period {1000 / o['fps']:.0f} ms)."
+        + load,
         "",
-        "| fault | injected | recovered | recovery median / max (s) | worst gap (ms / frame periods) | items taken before | lost | recording playable to the fault |",
+        "| fault | injected | recovered | recovery median / max (s) | worst gap (ms / frame periods, when after the fault) | items taken before | lost | recording playable to the fault |",
         "|---|---|---|---|---|---|---|---|",
         f"| none (baseline, {o['fault_every_s']:g} s) | — | — | — | {result['baseline_worst_gap_ms']:.0f} / "
         f"{_periods(result['baseline_worst_gap_ms'], o['fps'])} | — | — | — |",
     ]
     for row in per_fault(result):
         gap = f"{row['worst_gap_ms']:.0f} / {row['worst_gap_periods']}"
+        if row.get("worst_gap_after_s") is not None:
+            gap += f" at +{row['worst_gap_after_s']:.0f} s"
         if row["fault"] == "sigkill" and result["restart_gap_s"]:
             gap += f" (restart: output back after {max(result['restart_gap_s']):.1f} s)"
         lines.append(f"| {row['fault']} | {row['injected']} | {row['recovered']} | "

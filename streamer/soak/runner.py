@@ -67,6 +67,8 @@ class FaultRecord:
     recovery_s: float | None = None
     window_s: float = 0.0
     worst_gap_ms: float = 0.0
+    worst_gap_after_s: float | None = None  # when (after the injection) the worst gap ended, to the second
+    load_max: float | None = None  # the machine's highest 1-minute load average in the window
     items_before: int = 0
     lost_before: list[str] = field(default_factory=list)  # taken before the fault, not in the store after it
     items_during: int = 0
@@ -166,6 +168,7 @@ async def _run_started(soak: Soak) -> dict[str, Any]:
         sampling = tg.create_task(soak.sampler.run())
         traffic = tg.create_task(soak.traffic.run(o.traffic_every_s))
         model_ready = await wait_until(_model_running(soak), START_TIMEOUT_S, every=0.5)
+        model = str(((await soak.client.state()) or {}).get("transform", ""))
         await asyncio.sleep(o.warmup_s)
         begin = time.monotonic()
         wall_begin = time.time()
@@ -202,6 +205,7 @@ async def _run_started(soak: Soak) -> dict[str, Any]:
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()},
         "started_s": round(started, 1),
         "model_ready_s": model_ready,
+        "model": model,  # the daemon's own line: preset, size, steps, device, dtype, path, weights
         "begin_t": round(begin - soak.sampler.t0, 2),  # the first fault slot, on the timeline's clock
         "ran_s": round(end - begin, 1),
         "baseline_worst_gap_ms": baseline_gap,
@@ -209,6 +213,8 @@ async def _run_started(soak: Soak) -> dict[str, Any]:
         "skipped": skipped,
         "restart_gap_s": soak.restart_gap_s,
         "lost_at_end": lost_at_end,
+        # everything the daemon took: [seconds on the timeline's clock, kind, key, expected stored value]
+        "sent": [[round(i.sent - soak.sampler.t0, 2), i.kind, i.key, i.expect] for i in soak.ledger.items],
         "ledger": {"taken": soak.ledger.counts(), "unsent": dict(soak.ledger.unsent),
                    "refused": dict(soak.ledger.refused)},
         "daemon_exit_code": exit_code,
@@ -255,7 +261,10 @@ async def _one_fault(soak: Soak, fault: faults_mod.Fault, index: int, begin: flo
     window_end = max(nominal_next, time.monotonic() + SETTLE_S)
     await asyncio.sleep(max(0.0, window_end - time.monotonic()))
     rec.window_s = round(time.monotonic() - t_inject, 1)
-    rec.worst_gap_ms, _ = soak.sampler.worst_gap(rec.wall, time.time())
+    rec.worst_gap_ms, second = soak.sampler.worst_gap(rec.wall, time.time())
+    rec.worst_gap_after_s = None if second is None else max(0.0, round(second - rec.wall, 1))
+    loads = [s.load1 for s in soak.sampler.samples if s.wall >= rec.wall]
+    rec.load_max = max(loads) if loads else None
     # lost_before: stored when the fault came, gone after it (an item never stored was counted in its own window)
     rec.lost_before = sorted(_missing_keys(soak, before=t_inject) - missing_at_inject)
     cut = time.monotonic() - SETTLE_S

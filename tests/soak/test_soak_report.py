@@ -20,7 +20,7 @@ def fault(name: str, gap_ms: float, **kw) -> dict:
 
 def timeline(incarnation: int, t0: float, seconds: int, rss0: float, per_s: float) -> list[dict]:
     return [{"t": t0 + i, "wall": 0.0, "incarnation": incarnation, "up": True, "counters": {},
-             "rss_mb": rss0 + per_s * i, "threads": 18, "children": 2, "children_rss_mb": 120.0}
+             "rss_mb": rss0 + per_s * i, "threads": 18, "children": 2, "children_rss_mb": 120.0, "load1": 1.5}
             for i in range(seconds)]
 
 
