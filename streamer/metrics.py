@@ -63,9 +63,10 @@ class RateMeter:
 class OutputGaps:
     """Time between consecutive hand-offs to the sinks: a stall detector readers need not reset.
 
-    Keeps the longest gap since start, and per wall-clock second the longest gap that ended in it for
-    the last RECENT_S seconds, so anyone polling now and then (a dashboard, `streamer soak`) sees every
-    stall and can place it in time, without one reader's read hiding it from another.
+    Keeps the longest gap since start, and per wall-clock second the longest gap that ended in it (and
+    exactly when it ended) for the last RECENT_S seconds, so anyone polling now and then (a dashboard,
+    `streamer soak`) sees every stall and can place it in time, without one reader's read hiding it
+    from another.
     """
 
     RECENT_S = 60
@@ -84,13 +85,15 @@ class OutputGaps:
         self.max_s = max(self.max_s, gap)
         second = float(int(wall))
         if self._per_second and self._per_second[-1][0] == second:
-            self._per_second[-1][1] = max(self._per_second[-1][1], gap)
+            if gap > self._per_second[-1][1]:
+                self._per_second[-1][1:] = [gap, wall]
         else:
-            self._per_second.append([second, gap])
+            self._per_second.append([second, gap, wall])
 
     def recent(self) -> list[list[float]]:
-        """[[unix second, longest gap in s], ...], oldest first, for the last RECENT_S seconds with hand-offs."""
-        return [list(p) for p in self._per_second]
+        """[[wall time the gap ended, gap in s], ...]: the longest gap of each of the last RECENT_S seconds
+        with hand-offs, oldest first."""
+        return [[end, gap] for _, gap, end in self._per_second]
 
 
 class Metrics:
@@ -155,8 +158,8 @@ class Metrics:
                 "counters": dict(self._counters),
                 "info": dict(self.info),
                 "output_gap_max_ms": round(self._gaps.max_s * 1000, 1),
-                # [unix second, longest gap ending in it (ms)] for the last OutputGaps.RECENT_S seconds
-                "output_gaps": [[int(sec), round(gap * 1000, 1)] for sec, gap in self._gaps.recent()],
+                # [wall time it ended, gap (ms)]: the longest of each of the last OutputGaps.RECENT_S seconds
+                "output_gaps": [[round(end, 3), round(gap * 1000, 1)] for end, gap in self._gaps.recent()],
             }
 
     def status_line(self) -> str:

@@ -56,7 +56,8 @@ class Sampler:
                  every_s: float = 1.0) -> None:
         self.client, self.daemon, self.recordings, self.t0, self.every_s = client, daemon, recordings, t0, every_s
         self.samples: list[Sample] = []
-        self.gaps: dict[int, float] = {}  # unix second -> longest gap (ms) between two hand-offs ending in it
+        # unix second -> (wall time it ended, ms): the longest gap between two hand-offs ending in that second
+        self.gaps: dict[int, tuple[float, float]] = {}
         self.segments: dict[str, float] = {}  # recording file -> wall time it was first seen
         self.latest: dict[str, int] = {}
 
@@ -72,8 +73,10 @@ class Sampler:
         if metrics is not None:
             raw = metrics.get("counters", {})
             counters = {k: int(raw.get(k, 0)) for k in COUNTERS}
-            for second, gap_ms in metrics.get("output_gaps", []):
-                self.gaps[int(second)] = max(self.gaps.get(int(second), 0.0), float(gap_ms))
+            for end, gap_ms in metrics.get("output_gaps", []):
+                known = self.gaps.get(int(end))
+                if known is None or float(gap_ms) > known[1]:
+                    self.gaps[int(end)] = (float(end), float(gap_ms))
             self.latest = counters
         pid = self.daemon.pid
         stats = proc_status(pid) if pid is not None else None
@@ -88,13 +91,14 @@ class Sampler:
         self.samples.append(s)
         return s
 
-    def worst_gap(self, wall_from: float, wall_to: float) -> tuple[float, int | None]:
-        """The longest output gap (ms) that ended in [wall_from, wall_to), and the second it ended in."""
-        inside = [(gap, sec) for sec, gap in self.gaps.items() if int(wall_from) <= sec < wall_to]
+    def worst_gap(self, wall_from: float, wall_to: float) -> tuple[float, float | None]:
+        """The longest output gap (ms) that ended in [wall_from, wall_to), and when it ended (wall time).
+        Each second's longest gap is known, so a shorter one in the same second as a longer gap outside
+        the window is not seen: the window's worst is never overstated, and at most understated there."""
+        inside = [(gap, end) for end, gap in self.gaps.values() if wall_from <= end < wall_to]
         if not inside:
             return 0.0, None
-        gap, sec = max(inside)
-        return gap, sec
+        return max(inside)
 
     def segment_at(self, wall: float) -> str | None:
         """The recording file being written at `wall` (the newest one first seen before it)."""

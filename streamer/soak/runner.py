@@ -59,6 +59,7 @@ class Options:
 @dataclass
 class FaultRecord:
     fault: str
+    outage: bool  # the output stops by design (the SIGKILL): not held to the gap bound
     index: int
     t: float  # seconds since the soak's first fault slot
     wall: float
@@ -209,6 +210,7 @@ async def _run_started(soak: Soak) -> dict[str, Any]:
         "begin_t": round(begin - soak.sampler.t0, 2),  # the first fault slot, on the timeline's clock
         "ran_s": round(end - begin, 1),
         "baseline_worst_gap_ms": baseline_gap,
+        "fault_types": {f.name: f.what for f in faults_mod.ROTATION},
         "faults": [asdict(r) for r in records],
         "skipped": skipped,
         "restart_gap_s": soak.restart_gap_s,
@@ -221,7 +223,7 @@ async def _run_started(soak: Soak) -> dict[str, Any]:
         "daemon_starts": soak.daemon.starts,
         "recording": [asdict(s) | {"playable": s.playable} for s in segments],
         "timeline": soak.sampler.timeline(),
-        "gaps": {str(k): v for k, v in sorted(soak.sampler.gaps.items())},
+        "gaps": [[end, ms] for end, ms in sorted(soak.sampler.gaps.values())],  # each second's longest
     }
 
 
@@ -243,7 +245,7 @@ def _model_running(soak: Soak) -> Any:
 async def _one_fault(soak: Soak, fault: faults_mod.Fault, index: int, begin: float,
                      nominal_next: float) -> tuple[FaultRecord, float]:
     """Inject one fault, wait for its recovery and its window's end; the record and the next slot."""
-    rec = FaultRecord(fault.name, index, round(time.monotonic() - begin, 1), time.time())
+    rec = FaultRecord(fault.name, fault.outage, index, round(time.monotonic() - begin, 1), time.time())
     t_inject = time.monotonic()
     rss, threads = _proc(soak)
     rec.segment = soak.sampler.segment_at(rec.wall)
@@ -261,8 +263,8 @@ async def _one_fault(soak: Soak, fault: faults_mod.Fault, index: int, begin: flo
     window_end = max(nominal_next, time.monotonic() + SETTLE_S)
     await asyncio.sleep(max(0.0, window_end - time.monotonic()))
     rec.window_s = round(time.monotonic() - t_inject, 1)
-    rec.worst_gap_ms, second = soak.sampler.worst_gap(rec.wall, time.time())
-    rec.worst_gap_after_s = None if second is None else max(0.0, round(second - rec.wall, 1))
+    rec.worst_gap_ms, ended = soak.sampler.worst_gap(rec.wall, time.time())
+    rec.worst_gap_after_s = None if ended is None else round(ended - rec.wall, 2)
     loads = [s.load1 for s in soak.sampler.samples if s.wall >= rec.wall]
     rec.load_max = max(loads) if loads else None
     # lost_before: stored when the fault came, gone after it (an item never stored was counted in its own window)

@@ -43,8 +43,8 @@ def test_output_gaps_keep_the_longest_per_second_for_any_reader():
     for t, wall in [(0.0, 100.2), (0.1, 100.3), (0.5, 100.7), (0.6, 100.8), (1.9, 102.1), (2.0, 102.2)]:
         gaps.handoff(t, wall)
     assert gaps.max_s == pytest.approx(1.3)
-    recent = {int(sec): round(gap, 3) for sec, gap in gaps.recent()}
-    assert recent == {100: 0.4, 102: 1.3}  # the gap is filed under the second it ended in
+    recent = [(end, round(gap, 3)) for end, gap in gaps.recent()]
+    assert recent == [(100.7, 0.4), (102.1, 1.3)]  # each second's longest gap, with when it ended
     assert gaps.recent() == gaps.recent()  # reading forgets nothing
     for i in range(200):  # only the last RECENT_S seconds are kept
         gaps.handoff(3.0 + i, 103.0 + i)

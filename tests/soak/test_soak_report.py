@@ -11,7 +11,7 @@ from streamer.soak.ledger import Ledger
 
 
 def fault(name: str, gap_ms: float, **kw) -> dict:
-    rec = {"fault": name, "index": 0, "t": 0.0, "wall": 0.0, "details": {}, "error": None, "recovery_s": 1.5,
+    rec = {"fault": name, "outage": name == "sigkill", "index": 0, "t": 0.0, "wall": 0.0, "details": {}, "error": None, "recovery_s": 1.5,
            "window_s": 12.0, "worst_gap_ms": gap_ms, "items_before": 10, "lost_before": [], "items_during": 3,
            "lost_during": [], "rss_mb": (500.0, 501.0), "threads": (18, 18), "segment": "a.mp4",
            "playable_to_fault": True}
