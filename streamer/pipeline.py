@@ -348,16 +348,18 @@ class Pipeline:
                       sink.name, type(e).__name__, e)
             self.metrics.count("sink_errors")
             self.sinks.remove(sink)
-            try:
-                sink.close()
-            except Exception:
-                pass
+            # closed and reopened on a thread of its own: closing waits for its encoder process to exit
+            # (0.3 s on a loaded machine in the soak's disk-full fault), which the output pace must not
             threading.Thread(target=self._reopen, args=(sink,), name=f"streamer-reopen-{sink.name}", daemon=True).start()
 
     def _reopen(self, sink: Sink) -> None:
-        """Open a sink that failed while running again, with backoff, off the output thread (an encoder
-        process takes a second or two to start): a full disk or a receiver that went away is often
-        temporary, and a recording then goes on in a new file. Sinks unavailable at start are not retried."""
+        """Close a sink that failed while running, then open it again with backoff, off the output thread
+        (an encoder process takes a second or two to start): a full disk or a receiver that went away is
+        often temporary, and a recording then goes on in a new file. Sinks unavailable at start are not retried."""
+        try:
+            sink.close()
+        except Exception:  # it failed already (the reason is logged); closing only lets go of its file and process
+            pass
         v = self.settings.video
         delay = SINK_RETRY_INITIAL_S
         while not self._stop.wait(delay):

@@ -223,7 +223,7 @@ def test_a_sink_that_fails_while_running_is_reopened_in_the_background(monkeypat
     class Flaky(ListSink):
         def __init__(self) -> None:
             super().__init__("record")
-            self.opens, self.fail_next, self.open_threads = 0, 0, []
+            self.opens, self.fail_next, self.open_threads, self.close_threads = 0, 0, [], []
 
         def open(self, width, height, fps):
             self.opens += 1
@@ -237,6 +237,11 @@ def test_a_sink_that_fails_while_running_is_reopened_in_the_background(monkeypat
                 self.fail_next -= 1
                 raise OSError("File too large")
             super().write(frame)
+
+        def close(self):  # an encoder process's close waits for it to exit: never on the output thread
+            self.close_threads.append(threading.current_thread().name)
+            time.sleep(0.3)
+            super().close()
 
     flaky, good, metrics = Flaky(), ListSink("good"), Metrics()
     p = Pipeline(settings(), CountingSource(30), [flaky, good], PromptBus("x"), metrics)
@@ -255,6 +260,7 @@ def test_a_sink_that_fails_while_running_is_reopened_in_the_background(monkeypat
     counters = metrics.snapshot()["counters"]
     assert counters["sink_errors"] == 1 and counters["sink_reopens"] == 1
     assert flaky.open_threads[1:] == ["streamer-reopen-record"] * 2  # never on the output thread
+    assert flaky.close_threads[0] == "streamer-reopen-record"
     assert flaky.closed and flaky in p.sinks
     assert metrics.snapshot()["output_gap_max_ms"] < 200  # the good sink was never held up
 
