@@ -5,8 +5,8 @@ paced at a steady fps (repeating the last frame when the engine is late) so OBS 
 Only the newest input frame is kept (LatestFrameSlot), so a slow transform drops frames instead of
 building lag. A transform that raises is replaced by passthrough for that very frame and retried
 after `engine.retry_model_after_s`; the stream never goes black or freezes because of the model. A sink
-that fails while running (disk full, receiver gone) is removed and reopened in the background with
-backoff, so the others never wait for it and a recording goes on in a new file.
+that fails while running (disk full, receiver gone) is handed to the SinkKeeper's thread, which closes
+it and opens it again with backoff, so the others never wait for it and a recording goes on in a new file.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from streamer.config import Settings
 from streamer.frames import Frame, LatestFrameSlot, OutputQueue, blank_frame, now
 from streamer.metrics import Metrics
 from streamer.prompts import PromptBus
+from streamer.sinks.keeper import SinkKeeper
 from streamer.transform import BadOutput, Passthrough, Transform
 
 if TYPE_CHECKING:
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOADER_THREAD = "streamer-model-load"
-SINK_RETRY_INITIAL_S = 1.0  # a sink that failed while running is opened again after this, then backing off
-SINK_RETRY_MAX_S = 30.0
 
 
 def loader_running() -> bool:
@@ -63,6 +62,7 @@ class Pipeline:
         self._out = OutputQueue(capacity=5)  # one wan chunk + one frame of jitter; more would only add latency
         self._stop = threading.Event()
         self._sinks_lock = threading.Lock()  # stop() vs a sink reopened in the background
+        self._keeper = SinkKeeper(self._sink_back)
         self._threads: list[threading.Thread] = []
         self._loader: threading.Thread | None = None
         self._swap = threading.Lock()  # a finished load vs stop(): exactly one of them closes the new model
@@ -119,7 +119,13 @@ class Pipeline:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        for name, target in [("capture", self._capture_loop), ("engine", self._engine_loop), ("output", self._output_loop)]:
+        v = self.settings.video
+
+        def keep() -> None:
+            self._keeper.run(self._stop, v.width, v.height, v.fps)
+
+        for name, target in [("capture", self._capture_loop), ("engine", self._engine_loop),
+                             ("output", self._output_loop), ("sinks", keep)]:
             t = threading.Thread(target=target, name=f"streamer-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -348,33 +354,13 @@ class Pipeline:
                       sink.name, type(e).__name__, e)
             self.metrics.count("sink_errors")
             self.sinks.remove(sink)
-            # closed and reopened on a thread of its own: closing waits for its encoder process to exit
-            # (0.3 s on a loaded machine in the soak's disk-full fault), which the output pace must not
-            threading.Thread(target=self._reopen, args=(sink,), name=f"streamer-reopen-{sink.name}", daemon=True).start()
+            self._keeper.failed(sink)  # closed and reopened on the keeper's thread: never waited for here
 
-    def _reopen(self, sink: Sink) -> None:
-        """Close a sink that failed while running, then open it again with backoff, off the output thread
-        (an encoder process takes a second or two to start): a full disk or a receiver that went away is
-        often temporary, and a recording then goes on in a new file. Sinks unavailable at start are not retried."""
-        try:
-            sink.close()
-        except Exception:  # it failed already (the reason is logged); closing only lets go of its file and process
-            pass
-        v = self.settings.video
-        delay = SINK_RETRY_INITIAL_S
-        while not self._stop.wait(delay):
-            try:
-                sink.open(v.width, v.height, v.fps)
-            except Exception as e:
-                log.warning("sink %s still failing (%s: %s); next try in %.0f s", sink.name, type(e).__name__, e,
-                            min(delay * 2, SINK_RETRY_MAX_S))
-                delay = min(delay * 2, SINK_RETRY_MAX_S)
-                continue
-            with self._sinks_lock:
-                if not self._stop.is_set():  # stop() closes what is in the list: add it only while running
-                    self.sinks.append(sink)
-                    self.metrics.count("sink_reopens")
-                    log.info("sink %s is back: %s", sink.name, sink.describe())
-                    return
-            sink.close()
-            return
+    def _sink_back(self, sink: Sink) -> bool:
+        """The keeper reopened a sink that failed: back into service, unless the pipeline is stopping."""
+        with self._sinks_lock:
+            if self._stop.is_set():  # stop() closes what is in the list: add it only while running
+                return False
+            self.sinks.append(sink)
+        self.metrics.count("sink_reopens")
+        return True

@@ -216,9 +216,9 @@ def test_unavailable_sink_is_skipped_and_others_keep_running():
 def test_a_sink_that_fails_while_running_is_reopened_in_the_background(monkeypatch):
     """A full disk: the record sink's write raises; the others never miss a frame, and it comes back
     (a new file) after its retry delay, opened off the output thread."""
-    import streamer.pipeline as pipeline_mod
+    import streamer.sinks.keeper as keeper
 
-    monkeypatch.setattr(pipeline_mod, "SINK_RETRY_INITIAL_S", 0.1)
+    monkeypatch.setattr(keeper, "RETRY_INITIAL_S", 0.1)
 
     class Flaky(ListSink):
         def __init__(self) -> None:
@@ -259,8 +259,8 @@ def test_a_sink_that_fails_while_running_is_reopened_in_the_background(monkeypat
         p.stop()
     counters = metrics.snapshot()["counters"]
     assert counters["sink_errors"] == 1 and counters["sink_reopens"] == 1
-    assert flaky.open_threads[1:] == ["streamer-reopen-record"] * 2  # never on the output thread
-    assert flaky.close_threads[0] == "streamer-reopen-record"
+    assert flaky.open_threads[1:] == ["streamer-sinks"] * 2  # never on the output thread
+    assert flaky.close_threads[0] == "streamer-sinks"
     assert flaky.closed and flaky in p.sinks
     assert metrics.snapshot()["output_gap_max_ms"] < 200  # the good sink was never held up
 
