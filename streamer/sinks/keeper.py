@@ -65,8 +65,9 @@ class SinkKeeper:
                 except Exception as e:
                     w.delay = min(w.delay * 2, RETRY_MAX_S)
                     w.due = time.monotonic() + w.delay
-                    log.warning("sink %s still failing (%s: %s); next try in %.0f s", w.sink.name, type(e).__name__,
-                                e, w.delay)
+                    log.warning(
+                        "sink %s still failing (%s: %s); next try in %.0f s", w.sink.name, type(e).__name__, e, w.delay
+                    )
                     continue
                 waiting.remove(w)
                 if self._on_back(w.sink):

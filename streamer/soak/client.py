@@ -23,8 +23,9 @@ class DashboardClient:
 
     async def __aenter__(self) -> DashboardClient:
         # a pool per soak: the flood fault opens its own connections, so probes are never queued behind it
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
-                                              connector=aiohttp.TCPConnector(limit=8))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=TIMEOUT_S), connector=aiohttp.TCPConnector(limit=8)
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -61,13 +62,15 @@ class DashboardClient:
         answer = await self.get_json("/healthz")
         return answer is not None and answer[0] == 200
 
-    async def post(self, path: str, body: dict[str, Any] | None = None, *,
-                   timeout_s: float = TIMEOUT_S) -> tuple[int | None, Any]:
+    async def post(
+        self, path: str, body: dict[str, Any] | None = None, *, timeout_s: float = TIMEOUT_S
+    ) -> tuple[int | None, Any]:
         """(status, JSON body); (None, why) when the daemon did not answer within `timeout_s`."""
         headers = {"X-Streamer-Token": self.token}
         try:
-            async with self.session.post(self.base + path, json=body or {}, headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+            async with self.session.post(
+                self.base + path, json=body or {}, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as r:
                 try:
                     return r.status, await r.json(content_type=None)
                 except ValueError:

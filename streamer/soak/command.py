@@ -21,9 +21,18 @@ def options_from(args: argparse.Namespace) -> runner.Options:
     unknown = sorted(set(chosen) - set(faults.NAMES))
     if unknown:
         raise SystemExit(f"unknown fault {', '.join(unknown)}; choose from {', '.join(faults.NAMES)}")
-    return runner.Options(out=Path(args.out), minutes=args.minutes, fault_every_s=args.fault_every,
-                          width=args.width, height=args.height, fps=args.fps, source=args.source, faults=chosen,
-                          obs=not args.no_obs, poll_s=max(15, min(1800, int(args.poll_seconds))))
+    return runner.Options(
+        out=Path(args.out),
+        minutes=args.minutes,
+        fault_every_s=args.fault_every,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        source=args.source,
+        faults=chosen,
+        obs=not args.no_obs,
+        poll_s=max(15, min(1800, int(args.poll_seconds))),
+    )
 
 
 def soak_command(args: argparse.Namespace) -> int:

@@ -84,18 +84,26 @@ class Layout:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
 
-def daemon_config(layout: Layout, *, width: int, height: int, fps: float, source: str, client_id: str,
-                  obs_port: int | None) -> dict[str, Any]:
+def daemon_config(
+    layout: Layout, *, width: int, height: int, fps: float, source: str, client_id: str, obs_port: int | None
+) -> dict[str, Any]:
     """The daemon's settings for a soak: small enough for 2 CPU cores, every control path switched on,
     and short retry delays so that recovery is measured, not the backoff ceilings."""
     zero = dict.fromkeys(COMMANDS, 0.0)
     return {
         "video": {"width": width, "height": height, "fps": fps},
-        "source": {"kind": source, "url": layout.source_url if source == "network" else "",
-                   "timeout_s": 1.0, "reconnect_initial_s": 0.2, "reconnect_max_s": 1.0},
-        "sinks": {"enabled": ["network", "record"],
-                  "network": {"url": f"udp://127.0.0.1:{layout.sink_port}?pkt_size=1316", "bitrate_kbps": 500},
-                  "record": {"path": str(layout.recordings / "soak-{time}.mp4"), "preset": "ultrafast"}},
+        "source": {
+            "kind": source,
+            "url": layout.source_url if source == "network" else "",
+            "timeout_s": 1.0,
+            "reconnect_initial_s": 0.2,
+            "reconnect_max_s": 1.0,
+        },
+        "sinks": {
+            "enabled": ["network", "record"],
+            "network": {"url": f"udp://127.0.0.1:{layout.sink_port}?pkt_size=1316", "bitrate_kbps": 500},
+            "record": {"path": str(layout.recordings / "soak-{time}.mp4"), "preset": "ultrafast"},
+        },
         "engine": {"transform": "model", "retry_model_after_s": 2.0},
         # its own prompt-embedding cache: thousands of soak prompts must not land in the user's cache
         "model": {"preset": "tiny", "width": width, "height": height, "cache_dir": str(layout.out / "prompt-cache")},
@@ -104,11 +112,26 @@ def daemon_config(layout: Layout, *, width: int, height: int, fps: float, source
         "store": {"path": str(layout.store)},
         # approval mode: chat proposals wait in the store until the soak approves them on the dashboard
         "moderation": {"mode": "approval", "min_change_interval_s": 0.0, "approval_max_age_s": 0.0},
-        "twitch": {"enabled": True, "client_id": client_id, "bot_id": BOT, "owner_id": OWNER, "polls": "chat",
-                   "reward_enabled": False, "bot_is_moderator": True, "reconnect_initial_s": 0.5,
-                   "reconnect_max_s": 2.0, "user_cooldowns_s": zero, "global_cooldowns_s": zero},
-        "obs": {"enabled": obs_port is not None, "port": obs_port or 4455, "connect_timeout_s": 2.0,
-                "reconnect_initial_s": 0.5, "reconnect_max_s": 2.0},
+        "twitch": {
+            "enabled": True,
+            "client_id": client_id,
+            "bot_id": BOT,
+            "owner_id": OWNER,
+            "polls": "chat",
+            "reward_enabled": False,
+            "bot_is_moderator": True,
+            "reconnect_initial_s": 0.5,
+            "reconnect_max_s": 2.0,
+            "user_cooldowns_s": zero,
+            "global_cooldowns_s": zero,
+        },
+        "obs": {
+            "enabled": obs_port is not None,
+            "port": obs_port or 4455,
+            "connect_timeout_s": 2.0,
+            "reconnect_initial_s": 0.5,
+            "reconnect_max_s": 2.0,
+        },
         "dashboard": {"enabled": True, "port": layout.dashboard_port},
     }
 
@@ -129,11 +152,20 @@ def seed_twitch_tokens(layout: Layout, fake: Any) -> None:
     store = Store(layout.store)
     try:
         tokens = TokenStore(store)
-        for uid, login, role, scopes in [(BOT, "aibot", "bot", BOT_SCOPES),
-                                         (OWNER, "streamer", "broadcaster", BROADCASTER_SCOPES)]:
+        for uid, login, role, scopes in [
+            (BOT, "aibot", "bot", BOT_SCOPES),
+            (OWNER, "streamer", "broadcaster", BROADCASTER_SCOPES),
+        ]:
             tok = fake.issue_token(uid, list(scopes))
-            tokens.save(user_id=uid, login=login, role=role, access=tok.access, refresh=tok.refresh,
-                        scopes=scopes, client_id=fake.client_id)
+            tokens.save(
+                user_id=uid,
+                login=login,
+                role=role,
+                access=tok.access,
+                refresh=tok.refresh,
+                scopes=scopes,
+                client_id=fake.client_id,
+            )
     finally:
         store.close()
 
@@ -178,8 +210,15 @@ class ChildProcess:
         self.starts += 1
         with open(self.log_path, "ab") as log:
             # its own session: a signal meant for the soak (Ctrl-C) reaches the soak, which stops this cleanly
-            self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, cwd=self.cwd, stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv,
+                env={**os.environ, **self.env},
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.started_at = time.monotonic()
 
     def kill(self) -> list[int]:
@@ -234,6 +273,13 @@ def daemon_process(layout: Layout, fake_env: dict[str, str], obs_password: str |
 
 def sender_process(layout: Layout, width: int, height: int, fps: float) -> ChildProcess:
     """The network source's far end (streamer/soak/sender.py)."""
-    argv = [sys.executable, "-m", "streamer.soak.sender", f"{layout.source_url}?pkt_size=1316", str(width),
-            str(height), str(fps)]
+    argv = [
+        sys.executable,
+        "-m",
+        "streamer.soak.sender",
+        f"{layout.source_url}?pkt_size=1316",
+        str(width),
+        str(height),
+        str(fps),
+    ]
     return ChildProcess("sender", argv, {}, layout.logs, layout.out)

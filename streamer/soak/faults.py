@@ -171,7 +171,10 @@ def holder_of(pid: int, path: Path) -> int | None:
 
 
 class DiskFull(Fault):
-    name, what = "disk_full", "the recording's file size capped at its current size (RLIMIT_FSIZE on its encoder process)"
+    name, what = (
+        "disk_full",
+        "the recording's file size capped at its current size (RLIMIT_FSIZE on its encoder process)",
+    )
 
     def __init__(self) -> None:
         self.segment = ""
@@ -204,7 +207,10 @@ class DiskFull(Fault):
 
 
 class SqliteLock(Fault):
-    name, what = "sqlite_lock", "another process holds BEGIN EXCLUSIVE on the store for 6 s while prompts and chat arrive"
+    name, what = (
+        "sqlite_lock",
+        "another process holds BEGIN EXCLUSIVE on the store for 6 s while prompts and chat arrive",
+    )
     HOLD_S = 6.0  # longer than SQLite's default 5 s busy timeout, on purpose
 
     def __init__(self) -> None:
@@ -215,12 +221,17 @@ class SqliteLock(Fault):
         self.t0, self.released = time.monotonic(), False
         locked = asyncio.Event()
         release = asyncio.Event()
-        holder = asyncio.create_task(asyncio.to_thread(self._hold, soak.layout.store, locked, release,
-                                                       asyncio.get_running_loop()))
+        holder = asyncio.create_task(
+            asyncio.to_thread(self._hold, soak.layout.store, locked, release, asyncio.get_running_loop())
+        )
         await locked.wait()
         wait_s = self.HOLD_S + 10.0  # the daemon answers once its write got through: wait for that answer
-        sends = [soak.traffic.dashboard_prompt("locked", wait_s), soak.traffic.chat_proposal(),
-                 soak.traffic.dashboard_prompt("locked", wait_s), soak.traffic.chat_proposal()]
+        sends = [
+            soak.traffic.dashboard_prompt("locked", wait_s),
+            soak.traffic.chat_proposal(),
+            soak.traffic.dashboard_prompt("locked", wait_s),
+            soak.traffic.chat_proposal(),
+        ]
         results = []
         for send in sends:  # the first at once (it waits the whole hold), the rest spread over it
             results.append(asyncio.create_task(send))
@@ -250,7 +261,10 @@ class SqliteLock(Fault):
 
 
 class DashboardFlood(Fault):
-    name, what = "dashboard_flood", "100 requests per second on the dashboard for 5 s (state, health, metrics, pages, token POSTs)"
+    name, what = (
+        "dashboard_flood",
+        "100 requests per second on the dashboard for 5 s (state, health, metrics, pages, token POSTs)",
+    )
     RATE, SECONDS = 100, 5.0
     PATHS = ("/api/state", "/healthz", "/metrics", "/overlays/overlay.html", "/api/approvals/list")
 
@@ -285,9 +299,13 @@ class DashboardFlood(Fault):
             sent_s = time.monotonic() - t0
             await asyncio.gather(*tasks)
         latencies.sort()
-        return {"requests": n, "sent_in_s": round(sent_s, 2), "statuses": dict(statuses),
-                "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
-                "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1)}
+        return {
+            "requests": n,
+            "sent_in_s": round(sent_s, 2),
+            "statuses": dict(statuses),
+            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        }
 
     async def recovered(self, soak: Soak) -> bool:
         return await soak.client.healthy()
@@ -331,6 +349,16 @@ class DaemonKill(Fault):
         return False
 
 
-ROTATION: tuple[type[Fault], ...] = (SenderRestart, ModelException, TwitchDrop, SqliteLock, ObsRestart, ModelOOM,
-                                     DashboardFlood, TwitchAuth401, DiskFull, DaemonKill)
+ROTATION: tuple[type[Fault], ...] = (
+    SenderRestart,
+    ModelException,
+    TwitchDrop,
+    SqliteLock,
+    ObsRestart,
+    ModelOOM,
+    DashboardFlood,
+    TwitchAuth401,
+    DiskFull,
+    DaemonKill,
+)
 NAMES = tuple(f.name for f in ROTATION)

@@ -58,7 +58,9 @@ def read_store(path: Path) -> Stored:
         s.prompts = {r[0] for r in _rows(conn, "SELECT text FROM prompt_history WHERE source = 'dashboard'")}
         s.proposals = {r[0] for r in _rows(conn, "SELECT text FROM approvals")}
         s.approvals = {str(r[0]): r[1] for r in _rows(conn, "SELECT id, status FROM approvals")}
-        s.votes = {f"{r[0]}/{r[1]}": str(r[2]) for r in _rows(conn, "SELECT poll_id, chatter_id, choice FROM poll_votes")}
+        s.votes = {
+            f"{r[0]}/{r[1]}": str(r[2]) for r in _rows(conn, "SELECT poll_id, chatter_id, choice FROM poll_votes")
+        }
         s.audit = {r[0] for r in _rows(conn, "SELECT raw FROM moderation_audit")}
         return s
     finally:

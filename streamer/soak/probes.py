@@ -52,8 +52,9 @@ def proc_status(pid: int) -> tuple[float, int] | None:
 class Sampler:
     """Polls the daemon every `every_s`; keeps the timeline, the output gaps and the recording segments."""
 
-    def __init__(self, client: DashboardClient, daemon: ChildProcess, recordings: Path, t0: float,
-                 every_s: float = 1.0) -> None:
+    def __init__(
+        self, client: DashboardClient, daemon: ChildProcess, recordings: Path, t0: float, every_s: float = 1.0
+    ) -> None:
         self.client, self.daemon, self.recordings, self.t0, self.every_s = client, daemon, recordings, t0, every_s
         self.samples: list[Sample] = []
         # unix second -> (wall time it ended, ms): the longest gap between two hand-offs ending in that second
@@ -85,9 +86,18 @@ class Sampler:
         now = time.time()
         for path in self.recordings.glob("*.mp4"):
             self.segments.setdefault(path.name, now)
-        s = Sample(round(time.monotonic() - self.t0, 2), now, self.daemon.starts, metrics is not None, counters,
-                   None if stats is None else round(stats[0], 1), None if stats is None else stats[1], len(kids),
-                   round(kid_rss, 1), round(os.getloadavg()[0], 2))
+        s = Sample(
+            round(time.monotonic() - self.t0, 2),
+            now,
+            self.daemon.starts,
+            metrics is not None,
+            counters,
+            None if stats is None else round(stats[0], 1),
+            None if stats is None else stats[1],
+            len(kids),
+            round(kid_rss, 1),
+            round(os.getloadavg()[0], 2),
+        )
         self.samples.append(s)
         return s
 

@@ -29,9 +29,21 @@ def per_fault(result: dict[str, Any]) -> list[dict[str, Any]]:
     fps = result["options"]["fps"]
     rows: dict[str, dict[str, Any]] = {}
     for rec in result["faults"]:
-        row = rows.setdefault(rec["fault"], {"fault": rec["fault"], "injected": 0, "recovered": 0, "recovery_s": [],
-                                              "worst_gap_ms": 0.0, "items_before": 0, "lost": 0, "playable": 0,
-                                              "recordings": 0, "errors": []})
+        row = rows.setdefault(
+            rec["fault"],
+            {
+                "fault": rec["fault"],
+                "injected": 0,
+                "recovered": 0,
+                "recovery_s": [],
+                "worst_gap_ms": 0.0,
+                "items_before": 0,
+                "lost": 0,
+                "playable": 0,
+                "recordings": 0,
+                "errors": [],
+            },
+        )
         row["injected"] += 1
         if rec["recovery_s"] is not None:
             row["recovered"] += 1
@@ -66,20 +78,32 @@ def rss_summary(result: dict[str, Any]) -> dict[str, Any]:
         since = result["begin_t"] if incarnation == 1 else samples[0]["t"] + RESTART_WARMUP_S
         settled = [s for s in samples if s["t"] >= since]
         if len(settled) < 2:
-            runs.append({"incarnation": incarnation, "seconds": round(samples[-1]["t"] - samples[0]["t"], 1),
-                         "settled": False, "rss_max_mb": max(s["rss_mb"] for s in samples)})
+            runs.append(
+                {
+                    "incarnation": incarnation,
+                    "seconds": round(samples[-1]["t"] - samples[0]["t"], 1),
+                    "settled": False,
+                    "rss_max_mb": max(s["rss_mb"] for s in samples),
+                }
+            )
             continue
         first, last = settled[0], settled[-1]
         hours = (last["t"] - first["t"]) / 3600
-        runs.append({
-            "incarnation": incarnation, "seconds": round(last["t"] - first["t"], 1), "settled": True,
-            "rss_start_mb": first["rss_mb"], "rss_end_mb": last["rss_mb"],
-            "rss_max_mb": max(s["rss_mb"] for s in settled),
-            "rss_growth_mb": round(max(s["rss_mb"] for s in settled) - first["rss_mb"], 1),
-            "rss_slope_mb_per_h": round(_slope(settled, "rss_mb") * 3600, 1) if hours > 0 else None,
-            "threads_start": first["threads"], "threads_max": max(s["threads"] for s in settled),
-            "children_rss_max_mb": max(s["children_rss_mb"] for s in settled),
-        })
+        runs.append(
+            {
+                "incarnation": incarnation,
+                "seconds": round(last["t"] - first["t"], 1),
+                "settled": True,
+                "rss_start_mb": first["rss_mb"],
+                "rss_end_mb": last["rss_mb"],
+                "rss_max_mb": max(s["rss_mb"] for s in settled),
+                "rss_growth_mb": round(max(s["rss_mb"] for s in settled) - first["rss_mb"], 1),
+                "rss_slope_mb_per_h": round(_slope(settled, "rss_mb") * 3600, 1) if hours > 0 else None,
+                "threads_start": first["threads"],
+                "threads_max": max(s["threads"] for s in settled),
+                "children_rss_max_mb": max(s["children_rss_mb"] for s in settled),
+            }
+        )
     return {"runs": runs, "curve": _curve(result["timeline"])}
 
 
@@ -101,8 +125,16 @@ def _curve(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     picked = live[::step]
     if picked[-1] is not live[-1]:
         picked.append(live[-1])
-    return [{"t_min": round(s["t"] / 60, 1), "incarnation": s["incarnation"], "rss_mb": s["rss_mb"],
-             "threads": s["threads"], "children_rss_mb": s["children_rss_mb"]} for s in picked]
+    return [
+        {
+            "t_min": round(s["t"] / 60, 1),
+            "incarnation": s["incarnation"],
+            "rss_mb": s["rss_mb"],
+            "threads": s["threads"],
+            "children_rss_mb": s["children_rss_mb"],
+        }
+        for s in picked
+    ]
 
 
 def verdict(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -112,27 +144,44 @@ def verdict(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     gaps = [(r["fault"], r["worst_gap_ms"]) for r in result["faults"] if not r["outage"]]
     gaps.append(("baseline", result["baseline_worst_gap_ms"]))
     too_long = [f"{name} {ms:.0f} ms" for name, ms in gaps if ms > limit_ms]
-    lost = sorted({x for r in result["faults"] for x in r["lost_before"] + r["lost_during"]} | set(result["lost_at_end"]))
+    lost = sorted(
+        {x for r in result["faults"] for x in r["lost_before"] + r["lost_during"]} | set(result["lost_at_end"])
+    )
     unrecovered = [r["fault"] for r in result["faults"] if r["recovery_s"] is None]
     unplayable = [s["name"] for s in result["recording"] if not s["playable"]]
     cut_short = [r["fault"] for r in result["faults"] if r["playable_to_fault"] is False]
     runs = [r for r in rss_summary(result)["runs"] if r["settled"]]
-    grew = [f"run {r['incarnation']}: +{r['rss_growth_mb']} MiB" for r in runs if r["rss_growth_mb"] > RSS_GROWTH_LIMIT_MB]
-    threads = [f"run {r['incarnation']}: {r['threads_start']} -> {r['threads_max']}" for r in runs
-               if r["threads_max"] - r["threads_start"] > THREAD_GROWTH_LIMIT]
+    grew = [
+        f"run {r['incarnation']}: +{r['rss_growth_mb']} MiB" for r in runs if r["rss_growth_mb"] > RSS_GROWTH_LIMIT_MB
+    ]
+    threads = [
+        f"run {r['incarnation']}: {r['threads_start']} -> {r['threads_max']}"
+        for r in runs
+        if r["threads_max"] - r["threads_start"] > THREAD_GROWTH_LIMIT
+    ]
     return {
-        "output gaps": {"ok": not too_long, "detail": f"limit {limit_ms:.0f} ms ({GAP_LIMIT_PERIODS:g} frame periods)"
-                        + (f"; over: {', '.join(too_long)}" if too_long else "")},
+        "output gaps": {
+            "ok": not too_long,
+            "detail": f"limit {limit_ms:.0f} ms ({GAP_LIMIT_PERIODS:g} frame periods)"
+            + (f"; over: {', '.join(too_long)}" if too_long else ""),
+        },
         "nothing lost": {"ok": not lost, "detail": ", ".join(lost[:20]) or "every item the daemon took is stored"},
         "every fault recovered": {"ok": not unrecovered, "detail": ", ".join(unrecovered) or "all"},
-        "recording playable": {"ok": bool(result["recording"]) and not unplayable and not cut_short,
-                               "detail": f"{len(result['recording'])} segments"
-                               + (f"; unplayable: {', '.join(unplayable)}" if unplayable else "")
-                               + (f"; not up to the fault: {', '.join(cut_short)}" if cut_short else "")},
-        "RSS bounded": {"ok": not grew, "detail": f"limit +{RSS_GROWTH_LIMIT_MB:g} MiB per run after warm-up"
-                        + (f"; {', '.join(grew)}" if grew else "")},
-        "threads bounded": {"ok": not threads, "detail": f"limit +{THREAD_GROWTH_LIMIT} per run"
-                            + (f"; {', '.join(threads)}" if threads else "")},
+        "recording playable": {
+            "ok": bool(result["recording"]) and not unplayable and not cut_short,
+            "detail": f"{len(result['recording'])} segments"
+            + (f"; unplayable: {', '.join(unplayable)}" if unplayable else "")
+            + (f"; not up to the fault: {', '.join(cut_short)}" if cut_short else ""),
+        },
+        "RSS bounded": {
+            "ok": not grew,
+            "detail": f"limit +{RSS_GROWTH_LIMIT_MB:g} MiB per run after warm-up"
+            + (f"; {', '.join(grew)}" if grew else ""),
+        },
+        "threads bounded": {
+            "ok": not threads,
+            "detail": f"limit +{THREAD_GROWTH_LIMIT} per run" + (f"; {', '.join(threads)}" if threads else ""),
+        },
     }
 
 
@@ -140,18 +189,32 @@ def environment() -> dict[str, Any]:
     import os
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return {"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "cpus": os.cpu_count(), "cpu": cpu,
-            "python": platform.python_version(), "commit": commit}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "commit": commit,
+    }
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -161,8 +224,12 @@ def _fmt(value: float | None, unit: str = "") -> str:
 def markdown(result: dict[str, Any]) -> str:
     o, env = result["options"], result.get("environment", {})
     loads = [s["load1"] for s in result["timeline"]]
-    load = (f" The machine's 1-minute load average was {statistics.median(loads):.1f} (median), {max(loads):.1f} at most"
-            f" on {env.get('cpus', '?')} CPUs." if loads else "")
+    load = (
+        f" The machine's 1-minute load average was {statistics.median(loads):.1f} (median), {max(loads):.1f} at most"
+        f" on {env.get('cpus', '?')} CPUs."
+        if loads
+        else ""
+    )
     lines = [
         f"Soak of {result['ran_s'] / 60:.1f} min, a fault every {o['fault_every_s']:g} s in rotation "
         f"({len(result['faults'])} injected); {o['source']} source {o['width']}x{o['height']} at {o['fps']:g} fps "
@@ -184,30 +251,50 @@ def markdown(result: dict[str, Any]) -> str:
             gap += f" at +{row['worst_gap_after_s']:.1f} s"
         if row["fault"] == "sigkill" and result["restart_gap_s"]:
             gap += f" (restart: output back after {max(result['restart_gap_s']):.1f} s)"
-        lines.append(f"| {row['fault']} | {row['injected']} | {row['recovered']} | "
-                     f"{_fmt(row['recovery_median_s'])} / {_fmt(row['recovery_max_s'])} | {gap} | "
-                     f"{row['items_before']} | {row['lost']} | {row['playable']}/{row['recordings']} |")
+        lines.append(
+            f"| {row['fault']} | {row['injected']} | {row['recovered']} | "
+            f"{_fmt(row['recovery_median_s'])} / {_fmt(row['recovery_max_s'])} | {gap} | "
+            f"{row['items_before']} | {row['lost']} | {row['playable']}/{row['recordings']} |"
+        )
     for name, why in result["skipped"].items():
         lines.append(f"| {name} | skipped: {why} | | | | | | |")
     rss = rss_summary(result)
-    lines += ["", "RSS and threads of the daemon process, per start (the SIGKILL fault starts a new one), from "
-              f"the first fault on (a restarted daemon from {RESTART_WARMUP_S:g} s after its start):", "",
-              "| run | minutes | RSS start / end / max (MiB) | growth (MiB) | slope (MiB/h) | threads start / max | encoder processes' RSS max (MiB) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "RSS and threads of the daemon process, per start (the SIGKILL fault starts a new one), from "
+        f"the first fault on (a restarted daemon from {RESTART_WARMUP_S:g} s after its start):",
+        "",
+        "| run | minutes | RSS start / end / max (MiB) | growth (MiB) | slope (MiB/h) | threads start / max | encoder processes' RSS max (MiB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rss["runs"]:
         if not r["settled"]:
-            lines.append(f"| {r['incarnation']} | {r['seconds'] / 60:.1f} | too short to settle (max {r['rss_max_mb']}) "
-                         "| — | — | — | — |")
+            lines.append(
+                f"| {r['incarnation']} | {r['seconds'] / 60:.1f} | too short to settle (max {r['rss_max_mb']}) "
+                "| — | — | — | — |"
+            )
             continue
-        lines.append(f"| {r['incarnation']} | {r['seconds'] / 60:.1f} | {r['rss_start_mb']} / {r['rss_end_mb']} / "
-                     f"{r['rss_max_mb']} | {r['rss_growth_mb']} | {_fmt(r['rss_slope_mb_per_h'])} | "
-                     f"{r['threads_start']} / {r['threads_max']} | {r['children_rss_max_mb']} |")
-    lines += ["", "RSS curve (minute: MiB, threads): " + ", ".join(
-        f"{p['t_min']:g}: {p['rss_mb']:g}, {p['threads']}" for p in rss["curve"]), ""]
+        lines.append(
+            f"| {r['incarnation']} | {r['seconds'] / 60:.1f} | {r['rss_start_mb']} / {r['rss_end_mb']} / "
+            f"{r['rss_max_mb']} | {r['rss_growth_mb']} | {_fmt(r['rss_slope_mb_per_h'])} | "
+            f"{r['threads_start']} / {r['threads_max']} | {r['children_rss_max_mb']} |"
+        )
+    lines += [
+        "",
+        "RSS curve (minute: MiB, threads): "
+        + ", ".join(f"{p['t_min']:g}: {p['rss_mb']:g}, {p['threads']}" for p in rss["curve"]),
+        "",
+    ]
     led = result["ledger"]
-    lines.append("Taken by the daemon and checked in its store: " + ", ".join(f"{k} {v}" for k, v in led["taken"].items())
-                 + "; not taken (daemon or Twitch down): " + (", ".join(f"{k} {v}" for k, v in led["unsent"].items()) or "none")
-                 + "; refused: " + (", ".join(f"{k} x{v}" for k, v in led["refused"].items()) or "none") + ".")
+    lines.append(
+        "Taken by the daemon and checked in its store: "
+        + ", ".join(f"{k} {v}" for k, v in led["taken"].items())
+        + "; not taken (daemon or Twitch down): "
+        + (", ".join(f"{k} {v}" for k, v in led["unsent"].items()) or "none")
+        + "; refused: "
+        + (", ".join(f"{k} x{v}" for k, v in led["refused"].items()) or "none")
+        + "."
+    )
     lines += ["", "| check | result | detail |", "|---|---|---|"]
     for name, v in verdict(result).items():
         lines.append(f"| {name} | {'pass' if v['ok'] else 'FAIL'} | {v['detail']} |")

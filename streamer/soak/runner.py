@@ -131,9 +131,15 @@ async def run(options: Options) -> dict[str, Any]:
     sender: ChildProcess | None = None
     daemon: ChildProcess | None = None
     try:
-        settings = daemon_config(layout, width=options.width, height=options.height, fps=options.fps,
-                                 source=options.source, client_id=fake.client_id,
-                                 obs_port=obs.port if obs is not None else None)
+        settings = daemon_config(
+            layout,
+            width=options.width,
+            height=options.height,
+            fps=options.fps,
+            source=options.source,
+            client_id=fake.client_id,
+            obs_port=obs.port if obs is not None else None,
+        )
         write_config(layout, settings)
         seed_twitch_tokens(layout, fake)
         daemon, token = daemon_process(layout, fake.daemon_env(), obs.password if obs is not None else None)
@@ -145,8 +151,19 @@ async def run(options: Options) -> dict[str, Any]:
             ledger = Ledger(layout.store)
             t0 = time.monotonic()
             sampler = Sampler(client, daemon, layout.recordings, t0)
-            soak = Soak(options, layout, fake, daemon, sender, obs, obs_skipped, client, sampler, ledger,
-                        Traffic(client, fake, ledger, poll_s=options.poll_s))
+            soak = Soak(
+                options,
+                layout,
+                fake,
+                daemon,
+                sender,
+                obs,
+                obs_skipped,
+                client,
+                sampler,
+                ledger,
+                Traffic(client, fake, ledger, poll_s=options.poll_s),
+            )
             return await _run_started(soak)
     finally:
         if daemon is not None and daemon.pid is not None:  # interrupted: never leave the daemon running
@@ -185,9 +202,13 @@ async def _run_started(soak: Soak) -> dict[str, Any]:
             fault = rotation[i % len(rotation)]
             rec, next_slot = await _one_fault(soak, fault, i, begin, next_slot + o.fault_every_s)
             records.append(rec)
-            log.info("soak: %-16s recovery %s s, worst gap %.0f ms, lost %d", rec.fault,
-                     "-" if rec.recovery_s is None else f"{rec.recovery_s:.1f}", rec.worst_gap_ms,
-                     len(rec.lost_before) + len(rec.lost_during))
+            log.info(
+                "soak: %-16s recovery %s s, worst gap %.0f ms, lost %d",
+                rec.fault,
+                "-" if rec.recovery_s is None else f"{rec.recovery_s:.1f}",
+                rec.worst_gap_ms,
+                len(rec.lost_before) + len(rec.lost_during),
+            )
         end = time.monotonic()
         soak.traffic.paused.set()
         await asyncio.sleep(SETTLE_S + 1.0)
@@ -217,8 +238,11 @@ async def _run_started(soak: Soak) -> dict[str, Any]:
         "lost_at_end": lost_at_end,
         # everything the daemon took: [seconds on the timeline's clock, kind, key, expected stored value]
         "sent": [[round(i.sent - soak.sampler.t0, 2), i.kind, i.key, i.expect] for i in soak.ledger.items],
-        "ledger": {"taken": soak.ledger.counts(), "unsent": dict(soak.ledger.unsent),
-                   "refused": dict(soak.ledger.refused)},
+        "ledger": {
+            "taken": soak.ledger.counts(),
+            "unsent": dict(soak.ledger.unsent),
+            "refused": dict(soak.ledger.refused),
+        },
         "daemon_exit_code": exit_code,
         "daemon_starts": soak.daemon.starts,
         "recording": [asdict(s) | {"playable": s.playable} for s in segments],
@@ -242,8 +266,9 @@ def _model_running(soak: Soak) -> Any:
     return check
 
 
-async def _one_fault(soak: Soak, fault: faults_mod.Fault, index: int, begin: float,
-                     nominal_next: float) -> tuple[FaultRecord, float]:
+async def _one_fault(
+    soak: Soak, fault: faults_mod.Fault, index: int, begin: float, nominal_next: float
+) -> tuple[FaultRecord, float]:
     """Inject one fault, wait for its recovery and its window's end; the record and the next slot."""
     rec = FaultRecord(fault.name, fault.outage, index, round(time.monotonic() - begin, 1), time.time())
     t_inject = time.monotonic()

@@ -18,11 +18,14 @@ from streamer.sources import build_source
 
 def main(argv: list[str]) -> int:
     url, width, height, fps = argv[0], int(argv[1]), int(argv[2]), float(argv[3])
-    settings = config.from_dict({
-        "video": {"width": width, "height": height, "fps": fps},
-        "source": {"kind": "pattern", "pattern": "testsrc2"},
-        "sinks": {"enabled": ["network"], "network": {"url": url, "bitrate_kbps": 500, "keyframe_interval_s": 0.5}},
-    }, "soak sender")
+    settings = config.from_dict(
+        {
+            "video": {"width": width, "height": height, "fps": fps},
+            "source": {"kind": "pattern", "pattern": "testsrc2"},
+            "sinks": {"enabled": ["network"], "network": {"url": url, "bitrate_kbps": 500, "keyframe_interval_s": 0.5}},
+        },
+        "soak sender",
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     source = build_source(settings)

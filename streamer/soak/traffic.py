@@ -84,8 +84,11 @@ class Traffic:
         if status != 200 or not isinstance(body, dict):
             self._not_taken("approval", status)
             return
-        waiting = [i for i in body.get("items", []) if str(i.get("text", "")).startswith("soak idea")
-                   and i.get("id") not in self.approved]
+        waiting = [
+            i
+            for i in body.get("items", [])
+            if str(i.get("text", "")).startswith("soak idea") and i.get("id") not in self.approved
+        ]
         if not waiting:
             return
         item_id = int(min(waiting, key=lambda i: int(i["id"]))["id"])
@@ -113,7 +116,8 @@ class Traffic:
 
     async def _start_poll(self) -> None:
         status, body = await self.client.post(
-            "/api/poll/start", {"title": f"soak poll {self.n}", "choices": list(CHOICES), "seconds": self.poll_s})
+            "/api/poll/start", {"title": f"soak poll {self.n}", "choices": list(CHOICES), "seconds": self.poll_s}
+        )
         if status == 200 and isinstance(body, dict) and isinstance(body.get("poll"), dict):
             poll = body["poll"]
             self.poll = (int(poll["id"]), float(poll["ends_at"]))

@@ -36,12 +36,17 @@ def test_off_without_the_variable(monkeypatch):
     assert with_fault_injection(model) is model
 
 
-@pytest.mark.parametrize("make, why", [
-    (lambda tmp: tmp / "missing", "No such file"),
-    (lambda tmp: (tmp / "file").write_text("x") and tmp / "file", "not a folder"),
-    (lambda tmp: (tmp / "shared").mkdir(mode=0o777) or os.chmod(tmp / "shared", 0o777) or tmp / "shared",
-     "writable by group or others"),
-])
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (lambda tmp: tmp / "missing", "No such file"),
+        (lambda tmp: (tmp / "file").write_text("x") and tmp / "file", "not a folder"),
+        (
+            lambda tmp: (tmp / "shared").mkdir(mode=0o777) or os.chmod(tmp / "shared", 0o777) or tmp / "shared",
+            "writable by group or others",
+        ),
+    ],
+)
 def test_unsafe_folders_leave_it_off(tmp_path, caplog, make, why):
     folder = make(tmp_path)
     with caplog.at_level(logging.ERROR):

@@ -27,8 +27,12 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "soak"
 @pytest.fixture(scope="module")
 def soak(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("soak")
-    run = subprocess.run([sys.executable, "-m", "streamer", "soak", "--minutes", "2", "--fault-every", "12",
-                          "--out", str(out)], capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [sys.executable, "-m", "streamer", "soak", "--minutes", "2", "--fault-every", "12", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for name in ("soak.md", "soak.json"):  # kept for whoever reads a CI failure
         if (out / name).exists():

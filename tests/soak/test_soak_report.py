@@ -11,27 +11,70 @@ from streamer.soak.ledger import Ledger
 
 
 def fault(name: str, gap_ms: float, **kw) -> dict:
-    rec = {"fault": name, "outage": name == "sigkill", "index": 0, "t": 0.0, "wall": 0.0, "details": {}, "error": None, "recovery_s": 1.5,
-           "window_s": 12.0, "worst_gap_ms": gap_ms, "items_before": 10, "lost_before": [], "items_during": 3,
-           "lost_during": [], "rss_mb": (500.0, 501.0), "threads": (18, 18), "segment": "a.mp4",
-           "playable_to_fault": True}
+    rec = {
+        "fault": name,
+        "outage": name == "sigkill",
+        "index": 0,
+        "t": 0.0,
+        "wall": 0.0,
+        "details": {},
+        "error": None,
+        "recovery_s": 1.5,
+        "window_s": 12.0,
+        "worst_gap_ms": gap_ms,
+        "items_before": 10,
+        "lost_before": [],
+        "items_during": 3,
+        "lost_during": [],
+        "rss_mb": (500.0, 501.0),
+        "threads": (18, 18),
+        "segment": "a.mp4",
+        "playable_to_fault": True,
+    }
     return rec | kw
 
 
 def timeline(incarnation: int, t0: float, seconds: int, rss0: float, per_s: float) -> list[dict]:
-    return [{"t": t0 + i, "wall": 0.0, "incarnation": incarnation, "up": True, "counters": {},
-             "rss_mb": rss0 + per_s * i, "threads": 18, "children": 2, "children_rss_mb": 120.0, "load1": 1.5}
-            for i in range(seconds)]
+    return [
+        {
+            "t": t0 + i,
+            "wall": 0.0,
+            "incarnation": incarnation,
+            "up": True,
+            "counters": {},
+            "rss_mb": rss0 + per_s * i,
+            "threads": 18,
+            "children": 2,
+            "children_rss_mb": 120.0,
+            "load1": 1.5,
+        }
+        for i in range(seconds)
+    ]
 
 
 def result(**kw) -> dict:
     base = {
-        "options": {"out": "x", "minutes": 2.0, "fault_every_s": 12.0, "width": 128, "height": 128, "fps": 10.0,
-                    "source": "network", "faults": [], "obs": True, "traffic_every_s": 1.0, "poll_s": 30,
-                    "warmup_s": 20.0},
-        "begin_t": 20.0, "ran_s": 120.0, "baseline_worst_gap_ms": 150.0, "skipped": {},
+        "options": {
+            "out": "x",
+            "minutes": 2.0,
+            "fault_every_s": 12.0,
+            "width": 128,
+            "height": 128,
+            "fps": 10.0,
+            "source": "network",
+            "faults": [],
+            "obs": True,
+            "traffic_every_s": 1.0,
+            "poll_s": 30,
+            "warmup_s": 20.0,
+        },
+        "begin_t": 20.0,
+        "ran_s": 120.0,
+        "baseline_worst_gap_ms": 150.0,
+        "skipped": {},
         "faults": [fault("sender", 150.0), fault("sigkill", 150.0), fault("sender", 190.0)],
-        "restart_gap_s": [3.2], "lost_at_end": [],
+        "restart_gap_s": [3.2],
+        "lost_at_end": [],
         "ledger": {"taken": {"prompt": 9}, "unsent": {}, "refused": {}},
         "recording": [{"name": "a.mp4", "bytes": 1, "frames": 10, "seconds": 1.0, "error": "", "playable": True}],
         "timeline": timeline(1, 0.0, 140, 500.0, 0.1) + timeline(2, 141.0, 20, 480.0, 5.0),
@@ -58,8 +101,9 @@ def test_a_long_gap_fails_except_across_the_sigkill_restart():
 
 
 def test_losses_are_counted_once_and_fail_the_verdict():
-    r = result(faults=[fault("sqlite_lock", 150.0, lost_during=["audit:soak locked 3"])],
-               lost_at_end=["audit:soak locked 3"])
+    r = result(
+        faults=[fault("sqlite_lock", 150.0, lost_during=["audit:soak locked 3"])], lost_at_end=["audit:soak locked 3"]
+    )
     v = report.verdict(r)["nothing lost"]
     assert not v["ok"] and v["detail"] == "audit:soak locked 3"
 
@@ -85,9 +129,15 @@ def test_the_ledger_finds_what_the_store_holds(tmp_path):
     conn.commit()
     conn.close()
     ledger = Ledger(db)
-    for kind, key, expect in [("prompt", "soak look 1", ""), ("prompt", "soak look 2", ""), ("proposal", "soak idea 3", ""),
-                              ("approval", "7", "approved"), ("vote", "1/5001", "2"), ("vote", "1/5002", "0"),
-                              ("audit", "soak look 1", "")]:
+    for kind, key, expect in [
+        ("prompt", "soak look 1", ""),
+        ("prompt", "soak look 2", ""),
+        ("proposal", "soak idea 3", ""),
+        ("approval", "7", "approved"),
+        ("vote", "1/5001", "2"),
+        ("vote", "1/5002", "0"),
+        ("audit", "soak look 1", ""),
+    ]:
         ledger.add(kind, key, expect)
     missing = {f"{i.kind}:{i.key}" for i in ledger.missing(before=float("inf"))}
     # a dashboard prompt stored under another source does not count; no audit table yet: its rows are missing

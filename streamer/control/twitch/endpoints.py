@@ -44,8 +44,10 @@ def local_api_base(environ: dict[str, str] | None = None) -> str | None:
     except ValueError:
         port = None
     if parts.scheme != "http" or not parts.hostname or port is None or not _loopback(parts.hostname):
-        raise EndpointError(f"{ENV}={raw[:80]!r} is not an http://127.0.0.1:PORT address; "
-                            "only a local fake Twitch on this machine may be named there")
+        raise EndpointError(
+            f"{ENV}={raw[:80]!r} is not an http://127.0.0.1:PORT address; "
+            "only a local fake Twitch on this machine may be named there"
+        )
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"http://{host}:{port}"
 
@@ -55,8 +57,11 @@ def overrides(base: str) -> list[tuple[Any, str, str]]:
     import twitchio.eventsub.websockets as tws
     import twitchio.http as thttp
 
-    return [(thttp.Route, "BASE", f"{base}/helix/"), (thttp.Route, "ID_BASE", f"{base}/"),
-            (tws, "WSS", f"ws{base.removeprefix('http')}/ws")]
+    return [
+        (thttp.Route, "BASE", f"{base}/helix/"),
+        (thttp.Route, "ID_BASE", f"{base}/"),
+        (tws, "WSS", f"ws{base.removeprefix('http')}/ws"),
+    ]
 
 
 def apply_local_api() -> str | None:
