@@ -37,6 +37,7 @@ log = logging.getLogger("streamer.soak")
 
 START_TIMEOUT_S = 180.0  # a cold daemon start on a busy 2-core machine: imports, model load, first frame
 RECOVERY_LIMIT_S = 60.0
+OBS_CANVAS = (320, 180, 10)  # OBS's own video mix: at its default 1080p30 it took a fifth of a core in software GL
 SETTLE_S = 2.0  # chat and dashboard items taken this recently may still be on their way into the store
 
 
@@ -117,7 +118,7 @@ def start_obs(options: Options, layout: Layout) -> tuple[Any, str | None]:
     missing = missing_tools()
     if missing:
         return None, f"OBS is not installed here ({', '.join(missing)} missing): {INSTALL_HINT}"
-    obs = ObsInstance(layout.out / "obs-home")
+    obs = ObsInstance(layout.out / "obs-home", canvas=OBS_CANVAS)
     obs.start()
     return obs, None
 

@@ -56,9 +56,15 @@ def test_every_fault_type_was_injected_and_recovered(soak):
 def test_no_output_gap_over_two_frame_periods_except_the_sigkill_restart(soak):
     limit_ms = GAP_LIMIT_PERIODS * 1000 / soak["options"]["fps"]
     assert {f["fault"] for f in soak["faults"] if f["outage"]} == {"sigkill"}
-    gaps = {f["fault"]: f["worst_gap_ms"] for f in soak["faults"] if not f["outage"]}
-    gaps["baseline"] = soak["baseline_worst_gap_ms"]
-    assert max(gaps.values()) <= limit_ms, {k: v for k, v in gaps.items() if v > limit_ms}
+    over = [
+        f"{f['fault']}: {f['worst_gap_ms']:.0f} ms, {f['worst_gap_after_s']} s after it, load average up to {f['load_max']}"
+        for f in soak["faults"]
+        if not f["outage"] and f["worst_gap_ms"] > limit_ms
+    ]
+    if soak["baseline_worst_gap_ms"] > limit_ms:
+        over.append(f"baseline: {soak['baseline_worst_gap_ms']:.0f} ms")
+    # the load average says whether other work on the machine was competing for its 2 cores
+    assert not over, f"output gaps over {limit_ms:.0f} ms: {over}"
 
 
 def test_nothing_stored_is_lost(soak):
