@@ -37,12 +37,13 @@ class Stored:
     approvals: dict[str, str] = field(default_factory=dict)  # id -> status
     votes: dict[str, str] = field(default_factory=dict)  # "poll_id/chatter_id" -> choice (0-based)
     audit: set[str] = field(default_factory=set)  # raw texts in the moderation audit log
+    rejected: set[str] = field(default_factory=set)  # raw texts moderation refused (they never reach approvals)
 
     def holds(self, item: Item) -> bool:
         if item.kind == "prompt":
             return item.key in self.prompts
-        if item.kind == "proposal":
-            return item.key in self.proposals
+        if item.kind == "proposal":  # kept as an approval, or refused by moderation with the refusal logged
+            return item.key in self.proposals or item.key in self.rejected
         if item.kind == "approval":
             return self.approvals.get(item.key) == item.expect
         if item.kind == "audit":
@@ -62,6 +63,7 @@ def read_store(path: Path) -> Stored:
             f"{r[0]}/{r[1]}": str(r[2]) for r in _rows(conn, "SELECT poll_id, chatter_id, choice FROM poll_votes")
         }
         s.audit = {r[0] for r in _rows(conn, "SELECT raw FROM moderation_audit")}
+        s.rejected = {r[0] for r in _rows(conn, "SELECT raw FROM moderation_audit WHERE decision = 'rejected'")}
         return s
     finally:
         conn.close()
@@ -93,6 +95,14 @@ class Ledger:
             return []
         stored = read_store(self.store)
         return [i for i in chosen if not stored.holds(i)]
+
+    def moderated(self) -> int:
+        """Proposals the daemon took whose stored outcome is moderation's refusal (e.g. a counter that
+        reached a hate code such as "1488": the blocklist is right to refuse it, and nothing was lost)."""
+        stored = read_store(self.store)
+        return sum(
+            1 for i in self.items if i.kind == "proposal" and i.key not in stored.proposals and i.key in stored.rejected
+        )
 
     def counts(self) -> dict[str, int]:
         return dict(collections.Counter(i.kind for i in self.items))

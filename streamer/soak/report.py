@@ -293,7 +293,7 @@ def markdown(result: dict[str, Any]) -> str:
         + (", ".join(f"{k} {v}" for k, v in led["unsent"].items()) or "none")
         + "; refused: "
         + (", ".join(f"{k} x{v}" for k, v in led["refused"].items()) or "none")
-        + "."
+        + f"; proposals kept as moderation's refusal (in the audit log, not the approvals): {led.get('moderated', 0)}."
     )
     lines += ["", "| check | result | detail |", "|---|---|---|"]
     for name, v in verdict(result).items():

@@ -243,6 +243,7 @@ async def _run_started(soak: Soak) -> dict[str, Any]:
             "taken": soak.ledger.counts(),
             "unsent": dict(soak.ledger.unsent),
             "refused": dict(soak.ledger.refused),
+            "moderated": soak.ledger.moderated(),
         },
         "daemon_exit_code": exit_code,
         "daemon_starts": soak.daemon.starts,

@@ -142,3 +142,25 @@ def test_the_ledger_finds_what_the_store_holds(tmp_path):
     missing = {f"{i.kind}:{i.key}" for i in ledger.missing(before=float("inf"))}
     # a dashboard prompt stored under another source does not count; no audit table yet: its rows are missing
     assert missing == {"prompt:soak look 2", "vote:1/5002", "audit:soak look 1"}
+
+
+def test_a_proposal_moderation_refused_is_kept_not_lost(tmp_path):
+    """The 2-hour soak's "soak idea 1488" was refused as a hate code: its refusal is in the audit log,
+    and there is no approval row, by design. A proposal with neither is lost."""
+    db = tmp_path / "s.db"
+    conn = sqlite3.connect(db)
+    conn.executescript("""
+        CREATE TABLE approvals (id INTEGER PRIMARY KEY, text TEXT, status TEXT);
+        CREATE TABLE moderation_audit (decision TEXT, raw TEXT);
+        INSERT INTO approvals VALUES (1, 'soak idea 1', 'pending');
+        INSERT INTO moderation_audit VALUES ('allowed', 'soak idea 1'), ('rejected', 'soak idea 1488'),
+            ('allowed', 'soak idea 7');
+    """)
+    conn.commit()
+    conn.close()
+    ledger = Ledger(db)
+    for key in ("soak idea 1", "soak idea 1488", "soak idea 7"):
+        ledger.add("proposal", key)
+    # "soak idea 7" was allowed by moderation but never queued: that one is lost
+    assert {i.key for i in ledger.missing(before=float("inf"))} == {"soak idea 7"}
+    assert ledger.moderated() == 1
