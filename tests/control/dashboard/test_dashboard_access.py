@@ -24,14 +24,6 @@ from streamer.frames import Frame, now
 AUTH = {"X-Streamer-Token": TOKEN, "Content-Type": "application/json"}
 
 
-@pytest.fixture
-def ctx(tmp_path):
-    c = make_ctx(tmp_path)
-    yield c
-    c.pipeline.stop()
-    c.store.close()
-
-
 @asynccontextmanager
 async def serving(ctx: Any, host: str = "127.0.0.1", sign_in: SignIn | None = None) -> AsyncIterator[int]:
     server = TestServer(make_app(ctx, TOKEN, sign_in), host=host)

@@ -40,14 +40,6 @@ def test_jpeg_encoder_round_trip_and_scaling():
         JpegEncoder(quality=1)
 
 
-@pytest.fixture
-def ctx(tmp_path):
-    c = make_ctx(tmp_path)
-    yield c
-    c.pipeline.stop()
-    c.store.close()
-
-
 def test_preview_is_a_jpeg_of_the_latest_output_frame(ctx):
     async def body() -> None:
         async with TestClient(TestServer(make_app(ctx, TOKEN), host="127.0.0.1")) as client:
