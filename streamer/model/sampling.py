@@ -140,13 +140,15 @@ def stream_batch_step(
     state.x[0] = sdedit_noise(z[0], noises[0, 0], strength)
     state.noises[0] = noises[:, 0]
     state.timesteps[0] = timesteps
-    diag = torch.arange(steps, device=state.x.device)
-    t_now = state.timesteps[diag, diag]  # slot i is at its step i
+    # Slot i is at its step i: the schedules' diagonal, read as views (no index tensors, nothing allocated
+    # per call: the fast path captures this step in a CUDA graph).
+    t_now = state.timesteps.diagonal()
     x0 = to_x0(state.x, model(state.x, _per_frame_t(t_now, state.x)), _bcast(t_now / 1000, state.x))
     done = x0[steps - 1 :].clone()
-    if steps > 1:  # slot i's estimate, renoised to its own next step, moves to slot i+1
-        nxt = state.timesteps[diag[:-1], diag[1:]] / 1000
-        state.x[1:] = renoise(x0[:-1], state.noises[diag[:-1], diag[1:]], _bcast(nxt, x0[:-1]))
+    if steps > 1:  # slot i's estimate, renoised to its own next step (i+1) with its own noise, moves to slot i+1
+        nxt = state.timesteps.diagonal(1) / 1000
+        nxt_noise = state.noises.diagonal(1, 0, 1).movedim(-1, 0)  # [steps-1, *chunk]: noises[i, i+1]
+        state.x[1:] = renoise(x0[:-1], nxt_noise, _bcast(nxt, x0[:-1]))
         state.noises[1:] = state.noises[:-1].clone()
         state.timesteps[1:] = state.timesteps[:-1].clone()
     state.filled += 1
