@@ -9,12 +9,13 @@ from streamer.model.fast.vae import ChunkCodec
 from streamer.model.vae import TAEHV
 
 
+@pytest.mark.parametrize("fusion", ["none", "torch"])
 @pytest.mark.parametrize("temporal,channels_last", [(True, False), (False, False), (True, True)])
-def test_chunk_codec_matches_streaming_encoder_and_decoder(temporal: bool, channels_last: bool) -> None:
+def test_chunk_codec_matches_streaming_encoder_and_decoder(temporal: bool, channels_last: bool, fusion: str) -> None:
     torch.manual_seed(0)
     vae = TAEHV(temporal, encoder_width=8, decoder_widths=(16, 8, 8, 8)).eval()
     enc, dec = vae.stream_encoder(), vae.stream_decoder()
-    codec = ChunkCodec(vae, channels_last=channels_last)
+    codec = ChunkCodec(vae, channels_last=channels_last, fusion=fusion)
     fpl = vae.frames_per_latent
     addresses = None
     for _chunk in range(4):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from streamer.model.fast.vae_fused import FusedStream, split_frames, stack_frames
 from streamer.model.vae import TAEHV, MemBlock, TGrow, TPool
 
 
@@ -24,27 +25,6 @@ class _StaticStream:
         self.memory: dict[int, Tensor] = {}
         self.format = torch.channels_last if channels_last else torch.contiguous_format
         self._nhwc = channels_last
-
-    # TPool/TGrow regroup frames through the channel dim with reshapes that assume NCHW memory (on an
-    # NHWC tensor they silently copy to NCHW, and every later conv pays cuDNN's layout conversions);
-    # these two do the same regrouping as one NHWC -> NHWC copy.
-    @staticmethod
-    def _stack_frames(h: Tensor, s: int) -> Tensor:
-        """[T, C, H, W] (NHWC memory) -> [T/s, s*C, H, W], frames of a group consecutive on channels."""
-        t, c, hh, ww = h.shape
-        if s == 1:
-            return h
-        raw = h.permute(0, 2, 3, 1).reshape(t // s, s, hh, ww, c).permute(0, 2, 3, 1, 4)
-        return raw.reshape(t // s, hh, ww, s * c).permute(0, 3, 1, 2)
-
-    @staticmethod
-    def _split_frames(y: Tensor, s: int) -> Tensor:
-        """[T, s*C, H, W] (NHWC memory) -> [T*s, C, H, W], channel groups becoming consecutive frames."""
-        t, sc, hh, ww = y.shape
-        if s == 1:
-            return y
-        raw = y.permute(0, 2, 3, 1).reshape(t, hh, ww, s, sc // s).permute(0, 3, 1, 2, 4)
-        return raw.reshape(t * s, hh, ww, sc // s).permute(0, 3, 1, 2)
 
     def reset(self) -> None:
         for buf in self.memory.values():
@@ -65,26 +45,39 @@ class _StaticStream:
             elif isinstance(layer, TPool):
                 if h.shape[0] % layer.stride:
                     raise ValueError(f"chunk of {h.shape[0]} frames at a TPool of stride {layer.stride}")
-                h = layer.conv(self._stack_frames(h, layer.stride)) if self._nhwc else layer(h)
+                h = layer.conv(stack_frames(h, layer.stride, self._nhwc))
             elif isinstance(layer, TGrow):
-                h = self._split_frames(layer.conv(h), layer.stride) if self._nhwc else layer(h)
+                h = split_frames(layer.conv(h), layer.stride, self._nhwc)
             else:
                 h = layer(h)
         return h
 
 
+FUSIONS = ("none", "torch", "cudnn")
+
+
 class ChunkCodec:
     """Encode a chunk of frames to one latent frame and decode a latent frame to a chunk of frames."""
 
-    def __init__(self, vae: TAEHV, channels_last: bool = False) -> None:
+    def __init__(self, vae: TAEHV, channels_last: bool = False, fusion: str = "none") -> None:
         """channels_last: run the convolutions in NHWC (cuDNN's fast layout for bf16 on tensor cores);
-        converts the autoencoder's weights in place (values unchanged, eager users unaffected)."""
+        converts the autoencoder's weights in place (values unchanged, eager users unaffected).
+        fusion: "none" runs the layers as they are; "torch" and "cudnn" (CUDA only) run `FusedStream`
+        (vae_fused.py), whose weights are derived here: build the codec after the weights are final."""
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.vae = vae
         self.frames_per_latent = vae.frames_per_latent
         if channels_last:
             vae.use_layout(torch.channels_last)
-        self._enc = _StaticStream(vae.encoder, channels_last)
-        self._dec = _StaticStream(vae.decoder, channels_last)
+        self._enc: _StaticStream | FusedStream
+        self._dec: _StaticStream | FusedStream
+        if fusion == "none":
+            self._enc = _StaticStream(vae.encoder, channels_last)
+            self._dec = _StaticStream(vae.decoder, channels_last)
+        else:
+            self._enc = FusedStream(vae.encoder, channels_last, cudnn=fusion == "cudnn")
+            self._dec = FusedStream(vae.decoder, channels_last, cudnn=fusion == "cudnn")
 
     def reset(self) -> None:
         """A new stream: zero every memory buffer in place (the captured graph keeps its addresses)."""
@@ -101,4 +94,4 @@ class ChunkCodec:
     @torch.no_grad()
     def decode(self, latent: Tensor) -> Tensor:
         """latent: [1, C, 1, h, w] -> frames [frames_per_latent, 3, 8h, 8w] clamped to [0, 1]."""
-        return self._dec.run(latent[0].permute(1, 0, 2, 3)).clamp(0, 1).contiguous()
+        return self._dec.run(latent[0].permute(1, 0, 2, 3)).clamp_(0, 1).contiguous()  # a fresh conv output

@@ -1,0 +1,225 @@
+"""TAEHV's layer list rewritten into fewer memory passes, computing the same function (fast path).
+
+`FusedStream` derives its weights once from the autoencoder's own parameters (checkpoints and their
+names are untouched) and runs a chunk [T, C, H, W] like `vae._StaticStream`, with these rewrites:
+
+- MemBlock: conv(cat[x, past]) = conv_x(x) + conv_p(past), and past is x one frame back (the carried
+  frame for t = 0), so ONE conv over x with the two weight halves stacked on the output channels gives
+  A = conv_x(x) + bias and B = conv_p(x); then out[t] = A[t] + B[t-1]. The carried state is B of the
+  chunk's last frame: conv_p has no bias, so a zeroed buffer is exactly a zero past frame. No
+  [T, 2C, H, W] concatenation is written, and the state copy is conv_p(x[-1]) instead of x[-1].
+- TPool + the strided conv after it: both linear with nothing between (no bias, zero padding maps to
+  zero), so one 3x3 conv with the composed weight over the frames stacked on channels (a view in NCHW):
+  the full-resolution 1x1 conv's output is never written.
+- Upsample (nearest) + TGrow: a 1x1 conv commutes with nearest upsampling, so TGrow runs on a quarter
+  of the pixels and only the upsample writes the full resolution.
+- ReLUs and the residual add run in place on fresh conv outputs (no extra allocation).
+
+`cudnn=True` (CUDA only) uses cuDNN's fused conv+bias+ReLU and conv+bias+add+ReLU kernels instead of
+conv then in-place ops; there the MemBlock's two halves are two convs, since the add must be an input.
+Which is faster on a card is measured by `python -m streamer.bench.vae_speed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from streamer.model.vae import MemBlock, TGrow, TPool
+
+Step = Callable[[Tensor], Tensor]
+
+
+def stack_frames(h: Tensor, s: int, nhwc: bool) -> Tensor:
+    """[T, C, H, W] -> [T/s, s*C, H, W], the frames of a group consecutive on channels. NCHW: a view;
+    NHWC: one NHWC -> NHWC copy (`reshape` on NHWC memory would silently copy to NCHW, and every later
+    conv would pay cuDNN's layout conversions)."""
+    t, c, hh, ww = h.shape
+    if s == 1:
+        return h
+    if not nhwc:
+        return h.reshape(t // s, s * c, hh, ww)
+    raw = h.permute(0, 2, 3, 1).reshape(t // s, s, hh, ww, c).permute(0, 2, 3, 1, 4)
+    return raw.reshape(t // s, hh, ww, s * c).permute(0, 3, 1, 2)
+
+
+def split_frames(y: Tensor, s: int, nhwc: bool) -> Tensor:
+    """[T, s*C, H, W] -> [T*s, C, H, W], channel groups becoming consecutive frames (the inverse)."""
+    t, sc, hh, ww = y.shape
+    if s == 1:
+        return y
+    if not nhwc:
+        return y.reshape(t * s, sc // s, hh, ww)
+    raw = y.permute(0, 2, 3, 1).reshape(t, hh, ww, s, sc // s).permute(0, 3, 1, 2, 4)
+    return raw.reshape(t * s, hh, ww, sc // s).permute(0, 3, 1, 2)
+
+
+class _Convs:
+    """conv (+ReLU) and conv + residual (+ReLU): cuDNN's fused kernels or conv then in-place ops."""
+
+    def __init__(self, cudnn: bool) -> None:
+        self.cudnn = cudnn
+
+    def relu(self, x: Tensor, w: Tensor, b: Tensor | None, stride: int = 1, padding: int = 1) -> Tensor:
+        if self.cudnn:
+            return torch.cudnn_convolution_relu(x, w, b, (stride,) * 2, (padding,) * 2, (1, 1), 1)
+        return F.conv2d(x, w, b, stride, padding).relu_()
+
+    def add_relu(self, x: Tensor, w: Tensor, b: Tensor | None, z: Tensor) -> Tensor:
+        """relu(conv(x) + b + z), 3x3 stride 1."""
+        if self.cudnn:
+            return torch.cudnn_convolution_add_relu(x, w, z, 1.0, b, (1, 1), (1, 1), (1, 1), 1)
+        return F.conv2d(x, w, b, 1, 1).add_(z).relu_()
+
+
+class _Conv:
+    def __init__(self, convs: _Convs, w: Tensor, b: Tensor | None, stride: int, padding: int, relu: bool) -> None:
+        self.convs, self.w, self.b, self.stride, self.padding, self.relu = convs, w, b, stride, padding, relu
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.relu:
+            return self.convs.relu(x, self.w, self.b, self.stride, self.padding)
+        return F.conv2d(x, self.w, self.b, self.stride, self.padding)
+
+
+class _PoolConv(_Conv):
+    """TPool's 1x1 conv composed into the conv after it, over the frames stacked on channels."""
+
+    def __init__(self, convs: _Convs, pool: TPool, conv: nn.Conv2d, relu: bool, nhwc: bool) -> None:
+        wp = pool.conv.weight[:, :, 0, 0].float()  # [n, s*n]
+        w = torch.einsum("oikl,ij->ojkl", conv.weight.float(), wp).to(conv.weight.dtype)
+        b = conv.bias
+        super().__init__(convs, _like(w, conv.weight), b, conv.stride[0], int(conv.padding[0]), relu)  # type: ignore[arg-type]
+        self.s, self.nhwc = pool.stride, nhwc
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.shape[0] % self.s:
+            raise ValueError(f"chunk of {x.shape[0]} frames at a TPool of stride {self.s}")
+        return super().__call__(stack_frames(x, self.s, self.nhwc))
+
+
+class _Grow:
+    """TGrow's 1x1 conv at the low resolution, then the frames split, then the nearest upsample."""
+
+    def __init__(self, grow: TGrow, up: nn.Upsample, nhwc: bool) -> None:
+        self.w, self.s, self.nhwc = grow.conv.weight, grow.stride, nhwc
+        self.scale = up.scale_factor
+
+    def __call__(self, x: Tensor) -> Tensor:
+        y = split_frames(F.conv2d(x, self.w), self.s, self.nhwc)
+        return F.interpolate(y, scale_factor=self.scale, mode="nearest")
+
+
+class _Mem:
+    """A MemBlock with its carried state B = conv_p(last frame) in a static buffer (see the module doc)."""
+
+    def __init__(self, convs: _Convs, block: MemBlock, fmt: torch.memory_format) -> None:
+        c1, c2, c3 = block.conv[0], block.conv[2], block.conv[4]
+        assert isinstance(c1, nn.Conv2d) and isinstance(c2, nn.Conv2d) and isinstance(c3, nn.Conv2d)
+        self.n, n_in = c1.out_channels, c1.in_channels // 2
+        w = torch.cat([c1.weight[:, :n_in], c1.weight[:, n_in:]], 0)  # [2n, n_in, 3, 3]: x half, past half
+        self.w1 = _like(w, c1.weight)
+        assert c1.bias is not None, "MemBlock's first conv has a bias (taew2_1)"
+        # the bias goes to A only: B is the next frame's past term, zero for a zero frame
+        self.b1 = c1.bias if convs.cudnn else torch.cat([c1.bias, torch.zeros_like(c1.bias)])
+        self.w2, self.b2, self.w3, self.b3 = c2.weight, c2.bias, c3.weight, c3.bias
+        self.skip = block.skip.weight if isinstance(block.skip, nn.Conv2d) else None
+        self.convs, self.fmt = convs, fmt
+        self.memory: Tensor | None = None
+
+    def _state(self, like: Tensor) -> Tensor:
+        m = self.memory
+        if m is None or m.shape != like.shape[1:] or m.dtype != like.dtype or m.device != like.device:
+            m = self.memory = torch.zeros_like(like[:1], memory_format=self.fmt)[0]
+        return m
+
+    def __call__(self, x: Tensor) -> Tensor:
+        n, t = self.n, x.shape[0]
+        if self.convs.cudnn:
+            past = F.conv2d(x, self.w1[n:], None, 1, 1)  # B: each frame's contribution to the next
+            mem = self._state(past)
+            z = mem[None] if t == 1 else torch.cat([mem[None], past[:-1]])
+            h = self.convs.add_relu(x, self.w1[:n], self.b1, z)
+            mem.copy_(past[-1])
+        else:
+            y = F.conv2d(x, self.w1, self.b1, 1, 1)  # [T, 2n]: A (with the bias), then B
+            a, past = y[:, :n], y[:, n:]
+            mem = self._state(past)
+            h = torch.empty_like(a, memory_format=self.fmt)
+            torch.add(a[:1], mem[None], out=h[:1])
+            if t > 1:
+                torch.add(a[1:], past[:-1], out=h[1:])
+            h.relu_()
+            mem.copy_(past[-1])
+        h = self.convs.relu(h, self.w2, self.b2)
+        skip = x if self.skip is None else F.conv2d(x, self.skip)
+        return self.convs.add_relu(h, self.w3, self.b3, skip)
+
+
+def _like(w: Tensor, ref: Tensor) -> Tensor:
+    """A derived weight in the parameter's dtype, device and memory format (NHWC weights stay NHWC)."""
+    nhwc = not ref.is_contiguous() and ref.is_contiguous(memory_format=torch.channels_last)
+    return w.to(dtype=ref.dtype, device=ref.device).contiguous(
+        memory_format=torch.channels_last if nhwc else torch.contiguous_format
+    )
+
+
+class FusedStream:
+    """One layer list (encoder or decoder) as fused steps; same interface as `vae._StaticStream`."""
+
+    @torch.no_grad()  # the derived weights are inference constants, not part of an autograd graph
+    def __init__(self, layers: nn.Sequential, channels_last: bool = False, cudnn: bool = False) -> None:
+        self.format = torch.channels_last if channels_last else torch.contiguous_format
+        convs = _Convs(cudnn)
+        self.steps: list[Step] = []
+        self.mems: list[_Mem] = []
+        mods = list(layers)
+        i = 0
+        while i < len(mods):
+            m, nxt = mods[i], mods[i + 1] if i + 1 < len(mods) else None
+            if isinstance(m, MemBlock):
+                self.mems.append(_Mem(convs, m, self.format))
+                self.steps.append(self.mems[-1])
+            elif isinstance(m, TPool) and isinstance(nxt, nn.Conv2d):
+                relu = i + 2 < len(mods) and isinstance(mods[i + 2], nn.ReLU)
+                self.steps.append(_PoolConv(convs, m, nxt, relu, channels_last))
+                i += 1 + relu
+            elif isinstance(m, nn.Upsample) and isinstance(nxt, TGrow) and m.mode == "nearest":
+                self.steps.append(_Grow(nxt, m, channels_last))
+                i += 1
+            elif isinstance(m, nn.Conv2d):
+                relu = isinstance(nxt, nn.ReLU)
+                self.steps.append(_Conv(convs, m.weight, m.bias, m.stride[0], int(m.padding[0]), relu))  # type: ignore[arg-type]
+                i += relu
+            elif isinstance(m, (TPool, TGrow)):  # no partner to fuse with: the module's own regrouping
+                self.steps.append(_unfused(m, channels_last))
+            else:
+                self.steps.append(m)
+            i += 1
+
+    @property
+    def memory(self) -> dict[int, Tensor]:
+        """The carried-state buffers that exist so far, by MemBlock order (fixed addresses once made)."""
+        return {k: m.memory for k, m in enumerate(self.mems) if m.memory is not None}
+
+    def reset(self) -> None:
+        for m in self.mems:
+            if m.memory is not None:
+                m.memory.zero_()
+
+    @torch.no_grad()
+    def run(self, x: Tensor) -> Tensor:
+        """x: [T, C, H, W] (batch 1, frames on dim 0) -> [T', C', H', W']."""
+        h = x.contiguous(memory_format=self.format)
+        for step in self.steps:
+            h = step(h)
+        return h
+
+
+def _unfused(m: TPool | TGrow, nhwc: bool) -> Step:
+    if isinstance(m, TPool):
+        return lambda h: m.conv(stack_frames(h, m.stride, nhwc))
+    return lambda h: split_frames(m.conv(h), m.stride, nhwc)

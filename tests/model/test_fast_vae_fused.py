@@ -1,0 +1,116 @@
+"""streamer/model/fast/vae_fused.py: the rewritten TAEHV (stacked MemBlock conv + shifted add, TPool
+folded into the strided conv, TGrow before the upsample) == the layers run as they are."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from streamer.model.fast.vae import ChunkCodec, _StaticStream
+from streamer.model.fast.vae_fused import FusedStream
+from streamer.model.vae import TAEHV, MemBlock
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("frames", [1, 2, 3])
+def test_memblock_stacked_conv_and_shifted_add_match_the_concatenation(frames: int, channels_last: bool) -> None:
+    """Random weights and biases, a skip conv (n_in != n_out), the carried state over three chunks."""
+    torch.manual_seed(1)
+    layers = nn.Sequential(MemBlock(6, 10), MemBlock(10, 10)).eval()
+    for p in layers.parameters():
+        nn.init.normal_(p, std=1 / p[0].numel() ** 0.5)  # O(1) activations: 1e-5 is then fp32 rounding
+    ref, fused = _StaticStream(layers, channels_last), FusedStream(layers, channels_last)
+    for _ in range(3):
+        x = torch.randn(frames, 6, 12, 20)
+        torch.testing.assert_close(fused.run(x), ref.run(x), rtol=1e-5, atol=1e-5)
+    fused.reset()
+    ref.reset()
+    x = torch.randn(frames, 6, 12, 20)
+    torch.testing.assert_close(fused.run(x), ref.run(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("temporal", [True, False])
+def test_fused_codec_matches_the_layer_by_layer_codec_at_scaled_down_taehv_widths(temporal: bool) -> None:
+    """taew2_1's widths (64 / 256,128,64,64) at a quarter, random weights, four chunks of state."""
+    torch.manual_seed(2)
+    vae = TAEHV(temporal, encoder_width=16, decoder_widths=(64, 32, 16, 16)).eval()
+    for p in vae.parameters():
+        nn.init.normal_(p, std=0.5 / p[0].numel() ** 0.5)
+    ref, fused = ChunkCodec(vae), ChunkCodec(vae, fusion="torch")
+    for _ in range(4):
+        frames = torch.rand(vae.frames_per_latent, 3, 48, 64)
+        z_ref, z = ref.encode(frames), fused.encode(frames)
+        torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fused.decode(z_ref), ref.decode(z_ref), rtol=1e-5, atol=1e-5)
+
+
+_VIEWS = {"view", "slice", "select", "unsqueeze", "permute", "_unsafe_view", "as_strided", "expand", "empty_like"}
+
+
+class _Writes(TorchDispatchMode):
+    """Each op's name and the elements it writes (views and allocations write nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.written = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **kwargs or {})
+        name = str(func.overloadpacket.__name__)
+        self.names.append(name)
+        if name not in _VIEWS and isinstance(out, torch.Tensor):
+            self.written += out.numel()
+        return out
+
+
+def test_fused_codec_writes_no_concatenation_and_less_memory() -> None:
+    vae = TAEHV(True, encoder_width=8, decoder_widths=(16, 8, 8, 8)).eval()
+    frames = torch.rand(4, 3, 32, 48)
+    seen = {}
+    for fusion in ("none", "torch"):
+        codec = ChunkCodec(vae, fusion=fusion)
+        codec.decode(codec.encode(frames))  # buffers made
+        with _Writes() as ops:
+            codec.decode(codec.encode(frames))
+        seen[fusion] = ops
+    ref, fused = seen["none"], seen["torch"]
+    assert "cat" in ref.names and "cat" not in fused.names
+    assert fused.names.count("convolution") == ref.names.count("convolution") - 3  # 3 TPools folded
+    # 734400 vs 814656 elements here: the TPool and TGrow rewrites; the MemBlock rewrite trades the
+    # concatenation for the shifted add, the same bytes (its gain is one read of x instead of two)
+    assert fused.written < 0.95 * ref.written, (fused.written, ref.written)
+
+
+def test_building_a_fused_codec_leaves_the_checkpoint_names_and_values_alone() -> None:
+    vae = TAEHV(True, encoder_width=8, decoder_widths=(16, 8, 8, 8))
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    ChunkCodec(vae, fusion="torch")
+    after = vae.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    vae.load_state_dict(before)  # strict: no derived tensor was registered
+
+
+def test_unknown_fusion_is_refused() -> None:
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        ChunkCodec(TAEHV(True, encoder_width=8, decoder_widths=(16, 8, 8, 8)), fusion="nope")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (cuDNN's fused convolutions)")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("fusion", ["torch", "cudnn"])
+def test_fused_codec_matches_on_the_gpu_in_bf16(fusion: str, channels_last: bool) -> None:
+    torch.manual_seed(3)
+    vae = TAEHV(True).eval().to("cuda", torch.bfloat16)
+    ref, fused = ChunkCodec(vae, channels_last=channels_last), ChunkCodec(vae, channels_last, fusion)
+    for _ in range(3):
+        frames = torch.rand(4, 3, 96, 160, device="cuda", dtype=torch.bfloat16)
+        z_ref = ref.encode(frames)
+        torch.testing.assert_close(fused.encode(frames), z_ref, rtol=0.05, atol=0.05)
+        torch.testing.assert_close(fused.decode(z_ref), ref.decode(z_ref), rtol=0.05, atol=0.05)
