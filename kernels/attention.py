@@ -3,8 +3,9 @@
 The chunk's queries attend to every cached key plus their own (block-causal across chunks, full
 within one), so no mask is needed: q [B, Sq, H, D], k/v [B, Sk, H, D] -> [B, Sq, H, D].
 
-Candidates, in preference order: FlashAttention-3 (`flash_attn_interface`, if importable), then
-PyTorch SDPA pinned to its cuDNN, flash and memory-efficient backends. (Split-KV variants of the
+Candidates, in preference order: FlashAttention-3 (`flash_attn_interface`, if importable), our
+Triton stream-K kernel (kernels/flash_attention.py, its DEFAULT_CONFIG), then PyTorch SDPA pinned to
+its cuDNN, flash and memory-efficient backends. (Split-KV variants of the
 cuDNN kernel, meant to fill the second wave of W1's 156 q-tiles on 132 SMs, measured slower on an
 H100 - 0.27-0.33 ms vs 0.255 ms - and were dropped; docs/benchmarks.md.) Measured on an H100 for W1's
 shapes, the backend alone changes attention time 1.7x (docs/benchmarks.md), and which one wins
@@ -52,6 +53,18 @@ def _fa3() -> AttnFn | None:
     return run
 
 
+def _triton_flash() -> AttnFn:
+    from streamer_kernels.flash_attention import flash_attention  # imported here: it needs Triton
+
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        try:
+            return flash_attention(q, k, v)
+        except Exception as e:  # an unsupported shape, or a compile failure on this card: not a candidate
+            raise RuntimeError(f"triton flash attention: {e}") from e
+
+    return run
+
+
 def available_backends(device: torch.device) -> dict[str, AttnFn]:
     """Backends that can run on `device`, best first by expectation (the picker measures)."""
     found: dict[str, AttnFn] = {}
@@ -59,6 +72,7 @@ def available_backends(device: torch.device) -> dict[str, AttnFn]:
         fa3 = _fa3()
         if fa3 is not None:
             found["fa3"] = fa3
+        found["triton_flash"] = _triton_flash()
         found["cudnn"] = _sdpa(SDPBackend.CUDNN_ATTENTION)
         found["flash"] = _sdpa(SDPBackend.FLASH_ATTENTION)
         found["efficient"] = _sdpa(SDPBackend.EFFICIENT_ATTENTION)
@@ -66,11 +80,13 @@ def available_backends(device: torch.device) -> dict[str, AttnFn]:
     return found
 
 
-def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Plain softmax attention in fp32, [B, S, H, D] layout."""
+def attention_ref(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Plain softmax attention in fp32, [B, S, H, D] layout; returned in q's dtype unless `out_dtype`."""
     qf, kf, vf = (t.float().transpose(1, 2) for t in (q, k, v))
     w = torch.softmax(qf @ kf.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
-    return (w @ vf).transpose(1, 2).to(q.dtype)
+    return (w @ vf).transpose(1, 2).to(out_dtype or q.dtype)
 
 
 def _time_ms(fn: AttnFn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, iters: int) -> float:

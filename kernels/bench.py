@@ -1,6 +1,7 @@
 """Time each fused kernel against its unfused plain-torch reference at W1 sizes (run on a CUDA GPU).
 
     python -m streamer_kernels.bench [--json PATH]
+    python -m streamer_kernels.bench attention [--json PATH] [--tiny]   # only attention: kernels/bench_attention.py
 
 Reports ms (median of triton.testing.do_bench), achieved GB/s over the minimum bytes each op must
 move, the speed-up over the reference, and the measured copy bandwidth and bf16 matmul rate that
@@ -15,14 +16,17 @@ import sys
 from collections.abc import Callable
 
 import torch
-from triton.testing import do_bench
 
 from streamer.model.rope import rope_tables
 from streamer_kernels.attention import AttentionPicker, available_backends
+from streamer_kernels.backend import triton
 from streamer_kernels.bias_gelu import bias_gelu, bias_gelu_ref
 from streamer_kernels.frame_convert import frame_to_model, frame_to_model_ref, model_to_frame, model_to_frame_ref
 from streamer_kernels.modulated_layernorm import gated_modulated_layernorm, gated_modulated_layernorm_ref
 from streamer_kernels.qk_norm_rope import qk_norm_rope, qk_norm_rope_ref
+
+# through the kernels' backend, which picks the interpreter on CPU (`attention --tiny`) before Triton loads
+do_bench = triton.testing.do_bench
 
 
 def ceilings() -> dict[str, float]:
@@ -115,8 +119,18 @@ def run() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", nargs="?", choices=["all", "attention"], default="all")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--tiny", action="store_true", help="attention only: tiny sizes on CPU (the interpreter)")
     args = p.parse_args(argv)
+    if args.what == "attention":
+        from streamer_kernels import bench_attention
+
+        res = bench_attention.run(tiny=args.tiny, log=lambda line: print(line, flush=True))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=1, default=str)
+        return 0
     if not torch.cuda.is_available():
         print("kernels.bench needs a CUDA GPU", file=sys.stderr)
         return 2

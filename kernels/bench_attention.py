@@ -1,0 +1,101 @@
+"""Attention at W1 and W2 shapes: cuDNN SDPA, flash SDPA and every config of the Triton stream-K kernel.
+
+    python -m streamer_kernels.bench attention [--json PATH]   # a CUDA GPU; about a minute with the JIT
+    python -m streamer_kernels.bench attention --tiny          # the plumbing on CPU, under the interpreter
+
+Each candidate is first checked against the fp32 reference (max abs error and the picker's relative
+error); only the correct ones are timed (median of triton.testing.do_bench). TFLOP/s count
+4 * B * Sq * Sk * H * D. Last, the AttentionPicker picks among cuDNN, the other SDPA backends and the
+Triton kernel's DEFAULT_CONFIG, as the fast path would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from streamer_kernels.attention import AttentionPicker, AttnFn, available_backends
+from streamer_kernels.backend import triton
+from streamer_kernels.flash_attention import (
+    CONFIGS,
+    DEFAULT_CONFIG,
+    FlashConfig,
+    flash_attention,
+    flash_attention_ref,
+)
+
+# (B, Sq, Sk, H, D): a chunk's queries against the whole rolling cache (7 chunks: 6 past + its own)
+SHAPES = {"W1 480x832": (1, 1560, 9360, 12, 128), "W2 512x512": (1, 1024, 6144, 12, 128)}
+# tiny: 3 q-tiles x 2 heads x 7 key blocks over the interpreter's 4 programs, so tiles are shared
+TINY_SHAPES = {"tiny": (1, 40, 100, 2, 32)}
+TINY_CONFIGS = (FlashConfig(16, 16, 4, 1), FlashConfig(32, 16, 4, 1, per_sm=0))
+MAX_ABS_ERR = 2e-2  # bf16 output (ulp 2^-8 relative) of values well under 1; the picker also wants rel < 1e-2
+MAX_REL_ERR = 1e-2
+
+
+def _candidates(device: torch.device, tiny: bool) -> dict[str, AttnFn]:
+    sdpa = available_backends(device)
+    found = {f"{n} SDPA": sdpa[n] for n in ("cudnn", "flash") if n in sdpa} or {"sdpa": sdpa["sdpa"]}
+    for cfg in TINY_CONFIGS if tiny else CONFIGS:
+        found[f"triton {cfg.name}"] = partial(flash_attention, config=cfg)
+    return found
+
+
+def _measure(fn: AttnFn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ref: torch.Tensor, flops: int):
+    row: dict[str, object] = {}
+    t0 = time.perf_counter()
+    try:
+        out = fn(q, k, v).float()
+    except Exception as e:  # a config this card's Triton cannot compile: reported, not fatal
+        row["error"] = f"{type(e).__name__}: {e}"[:400]
+        return row
+    row["first_call_s"] = time.perf_counter() - t0  # the JIT compile, for the Triton configs
+    diff = out - ref
+    row["max_abs_err"] = max_abs = float(diff.abs().max())
+    row["rel_err"] = rel = float(diff.norm() / ref.norm())
+    row["correct"] = max_abs <= MAX_ABS_ERR and rel < MAX_REL_ERR
+    if row["correct"] and q.is_cuda:
+        from triton.testing import do_bench  # needs CUDA events
+
+        ms = do_bench(lambda: fn(q, k, v), return_mode="median")
+        row["ms"], row["TFLOPs"] = ms, flops / ms / 1e9
+    return row
+
+
+def run(tiny: bool = False, log: Callable[[str], None] = print) -> dict[str, object]:
+    """Check and time every candidate per shape; tiny: the interpreter's sizes on CPU, no timing."""
+    dev = torch.device("cpu" if tiny or not torch.cuda.is_available() else "cuda")
+    results: dict[str, object] = {}
+    for label, (B, sq, sk, H, D) in (TINY_SHAPES if tiny else SHAPES).items():
+        g = torch.Generator(device=dev).manual_seed(0)
+        q, k, v = (torch.randn(B, s, H, D, device=dev, dtype=torch.bfloat16, generator=g) for s in (sq, sk, sk))
+        ref = flash_attention_ref(q, k, v)
+        flops = 4 * B * sq * sk * H * D
+        rows = {}
+        for name, fn in _candidates(dev, tiny).items():
+            rows[name] = row = _measure(fn, q, k, v, ref, flops)
+            log(f"{label:12s} {name:36s} " + _fmt(row))
+        timed = {n: r["ms"] for n, r in rows.items() if "ms" in r}
+        entry: dict[str, object] = {"shape": [B, sq, sk, H, D], "candidates": rows}
+        entry["fastest"] = min(timed, key=timed.__getitem__) if timed else None
+        if dev.type == "cuda":
+            entry["picked"] = AttentionPicker().pick(q, k, v)
+        log(f"{label:12s} fastest: {entry['fastest']}  picker: {entry.get('picked')}")
+        results[label] = entry
+    card = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu (interpreter)"
+    versions = {"triton": triton.__version__, "torch": torch.__version__}
+    return {"card": card, **versions, "default_config": DEFAULT_CONFIG.name, "shapes": results}
+
+
+def _fmt(row: dict[str, object]) -> str:
+    if "error" in row:
+        return f"ERROR {str(row['error']).splitlines()[0][:160]}"
+    s = f"err {row['max_abs_err']:.2e} (rel {row['rel_err']:.1e}) first call {row['first_call_s']:.1f} s"
+    if not row["correct"]:
+        return s + "  WRONG: not timed"
+    if "ms" in row:
+        s = f"{row['ms']:.4f} ms {row['TFLOPs']:6.1f} TFLOP/s  " + s
+    return s

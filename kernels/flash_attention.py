@@ -1,0 +1,294 @@
+"""Flash-attention forward with a stream-K schedule, so that W1's attention fills all 132 SMs of an H100.
+
+q [B, Sq, H, D], k/v [B, Sk, H, D] -> [B, Sq, H, D]: any strides with a contiguous last dim (the KV
+cache's [B, H, S, D] memory seen through a transpose works as is), no mask, scale 1/sqrt(D), bf16 or
+fp16 in and out, fp32 softmax and accumulation (the online softmax of FlashAttention-2).
+
+Why stream-K: one program per 128-row q-tile gives W1 (1560 q x 9360 k, 12 heads) 13 x 12 = 156 tiles,
+and on 132 SMs the second wave runs 24 of them with 108 SMs idle (cuDNN: ~351 TFLOP/s). Here a fixed
+grid of P programs (the SM count) splits the T = tiles x key-blocks iterations evenly: program p runs
+iterations [p*T//P, (p+1)*T//P) in tile-major order. A tile that one program covers is written out
+directly; only the first and last tile of a program can be shared with a neighbour, so each program
+writes at most two partial (acc, m, l) results in fp32 to a workspace (17 MB at W1, mostly in L2) and
+`_merge_kernel` combines a shared tile's pieces with the log-sum-exp rule.
+
+Key order: softmax does not care in which order a tile visits its key blocks, so each tile starts its
+sweep at the first program boundary inside it. A program's first piece then reads key block j at step
+j, like every program that started with it, and the programs of one head sweep its K/V together (skew
+<= one program's length minus a tile's). Without that the sweeps are scattered and all heads' K/V
+(57 MB at W1, more than the 50 MB L2) would come from DRAM once per q-tile.
+
+`FlashConfig` names the tunables (tile sizes, warps, stages, programs per SM, TMA loads, warp
+specialisation); `kernels/bench_attention.py` times every config in CONFIGS on the card. TMA (device
+tensor descriptors) only compiles on Hopper+; the plain-pointer path is what the interpreter tests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+
+from streamer_kernels.attention import attention_ref
+from streamer_kernels.backend import tl, triton
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read after streamer_kernels.backend chose
+
+
+class FlashUnsupported(RuntimeError):
+    """The kernel cannot take these inputs (dtype, head dim, strides): the picker skips it."""
+
+
+@dataclass(frozen=True)
+class FlashConfig:
+    block_m: int = 128
+    block_n: int = 64
+    num_warps: int = 8
+    num_stages: int = 3
+    per_sm: int = 1  # persistent programs per SM; 0 = one program per q-tile (the plain schedule)
+    tma: bool = False  # K/V through device TMA descriptors (Hopper+; never under the interpreter)
+    warp_specialize: bool = False  # Triton's automatic warp specialisation of the key loop
+
+    @property
+    def name(self) -> str:
+        sched = "tiles" if self.per_sm == 0 else f"sk{self.per_sm}"
+        extra = ("-tma" if self.tma else "") + ("-ws" if self.warp_specialize else "")
+        return f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}-{sched}{extra}"
+
+
+# What the GPU bench sweeps. DEFAULT is the candidate the AttentionPicker times against cuDNN: one
+# config only, since every config costs a JIT compile per shape during warm-up.
+CONFIGS: tuple[FlashConfig, ...] = (
+    FlashConfig(128, 64, 8, 3),
+    FlashConfig(128, 128, 8, 2),
+    FlashConfig(64, 64, 4, 3, per_sm=2),
+    FlashConfig(128, 64, 8, 3, tma=True),
+    FlashConfig(128, 128, 8, 2, tma=True),
+    FlashConfig(128, 64, 8, 3, tma=True, warp_specialize=True),
+    FlashConfig(128, 64, 8, 3, per_sm=0),  # the plain one-tile-per-program grid, for comparison
+)
+DEFAULT_CONFIG = CONFIGS[0]
+
+
+@triton.jit
+def _owner(i, total, n_prog):
+    """The program whose iteration range [p*T//P, (p+1)*T//P) holds iteration i."""
+    return ((i + 1) * n_prog + total - 1) // total - 1
+
+
+@triton.jit
+def _rotation(t0, n_kb, total, n_prog):
+    """Offset of the first program start inside the tile whose first iteration is t0 (0 if none)."""
+    p = _owner(t0, total, n_prog)
+    first = tl.where((p * total) // n_prog == t0, t0, ((p + 1) * total) // n_prog)
+    return tl.where(first < t0 + n_kb, first - t0, 0)
+
+
+@triton.jit
+def _load_kv(kbase, vbase, kd, vd, kb, Sk, sks, svs, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+             USE_TMA: tl.constexpr, MASK: tl.constexpr):  # fmt: skip
+    if USE_TMA:  # rows past Sk come back as zeros
+        k = kd.load([kb * BLOCK_N, 0])
+        v = vd.load([kb * BLOCK_N, 0])
+    else:
+        rows = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+        cols = tl.arange(0, HEAD_DIM)
+        if MASK:  # zeros, not garbage, past Sk: 0 * NaN would poison the p @ v product
+            k = tl.load(kbase + rows[:, None] * sks + cols[None, :], mask=(rows < Sk)[:, None], other=0.0)
+            v = tl.load(vbase + rows[:, None] * svs + cols[None, :], mask=(rows < Sk)[:, None], other=0.0)
+        else:
+            k = tl.load(kbase + rows[:, None] * sks + cols[None, :])
+            v = tl.load(vbase + rows[:, None] * svs + cols[None, :])
+    return k, v
+
+
+@triton.jit
+def _dot(a, b, acc, F32: tl.constexpr):
+    if F32:  # the interpreter multiplies bf16 operands as their raw 16-bit integers: compute in fp32
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N: tl.constexpr, MASK: tl.constexpr, F32: tl.constexpr):
+    """One key block of the online softmax; m_i is kept in log2 units of the scaled scores."""
+    s = _dot(q, tl.trans(k), None, F32)
+    if MASK:
+        cols = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+        s = tl.where((cols < Sk)[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], F32)  # P rounded to bf16 either way
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, Out, PO, PML,
+                sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
+                H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr, F32: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    start = (pid * total) // n_prog
+    end = ((pid + 1) * total) // n_prog
+    n_full = Sk // BLOCK_N  # key blocks with no row past Sk
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    it = start
+    while it < end:
+        tile = it // n_kb
+        t0 = tile * n_kb
+        kk0 = it - t0
+        kk1 = tl.minimum(end - t0, n_kb)
+        # this piece [kk0, kk1) never straddles the rotation point (a program boundary), so it is one
+        # contiguous range of key blocks after rotating
+        rot = _rotation(t0, n_kb, total, n_prog)
+        lo = kk0 - rot + tl.where(kk0 < rot, n_kb, 0)
+        hi = lo + (kk1 - kk0)
+        bh = tile // n_mt
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        rows = (tile % n_mt) * BLOCK_M + offs_m
+        q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqs + offs_d[None, :], mask=(rows < Sq)[:, None], other=0.0)
+        kbase = K + b * skb + h * skh
+        vbase = V + b * svb + h * svh
+        kd = kbase
+        vd = vbase
+        if USE_TMA:
+            kd = tl.make_tensor_descriptor(kbase, [Sk, HEAD_DIM], [sks, 1], [BLOCK_N, HEAD_DIM])
+            vd = tl.make_tensor_descriptor(vbase, [Sk, HEAD_DIM], [svs, 1], [BLOCK_N, HEAD_DIM])
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        full_hi = tl.minimum(hi, n_full)
+        for kb in tl.range(lo, full_hi, warp_specialize=WARP_SPEC):
+            k, v = _load_kv(kbase, vbase, kd, vd, kb, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, False)
+            acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N, False, F32)
+        if full_hi < hi:  # the last key block, partly past Sk
+            k, v = _load_kv(kbase, vbase, kd, vd, full_hi, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, True)
+            acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, full_hi, Sk, qk_scale, BLOCK_N, True, F32)
+        if (kk0 == 0) & (kk1 == n_kb):  # the whole tile is ours
+            out = acc / l_i[:, None]
+            o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + offs_d[None, :]
+            tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(rows < Sq)[:, None])
+        else:  # slot 0: the program's first piece, 1: its last
+            slot = pid * 2 + tl.where(it == start, 0, 1)
+            tl.store(PO + slot * BLOCK_M * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc)
+            tl.store(PML + slot * 2 * BLOCK_M + offs_m, m_i)
+            tl.store(PML + slot * 2 * BLOCK_M + BLOCK_M + offs_m, l_i)
+        it = t0 + kk1
+
+
+@triton.jit
+def _merge_kernel(Out, PO, PML, sob, sos, soh, H, Sq, n_mt, n_kb, total, n_prog,
+                  BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):  # fmt: skip
+    tile = tl.program_id(0)
+    t0 = tile * n_kb
+    p0 = _owner(t0, total, n_prog)
+    p1 = _owner(t0 + n_kb - 1, total, n_prog)
+    if p0 != p1:  # shared by programs p0..p1 (every range is non-empty: the launcher keeps P <= T)
+        offs_m = tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        for p in range(p0, p1 + 1):
+            slot = p * 2 + tl.where((p * total) // n_prog >= t0, 0, 1)  # the tile is p's first piece, or its last
+            m_p = tl.load(PML + slot * 2 * BLOCK_M + offs_m)
+            l_p = tl.load(PML + slot * 2 * BLOCK_M + BLOCK_M + offs_m)
+            a_p = tl.load(PO + slot * BLOCK_M * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :])
+            m_new = tl.maximum(m, m_p)
+            alpha = tl.math.exp2(m - m_new)
+            beta = tl.math.exp2(m_p - m_new)
+            acc = acc * alpha[:, None] + a_p * beta[:, None]
+            l_i = l_i * alpha + l_p * beta
+            m = m_new
+        bh = tile // n_mt
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        rows = (tile % n_mt) * BLOCK_M + offs_m
+        o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + offs_d[None, :]
+        tl.store(o_ptrs, (acc / l_i[:, None]).to(Out.dtype.element_ty), mask=(rows < Sq)[:, None])
+
+
+@cache
+def _sm_count(device: torch.device) -> int:
+    # the interpreter runs programs one after another: a few programs still exercise the split tiles
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
+def _tma_scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
+    # device-side tensor descriptors need a little global scratch per launch; from PyTorch's caching
+    # allocator it is cheap and, inside CUDA graph capture, comes from the graph's pool
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: FlashConfig) -> None:
+    B, _, H, D = q.shape
+    if k.shape != v.shape or k.shape[0] != B or k.shape[2:] != (H, D):
+        raise FlashUnsupported(f"q {tuple(q.shape)} vs k {tuple(k.shape)} / v {tuple(v.shape)}: need [B, S, H, D]")
+    if q.dtype not in (torch.bfloat16, torch.float16) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise FlashUnsupported(f"dtypes {q.dtype}/{k.dtype}/{v.dtype}: need one of bf16, fp16")
+    if D not in (16, 32, 64, 128, 256):
+        raise FlashUnsupported(f"head dim {D}: need a power of two in 16..256")
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        raise FlashUnsupported("the head dim must be contiguous")
+    if config.tma and (k.stride(1) % 8 or v.stride(1) % 8 or k.data_ptr() % 16 or v.data_ptr() % 16):
+        raise FlashUnsupported("TMA needs 16-byte aligned K/V rows")
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    config: FlashConfig = DEFAULT_CONFIG,
+    programs: int | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v per head; [B, S, H, D] layout; `programs` overrides the grid (tests).
+
+    No host syncs and nothing cached across calls: the output and the split tiles' workspace come from
+    PyTorch's caching allocator per call, so the launch can be captured in a CUDA graph.
+    """
+    _check(q, k, v, config)
+    B, Sq, H, D = q.shape
+    Sk = k.shape[1]
+    bm, bn = config.block_m, config.block_n
+    n_mt, n_kb = triton.cdiv(Sq, bm), triton.cdiv(Sk, bn)
+    tiles = B * H * n_mt
+    total = tiles * n_kb
+    if programs is None:
+        programs = tiles if config.per_sm == 0 else config.per_sm * _sm_count(q.device)
+    n_prog = max(1, min(programs, total))  # P <= T: no program gets an empty range
+    o = torch.empty(B, Sq, H, D, device=q.device, dtype=q.dtype)
+    split = any((p * total // n_prog) % n_kb for p in range(1, n_prog))  # a tile shared by two programs
+    slots = n_prog if split else 1
+    po = torch.empty(slots, 2, bm, D, device=q.device, dtype=torch.float32)
+    pml = torch.empty(slots, 2, 2, bm, device=q.device, dtype=torch.float32)
+    if config.tma:
+        triton.set_allocator(_tma_scratch)  # per call: the allocator is per thread (a context variable)
+    qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634  # scores in log2 units: exp2 is the fast path
+    _fwd_kernel[(n_prog,)](
+        q, k, v, o, po, pml,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+        H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
+        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=config.tma, WARP_SPEC=config.warp_specialize,
+        F32=_INTERPRET,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )  # fmt: skip
+    if split:
+        _merge_kernel[(tiles,)](
+            o, po, pml, o.stride(0), o.stride(1), o.stride(2), H, Sq, n_mt, n_kb, total, n_prog,
+            BLOCK_M=bm, HEAD_DIM=D, num_warps=config.num_warps,
+        )  # fmt: skip
+    return o
+
+
+def flash_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The reference: softmax attention in fp32 (the picker's `attention_ref`), left in fp32."""
+    return attention_ref(q, k, v, out_dtype=torch.float32)

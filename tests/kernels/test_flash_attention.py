@@ -1,0 +1,122 @@
+"""kernels/flash_attention.py against its fp32 reference: the interpreter at tiny sizes, the card at W1/W2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_asserts import assert_matches, needs_gpu, small_device
+
+from streamer_kernels.flash_attention import (
+    CONFIGS,
+    FlashConfig,
+    FlashUnsupported,
+    flash_attention,
+    flash_attention_ref,
+)
+
+TINY = FlashConfig(block_m=16, block_n=16, num_warps=4, num_stages=1)
+
+
+def _qkv(B: int, sq: int, sk: int, H: int, D: int, device: str, dtype: torch.dtype = torch.bfloat16):
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    return [torch.randn(B, s, H, D, generator=g).to(dtype).to(device) for s in (sq, sk, sk)]
+
+
+def _check(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, name: str) -> None:
+    # bf16 output of an fp32 computation; P is rounded to bf16 before P @ V, as in every flash kernel
+    assert_matches(out, flash_attention_ref(q, k, v), torch.bfloat16, name, rtol=2e-2, atol=2e-2)
+
+
+# (B, Sq, Sk, H, D): Sq and Sk not multiples of 16, several heads and batches, Sk < one block
+SHAPES = [(1, 5, 5, 1, 16), (1, 40, 100, 2, 32), (2, 33, 47, 3, 16), (1, 16, 64, 2, 16), (1, 20, 9, 2, 16)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("programs", [1, 3, 7, 1000, None])
+def test_matches_reference_for_any_split(shape, programs):
+    """1 program: no split; 3 and 7: tiles shared by two or more programs; 1000: one iteration each."""
+    q, k, v = _qkv(*shape, small_device())
+    _check(flash_attention(q, k, v, TINY, programs=programs), q, k, v, f"{shape} P={programs}")
+
+
+def test_plain_schedule_and_wider_blocks():
+    q, k, v = _qkv(2, 70, 130, 2, 32, small_device())
+    for cfg in (FlashConfig(16, 16, 4, 1, per_sm=0), FlashConfig(32, 64, 4, 1), FlashConfig(64, 32, 4, 1, per_sm=2)):
+        _check(flash_attention(q, k, v, cfg, programs=None if cfg.per_sm != 1 else 5), q, k, v, cfg.name)
+
+
+def test_strided_cache_layout():
+    """The fast path passes q and the KV cache as [B, H, S, D] memory seen as [B, S, H, D]: no copies."""
+    dev = small_device()
+    g = torch.Generator().manual_seed(3)
+    cache = torch.randn(2, 1, 3, 90, 32, generator=g).to(torch.bfloat16).to(dev)  # [k/v, B, H, S, D]
+    k, v = cache[0, :, :, :70].transpose(1, 2), cache[1, :, :, :70].transpose(1, 2)
+    q = torch.randn(1, 3, 25, 32, generator=g).to(torch.bfloat16).to(dev).transpose(1, 2)
+    assert not k.is_contiguous() and not q.is_contiguous()
+    out = flash_attention(q, k, v, TINY, programs=4)
+    assert out.shape == (1, 25, 3, 32) and out.is_contiguous()
+    _check(out, q, k, v, "strided")
+
+
+def test_large_scores_stay_finite():
+    """Scores of +-60 (after scaling) must not overflow the online softmax or its cross-program merge."""
+    q, k, v = _qkv(1, 24, 50, 1, 16, small_device())
+    q = (q.float() * 30).to(torch.bfloat16)
+    _check(flash_attention(q, k, v, TINY, programs=3), q, k, v, "large scores")
+
+
+def test_unsupported_inputs_are_refused():
+    q, k, v = _qkv(1, 4, 4, 1, 24, small_device())
+    with pytest.raises(FlashUnsupported, match="head dim"):
+        flash_attention(q, k, v, TINY)
+    q, k, v = _qkv(1, 4, 4, 1, 16, small_device(), torch.float32)
+    with pytest.raises(FlashUnsupported, match="dtypes"):
+        flash_attention(q, k, v, TINY)
+    q, k, v = _qkv(1, 4, 4, 2, 16, small_device())
+    with pytest.raises(FlashUnsupported, match="need"):
+        flash_attention(q, k[:, :, :1], v[:, :, :1], TINY)
+
+
+def test_config_names_are_unique():
+    assert len({c.name for c in CONFIGS}) == len(CONFIGS)
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape", [(1, 1560, 9360, 12, 128), (1, 1024, 6144, 12, 128), (2, 333, 999, 3, 128)])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
+def test_gpu_real_shapes(shape, cfg):
+    q, k, v = _qkv(*shape, "cuda")
+    try:
+        out = flash_attention(q, k, v, cfg)
+    except Exception as e:  # a config the card's Triton cannot compile (shared memory, TMA, warp spec)
+        pytest.skip(f"{cfg.name} does not compile here: {type(e).__name__}: {e}")
+    assert_matches(out, flash_attention_ref(q, k, v), torch.bfloat16, cfg.name, max_bad_fraction=1e-4)
+
+
+@needs_gpu
+def test_gpu_cuda_graph_capture():
+    q, k, v = _qkv(1, 1560, 9360, 12, 128, "cuda")
+    flash_attention(q, k, v)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = flash_attention(q, k, v)
+    for t in (q, k, v):
+        t.copy_(torch.randn_like(t))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_matches(out, flash_attention_ref(q, k, v), torch.bfloat16, "graph replay", max_bad_fraction=1e-4)
+
+
+def test_bench_plumbing_on_the_interpreter(tmp_path, capsys):
+    """`python -m streamer_kernels.bench attention --tiny`: every candidate checked, the JSON written."""
+    import json
+
+    from streamer_kernels.bench import main
+
+    path = tmp_path / "attention.json"
+    assert main(["attention", "--tiny", "--json", str(path)]) == 0
+    res = json.loads(path.read_text())
+    rows = res["shapes"]["tiny"]["candidates"]
+    triton_rows = {n: r for n, r in rows.items() if n.startswith("triton ")}
+    assert len(triton_rows) == 2 and all(r["correct"] and r["max_abs_err"] < 2e-2 for r in triton_rows.values())
+    assert "triton m16n16w4s1-sk1" in capsys.readouterr().out
