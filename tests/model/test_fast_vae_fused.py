@@ -15,15 +15,18 @@ from streamer.model.vae import TAEHV, MemBlock
 HAS_CUDA = torch.cuda.is_available()
 
 
+@pytest.mark.parametrize("cudnn", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("frames", [1, 2, 3])
-def test_memblock_stacked_conv_and_shifted_add_match_the_concatenation(frames: int, channels_last: bool) -> None:
+def test_memblock_stacked_conv_and_shifted_add_match_the_concatenation(
+    frames: int, channels_last: bool, cudnn: bool
+) -> None:
     """Random weights and biases, a skip conv (n_in != n_out), the carried state over three chunks."""
     torch.manual_seed(1)
     layers = nn.Sequential(MemBlock(6, 10), MemBlock(10, 10)).eval()
     for p in layers.parameters():
         nn.init.normal_(p, std=1 / p[0].numel() ** 0.5)  # O(1) activations: 1e-5 is then fp32 rounding
-    ref, fused = _StaticStream(layers, channels_last), FusedStream(layers, channels_last)
+    ref, fused = _StaticStream(layers, channels_last), FusedStream(layers, channels_last, cudnn)
     for _ in range(3):
         x = torch.randn(frames, 6, 12, 20)
         torch.testing.assert_close(fused.run(x), ref.run(x), rtol=1e-5, atol=1e-5)
@@ -33,14 +36,15 @@ def test_memblock_stacked_conv_and_shifted_add_match_the_concatenation(frames: i
     torch.testing.assert_close(fused.run(x), ref.run(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("temporal", [True, False])
-def test_fused_codec_matches_the_layer_by_layer_codec_at_scaled_down_taehv_widths(temporal: bool) -> None:
-    """taew2_1's widths (64 / 256,128,64,64) at a quarter, random weights, four chunks of state."""
+@pytest.mark.parametrize("temporal,fusion", [(True, "torch"), (False, "torch"), (True, "cudnn")])
+def test_fused_codec_matches_the_layer_by_layer_codec_at_scaled_down_taehv_widths(temporal: bool, fusion: str) -> None:
+    """taew2_1's widths (64 / 256,128,64,64) at a quarter, random weights, four chunks of state. On a CPU
+    "cudnn" runs its own structure (the MemBlock's halves as two convs) with unfused ops."""
     torch.manual_seed(2)
     vae = TAEHV(temporal, encoder_width=16, decoder_widths=(64, 32, 16, 16)).eval()
     for p in vae.parameters():
         nn.init.normal_(p, std=0.5 / p[0].numel() ** 0.5)
-    ref, fused = ChunkCodec(vae), ChunkCodec(vae, fusion="torch")
+    ref, fused = ChunkCodec(vae, fusion="none"), ChunkCodec(vae, fusion=fusion)
     for _ in range(4):
         frames = torch.rand(vae.frames_per_latent, 3, 48, 64)
         z_ref, z = ref.encode(frames), fused.encode(frames)
@@ -108,9 +112,15 @@ def test_unknown_fusion_is_refused() -> None:
 def test_fused_codec_matches_on_the_gpu_in_bf16(fusion: str, channels_last: bool) -> None:
     torch.manual_seed(3)
     vae = TAEHV(True).eval().to("cuda", torch.bfloat16)
-    ref, fused = ChunkCodec(vae, channels_last=channels_last), ChunkCodec(vae, channels_last, fusion)
+    ref = ChunkCodec(vae, channels_last=channels_last, fusion="none")
+    fused = ChunkCodec(vae, channels_last=channels_last, fusion=fusion)
     for _ in range(3):
         frames = torch.rand(4, 3, 96, 160, device="cuda", dtype=torch.bfloat16)
         z_ref = ref.encode(frames)
-        torch.testing.assert_close(fused.encode(frames), z_ref, rtol=0.05, atol=0.05)
-        torch.testing.assert_close(fused.decode(z_ref), ref.decode(z_ref), rtol=0.05, atol=0.05)
+        # bf16 rounds the halves A and B before their sum: a few bf16 ulps through ~30 layers
+        assert _scaled_error(fused.encode(frames), z_ref) < 0.05
+        assert _scaled_error(fused.decode(z_ref), ref.decode(z_ref)) < 0.05
+
+
+def _scaled_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-3))

@@ -59,11 +59,17 @@ FUSIONS = ("none", "torch", "cudnn")
 class ChunkCodec:
     """Encode a chunk of frames to one latent frame and decode a latent frame to a chunk of frames."""
 
-    def __init__(self, vae: TAEHV, channels_last: bool = False, fusion: str = "none") -> None:
+    # The fast path's choice (FastPath builds its codec with the defaults); measured by
+    # `python -m streamer.bench.vae_speed`, docs/benchmarks.md.
+    FUSION = "torch"
+
+    def __init__(self, vae: TAEHV, channels_last: bool = False, fusion: str | None = None) -> None:
         """channels_last: run the convolutions in NHWC (cuDNN's fast layout for bf16 on tensor cores);
         converts the autoencoder's weights in place (values unchanged, eager users unaffected).
-        fusion: "none" runs the layers as they are; "torch" and "cudnn" (CUDA only) run `FusedStream`
-        (vae_fused.py), whose weights are derived here: build the codec after the weights are final."""
+        fusion: None = `FUSION`; "none" runs the layers as they are; "torch" and "cudnn" (cuDNN's fused
+        kernels on CUDA, the same ops unfused elsewhere) run `FusedStream` (vae_fused.py), whose weights
+        are derived here from the autoencoder's: build the codec after the weights are final."""
+        fusion = self.FUSION if fusion is None else fusion
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.vae = vae

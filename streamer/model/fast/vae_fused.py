@@ -15,7 +15,7 @@ names are untouched) and runs a chunk [T, C, H, W] like `vae._StaticStream`, wit
   of the pixels and only the upsample writes the full resolution.
 - ReLUs and the residual add run in place on fresh conv outputs (no extra allocation).
 
-`cudnn=True` (CUDA only) uses cuDNN's fused conv+bias+ReLU and conv+bias+add+ReLU kernels instead of
+`cudnn=True` (on CUDA tensors) uses cuDNN's fused conv+bias+ReLU and conv+bias+add+ReLU kernels instead of
 conv then in-place ops; there the MemBlock's two halves are two convs, since the add must be an input.
 Which is faster on a card is measured by `python -m streamer.bench.vae_speed`.
 """
@@ -58,19 +58,20 @@ def split_frames(y: Tensor, s: int, nhwc: bool) -> Tensor:
 
 
 class _Convs:
-    """conv (+ReLU) and conv + residual (+ReLU): cuDNN's fused kernels or conv then in-place ops."""
+    """conv (+ReLU) and conv + residual (+ReLU): cuDNN's fused kernels (cudnn, on CUDA tensors) or conv
+    then in-place ops (the same values; how the cudnn variant's structure runs on a CPU)."""
 
     def __init__(self, cudnn: bool) -> None:
         self.cudnn = cudnn
 
     def relu(self, x: Tensor, w: Tensor, b: Tensor | None, stride: int = 1, padding: int = 1) -> Tensor:
-        if self.cudnn:
+        if self.cudnn and x.is_cuda:
             return torch.cudnn_convolution_relu(x, w, b, (stride,) * 2, (padding,) * 2, (1, 1), 1)
         return F.conv2d(x, w, b, stride, padding).relu_()
 
     def add_relu(self, x: Tensor, w: Tensor, b: Tensor | None, z: Tensor) -> Tensor:
         """relu(conv(x) + b + z), 3x3 stride 1."""
-        if self.cudnn:
+        if self.cudnn and x.is_cuda:
             return torch.cudnn_convolution_add_relu(x, w, z, 1.0, b, (1, 1), (1, 1), (1, 1), 1)
         return F.conv2d(x, w, b, 1, 1).add_(z).relu_()
 
