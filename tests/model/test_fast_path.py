@@ -62,11 +62,15 @@ def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(fp8: bool) 
     torch.testing.assert_close(fused_cache.v, eager_cache.v, rtol=tol, atol=tol)
 
 
-def _engine(preset: str, size: int, device: str, dtype: torch.dtype, *, fp8: bool = False) -> ModelTransform:
+def _engine(
+    preset: str, size: int, device: str, dtype: torch.dtype, *, fp8: bool = False, **over: object
+) -> ModelTransform:
+    """A fresh engine on seeded random weights; `over`: other [model] settings (mode, steps, window)."""
     m = dataclasses.replace(
         ModelSettings(), preset=preset, width=size, height=size, steps=2, window=4, sinks=1,
         dtype="fp8" if fp8 else {torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype], device=device,
     )  # fmt: skip
+    m = dataclasses.replace(m, **over)  # type: ignore[arg-type]
     torch.manual_seed(0)
     dit = build(preset, device=device, dtype=dtype)
     if fp8:

@@ -9,10 +9,18 @@ seeded generator (so eager and fast paths see the same numbers), the cache's hos
 rare RoPE rewind), and prompt changes, which the engine writes in place into the cross-attention
 K/V buffers the graph reads.
 
-The graph covers the steady state (KV history full, autoencoder primed). The first chunks of a
-stream, while the cache fills, run the same fused step eagerly; the first steady chunk after a
-(re)start runs eagerly on a side stream as the capture's warm-up, the next is captured. A new frame
-size recaptures; a new engine (steps, resolution, preset) builds a new FastPath.
+The graph covers the steady state (KV history full, autoencoder primed, and in stream-batch mode the
+slots full, so the step always returns a chunk). The first chunks of a stream, while the cache and the
+slots fill, run the same fused step eagerly (they take host branches: the cache's mask, the slots'
+priming, no output while they fill); the first steady chunk after a (re)start runs eagerly on a side
+stream as the capture's warm-up, the next is captured. A reset (new stream) fills eagerly again and
+then replays the graph it kept. A new frame size recaptures; a new engine (steps, mode, resolution,
+preset) builds a new FastPath.
+
+Stream-batch mode captures the same way: one DiT forward of batch `steps` over the slots kept in the
+engine's `StreamBatchState` buffers. Its `filled` count is a host value the step advances in Python,
+which a replay does not run: `FastPath` advances it beside the replay (and undoes the capture's own
+advance), so it still counts pushes.
 """
 
 from __future__ import annotations
@@ -43,8 +51,6 @@ def fast_path_unavailable(engine: ModelTransform) -> str | None:
     """Why the fast path cannot run this engine (None when it can)."""
     if engine.device.type != "cuda":
         return f"needs a CUDA device (engine on {engine.device})"
-    if engine.batch != 1:
-        return "stream-batch mode is not captured yet (sequential mode only)"
     try:
         import triton  # noqa: F401
     except ImportError:
@@ -119,25 +125,27 @@ class FastPath:
 
     @property
     def steady(self) -> bool:
-        """True when a chunk takes the captured path: cache history full, stream primed."""
-        e = self.engine
-        return e.cache.history_full and e.state.have_prev and self._to_trim == 0
+        """True when the next chunk takes the captured path: cache history full, stream primed, and in
+        stream-batch mode every slot but the first filled (the step then returns a chunk, no priming)."""
+        e, batch = self.engine, self.engine.state.batch
+        filled = batch is None or batch.filled >= batch.steps - 1
+        return e.cache.history_full and e.state.have_prev and self._to_trim == 0 and filled
 
     def describe(self) -> str:
         state = "graph captured" if self._graph is not None else "graph not captured yet"
         return f"fast (fused Triton kernels + CUDA graph; {state}, {self.replays} replays)"
 
     # ---- the step ------------------------------------------------------------------------------------
-    def _body(self, frames: Tensor) -> Tensor:
-        """The chunk step with the fast ops (capturable once `steady`). frames: [T, H, W, 3] uint8."""
+    def _body(self, frames: Tensor) -> Tensor | None:
+        """The chunk step with the fast ops (capturable once `steady`). frames: [T, H, W, 3] uint8.
+        None while a stream batch fills its slots (never once `steady`)."""
         e = self.engine
-        out = chunk_step(frames, e.dit, e.state, self.ops, e.step_config)
-        assert out is not None, "the fast path runs sequential mode only"
-        return out
+        return chunk_step(frames, e.dit, e.state, self.ops, e.step_config)
 
     @torch.no_grad()
-    def step(self, frames: Tensor) -> Tensor:
-        """frames: [frames_per_latent, H, W, 3] uint8 on the device -> [T, H, W, 3] uint8 (a fresh tensor)."""
+    def step(self, frames: Tensor) -> Tensor | None:
+        """frames: [frames_per_latent, H, W, 3] uint8 on the device -> [T, H, W, 3] uint8 (a fresh tensor),
+        or None while a stream batch fills its slots."""
         e = self.engine
         if self._frame_shape != tuple(frames.shape):
             self._frame_shape = tuple(frames.shape)
@@ -146,26 +154,36 @@ class FastPath:
         assert self._in is not None
         self._in.copy_(frames)
         e.state.noise.normal_(generator=e.gen)
+        out: Tensor | None
         if self.use_graph and self.steady:
             if self._graph is None and self._warmed:
                 self._capture()
             if self._graph is not None:
-                self._graph.replay()
-                self.replays += 1
-                out = self._out
+                out = self._replay()
             else:
-                out = self._side_stream_body()
+                out = self._warm_up()
                 self._warmed = True
         else:
             out = self._body(self._in)
-        assert out is not None
         e.cache.advance_host(1)
         e.chunks_done += 1
+        if out is None:  # the stream batch is still filling its slots
+            return None
         if self._to_trim:
             out, self._to_trim = out[self._to_trim :], 0
         return out.clone()
 
-    def _side_stream_body(self) -> Tensor:
+    def _replay(self) -> Tensor:
+        """The captured step on this chunk: the graph's device work, then the host counter the step
+        advances in Python (the stream batch's `filled`), which a replay does not run."""
+        assert self._graph is not None and self._out is not None
+        self._graph.replay()
+        self.replays += 1
+        if self.engine.state.batch is not None:
+            self.engine.state.batch.filled += 1
+        return self._out
+
+    def _warm_up(self) -> Tensor | None:
         """The capture's warm-up: the same step eagerly on a side stream (lazy library init, autotuning)."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -175,13 +193,24 @@ class FastPath:
         torch.cuda.current_stream().wait_stream(side)
         return out
 
+    def _record(self, frames: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor | None]:
+        """Capture the step on `frames` (a static buffer) as one CUDA graph: (graph, its output buffer)."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self._body(frames)
+        return graph, out
+
     def _capture(self) -> None:
         t0 = time.perf_counter()
-        graph = torch.cuda.CUDAGraph()
         assert self._in is not None
-        with torch.cuda.graph(graph):
-            self._out = self._body(self._in)
-        self._graph = graph
+        batch = self.engine.state.batch
+        filled = batch.filled if batch is not None else 0
+        graph, out = self._record(self._in)
+        if batch is not None:  # capturing ran the step's Python, not its device work: the replay counts the push
+            batch.filled = filled
+        if out is None:
+            raise RuntimeError("fast path: the captured step returned no chunk (stream batch not full)")
+        self._graph, self._out = graph, out
         self.capture_s = time.perf_counter() - t0
         log.info("fast path: captured the chunk step as one CUDA graph in %.2f s", self.capture_s)
 
@@ -192,7 +221,7 @@ class FastPath:
         t0 = time.perf_counter()
         while self._graph is None:
             self.step(grey)
-            if e.chunks_done > e.cache.history + 8:
+            if e.chunks_done > e.cache.history + e.batch + 8:
                 raise RuntimeError("fast path: the chunk step never reached a capturable steady state")
         torch.cuda.synchronize()
         self.warmup_s = time.perf_counter() - t0 - self.capture_s
