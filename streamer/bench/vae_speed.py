@@ -1,0 +1,211 @@
+"""The fast path's autoencoder (static-buffer ChunkCodec) per fusion and layout, one process, one card.
+
+    python -m streamer.bench.vae_speed W1 W2 --json vae_speed.json [--chunk W1]
+
+For each workload's frame size: a random full-width TAEHV in bf16 (speed does not depend on the values)
+under every `ChunkCodec` fusion ("none" = the layers as they are, the old code) in NCHW and NHWC. Each is
+first checked against "none" in the same layout over three chunks of carried state (encode, and decode
+of the reference latent; error scaled by the reference's largest value), then encode+decode is timed
+with triton's do_bench (median; it flushes the L2 cache between runs): eagerly, and as one captured
+CUDA graph replay (how the fast path runs it). `--chunk W1` also times the whole fast-path chunk
+(FastPath.step, graph replay, random DiT) with each fusion in NCHW, the baseline again at the end.
+`--device cpu --tiny` runs the same plumbing at a tiny size (CI); timings there mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+
+from streamer.bench.model_workloads import WORKLOADS
+from streamer.model.fast.vae import FUSIONS, ChunkCodec
+from streamer.model.vae import TAEHV, TINY_DECODER_WIDTHS, TINY_ENCODER_WIDTH
+
+BF16_TOLERANCE = 0.05  # scaled max error: a few bf16 ulps through ~30 layers (the test's bound too)
+
+
+def _time_ms(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, return_mode="median"))
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        fn()
+    return 1e3 * (time.perf_counter() - t0) / 3
+
+
+def _scaled_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-3))
+
+
+def _graph_of(fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
+    """fn captured as one CUDA graph (warmed on a side stream first, as the fast path does)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+def check_equal(ref: ChunkCodec, new: ChunkCodec, chunks: list[torch.Tensor]) -> float:
+    """The largest scaled error of `new` against `ref` over the chunks (both reset first and after)."""
+    ref.reset()
+    new.reset()
+    worst = 0.0
+    for x in chunks:
+        z_ref = ref.encode(x)
+        worst = max(worst, _scaled_error(new.encode(x), z_ref), _scaled_error(new.decode(z_ref), ref.decode(z_ref)))
+    ref.reset()
+    new.reset()
+    return worst
+
+
+def bench_codecs(vae: TAEHV, height: int, width: int, device: torch.device) -> list[dict[str, Any]]:
+    """One row per (layout, fusion): equality against "none" in that layout, then eager and graph ms."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    dtype = next(vae.parameters()).dtype
+    fpl = vae.frames_per_latent
+    chunks = [torch.rand(fpl, 3, height, width, device=device, dtype=dtype, generator=gen) for _ in range(3)]
+    x = chunks[0]
+    rows: list[dict[str, Any]] = []
+    for channels_last in (False, True):
+        model = copy.deepcopy(vae)  # ChunkCodec(channels_last=True) converts the weights in place
+        ref = ChunkCodec(model, channels_last=channels_last, fusion="none")
+        for fusion in FUSIONS:
+            row: dict[str, Any] = {"layout": "NHWC" if channels_last else "NCHW", "fusion": fusion}
+            rows.append(row)
+            if fusion == "cudnn" and device.type != "cuda":
+                row["skipped"] = "cuDNN's fused convolutions need a CUDA GPU"
+                continue
+            try:
+                codec = ChunkCodec(model, channels_last=channels_last, fusion=fusion)
+                row["max_scaled_error"] = check_equal(ref, codec, chunks)
+                row["equal"] = row["max_scaled_error"] < BF16_TOLERANCE
+                step = lambda c=codec: c.decode(c.encode(x))  # noqa: E731
+                row["eager_ms"] = _time_ms(step, device)
+                if device.type == "cuda":
+                    graph = _graph_of(step)
+                    row["graph_ms"] = _time_ms(graph.replay, device)
+                    del graph
+            except Exception as e:  # one variant failing (e.g. cuDNN refusing a fusion) must not hide the rest
+                row["error"] = f"{type(e).__name__}: {e}"[:300]
+    return rows
+
+
+def bench_chunk(workload: str, iters: int) -> list[dict[str, Any]]:
+    """The whole fast-path chunk (graph replay) per fusion in NCHW, the "none" baseline first and last."""
+    from streamer.bench.model import _frames, build_engine
+    from streamer.model.fast.path import FastPath
+
+    wl = WORKLOADS[workload]
+    engine = build_engine(wl, "cuda", checkpoint="random", vae="random")
+    inputs = _frames(engine, wl, 4, seed=1)
+    rows = []
+    old = ChunkCodec.FUSION
+    try:
+        for fusion in ("none", *[f for f in FUSIONS if f != "none"], "none"):
+            ChunkCodec.FUSION = fusion
+            engine.reset()
+            fast = FastPath(engine)
+            for i in range(engine.cache.history + 3):
+                fast.step(inputs[i % len(inputs)])
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            times = []
+            for i in range(iters):
+                start.record()
+                fast.step(inputs[i % len(inputs)])
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            times.sort()
+            rows.append({"fusion": fusion, "graph": fast._graph is not None, "ms_p50": times[len(times) // 2]})
+            del fast
+            torch.cuda.empty_cache()
+    finally:
+        ChunkCodec.FUSION = old
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("workloads", nargs="*", default=["W1", "W2"], choices=sorted(WORKLOADS))
+    p.add_argument("--json", default="", help="write the report here")
+    p.add_argument("--chunk", nargs="*", default=[], help="workloads whose whole fast-path chunk is timed too")
+    p.add_argument("--chunk-iters", type=int, default=20)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--tiny", action="store_true", help="tiny widths at 1/16 of each side, fp32 (plumbing)")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if args.tiny:
+        vae = TAEHV(True, encoder_width=TINY_ENCODER_WIDTH, decoder_widths=TINY_DECODER_WIDTHS)
+    else:
+        vae = TAEHV(True)
+    dtype = torch.bfloat16 if device.type == "cuda" and not args.tiny else torch.float32
+    vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    report: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "dtype": str(dtype).removeprefix("torch."),
+        "fast_path_fusion": ChunkCodec.FUSION,
+        "codec": {},
+        "chunk": {},
+    }
+    for name in args.workloads:
+        wl = WORKLOADS[name]
+        h, w = (wl.height // 16 // 8 * 8, wl.width // 16 // 8 * 8) if args.tiny else (wl.height, wl.width)
+        report["codec"][name] = {"height": h, "width": w, "rows": bench_codecs(vae, h, w, device)}
+    del vae  # the chunk bench builds its own engine
+    for name in args.chunk:
+        if device.type != "cuda":
+            report["chunk"][name] = {"skipped": "the fast path's graph needs a CUDA GPU"}
+            continue
+        torch.cuda.empty_cache()
+        report["chunk"][name] = {"rows": bench_chunk(name, args.chunk_iters)}
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    failed = [r for wl in report["codec"].values() for r in wl["rows"] if r.get("equal") is False or "error" in r]
+    return 1 if failed else 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"{report['device']}, {report['dtype']}, torch {report['torch']}, {report['date']}"]
+    for name, wl in report["codec"].items():
+        lines.append(f"{name} ({wl['height']}x{wl['width']}): encode+decode of one chunk")
+        for r in wl["rows"]:
+            head = f"  {r['layout']} {r['fusion']:6s}"
+            if "skipped" in r or "error" in r:
+                lines.append(f"{head} {r.get('skipped') or r.get('error')}")
+                continue
+            graph = f"  graph {r['graph_ms']:7.2f} ms" if "graph_ms" in r else ""
+            ok = "equal" if r["equal"] else "NOT EQUAL"
+            lines.append(f"{head} eager {r['eager_ms']:7.2f} ms{graph}  {ok} ({r['max_scaled_error']:.4f})")
+    for name, ch in report["chunk"].items():
+        if "skipped" in ch:
+            lines.append(f"{name} whole chunk: {ch['skipped']}")
+            continue
+        lines += [f"{name} whole fast-path chunk (NCHW):"]
+        lines += [f"  {r['fusion']:6s} {r['ms_p50']:7.2f} ms p50 (graph {r['graph']})" for r in ch["rows"]]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

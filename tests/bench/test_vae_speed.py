@@ -1,0 +1,40 @@
+"""streamer/bench/vae_speed.py: the plumbing at a tiny size on the CPU (the timings mean nothing there)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from streamer.bench import vae_speed
+from streamer.model.fast.vae import FUSIONS, ChunkCodec
+
+
+def test_bench_checks_every_fusion_against_the_old_codec_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "vae.json"
+    rc = vae_speed.main(["W1", "--device", "cpu", "--tiny", "--json", str(out), "--chunk", "W1"])
+    report = json.loads(out.read_text())
+    assert rc == 0
+    wl = report["codec"]["W1"]
+    assert (wl["height"], wl["width"]) == (24, 48)
+    rows = {(r["layout"], r["fusion"]): r for r in wl["rows"]}
+    assert set(rows) == {(layout, f) for layout in ("NCHW", "NHWC") for f in FUSIONS}
+    for (_layout, fusion), r in rows.items():
+        if fusion == "cudnn":
+            assert "CUDA" in r["skipped"]
+            continue
+        assert r["equal"] and r["max_scaled_error"] < 1e-5 and r["eager_ms"] > 0  # fp32 here
+    assert "skipped" in report["chunk"]["W1"]
+    assert "NCHW torch" in vae_speed.format_report(report)
+
+
+def test_a_wrong_codec_is_reported_not_equal() -> None:
+    """The equality check can fail: a codec over other weights differs from the reference."""
+    from streamer.model.vae import TAEHV
+
+    torch.manual_seed(0)
+    a, b = (TAEHV(True, encoder_width=8, decoder_widths=(16, 8, 8, 8)).eval() for _ in range(2))
+    chunks = [torch.rand(4, 3, 16, 16) for _ in range(2)]
+    err = vae_speed.check_equal(ChunkCodec(a, fusion="none"), ChunkCodec(b, fusion="torch"), chunks)
+    assert err > vae_speed.BF16_TOLERANCE
