@@ -5,8 +5,12 @@ Variants: `eager` (the engine's own step), `compile` (the DiT wrapped in torch.c
 streamer/model/fast/path.py). Each runs the same engine state machine from a reset: warm-up until the KV
 cache is full (compilation / capture time reported separately), then `iters` back-to-back chunks
 timed with a device sync each (ms per chunk p50/p99, sustained output fps), then a real-time run at
-30 fps input in sequential mode measuring glass-to-glass latency (input frame capture -> its output
-frame ready; newest-chunk-wins when the engine falls behind, as the pipeline's one-slot mailbox does).
+30 fps input measuring glass-to-glass latency (input frame capture -> its output frame ready;
+newest-chunk-wins when the engine falls behind, as the pipeline's one-slot mailbox does).
+`--mode stream-batch` runs every variant in sequential mode and then in stream-batch mode (one DiT
+forward of batch `steps` per chunk; the fast path captures it too), side by side in one report: a
+stream-batch chunk comes out steps - 1 chunks after it went in, and its latency counts from its own
+input frames.
 FLOPs per chunk are counted once with torch's FlopCounterMode on an eager steady-state chunk, and
 achieved TFLOP/s is reported against the card's measured bf16 matmul rate. Weights are whatever the
 loader picks for the preset (the shipped tiny weights for W3/W4 when present, else seeded random),
@@ -17,6 +21,7 @@ shipped model is narrower than the preset, so the report names the weights ("wei
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import logging
@@ -62,13 +67,18 @@ def _latency_run(
     chunks: int,
     fps: float,
     frames_per_chunk: int,
+    in_flight: int = 0,
 ) -> dict[str, float]:
-    """Real-time paced run: a chunk starts once its last frame has 'arrived' and the engine is free."""
+    """Real-time paced run: a chunk starts once its last frame has 'arrived' and the engine is free.
+    `step` returns the frames of the oldest chunk still inside (the newest of them, when trimmed), or
+    None; `in_flight`: chunks pushed before this run and not out yet (a full stream batch: steps - 1),
+    whose outputs are not timed."""
     period = 1.0 / fps
     lat: list[float] = []
     dropped = 0
     start = time.perf_counter() + 0.05
     k = 0
+    inside: collections.deque[int | None] = collections.deque([None] * in_flight)
     for i in range(chunks):
         ready = start + (k * frames_per_chunk + frames_per_chunk - 1) * period
         now = time.perf_counter()
@@ -80,11 +90,17 @@ def _latency_run(
             if newest > k:
                 dropped += newest - k
                 k = newest
-        step(inputs[i % len(inputs)])
+        out = step(inputs[i % len(inputs)])
         _sync(device)
         done = time.perf_counter()
-        lat += [done - (start + (k * frames_per_chunk + j) * period) for j in range(frames_per_chunk)]
+        inside.append(k)
         k += 1
+        if out is None:  # a stream batch filling its slots
+            continue
+        c = inside.popleft()
+        if c is not None:
+            first = frames_per_chunk - out.shape[0]
+            lat += [done - (start + (c * frames_per_chunk + j) * period) for j in range(first, frames_per_chunk)]
     return {
         "latency_p50_ms": 1e3 * percentile(lat, 50),
         "latency_p99_ms": 1e3 * percentile(lat, 99),
@@ -94,11 +110,11 @@ def _latency_run(
 
 
 def run_variant(engine: Any, wl: Workload, variant: str, iters: int, flops: float | None) -> dict[str, Any]:
-    """Warm up, time and latency-test one variant on a fresh stream of the engine."""
+    """Warm up, time and latency-test one variant on a fresh stream of the engine (in its mode)."""
     from streamer.model.fast.path import FastPath
 
     dev = engine.device
-    result: dict[str, Any] = {"variant": variant}
+    result: dict[str, Any] = {"variant": variant, "mode": engine.settings.mode}
     engine.reset()
     fast: FastPath | None = None
     uncompile: Callable[[], None] | None = None
@@ -111,7 +127,8 @@ def run_variant(engine: Any, wl: Workload, variant: str, iters: int, flops: floa
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         t0 = time.perf_counter()
-        warm = engine.cache.history + (3 if variant != "eager" else 1)
+        # until the KV history is full and the stream batch's slots too (engine.batch: 1, or steps)
+        warm = engine.cache.history + engine.batch - 1 + (3 if variant != "eager" else 1)
         for i in range(warm):
             if variant == "compile" and engine.cache.history_full and uncompile is None:
                 uncompile = compile_steady_dit(engine, mode="max-autotune")
@@ -138,7 +155,7 @@ def run_variant(engine: Any, wl: Workload, variant: str, iters: int, flops: floa
         }
         if flops:
             result["tflops"] = flops / percentile(times, 50) / 1e12
-        result |= _latency_run(step, inputs, dev, max(8, min(iters, 40)), 30.0, fpc)
+        result |= _latency_run(step, inputs, dev, max(8, min(iters, 40)), 30.0, fpc, in_flight=engine.batch - 1)
         if dev.type == "cuda":
             result["peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 1e9
     finally:
@@ -215,9 +232,24 @@ def build_engine(wl: Workload, device: str, *, checkpoint: str = "", vae: str = 
     return ModelTransform(m, parts)
 
 
+def in_mode(engine: Any, mode: str) -> Any:
+    """A fresh engine on the same loaded parts in another [model] mode ("sequential", "stream-batch")."""
+    from streamer.model.engine import ModelTransform
+
+    return ModelTransform(dataclasses.replace(engine.settings, mode=mode), engine.parts)
+
+
 def bench_model(
-    wl: Workload, variants: list[str], iters: int, device: str, *, checkpoint: str = "", vae: str = ""
+    wl: Workload,
+    variants: list[str],
+    iters: int,
+    device: str,
+    *,
+    checkpoint: str = "",
+    vae: str = "",
+    mode: str = "sequential",
 ) -> dict[str, Any]:
+    """The variants in sequential mode; with mode "stream-batch", in stream-batch mode after them."""
     engine = build_engine(wl, device, checkpoint=checkpoint, vae=vae)
     dev = engine.device
     window, sinks = effective_window(engine.settings)
@@ -232,6 +264,7 @@ def bench_model(
         "weights": weights,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "variants": [],
+        "modes": ["sequential"] if mode == "sequential" else ["sequential", mode],
     }  # fmt: skip
     if dev.type == "cuda":
         report["matmul_peak_tflops"] = matmul_peak_tflops(dev)
@@ -240,22 +273,32 @@ def bench_model(
     for f in inputs[:-1]:
         engine.step_tensor(f)
     report["tflop_per_chunk"] = _count_flops(engine.step_tensor, inputs[-1]) / 1e12
-    flops = report["tflop_per_chunk"] * 1e12
-    for v in variants:
-        if v == "fast" and dev.type != "cuda":
-            report["variants"].append({"variant": v, "skipped": "the fast path needs a CUDA GPU (graph capture)"})
-            continue
-        log.info("bench %s: %s ...", wl.name, v)
-        try:
-            res = run_variant(engine, wl, v, iters, flops)
-        except Exception as e:  # report and go on: one failing variant must not hide the others
-            log.exception("variant %s failed", v)
-            res = {"variant": v, "error": f"{type(e).__name__}: {e}"}
-        if "tflops" in res and "matmul_peak_tflops" in report:
-            res["pct_matmul_peak"] = 100 * res["tflops"] / report["matmul_peak_tflops"]
-        report["variants"].append(res)
-        log.info("bench %s %s: %s", wl.name, v, json.dumps(res))  # survives a run cut short later
+    flops = report["tflop_per_chunk"] * 1e12  # a stream-batch chunk costs the same: its passes run batched
+    for mode in report["modes"]:
+        if mode != engine.settings.mode:
+            engine.close()  # its KV cache; the parts (weights) stay for the next engine
+            engine = in_mode(engine, mode)
+        for v in variants:
+            report["variants"].append(_variant_row(engine, wl, v, iters, flops, report))
     return report
+
+
+def _variant_row(engine: Any, wl: Workload, v: str, iters: int, flops: float, report: dict[str, Any]) -> dict[str, Any]:
+    mode = engine.settings.mode
+    if v == "fast" and engine.device.type != "cuda":
+        return {"variant": v, "mode": mode, "skipped": "the fast path needs a CUDA GPU (graph capture)"}
+    if mode == "stream-batch" and engine.batch == 1:
+        return {"variant": v, "mode": mode, "skipped": "stream-batch needs steps >= 2 (at 1 step it is sequential)"}
+    log.info("bench %s: %s (%s) ...", wl.name, v, mode)
+    try:
+        res = run_variant(engine, wl, v, iters, flops)
+    except Exception as e:  # report and go on: one failing variant must not hide the others
+        log.exception("variant %s (%s) failed", v, mode)
+        res = {"variant": v, "mode": mode, "error": f"{type(e).__name__}: {e}"}
+    if "tflops" in res and "matmul_peak_tflops" in report:
+        res["pct_matmul_peak"] = 100 * res["tflops"] / report["matmul_peak_tflops"]
+    log.info("bench %s %s: %s", wl.name, v, json.dumps(res))  # survives a run cut short later
+    return res
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -268,14 +311,16 @@ def format_table(report: dict[str, Any]) -> str:
         head,
         f"window {report['window']} ({report['sinks']} sinks); DiT: {w['DiT']} [{w['dit_shape']}]; "
         f"autoencoder: {w['autoencoder']}",
-        "variant  | ms/chunk p50 | p99    | fps    | g2g p50 ms | p99 ms | TFLOP/s | %peak | peak GB | warm-up s",
+        "variant  | mode         | ms/chunk p50 | p99    | fps    | g2g p50 ms | p99 ms | TFLOP/s | %peak | peak GB "
+        "| warm-up s",
     ]
     for r in report["variants"]:
+        name = f"{r['variant']:8s} | {r.get('mode', 'sequential'):12s}"
         if "ms_p50" not in r:
-            rows.append(f"{r['variant']:8s} | {r.get('skipped') or r.get('error')}")
+            rows.append(f"{name} | {r.get('skipped') or r.get('error')}")
             continue
         rows.append(
-            f"{r['variant']:8s} | {r['ms_p50']:12.2f} | {r['ms_p99']:6.2f} | {r['fps']:6.1f} | "
+            f"{name} | {r['ms_p50']:12.2f} | {r['ms_p99']:6.2f} | {r['fps']:6.1f} | "
             f"{r['latency_p50_ms']:10.1f} | {r['latency_p99_ms']:6.1f} | {r.get('tflops', 0):7.1f} | "
             f"{r.get('pct_matmul_peak', 0):5.1f} | {r.get('peak_mem_gb', 0):7.2f} | {r['warmup_s']:.1f}"
             + (f" (capture {r['capture_s']:.2f})" if "capture_s" in r else "")
@@ -309,6 +354,7 @@ def bench_model_command(args: argparse.Namespace) -> int:
         res = bench_pipelined(wl, args.gpus, args.mode, args.iters, device, args.fps, checkpoint=checkpoint, vae=vae)
         print(json.dumps(res, indent=1) if args.json else format_pipelined(res))
         return 0
-    report = bench_model(wl, variants, args.iters, device, checkpoint=checkpoint, vae=vae)
+    mode = getattr(args, "mode", "sequential")
+    report = bench_model(wl, variants, args.iters, device, checkpoint=checkpoint, vae=vae, mode=mode)
     print(json.dumps(report, indent=1) if args.json else format_table(report))
     return 0 if all("error" not in r for r in report["variants"]) else 1
