@@ -32,6 +32,14 @@ class DiTConfig:
             raise ValueError(f"freq_dim must be even, got {self.freq_dim}")
 
     @property
+    def conditions_on_input(self) -> bool:
+        """An input-conditioned DiT (in_dim = 2 x out_dim): every pass gets the chunk's CLEAN input latent
+        beside the noisy one, concatenated on the channel axis (as Wan2.1's I2V model takes its condition
+        latents), so it can restore the detail the noise destroyed. Made from a plain one by
+        `streamer train widen-input` (streamer/train/widen.py)."""
+        return self.in_dim == 2 * self.out_dim
+
+    @property
     def head_dim(self) -> int:
         return self.head_width or self.dim // self.num_heads
 

@@ -215,11 +215,14 @@ class DiT(nn.Module):
         sinks: int = 0,
         start: int = 0,
         ops: DiTOps = EAGER_OPS,
+        cond: Tensor | None = None,
     ) -> Tensor:
         """Flow prediction for latent frames.
 
-        x: [B, in_dim, F, H, W] latents; t: [B, F] per-frame timesteps (or [B], shared by all frames);
+        x: [B, out_dim, F, H, W] noisy latents; t: [B, F] per-frame timesteps (or [B], shared by all frames);
         context: CrossAttnKV from `cross_kv`, or raw text [B, L, text_dim].
+        cond: the clean input latents [B, out_dim, F, H, W] of an input-conditioned model
+        (`cfg.conditions_on_input`; required there, refused elsewhere; see `patchify`).
         With `cache`: x is the current chunk; its time positions come from the cache, it attends to the
         cached frames plus itself, and its K/V are left in the cache's staging slots (call
         `cache.commit(F)` once the chunk is final). Without: the whole sequence in one pass, positions
@@ -229,7 +232,7 @@ class DiT(nn.Module):
         Returns v: [B, out_dim, F, H, W] in acc_dtype (float32; float64 for a float64 model).
         """
         b = x.shape[0]
-        tokens, grid = self.patchify(x)
+        tokens, grid = self.patchify(x, cond)
         if t.dim() == 1:
             t = t[:, None].expand(b, grid[0])
         if tuple(t.shape) != (b, grid[0]):
@@ -247,8 +250,20 @@ class DiT(nn.Module):
         return self.head_out(h, grid)
 
     # ---- the forward's pieces (a pipeline stage runs a slice of them: streamer/model/pipeline/) -----
-    def patchify(self, x: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
-        """x [B, in_dim, F, H, W] -> tokens [B, F*T, dim] (acc dtype) and the (frames, hp, wp) grid."""
+    def patchify(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, tuple[int, int, int]]:
+        """x [B, out_dim, F, H, W] (+ cond, the same shape, for an input-conditioned model: concatenated
+        after x on the channel axis, Wan2.1 I2V's order) -> tokens [B, F*T, dim] (acc dtype) and the
+        (frames, hp, wp) grid."""
+        if self.cfg.conditions_on_input != (cond is not None):
+            raise ValueError(
+                f"an input-conditioned DiT (in_dim {self.cfg.in_dim} = 2 x out_dim) needs the clean input latent (cond)"
+                if cond is None
+                else f"cond given to a DiT that does not take it (in_dim {self.cfg.in_dim}, out_dim {self.cfg.out_dim})"
+            )
+        if cond is not None:
+            if cond.shape != x.shape:
+                raise ValueError(f"cond {tuple(cond.shape)} must have the noisy latent's shape {tuple(x.shape)}")
+            x = torch.cat([x.to(self.dtype), cond.to(self.dtype)], dim=1)
         (pt, ph, pw), (_, _, f_in, h_in, w_in) = self.cfg.patch_size, x.shape
         if f_in % pt or h_in % ph or w_in % pw:
             raise ValueError(f"latent shape {tuple(x.shape)} is not divisible by the patch {self.cfg.patch_size}")
@@ -330,6 +345,14 @@ class DiT(nn.Module):
         (frames, hp, wp), (pt, ph, pw) = grid, cfg.patch_size
         out = out.view(out.shape[0], frames, hp, wp, pt, ph, pw, cfg.out_dim).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return out.reshape(out.shape[0], cfg.out_dim, frames * pt, hp * ph, wp * pw)
+
+
+def conditions_on_input(model: object) -> bool:
+    """Whether `model` (a DiT, or a torch.compile wrapper of one: it keeps the module as `_orig_mod`) takes
+    the chunk's clean input latent as `cond` on every pass: the one rule the engine, the fast path, the
+    pipeline stages and training read (DiTConfig.conditions_on_input)."""
+    inner = getattr(model, "_orig_mod", model)
+    return isinstance(inner, DiT) and inner.cfg.conditions_on_input
 
 
 def build(preset_name: str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> DiT:

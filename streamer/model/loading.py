@@ -139,14 +139,16 @@ def vae_weights(m: ModelSettings) -> WeightsChoice:
 
 def preset_mismatch(cfg: DiTConfig, name: str) -> str | None:
     """Why a DiT of architecture `cfg` cannot run as preset `name`, or None when it can: the preset itself,
-    or a variant of it (pruned heads / FFN, other depth) with the preset's text width (the text encoder)
-    and latent channels and patch (the autoencoder)."""
+    or a variant of it (pruned heads / FFN, other depth, input-conditioned) with the preset's text width
+    (the text encoder) and latent channels and patch (the autoencoder)."""
     want = preset(name)
     keys = ("text_dim", "in_dim", "out_dim", "patch_size")
+    # an input-conditioned variant (in_dim = 2 x out_dim: the clean input latent beside the noisy one) fits too
+    fits = {"in_dim": (want.in_dim, 2 * want.out_dim)}
     bad = [
-        f"{k} {getattr(cfg, k)} (the preset has {getattr(want, k)})"
+        f"{k} {getattr(cfg, k)} (the preset has {' or '.join(map(str, fits.get(k, (getattr(want, k),))))})"
         for k in keys
-        if getattr(cfg, k) != getattr(want, k)
+        if getattr(cfg, k) not in fits.get(k, (getattr(want, k),))
     ]
     if not bad:
         return None

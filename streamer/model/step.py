@@ -4,6 +4,12 @@ uint8 frames -> [0, 1] at the model's resolution -> motion-aware strength -> aut
 SDEdit noise at that strength -> `steps` DiT passes over the rolling KV cache (sequential, or one
 pass of the stream batch) -> cache commit -> decode -> uint8 at the frame size.
 
+An input-conditioned DiT (`conditions_on_input`: in_dim = 2 x out_dim) gets the chunk's clean latent z
+(what `encode` returned, before noise) beside the noisy one on every pass, so the K/V its passes leave
+in the cache are conditioned ones too. In sequential mode only: a stream batch's slots hold chunks
+pushed at different times, each of which would need its own clean z; `refuse_stream_batch` says so
+when an engine is built, rather than conditioning a slot on another chunk's input.
+
 The eager engine (engine.py) runs it with `StepOps` in plain PyTorch; the fast path (fast/) runs the
 very same function with fused kernels and static autoencoder buffers, and captures it as one CUDA
 graph (gpt-fast's "compile the one step"). Everything it touches lives in `StreamState`: device
@@ -22,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from streamer.model.cache import CrossAttnKV, KVCache
-from streamer.model.dit import DiT
+from streamer.model.dit import DiT, conditions_on_input
 from streamer.model.ops import DiTOps
 from streamer.model.sampling import (
     ModelFn,
@@ -100,10 +106,22 @@ class StepConfig:
     motion_aware: bool
 
 
-def denoiser(dit: nn.Module, state: StreamState, ops: DiTOps) -> ModelFn:
-    """The model function the samplers call: (x_t [B, C, F, h, w], t [B, F]) -> flow v."""
+def refuse_stream_batch(dit: nn.Module, mode: str) -> None:
+    """ValueError when an input-conditioned DiT would run in stream-batch mode (not supported: see the
+    module docstring); the engines call it when they are built."""
+    if mode == "stream-batch" and conditions_on_input(dit):
+        raise ValueError(
+            "this DiT is input-conditioned (in_dim = 2 x out_dim: it takes each chunk's clean input latent), "
+            "which runs in sequential mode only; set model.mode = 'sequential'"
+        )
+
+
+def denoiser(dit: nn.Module, state: StreamState, ops: DiTOps, cond: Tensor | None = None) -> ModelFn:
+    """The model function the samplers call: (x_t [B, C, F, h, w], t [B, F]) -> flow v. `cond`: the
+    chunk's clean latent [B, C, F, h, w] for an input-conditioned DiT (None for any other)."""
     in_dtype = cast(DiT, getattr(dit, "_orig_mod", dit)).acc_dtype  # what the DiT returns: what later passes get
     shortcut = takes_step_size(dit)  # shortcut-distilled: told each pass's step size (t / 1000, on the device)
+    extra: dict[str, Tensor] = {} if cond is None else {"cond": cond}
 
     def model(x: Tensor, t: Tensor) -> Tensor:
         # One input dtype for every pass: the first pass's noised latent comes in the engine's dtype, later ones
@@ -111,8 +129,8 @@ def denoiser(dit: nn.Module, state: StreamState, ops: DiTOps) -> ModelFn:
         # second dtype. Exact: the DiT casts x to its weights' dtype first.
         x = x.to(in_dtype)
         if shortcut:
-            return dit(x, t, state.cross, state.cache, step_size=sampler_step_size(t), ops=ops)
-        return dit(x, t, state.cross, state.cache, ops=ops)
+            return dit(x, t, state.cross, state.cache, step_size=sampler_step_size(t), ops=ops, **extra)
+        return dit(x, t, state.cross, state.cache, ops=ops, **extra)
 
     return model
 
@@ -134,11 +152,13 @@ def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps,
     says afterwards whether the frames are usable (all-NaN weights, an infinite shift: not)."""
     height, width = frames.shape[1:3]
     z, ts = prepare_chunk(frames, state, ops, cfg)
-    model = denoiser(dit, state, ops.dit_ops)
+    cond = z if conditions_on_input(dit) else None  # inside a captured graph: z is the graph's own buffer
+    model = denoiser(dit, state, ops.dit_ops, cond)
     latent: Tensor | None
     if state.batch is None:
         latent = sample_sequential(model, z, state.noise, state.strength, ts)
     else:
+        refuse_stream_batch(dit, "stream-batch")
         if state.batch.filled == 0:
             prime_stream_batch(state.batch, z, state.noise, ts)
         latent = stream_batch_step(model, state.batch, z, state.noise, state.strength, ts)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from streamer.model.cache import CrossAttnKV
+from streamer.model.dit import conditions_on_input
 from streamer.model.vae import TAEHV
 from streamer.train.config import TrainConfig
 from streamer.train.corrupt import corrupt_history
@@ -43,11 +44,14 @@ class DiTForward(nn.Module):
         super().__init__()
         self.dit, self.cfg = dit, cfg
 
-    def forward(self, x: Tensor, t: Tensor, text: Tensor, d: Tensor) -> Tensor:
-        """x: [B, 16, F, h, w]; t: [B, F] (0-1000); text: [B, L, text_dim]; d: [B, F] step sizes -> v."""
+    def forward(self, x: Tensor, t: Tensor, text: Tensor, d: Tensor, cond: Tensor | None = None) -> Tensor:
+        """x: [B, 16, F, h, w]; t: [B, F] (0-1000); text: [B, L, text_dim]; d: [B, F] step sizes; cond: the
+        clean input latents [B, 16, F, h, w] of an input-conditioned DiT (else None) -> v."""
         c = self.cfg
         kv = trainable_cross_kv(self.dit, text)
-        return self.dit(x, t, kv, chunk_frames=c.chunk_frames, window=c.window or None, sinks=c.sinks, step_size=d)
+        extra: dict[str, Tensor] = {} if cond is None else {"cond": cond}
+        return self.dit(x, t, kv, chunk_frames=c.chunk_frames, window=c.window or None, sinks=c.sinks, step_size=d,
+                        **extra)  # fmt: skip
 
 
 @dataclass
@@ -74,6 +78,15 @@ class DiTObjective:
     def __init__(self, forward: nn.Module, dit: ShortcutDiT, vae: TAEHV, text: TextFn, cfg: TrainConfig) -> None:
         self.forward, self.dit, self.vae, self.text, self.cfg = forward, dit, vae, text, cfg
         self.min_half = 2.0**-cfg.shortcut_levels
+        self.conditioned = conditions_on_input(dit)
+
+    def condition(self, z_in: Tensor) -> Tensor | None:
+        """What an input-conditioned DiT gets beside x: the clean latent of the INPUT clip (the un-looked
+        frames the daemon encodes), for every frame of every kind. Target-noised and history frames too: at
+        inference every pass, and so every K/V the cache keeps as history, sees its chunk's clean input.
+        Every example has an input (the built-in recipe's looks are made from it; a pair folder names it),
+        so there is no unconditioned case to invent. None for a plain DiT."""
+        return z_in if self.conditioned else None
 
     def _history(self, batch: Batch, plan: Plan, z_in: Tensor, z_tgt: Tensor, text: Tensor,
                  gen: torch.Generator) -> Tensor:  # fmt: skip
@@ -95,7 +108,8 @@ class DiTObjective:
                 lv, sg = level[:, None, :, None, None], sigma[:, None, :, None, None]
                 x = (1 - lv) * z_in[roll] + lv * eps
                 zero = torch.zeros(b, f, dtype=z_in.dtype, device=z_in.device)
-                v = self.forward(x, 1000 * sigma.float(), text[roll], zero)
+                cond = self.condition(z_in[roll])
+                v = self.forward(x, 1000 * sigma.float(), text[roll], zero, cond)
                 z_hist[roll] = (x - sg * v).to(z_hist.dtype)
         return z_hist
 
@@ -109,6 +123,7 @@ class DiTObjective:
         z_hist = self._history(batch, plan, z_in, z_tgt, text, gen)
         eps = torch.randn(z_tgt.shape, generator=gen, dtype=z_tgt.dtype).to(dev)
         x, t, label = noisy_clip(plan, z_in, z_tgt, z_hist, eps)
+        cond = self.condition(z_in)
         d = torch.zeros(b, f, dtype=torch.float32, device=dev)
         sc_rows = plan.shortcut.nonzero().flatten()
         if len(sc_rows):
@@ -117,12 +132,12 @@ class DiTObjective:
             base[:, -1] = 0
 
             def fn(xx: Tensor, tt: Tensor, dd: Tensor) -> Tensor:
-                return self.forward(xx, tt, text[sc_rows], dd)
+                return self.forward(xx, tt, text[sc_rows], dd, None if cond is None else cond[sc_rows])
 
             target = shortcut_target(fn, x[sc_rows], t[sc_rows], base, f - 1, plan.d_full[sc_rows], self.min_half)
             label = label.clone()
             label[sc_rows, :, -1] = target.to(label.dtype)
-        pred = self.forward(x, t, text, d)
+        pred = self.forward(x, t, text, d, cond)
         weight = plan.weight
         loss = frame_loss(pred, label, weight)
         with torch.no_grad():

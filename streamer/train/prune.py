@@ -197,7 +197,8 @@ def _calibration(args: argparse.Namespace) -> tuple[DiT, Callable[[DiT], None], 
             plan = make_plan(cfg, z_tgt.shape[0], z_tgt.shape[2], gen)
             x, t, _ = noisy_clip(plan, z_in, z_tgt, z_tgt, torch.randn(z_tgt.shape, generator=gen))
             kv = trainable_cross_kv(m, text(batch.prompts))  # type: ignore[arg-type]
-            m(x, t, kv, chunk_frames=cfg.chunk_frames, window=cfg.window or None, sinks=cfg.sinks)
+            cond = z_in if m.cfg.conditions_on_input else None  # as training conditions it (objective.py)
+            m(x, t, kv, chunk_frames=cfg.chunk_frames, window=cfg.window or None, sinks=cfg.sinks, cond=cond)
 
     return model, run, info.path.parent
 

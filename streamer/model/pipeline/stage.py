@@ -28,13 +28,13 @@ from torch import Tensor
 
 from streamer.config import ModelSettings, effective_strength, effective_window
 from streamer.model.cache import KVCache
-from streamer.model.dit import DiT
+from streamer.model.dit import DiT, conditions_on_input
 from streamer.model.engine import EagerOps
 from streamer.model.pipeline.graph import StageGraphs
 from streamer.model.pipeline.wire import Flag, Header, Kind, Link, PassSpec
 from streamer.model.sampling import pass_update, renoise, sdedit_noise, seeded_generator
 from streamer.model.shortcut import sampler_step_size, takes_step_size
-from streamer.model.step import StepConfig, StreamState, finish_chunk, prepare_chunk
+from streamer.model.step import StepConfig, StreamState, finish_chunk, prepare_chunk, refuse_stream_batch
 from streamer.model.vae import TAEHV
 
 
@@ -61,6 +61,8 @@ class Stage:
         self.first, self.last = rank == 0, rank == world - 1
         self.device, self.dtype = dit.patch_embedding.weight.device, dit.dtype
         self.stream = m.mode == "stream-batch"
+        refuse_stream_batch(dit, m.mode)  # an input-conditioned DiT streams in sequential mode only
+        self.conditioned = conditions_on_input(dit)  # the first stage hands patchify each chunk's clean latent
         self.heartbeat_s = heartbeat_s
         cfg = dit.cfg
         lh, lw = m.height // 8, m.width // 8
@@ -181,10 +183,11 @@ class Stage:
         steps, strength = self.m.steps, self.state.strength
         if not self.stream:
             x = sdedit_noise(z, noise[0], strength)
+            cond = z if self.conditioned else None
             for i in range(steps):
                 x = x if i == 0 else self._ring()
                 flags = Flag.COMMIT | Flag.FINAL | Flag.EMIT if i == steps - 1 else Flag(0)
-                self._emit(Header(Kind.PASS, epoch, chunk, i, 0, flags, **size), x, noise, ts)
+                self._emit(Header(Kind.PASS, epoch, chunk, i, 0, flags, **size), x, noise, ts, cond)
             return
         # slot r of this forward: the new chunk (r = 0), else slot r-1 of the last forward come round; a
         # fresh stream's first forward fills them from its first chunk (prime_stream_batch's rule)
@@ -201,11 +204,12 @@ class Stage:
         self.slots = slots
         self.forwards += 1
 
-    def _emit(self, hdr: Header, x: Tensor, noises: Tensor, ts: Tensor) -> None:
-        """The prologue and this stage's blocks for a pass with input latent x; sent to stage 1."""
+    def _emit(self, hdr: Header, x: Tensor, noises: Tensor, ts: Tensor, cond: Tensor | None = None) -> None:
+        """The prologue and this stage's blocks for a pass with input latent x (and, for an input-conditioned
+        DiT, the chunk's clean latent `cond`); sent to stage 1."""
         with self.busy:
             x = x.to(self.spec.acc)  # the one input dtype of every pass (as `denoiser`)
-            tokens, _ = self.dit.patchify(x)
+            tokens, _ = self.dit.patchify(x, cond)
             t = ts[hdr.step].reshape(1, 1)
             e, e0 = self.dit.time_embed(t, sampler_step_size(t)) if self.shortcut else self.dit.time_embed(t)  # type: ignore[call-arg]
             h = self.dit.block_input(tokens, e, e0)

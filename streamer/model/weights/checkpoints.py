@@ -402,6 +402,10 @@ def inspect_command(args: argparse.Namespace) -> int:
         print(f"chosen:     {info.container} ({info.container_reason})")
     print(f"preset:     {info.preset} (dim {c.dim}, {c.num_layers} layers, {c.num_heads} heads, ffn {c.ffn_dim}, "
           f"text {c.text_dim})")  # fmt: skip
+    print(
+        f"latents:    in {c.in_dim} / out {c.out_dim} channels"
+        + (": input-conditioned (each pass also gets the chunk's clean input latent)" if c.conditions_on_input else "")
+    )
     print(f"dtype:      {info.dtypes}")
     print(f"parameters: {info.num_params:,} in {len(info.state_dict)} tensors")
     if info.shortcut is not None:
