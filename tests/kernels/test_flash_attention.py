@@ -39,10 +39,19 @@ def test_matches_reference_for_any_split(shape, programs):
     _check(flash_attention(q, k, v, TINY, programs=programs), q, k, v, f"{shape} P={programs}")
 
 
-def test_plain_schedule_and_wider_blocks():
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        FlashConfig(16, 16, 4, 1, per_sm=0),
+        FlashConfig(32, 64, 4, 1),
+        FlashConfig(64, 32, 4, 1, per_sm=2),
+        FlashConfig(16, 32, 4, 1, tma=True),  # tensor descriptors: the interpreter emulates them too
+    ],
+    ids=lambda c: c.name,
+)
+def test_plain_schedule_wider_blocks_and_tma(cfg):
     q, k, v = _qkv(2, 70, 130, 2, 32, small_device())
-    for cfg in (FlashConfig(16, 16, 4, 1, per_sm=0), FlashConfig(32, 64, 4, 1), FlashConfig(64, 32, 4, 1, per_sm=2)):
-        _check(flash_attention(q, k, v, cfg, programs=None if cfg.per_sm != 1 else 5), q, k, v, cfg.name)
+    _check(flash_attention(q, k, v, cfg, programs=None if cfg.per_sm != 1 else 5), q, k, v, cfg.name)
 
 
 def test_strided_cache_layout():
