@@ -146,7 +146,7 @@ class ModelTransform:
         self._inbox: list[Frame] = []
         self._pending_chunks: collections.deque[list[Frame]] = collections.deque()
         self.chunks_done = 0
-        self.fast: FastStep | None = None  # the fast path once attached (builder.py: CUDA, sequential mode)
+        self.fast: FastStep | None = None  # the fast path once attached (builder.py: on CUDA, either mode)
         self.reset()
 
     # ---- Transform protocol ------------------------------------------------------------------------
