@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--vae", help="autoencoder weights (path or 'random'); default: what the loader picks")
     q.add_argument("--gpus", type=_gpus, default=1,
                    help="N > 1 or 'all': the pipelined engine over N stage processes (docs/multi-gpu.md)")  # fmt: skip
-    q.add_argument("--mode", choices=["sequential", "stream-batch"], default="sequential", help="with --gpus")
+    q.add_argument("--mode", choices=["sequential", "stream-batch"], default="sequential",
+                   help="with --gpus: the pipeline's mode; on one GPU, stream-batch runs each variant beside sequential")  # fmt: skip
     q.add_argument("--fps", type=FPS, default=30.0, help="with --gpus: input rate of the latency run")
     q.add_argument("--json", action="store_true")
     q.set_defaults(name="bench model")
