@@ -15,18 +15,18 @@ from streamer.model.vae import TAEHV, MemBlock
 HAS_CUDA = torch.cuda.is_available()
 
 
-@pytest.mark.parametrize("cudnn", [False, True])
+@pytest.mark.parametrize("fusion", ["torch", "triton", "cudnn"])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("frames", [1, 2, 3])
 def test_memblock_stacked_conv_and_shifted_add_match_the_concatenation(
-    frames: int, channels_last: bool, cudnn: bool
+    frames: int, channels_last: bool, fusion: str
 ) -> None:
     """Random weights and biases, a skip conv (n_in != n_out), the carried state over three chunks."""
     torch.manual_seed(1)
     layers = nn.Sequential(MemBlock(6, 10), MemBlock(10, 10)).eval()
     for p in layers.parameters():
         nn.init.normal_(p, std=1 / p[0].numel() ** 0.5)  # O(1) activations: 1e-5 is then fp32 rounding
-    ref, fused = _StaticStream(layers, channels_last), FusedStream(layers, channels_last, cudnn)
+    ref, fused = _StaticStream(layers, channels_last), FusedStream(layers, channels_last, fusion)
     for _ in range(3):
         x = torch.randn(frames, 6, 12, 20)
         torch.testing.assert_close(fused.run(x), ref.run(x), rtol=1e-5, atol=1e-5)
@@ -36,7 +36,7 @@ def test_memblock_stacked_conv_and_shifted_add_match_the_concatenation(
     torch.testing.assert_close(fused.run(x), ref.run(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("temporal,fusion", [(True, "torch"), (False, "torch"), (True, "cudnn")])
+@pytest.mark.parametrize("temporal,fusion", [(True, "torch"), (False, "torch"), (True, "triton"), (True, "cudnn")])
 def test_fused_codec_matches_the_layer_by_layer_codec_at_scaled_down_taehv_widths(temporal: bool, fusion: str) -> None:
     """taew2_1's widths (64 / 256,128,64,64) at a quarter, random weights, four chunks of state. On a CPU
     "cudnn" runs its own structure (the MemBlock's halves as two convs) with unfused ops."""
@@ -106,9 +106,9 @@ def test_unknown_fusion_is_refused() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (cuDNN's fused convolutions)")
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (bf16 cuDNN convolutions, compiled Triton)")
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("fusion", ["torch", "cudnn"])
+@pytest.mark.parametrize("fusion", ["torch", "triton", "cudnn"])
 def test_fused_codec_matches_on_the_gpu_in_bf16(fusion: str, channels_last: bool) -> None:
     torch.manual_seed(3)
     vae = TAEHV(True).eval().to("cuda", torch.bfloat16)

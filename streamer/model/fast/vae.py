@@ -53,7 +53,7 @@ class _StaticStream:
         return h
 
 
-FUSIONS = ("none", "torch", "cudnn")
+FUSIONS = ("none", "torch", "triton", "cudnn")
 
 
 class ChunkCodec:
@@ -66,9 +66,9 @@ class ChunkCodec:
     def __init__(self, vae: TAEHV, channels_last: bool = False, fusion: str | None = None) -> None:
         """channels_last: run the convolutions in NHWC (cuDNN's fast layout for bf16 on tensor cores);
         converts the autoencoder's weights in place (values unchanged, eager users unaffected).
-        fusion: None = `FUSION`; "none" runs the layers as they are; "torch" and "cudnn" (cuDNN's fused
-        kernels on CUDA, the same ops unfused elsewhere) run `FusedStream` (vae_fused.py), whose weights
-        are derived here from the autoencoder's: build the codec after the weights are final."""
+        fusion: None = `FUSION`; "none" runs the layers as they are; "torch", "triton" and "cudnn" run
+        `FusedStream` (vae_fused.py, which says how they differ), whose weights are derived here from
+        the autoencoder's: build the codec after the weights are final."""
         fusion = self.FUSION if fusion is None else fusion
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -82,8 +82,8 @@ class ChunkCodec:
             self._enc = _StaticStream(vae.encoder, channels_last)
             self._dec = _StaticStream(vae.decoder, channels_last)
         else:
-            self._enc = FusedStream(vae.encoder, channels_last, cudnn=fusion == "cudnn")
-            self._dec = FusedStream(vae.decoder, channels_last, cudnn=fusion == "cudnn")
+            self._enc = FusedStream(vae.encoder, channels_last, fusion)
+            self._dec = FusedStream(vae.decoder, channels_last, fusion)
 
     def reset(self) -> None:
         """A new stream: zero every memory buffer in place (the captured graph keeps its addresses)."""

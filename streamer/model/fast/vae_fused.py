@@ -15,9 +15,13 @@ names are untouched) and runs a chunk [T, C, H, W] like `vae._StaticStream`, wit
   of the pixels and only the upsample writes the full resolution.
 - ReLUs and the residual add run in place on fresh conv outputs (no extra allocation).
 
-`cudnn=True` (on CUDA tensors) uses cuDNN's fused conv+bias+ReLU and conv+bias+add+ReLU kernels instead of
-conv then in-place ops; there the MemBlock's two halves are two convs, since the add must be an input.
-Which is faster on a card is measured by `python -m streamer.bench.vae_speed`.
+The elementwise work after the convs, by `fusion`:
+- "torch": the shifted add into a fresh tensor, then in-place ReLUs and residual add (no custom kernel);
+- "triton": the shifted add + ReLU + state update, and the residual add + ReLU, each one pass
+  (kernels/shift_add_relu.py; Triton's interpreter on a CPU);
+- "cudnn": cuDNN's fused conv+bias+ReLU and conv+bias+add+ReLU kernels on CUDA tensors (the same ops
+  unfused elsewhere); the MemBlock's two halves are two convs there, since the add must be an input.
+Which is fastest on a card is measured by `python -m streamer.bench.vae_speed`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from streamer.model.vae import MemBlock, TGrow, TPool
+from streamer_kernels.shift_add_relu import add_relu_, shift_add_relu
 
 Step = Callable[[Tensor], Tensor]
 
@@ -61,8 +66,8 @@ class _Convs:
     """conv (+ReLU) and conv + residual (+ReLU): cuDNN's fused kernels (cudnn, on CUDA tensors) or conv
     then in-place ops (the same values; how the cudnn variant's structure runs on a CPU)."""
 
-    def __init__(self, cudnn: bool) -> None:
-        self.cudnn = cudnn
+    def __init__(self, fusion: str) -> None:
+        self.cudnn, self.triton = fusion == "cudnn", fusion == "triton"
 
     def relu(self, x: Tensor, w: Tensor, b: Tensor | None, stride: int = 1, padding: int = 1) -> Tensor:
         if self.cudnn and x.is_cuda:
@@ -73,6 +78,8 @@ class _Convs:
         """relu(conv(x) + b + z), 3x3 stride 1."""
         if self.cudnn and x.is_cuda:
             return torch.cudnn_convolution_add_relu(x, w, z, 1.0, b, (1, 1), (1, 1), (1, 1), 1)
+        if self.triton and z.stride() == x.stride():
+            return add_relu_(F.conv2d(x, w, b, 1, 1), z)
         return F.conv2d(x, w, b, 1, 1).add_(z).relu_()
 
 
@@ -138,26 +145,35 @@ class _Mem:
         return m
 
     def __call__(self, x: Tensor) -> Tensor:
-        n, t = self.n, x.shape[0]
-        if self.convs.cudnn:
-            past = F.conv2d(x, self.w1[n:], None, 1, 1)  # B: each frame's contribution to the next
-            mem = self._state(past)
-            z = mem[None] if t == 1 else torch.cat([mem[None], past[:-1]])
-            h = self.convs.add_relu(x, self.w1[:n], self.b1, z)
-            mem.copy_(past[-1])
-        else:
-            y = F.conv2d(x, self.w1, self.b1, 1, 1)  # [T, 2n]: A (with the bias), then B
-            a, past = y[:, :n], y[:, n:]
-            mem = self._state(past)
-            h = torch.empty_like(a, memory_format=self.fmt)
-            torch.add(a[:1], mem[None], out=h[:1])
-            if t > 1:
-                torch.add(a[1:], past[:-1], out=h[1:])
-            h.relu_()
-            mem.copy_(past[-1])
+        h = self._first_split(x) if self.convs.cudnn else self._first_stacked(x)
         h = self.convs.relu(h, self.w2, self.b2)
         skip = x if self.skip is None else F.conv2d(x, self.skip)
         return self.convs.add_relu(h, self.w3, self.b3, skip)
+
+    def _first_stacked(self, x: Tensor) -> Tensor:
+        """relu(conv1(cat[x, past])) from one conv to [A | B] and the shifted add; mem <- B[-1]."""
+        n = self.n
+        y = F.conv2d(x, self.w1, self.b1, 1, 1)  # [T, 2n]: A (with the bias), then B
+        a, past = y[:, :n], y[:, n:]
+        mem = self._state(past)
+        if self.convs.triton:
+            return shift_add_relu(y, mem)
+        h = torch.empty_like(a, memory_format=self.fmt)
+        torch.add(a[:1], mem[None], out=h[:1])
+        if x.shape[0] > 1:
+            torch.add(a[1:], past[:-1], out=h[1:])
+        mem.copy_(past[-1])
+        return h.relu_()
+
+    def _first_split(self, x: Tensor) -> Tensor:
+        """The same with B as its own conv and the add + ReLU fused into A's conv by cuDNN."""
+        n = self.n
+        past = F.conv2d(x, self.w1[n:], None, 1, 1)  # B: each frame's contribution to the next
+        mem = self._state(past)
+        z = mem[None] if x.shape[0] == 1 else torch.cat([mem[None], past[:-1]])
+        h = self.convs.add_relu(x, self.w1[:n], self.b1, z)
+        mem.copy_(past[-1])
+        return h
 
 
 def _like(w: Tensor, ref: Tensor) -> Tensor:
@@ -172,9 +188,10 @@ class FusedStream:
     """One layer list (encoder or decoder) as fused steps; same interface as `vae._StaticStream`."""
 
     @torch.no_grad()  # the derived weights are inference constants, not part of an autograd graph
-    def __init__(self, layers: nn.Sequential, channels_last: bool = False, cudnn: bool = False) -> None:
+    def __init__(self, layers: nn.Sequential, channels_last: bool = False, fusion: str = "torch") -> None:
+        """fusion: "torch", "triton" or "cudnn" (the module doc)."""
         self.format = torch.channels_last if channels_last else torch.contiguous_format
-        convs = _Convs(cudnn)
+        convs = _Convs(fusion)
         self.steps: list[Step] = []
         self.mems: list[_Mem] = []
         mods = list(layers)
