@@ -140,9 +140,9 @@ def stream_batch_step(
     state.x[0] = sdedit_noise(z[0], noises[0, 0], strength)
     state.noises[0] = noises[:, 0]
     state.timesteps[0] = timesteps
-    # Slot i is at its step i: the schedules' diagonal, read as views (no index tensors, nothing allocated
-    # per call: the fast path captures this step in a CUDA graph).
-    t_now = state.timesteps.diagonal()
+    # Slot i is at its step i: the schedules' diagonal, read as views (no index tensors: the fast path
+    # captures this step in a CUDA graph). The model's copy is its own: the slots shift after the forward.
+    t_now = state.timesteps.diagonal().clone()
     x0 = to_x0(state.x, model(state.x, _per_frame_t(t_now, state.x)), _bcast(t_now / 1000, state.x))
     done = x0[steps - 1 :].clone()
     if steps > 1:  # slot i's estimate, renoised to its own next step (i+1) with its own noise, moves to slot i+1
