@@ -39,6 +39,8 @@ MAX_REL_ERR = 1e-2
 def _candidates(device: torch.device, tiny: bool) -> dict[str, AttnFn]:
     sdpa = available_backends(device)
     found = {f"{n} SDPA": sdpa[n] for n in ("cudnn", "flash") if n in sdpa} or {"sdpa": sdpa["sdpa"]}
+    if "fa3" in sdpa:  # FlashAttention-3, where installed
+        found["fa3"] = sdpa["fa3"]
     for cfg in TINY_CONFIGS if tiny else CONFIGS:
         found[f"triton {cfg.name}"] = partial(flash_attention, config=cfg)
     return found
