@@ -84,10 +84,10 @@ def test_fused_codec_writes_no_concatenation_and_less_memory() -> None:
         seen[fusion] = ops
     ref, fused = seen["none"], seen["torch"]
     assert "cat" in ref.names and "cat" not in fused.names
-    assert fused.names.count("convolution") == ref.names.count("convolution") - 3  # 3 TPools folded
-    # 734400 vs 814656 elements here: the TPool and TGrow rewrites; the MemBlock rewrite trades the
+    assert fused.names.count("convolution") == ref.names.count("convolution") - 6  # 3 TPools, 3 TGrows folded
+    # 692544 vs 814656 elements here: the TPool and TGrow rewrites; the MemBlock rewrite trades the
     # concatenation for the shifted add, the same bytes (its gain is one read of x instead of two)
-    assert fused.written < 0.95 * ref.written, (fused.written, ref.written)
+    assert fused.written < 0.9 * ref.written, (fused.written, ref.written)
 
 
 def test_building_a_fused_codec_leaves_the_checkpoint_names_and_values_alone() -> None:

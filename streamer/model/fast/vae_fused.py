@@ -11,8 +11,11 @@ names are untouched) and runs a chunk [T, C, H, W] like `vae._StaticStream`, wit
 - TPool + the strided conv after it: both linear with nothing between (no bias, zero padding maps to
   zero), so one 3x3 conv with the composed weight over the frames stacked on channels (a view in NCHW):
   the full-resolution 1x1 conv's output is never written.
-- Upsample (nearest) + TGrow: a 1x1 conv commutes with nearest upsampling, so TGrow runs on a quarter
-  of the pixels and only the upsample writes the full resolution.
+- Upsample (nearest) + TGrow + conv: NCHW: TGrow's 1x1 conv composed into the 3x3 conv after it, one
+  weight per output frame stacked on the output channels (the same FLOPs), so the grown frames are never
+  written; the output's channel groups are the frames (a view). NHWC, where that split would be a copy
+  of the full-resolution output: TGrow on the low resolution (a 1x1 conv commutes with nearest
+  upsampling: a quarter of the pixels), and only the upsample writes the full resolution.
 - ReLUs and the residual add run in place on fresh conv outputs (no extra allocation).
 
 The elementwise work after the convs, by `fusion`:
@@ -107,6 +110,23 @@ class _PoolConv(_Conv):
         if x.shape[0] % self.s:
             raise ValueError(f"chunk of {x.shape[0]} frames at a TPool of stride {self.s}")
         return super().__call__(stack_frames(x, self.s, self.nhwc))
+
+
+class _UpGrowConv(_Conv):
+    """Upsample, then TGrow's 1x1 conv composed into the conv after it (NCHW: the frames split as a view)."""
+
+    def __init__(self, convs: _Convs, up: nn.Upsample, grow: TGrow, conv: nn.Conv2d, relu: bool) -> None:
+        s, n = grow.stride, grow.conv.in_channels
+        wg = grow.conv.weight[:, :, 0, 0].float()  # [s*n, n]: frame k's channels are rows k*n:(k+1)*n
+        wc = conv.weight.float()
+        w = torch.cat([torch.einsum("oikl,ij->ojkl", wc, wg[k * n : (k + 1) * n]) for k in range(s)])
+        b = None if conv.bias is None else conv.bias.repeat(s)
+        super().__init__(convs, _like(w, conv.weight), b, conv.stride[0], int(conv.padding[0]), relu)  # type: ignore[arg-type]
+        self.s, self.scale = s, up.scale_factor
+
+    def __call__(self, x: Tensor) -> Tensor:
+        y = super().__call__(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
+        return split_frames(y, self.s, nhwc=False)
 
 
 class _Grow:
@@ -206,8 +226,14 @@ class FusedStream:
                 self.steps.append(_PoolConv(convs, m, nxt, relu, channels_last))
                 i += 1 + relu
             elif isinstance(m, nn.Upsample) and isinstance(nxt, TGrow) and m.mode == "nearest":
-                self.steps.append(_Grow(nxt, m, channels_last))
-                i += 1
+                then = mods[i + 2] if i + 2 < len(mods) else None
+                if isinstance(then, nn.Conv2d) and not channels_last:
+                    relu = i + 3 < len(mods) and isinstance(mods[i + 3], nn.ReLU)
+                    self.steps.append(_UpGrowConv(convs, m, nxt, then, relu))
+                    i += 2 + relu
+                else:
+                    self.steps.append(_Grow(nxt, m, channels_last))
+                    i += 1
             elif isinstance(m, nn.Conv2d):
                 relu = isinstance(nxt, nn.ReLU)
                 self.steps.append(_Conv(convs, m.weight, m.bias, m.stride[0], int(m.padding[0]), relu))  # type: ignore[arg-type]
