@@ -16,7 +16,6 @@ import torch
 from test_fast_path import _engine, gpu
 from torch import Tensor
 
-from streamer.config import ModelSettings
 from streamer.model.builder import new_engine
 from streamer.model.engine import ModelTransform
 from streamer.model.fast.path import FastPath, fast_path_unavailable
@@ -132,9 +131,7 @@ def test_stream_batch_with_the_fast_path_asked_for_on_the_cpu_runs_eager() -> No
     """The builder attaches the fast path on CUDA only; the reason it gives is the device, not the mode."""
     engine = _engine("tiny", 16, "cpu", torch.float32, mode="stream-batch", steps=2)
     assert fast_path_unavailable(engine) == "needs a CUDA device (engine on cpu)"
-    m = dataclasses.replace(engine.settings, fast_path=True)
-    assert isinstance(m, ModelSettings)
-    built = new_engine(m, engine.parts, 16, 16)
+    built = new_engine(dataclasses.replace(engine.settings, fast_path=True), engine.parts, 16, 16)
     assert built.fast is None and built.path == "eager" and built.batch == 2
     frames = _frames(built, 16, 3)
     outs = [built.step_tensor(f) for f in frames]
@@ -170,7 +167,27 @@ def test_stream_batch_graph_replay_matches_eager_with_prompt_change_and_reset(
             assert float((a - b).abs().mean()) < 4.0, f"chunk {i}: fast vs eager engine"
 
 
+def test_the_builder_captures_stream_batch_at_start() -> None:
+    """The daemon's path: `new_engine` warms up and captures at start (FastPath.prepare), resets, and a
+    stream then fills eagerly and replays the graph; its output is the eager engine's within bf16 rounding."""
+    engine = _engine("tiny", 64, "cuda", torch.bfloat16, mode="stream-batch", steps=2)
+    built = new_engine(dataclasses.replace(engine.settings, fast_path=True), engine.parts, 64, 64)
+    fast = built.fast
+    assert isinstance(fast, FastPath) and fast._graph is not None and "graph captured" in built.path
+    assert built.state.batch is not None and built.state.batch.filled == 0  # the warm-up stream was reset
+    frames, s = _frames(built, 64, 12), _first_steady(built)
+    replays = fast.replays
+    got, _ = _stream(built, fast, frames, prompt_at=4, reset_at=7)
+    want, _ = _stream(engine, None, frames, prompt_at=4, reset_at=7)
+    assert fast.replays - replays == (7 - s) + (len(frames) - 7 - s)  # captured once, at start
+    assert [o is None for o in got] == [o is None for o in want]
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        if a is not None and b is not None:
+            assert float((a - b).abs().mean()) < 4.0, f"chunk {i}: fast vs eager engine"
+
+
 for _m in gpu:
     test_stream_batch_graph_replay_matches_eager_with_prompt_change_and_reset = _m(
         test_stream_batch_graph_replay_matches_eager_with_prompt_change_and_reset
     )
+    test_the_builder_captures_stream_batch_at_start = _m(test_the_builder_captures_stream_batch_at_start)
