@@ -118,10 +118,31 @@ class EngineSettings:
 CheckpointKey = Literal["auto", "generator", "generator_ema"]
 
 
-# Denoising passes when model.steps = 0: the embedded tiny model (v3) is best at one step (held-out PSNR
-# 21.2 dB at 1 step and strength 0.45 against 18.2 at 2 steps; docs/training.md), and one step halves
-# its CPU cost; the Wan models use the two steps of the published streaming setups.
-PRESET_STEPS: dict[str, int] = {"tiny": 1, "wan-1.3b": 2, "wan-14b": 2}
+@dataclass(frozen=True)
+class PresetDefaults:
+    """What model.steps = 0, model.strength = 0, model.window = 0 and model.sinks = -1 mean for a preset.
+
+    steps: the embedded tiny model (v3) is best at one step (held-out PSNR 21.2 dB at 1 step and strength
+    0.45 against 18.2 at 2 steps; docs/training.md), and one step halves its CPU cost; the Wan models use
+    the two steps of the published streaming setups.
+    strength: the Wan models redraw most of the picture well at 0.8 (StreamDiffusionV2's setting); the tiny
+    model keeps the picture's layout only at lower strength (at 0.8 it sees 20 % of the input under 80 %
+    noise); v3 scores best of 0.45 and 0.6 at 0.45 (docs/training.md).
+    window, sinks (latent frames): a short window for tiny (attention cost on the CPU grows with it), 6 with
+    3 sinks for the Wan presets.
+    """
+
+    steps: int
+    strength: float
+    window: int
+    sinks: int
+
+
+PRESET_DEFAULTS: dict[str, PresetDefaults] = {
+    "tiny": PresetDefaults(steps=1, strength=0.45, window=3, sinks=1),
+    "wan-1.3b": PresetDefaults(steps=2, strength=0.8, window=6, sinks=3),
+    "wan-14b": PresetDefaults(steps=2, strength=0.8, window=6, sinks=3),
+}
 
 
 @dataclass(frozen=True)
@@ -137,12 +158,12 @@ class ModelSettings:
     text_encoder_device: Literal["auto", "cpu", "cuda"] = "auto"
     width: int = 256  # model resolution (multiple of 16)
     height: int = 256
-    steps: int = 0  # denoising passes per chunk; 0 = the preset's (see PRESET_STEPS)
+    steps: int = 0  # denoising passes per chunk; 0 = the preset's (see PRESET_DEFAULTS)
     timesteps: tuple[float, ...] = ()  # explicit denoising timesteps (0-1000); empty = derived from strength
-    strength: float = 0.0  # SDEdit noise strength in (0, 1]; 0 = the preset's (see PRESET_STRENGTH)
+    strength: float = 0.0  # SDEdit noise strength in (0, 1]; 0 = the preset's (see PRESET_DEFAULTS)
     motion_aware: bool = True  # lower the strength on fast motion
     shift: float = 5.0  # flow-matching schedule shift
-    window: int = 0  # KV cache window in latent frames, sinks included; 0 = the preset's (see PRESET_WINDOWS)
+    window: int = 0  # KV cache window in latent frames, sinks included; 0 = the preset's (see PRESET_DEFAULTS)
     sinks: int = -1  # attention-sink frames kept at the start of the window; -1 = the preset's
     adaptive_sinks: bool = True  # replace a sink when new content is dissimilar
     sink_threshold: float = 0.2  # cosine similarity below which a new frame replaces a sink
@@ -162,31 +183,21 @@ class ModelSettings:
 
     def __post_init__(self) -> None:
         # Resolved here, once, so every reader of model.steps (engines, fast path, doctor, bench) sees a count.
-        if self.steps == 0 and self.preset in PRESET_STEPS:
-            object.__setattr__(self, "steps", PRESET_STEPS[self.preset])
-
-
-# (window, sinks) in latent frames when model.window = 0 / model.sinks = -1: a short window for tiny
-# (attention cost on the CPU grows with it), 6 with 3 sinks for the Wan presets.
-PRESET_WINDOWS: dict[str, tuple[int, int]] = {"tiny": (3, 1), "wan-1.3b": (6, 3), "wan-14b": (6, 3)}
-
-
-# SDEdit strength when model.strength = 0: the Wan models redraw most of the picture well at 0.8
-# (StreamDiffusionV2's setting); the tiny model keeps the picture's layout only at lower strength (at
-# 0.8 it sees 20 % of the input under 80 % noise); v3 scores best of 0.45 and 0.6 at 0.45 (docs/training.md).
-PRESET_STRENGTH: dict[str, float] = {"tiny": 0.45, "wan-1.3b": 0.8, "wan-14b": 0.8}
+        if self.steps == 0 and self.preset in PRESET_DEFAULTS:
+            object.__setattr__(self, "steps", PRESET_DEFAULTS[self.preset].steps)
 
 
 def effective_strength(m: ModelSettings) -> float:
     """The strength the engine starts from: model.strength, or the preset's when it is 0."""
-    return m.strength or PRESET_STRENGTH[m.preset]
+    return m.strength or PRESET_DEFAULTS[m.preset].strength
 
 
 def effective_window(m: ModelSettings) -> tuple[int, int]:
     """(window, sinks) the engine uses: explicit values as set, 0 / -1 = the preset's default; a default
     sink count is capped at window - 2 so an explicit small window keeps one history frame."""
-    window = m.window or PRESET_WINDOWS[m.preset][0]
-    sinks = m.sinks if m.sinks >= 0 else min(PRESET_WINDOWS[m.preset][1], max(window - 2, 0))
+    preset = PRESET_DEFAULTS[m.preset]
+    window = m.window or preset.window
+    sinks = m.sinks if m.sinks >= 0 else min(preset.sinks, max(window - 2, 0))
     return window, sinks
 
 

@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from streamer.config import PRESET_WINDOWS, ConfigError, ModelSettings, effective_window, from_dict
+from streamer.config import PRESET_DEFAULTS, ConfigError, ModelSettings, effective_window, from_dict
 
 
 def _model(**over: object) -> ModelSettings:
@@ -19,7 +19,7 @@ def test_defaults_are_the_presets() -> None:
     assert effective_window(_model(preset="wan-1.3b")) == (6, 3)
     assert effective_window(_model(preset="wan-14b")) == (6, 3)
     preset_choices = typing.get_args(typing.get_type_hints(ModelSettings)["preset"])
-    assert set(PRESET_WINDOWS) == set(preset_choices)  # every preset has a default
+    assert set(PRESET_DEFAULTS) == set(preset_choices)  # every preset has a default
 
 
 def test_explicit_values_win_and_a_default_sink_count_fits_the_window() -> None:
@@ -61,9 +61,9 @@ def test_steps_zero_means_the_presets_and_a_set_value_wins() -> None:
     count is kept, also for a copy with another preset."""
     from dataclasses import replace
 
-    from streamer.config import PRESET_STEPS, ModelSettings, from_dict
+    from streamer.config import ModelSettings, from_dict
 
-    assert ModelSettings().steps == PRESET_STEPS["tiny"] == 1
+    assert ModelSettings().steps == PRESET_DEFAULTS["tiny"].steps == 1
     assert ModelSettings(preset="wan-1.3b").steps == 2
     assert from_dict({"model": {"steps": 3}}, "t").model.steps == 3
     assert from_dict({"model": {"preset": "wan-14b", "width": 832, "height": 480}}, "t").model.steps == 2
