@@ -1,5 +1,5 @@
 import sys
 
-from streamer.cli import main
+from streamer.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

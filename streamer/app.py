@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import importlib
 import logging
-import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from streamer import config as config_mod
 from streamer.config import Settings
 from streamer.control.policy.plane import ControlPlane, build_control_plane
 from streamer.metrics import Metrics
-from streamer.pipeline import Pipeline, loader_running
+from streamer.pipeline import Pipeline
 from streamer.prompts import PromptBus
 from streamer.store import Store
 
@@ -169,14 +168,6 @@ def run_command(args: argparse.Namespace) -> int:
     settings = config_mod.load(args.config)
     if getattr(args, "no_console", False):
         settings = dataclasses.replace(settings, prompt=dataclasses.replace(settings.prompt, console=False))
-    code = asyncio.run(run_daemon(settings, frames=args.frames, record=args.record))
-    if loader_running():
-        # The interpreter's exit would tear down torch under the loader thread, which aborts the process
-        # ("terminate called without an active exception", exit 134). Everything is closed and flushed by
-        # now (sinks, store, logs), so leave without that teardown.
-        log.info("exiting while a model load is still running (it is abandoned)")
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    # A model load still running now is abandoned; the process entry point (cli.console_main) leaves without
+    # the interpreter's teardown then. Not here: an in-process caller (a test) must get the code back.
+    return asyncio.run(run_daemon(settings, frames=args.frames, record=args.record))

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import math
+import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -281,3 +282,23 @@ def default_config() -> str | None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def console_main() -> int:
+    """The process entry point (the `streamer` command, `python -m streamer`): `main`, then the exit.
+
+    A model load still running at the end (a daemon stopped while it loads) would have the interpreter's
+    teardown free torch under the loader thread, which aborts the process ("terminate called without an
+    active exception", exit 134). Everything is closed and flushed by then (sinks, store, logs), so the
+    process leaves without that teardown. Only here: `main` itself returns to in-process callers.
+    """
+    code = main()
+    from streamer.pipeline import loader_running
+
+    if loader_running():
+        logging.getLogger(__name__).info("exiting while a model load is still running (it is abandoned)")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

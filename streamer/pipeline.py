@@ -39,6 +39,14 @@ def loader_running() -> bool:
     return any(t.name == LOADER_THREAD and t.is_alive() for t in threading.enumerate())
 
 
+def wait_for_loaders(timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for the model loads still in flight to end; True when none is left."""
+    deadline = time.monotonic() + timeout_s
+    for t in [t for t in threading.enumerate() if t.name == LOADER_THREAD]:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return not loader_running()
+
+
 class Pipeline:
     def __init__(
         self,

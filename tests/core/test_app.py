@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 
 from streamer.cli import main
+from streamer.pipeline import wait_for_loaders
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +64,8 @@ def test_run_with_the_tiny_model_end_to_end(tmp_path):
     """pattern -> tiny model (random weights) -> record, through the CLI (the model may still be loading)."""
     rec = tmp_path / "model.mp4"
     code = main(["run", "--config", str(write_config(tmp_path, "model")), "--frames", "40", "--record", str(rec), "--no-console"])
-    assert code == 0
+    assert code == 0  # returned to this in-process caller even when the model was still loading (a slow machine)
+    assert wait_for_loaders(120), "the abandoned model load did not end"  # not left running into later tests
     count, _, size = probe(rec)
     assert count == 40 and size == (160, 96)
 

@@ -28,8 +28,8 @@ def never_ready(settings):
         a = a / a.norm()
 
 builder.build_model_transform = never_ready
-from streamer.cli import main
-sys.exit(main(sys.argv[1:]))
+from streamer.cli import console_main
+sys.exit(console_main())
 """
 
 
