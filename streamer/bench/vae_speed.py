@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         vae = TAEHV(True, encoder_width=TINY_ENCODER_WIDTH, decoder_widths=TINY_DECODER_WIDTHS)
     else:
         vae = TAEHV(True)
-    for p in vae.parameters():  # O(1) activations through every layer, so the equality check sees real values
-        torch.nn.init.normal_(p, std=1 / p[0].numel() ** 0.5)
+    for param in vae.parameters():  # O(1) activations through every layer, so the equality check sees real values
+        torch.nn.init.normal_(param, std=1 / param[0].numel() ** 0.5)
     dtype = torch.bfloat16 if device.type == "cuda" and not args.tiny else torch.float32
     vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
     report: dict[str, Any] = {
