@@ -81,9 +81,10 @@ class _Convs:
         """relu(conv(x) + b + z), 3x3 stride 1."""
         if self.cudnn and x.is_cuda:
             return torch.cudnn_convolution_add_relu(x, w, z, 1.0, b, (1, 1), (1, 1), (1, 1), 1)
-        if self.triton and z.stride() == x.stride():
-            return add_relu_(F.conv2d(x, w, b, 1, 1), z)
-        return F.conv2d(x, w, b, 1, 1).add_(z).relu_()
+        y = F.conv2d(x, w, b, 1, 1)
+        if self.triton and y.stride() == z.stride() and y.dtype == z.dtype:
+            return add_relu_(y, z)
+        return y.add_(z).relu_()
 
 
 class _Conv:
@@ -101,9 +102,8 @@ class _PoolConv(_Conv):
 
     def __init__(self, convs: _Convs, pool: TPool, conv: nn.Conv2d, relu: bool, nhwc: bool) -> None:
         wp = pool.conv.weight[:, :, 0, 0].float()  # [n, s*n]
-        w = torch.einsum("oikl,ij->ojkl", conv.weight.float(), wp).to(conv.weight.dtype)
-        b = conv.bias
-        super().__init__(convs, _like(w, conv.weight), b, conv.stride[0], int(conv.padding[0]), relu)  # type: ignore[arg-type]
+        w = torch.einsum("oikl,ij->ojkl", conv.weight.float(), wp)
+        super().__init__(convs, _like(w, conv.weight), conv.bias, conv.stride[0], int(conv.padding[0]), relu)  # type: ignore[arg-type]
         self.s, self.nhwc = pool.stride, nhwc
 
     def __call__(self, x: Tensor) -> Tensor:
