@@ -31,9 +31,13 @@ def _shift_add_relu_kernel(Y, MEM, OUT, T, N, n, frame_y, frame_o, half, NHWC: t
     prev = tl.load(MEM + j, mask=mask, other=0.0).to(tl.float32)
     for t in range(T):
         a = tl.load(Y + t * frame_y + ya, mask=mask, other=0.0).to(tl.float32)
-        tl.store(OUT + t * frame_o + j, tl.maximum(a + prev, 0.0).to(OUT.dtype.element_ty), mask=mask)
+        tl.store(
+            OUT + t * frame_o + j,
+            tl.maximum(a + prev, 0.0).to(OUT.dtype.element_ty, fp_downcast_rounding="rtne"),
+            mask=mask,
+        )
         prev = tl.load(Y + t * frame_y + ya + half, mask=mask, other=0.0).to(tl.float32)
-    tl.store(MEM + j, prev.to(MEM.dtype.element_ty), mask=mask)
+    tl.store(MEM + j, prev.to(MEM.dtype.element_ty, fp_downcast_rounding="rtne"), mask=mask)
 
 
 @triton.jit
@@ -42,7 +46,7 @@ def _add_relu_kernel(H, Z, N, BLOCK: tl.constexpr):
     mask = i < N
     h = tl.load(H + i, mask=mask, other=0.0).to(tl.float32)
     z = tl.load(Z + i, mask=mask, other=0.0).to(tl.float32)
-    tl.store(H + i, tl.maximum(h + z, 0.0).to(H.dtype.element_ty), mask=mask)
+    tl.store(H + i, tl.maximum(h + z, 0.0).to(H.dtype.element_ty, fp_downcast_rounding="rtne"), mask=mask)
 
 
 def _layout(x: torch.Tensor) -> bool:
