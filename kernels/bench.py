@@ -24,6 +24,7 @@ from streamer_kernels.bias_gelu import bias_gelu, bias_gelu_ref
 from streamer_kernels.frame_convert import frame_to_model, frame_to_model_ref, model_to_frame, model_to_frame_ref
 from streamer_kernels.modulated_layernorm import gated_modulated_layernorm, gated_modulated_layernorm_ref
 from streamer_kernels.qk_norm_rope import qk_norm_rope, qk_norm_rope_ref
+from streamer_kernels.shift_add_relu import shift_add_relu, shift_add_relu_ref
 
 # through the kernels' backend, which picks the interpreter on CPU (`attention --tiny`) before Triton loads
 do_bench = triton.testing.do_bench
@@ -79,6 +80,17 @@ def run() -> dict[str, object]:
     h = torch.randn(T, FFN, device=dev, dtype=bf)
     bias = torch.randn(FFN, device=dev, dtype=bf)
     rows.append(_row("bias_gelu", lambda: bias_gelu(h, bias), lambda: bias_gelu_ref(h, bias), T * FFN * 4))
+    # TAEHV's widest MemBlocks at W1 (2 frames of 64 channels at 240x416): y = [A | B], mem = one frame
+    ys = torch.randn(2, 128, 240, 416, device=dev, dtype=bf)
+    mem = torch.randn(64, 240, 416, device=dev, dtype=bf)
+    rows.append(
+        _row(
+            "shift_add_relu 2x64x240x416",
+            lambda: shift_add_relu(ys, mem),
+            lambda: shift_add_relu_ref(ys, mem),
+            ys.numel() * 2 + mem.numel() * 2 * 2 + ys.numel(),  # read y and mem, write half of y and mem
+        )
+    )
     cam = torch.randint(0, 256, (4, 720, 1280, 3), dtype=torch.uint8, device=dev)
     rows.append(
         _row(

@@ -21,7 +21,19 @@ KINDS = (
     ("attention", ("fmha", "flash", "attn", "cudnn_generated_fort_native_sdpa", "sdpa")),
     ("matmul", ("gemm", "nvjet", "sm90_xmma", "cutlass", "cublas")),
     ("conv", ("conv", "implicit_convolve", "winograd", "nchw", "nhwc")),
-    ("fused triton", ("_gated_mod_ln", "_qk_norm_rope", "_bias_gelu", "_to_model", "_to_rgb", "_to_yuv")),
+    (
+        "fused triton",
+        (
+            "_gated_mod_ln",
+            "_qk_norm_rope",
+            "_bias_gelu",
+            "_to_model",
+            "_to_rgb",
+            "_to_yuv",
+            "_shift_add_relu",
+            "_add_relu",
+        ),
+    ),
 )
 
 
