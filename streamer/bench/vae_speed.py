@@ -216,6 +216,17 @@ def _save(report: dict[str, Any], path: str) -> None:
             json.dump(report, f, indent=1)
 
 
+def fastest(rows: list[dict[str, Any]]) -> list[str]:
+    """Per layout, the passing fusion with the lowest graph-replay time (eager where there is no graph)."""
+    out = []
+    for layout in ("NCHW", "NHWC"):
+        ok = [r for r in rows if r["layout"] == layout and r.get("equal")]
+        if ok:
+            best = min(ok, key=lambda r: r.get("graph_ms", r["eager_ms"]))
+            out.append(f"{layout} {best['fusion']} ({best.get('graph_ms', best['eager_ms']):.2f} ms)")
+    return out
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"{report['device']}, {report['dtype']}, torch {report['torch']}, {report['date']}"]
     for name, wl in report["codec"].items():
@@ -229,6 +240,7 @@ def format_report(report: dict[str, Any]) -> str:
             ok = "equal" if r["equal"] else "NOT EQUAL"
             err = f"{r['max_scaled_error']:.4f} vs fp32, old {r['old_max_scaled_error']:.4f}"
             lines.append(f"{head} eager {r['eager_ms']:7.2f} ms{graph}  {ok} ({err})")
+        lines.append(f"  fastest that passed: {', '.join(fastest(wl['rows']))}")
     for name, ch in report["chunk"].items():
         if "skipped" in ch:
             lines.append(f"{name} whole chunk: {ch['skipped']}")

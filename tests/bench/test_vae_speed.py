@@ -26,7 +26,8 @@ def test_bench_checks_every_fusion_against_the_old_codec_and_writes_the_report(t
             continue
         assert r["equal"] and r["max_scaled_error"] < 1e-5 and r["eager_ms"] > 0  # fp32 here
     assert "skipped" in report["chunk"]["W1"]
-    assert "NCHW torch" in vae_speed.format_report(report)
+    text = vae_speed.format_report(report)
+    assert "NCHW torch" in text and "fastest that passed: NCHW " in text
 
 
 def test_a_wrong_codec_is_reported_not_equal() -> None:
