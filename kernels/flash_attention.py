@@ -63,7 +63,9 @@ class FlashConfig:
 
 
 # What the GPU bench sweeps. DEFAULT is the candidate the AttentionPicker times against cuDNN: one
-# config only, since every config costs a JIT compile per shape during warm-up.
+# config only, since every config costs a JIT compile per shape during warm-up. It is the fastest at W1 on
+# an H100 (2026-12-06: m128n128w8s3-sk1-tma 0.2018 ms = 445 TFLOP/s, m128n64w8s3-sk1 0.2137, cuDNN 0.2596;
+# at W2 cuDNN wins, 0.0815 vs 0.0944 ms, and the picker keeps it there; docs/benchmarks.md).
 CONFIGS: tuple[FlashConfig, ...] = (
     FlashConfig(128, 64, 8, 3),
     FlashConfig(128, 128, 8, 2),
@@ -74,7 +76,7 @@ CONFIGS: tuple[FlashConfig, ...] = (
     FlashConfig(128, 128, 8, 3, tma=True),
     FlashConfig(128, 64, 8, 3, per_sm=0),  # the plain one-tile-per-program grid, for comparison
 )
-DEFAULT_CONFIG = CONFIGS[0]
+DEFAULT_CONFIG = CONFIGS[6]
 
 
 @triton.jit

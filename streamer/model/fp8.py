@@ -82,9 +82,41 @@ def scaled_mm(
     per-row scales are fp32 [M, 1] and [1, N]; the output (and the bias) are bf16 on this path."""
     if xq.device.type != "cuda":
         return scaled_mm_ref(xq, x_scale, wq, w_scale, bias, out_dtype)
-    return torch._scaled_mm(
-        xq, wq.t(), scale_a=x_scale, scale_b=w_scale, bias=bias, out_dtype=out_dtype, use_fast_accum=FAST_ACCUM
-    )
+    return scaled_mm_cublas(xq, x_scale, wq, w_scale, bias, out_dtype)
+
+
+def scaled_mm_cublas(
+    xq: Tensor, x_scale: Tensor, wq: Tensor, w_scale: Tensor, bias: Tensor | None, out_dtype: torch.dtype
+) -> Tensor:
+    """`torch._scaled_mm`, or `scaled_mm_dequantized` for a problem cuBLASLt refused."""
+    shape = (xq.shape[0], wq.shape[0], wq.shape[1], bias is not None)
+    if shape not in _REFUSED:
+        try:
+            return torch._scaled_mm(
+                xq, wq.t(), scale_a=x_scale, scale_b=w_scale, bias=bias, out_dtype=out_dtype, use_fast_accum=FAST_ACCUM
+            )
+        except RuntimeError as e:
+            # cuBLASLt has no row-wise-scaled kernel for some small problems (seen on an H100, torch 2.11: wan-1.3b's
+            # FFN down-projection at 128x128, M = 64, K = 8960: CUBLAS_STATUS_NOT_SUPPORTED from its heuristic). It
+            # says so on the first (eager, warm-up) call, before any graph capture: that shape computes in bf16.
+            if "NOT_SUPPORTED" not in str(e):
+                raise
+            _REFUSED.add(shape)
+    return scaled_mm_dequantized(xq, x_scale, wq, w_scale, bias, out_dtype)
+
+
+# (M, N, K, bias) problems cuBLASLt refused in this process; they take `scaled_mm_dequantized`.
+_REFUSED: set[tuple[int, int, int, bool]] = set()
+
+
+def scaled_mm_dequantized(
+    xq: Tensor, x_scale: Tensor, wq: Tensor, w_scale: Tensor, bias: Tensor | None, out_dtype: torch.dtype
+) -> Tensor:
+    """The same product through a dequantized matmul in `out_dtype` (the same e4m3 values and scales, the
+    rounding of a bf16 matmul): for the problems `torch._scaled_mm` refuses."""
+    x = (xq.to(torch.float32) * x_scale).to(out_dtype)
+    w = (wq.to(torch.float32) * w_scale.view(-1, 1)).to(out_dtype)
+    return F.linear(x, w, None if bias is None else bias.to(out_dtype))
 
 
 class FP8Linear(nn.Module):

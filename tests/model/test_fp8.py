@@ -188,3 +188,33 @@ def test_memory_estimate_counts_fp8_weights_at_one_byte() -> None:
     # one byte saved per weight, plus fp32 scales [out] and bf16 biases kept
     assert bf16.weights - f8.weights == pytest.approx(block_linears, rel=0.01)
     assert (f8.kv_cache, f8.activations) == (bf16.kv_cache, bf16.activations)
+
+
+def test_a_problem_cublas_refuses_computes_dequantized_and_is_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuBLASLt refused wan-1.3b's FFN down-projection at 128x128 (M 64, K 8960) on an H100: that shape then
+    takes the dequantized bf16 matmul, asked once; any other error still surfaces."""
+    torch.manual_seed(0)
+    w = torch.randn(24, 32)
+    wq, w_scale = fp8.quantize_weight(w)
+    xq, x_scale = fp8.quantize_activation(torch.randn(5, 32))
+    bias = torch.randn(24)
+    calls: list[int] = []
+
+    def refuse(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        raise RuntimeError("CUDA error: CUBLAS_STATUS_NOT_SUPPORTED when calling `cublasLtMatmulAlgoGetHeuristic`")
+
+    monkeypatch.setattr(torch, "_scaled_mm", refuse)
+    monkeypatch.setattr(fp8, "_REFUSED", set())
+    ref = fp8.scaled_mm_ref(xq, x_scale, wq, w_scale.reshape(1, -1), bias, torch.float32)
+    for _ in range(2):
+        y = fp8.scaled_mm_cublas(xq, x_scale, wq, w_scale.reshape(1, -1), bias, torch.float32)
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 1  # remembered: cuBLASLt is not asked again for this shape
+
+    def broken(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(torch, "_scaled_mm", broken)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        fp8.scaled_mm_cublas(xq, x_scale, wq, w_scale.reshape(1, -1), None, torch.float32)
