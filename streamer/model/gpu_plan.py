@@ -194,8 +194,9 @@ def _choose_mode(card: Card, m: ModelSettings, *, fast_path: bool, usable: int) 
     """stream-batch only when it is clearly faster: without the fast path on a card fast enough that
     launching kernels, not the GPU, sets the pace (it halves the launches per chunk at 2 steps, but adds
     steps - 1 chunks of latency and a KV cache per step). With the fast path, which captures either mode as
-    one graph, sequential stays: its one batched forward saves no launches there, and what the larger
-    batch gains on the GPU is not measured yet (`streamer bench model W1 --mode stream-batch`)."""
+    one graph, sequential stays: its one batched forward saves no launches there, and the larger batch
+    gained little on the GPU (H100, 2026-12-06, `streamer bench model W1 --mode stream-batch`: W1 40.4
+    vs 41.2 ms per chunk, W2 24.5 vs 25.5) for about twice the glass-to-glass latency (docs/benchmarks.md)."""
     if fast_path or m.steps == 1:
         return m
     batched = replace(m, mode="stream-batch")
