@@ -122,12 +122,12 @@ CheckpointKey = Literal["auto", "generator", "generator_ema"]
 class PresetDefaults:
     """What model.steps = 0, model.strength = 0, model.window = 0 and model.sinks = -1 mean for a preset.
 
-    steps: the embedded tiny model (v3) is best at one step (held-out PSNR 21.2 dB at 1 step and strength
-    0.45 against 18.2 at 2 steps; docs/training.md), and one step halves its CPU cost; the Wan models use
-    the two steps of the published streaming setups.
+    steps: the embedded tiny model is trained and measured at one step (v3: held-out PSNR 21.2 dB at 1
+    step and strength 0.45 against 18.2 at 2 steps; docs/training.md), and one step halves its CPU cost;
+    the Wan models use the two steps of the published streaming setups.
     strength: the Wan models redraw most of the picture well at 0.8 (StreamDiffusionV2's setting); the tiny
-    model keeps the picture's layout only at lower strength (at 0.8 it sees 20 % of the input under 80 %
-    noise); v3 scores best of 0.45 and 0.6 at 0.45 (docs/training.md).
+    model v4 sees the clean input beside the noised one, so its strength matters little (24.84 dB / edge
+    corr 0.66 at 0.45, 24.87 / 0.67 at 0.35, 23.66 / 0.58 at 0.8 after its first call; docs/training.md).
     window, sinks (latent frames): a short window for tiny (attention cost on the CPU grows with it), 6 with
     3 sinks for the Wan presets.
     """

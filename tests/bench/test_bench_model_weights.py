@@ -66,9 +66,9 @@ def test_bench_checkpoint_and_vae_options_reach_the_loader(embedded, tmp_path: P
 
     monkeypatch.setattr(bench, "bench_model", fake_bench)
     args = build_parser().parse_args(["bench", "model", "W4", "--checkpoint", "random", "--vae", "x.pth", "--json"])
-    assert bench_model_command(args) == 0 and seen == {"checkpoint": "random", "vae": "x.pth"}
+    assert bench_model_command(args) == 0 and seen == {"checkpoint": "random", "vae": "x.pth", "mode": "sequential"}
     assert bench_model_command(build_parser().parse_args(["bench", "model", "W4", "--json"])) == 0
-    assert seen == {"checkpoint": "", "vae": ""}  # default: whatever the loader picks
+    assert seen == {"checkpoint": "", "vae": "", "mode": "sequential"}  # default: whatever the loader picks
     capsys.readouterr()
 
     wl = dataclasses.replace(WORKLOADS["W4"], width=32, height=32)
