@@ -31,7 +31,7 @@ from streamer.model.dit import DiT
 from streamer.model.loading import LoadedParts
 from streamer.model.ops import EAGER_OPS, DiTOps
 from streamer.model.sampling import StreamBatchState, seeded_generator
-from streamer.model.step import LATENT_LIMIT, StepConfig, StreamState, chunk_step, refuse_stream_batch
+from streamer.model.step import LATENT_LIMIT, StepConfig, StreamState, chunk_step
 from streamer.model.transitions import PromptFeed, PromptTransition
 from streamer.model.vae import TAEHV
 from streamer.prompts import PromptState
@@ -94,7 +94,6 @@ class ModelTransform:
         self.settings, self.parts = m, parts
         self.device, self.dtype = parts.device, parts.dtype
         self.dit: DiT = parts.dit
-        refuse_stream_batch(self.dit, m.mode)  # an input-conditioned DiT streams in sequential mode only
         self.vae, self.text = parts.vae, parts.text
         # oneDNN's CPU convolutions run ~30% faster on NHWC for the autoencoder's narrow layers.
         layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format

@@ -103,12 +103,14 @@ def pass_update(x: Tensor, v: Tensor, noises: Tensor, timesteps: Tensor, i: int)
 
 @dataclass
 class StreamBatchState:
-    """Slot i holds a chunk at step i: its noisy latent, its noises and its own schedule (the strength
-    may differ per chunk). `filled` counts pushes, so the first steps-1 outputs are known to be empty."""
+    """Slot i holds a chunk at step i: its noisy latent, its noises, its own schedule (the strength
+    may differ per chunk) and its clean latent (what an input-conditioned DiT is given beside the noisy
+    one). `filled` counts pushes, so the first steps-1 outputs are known to be empty."""
 
     x: Tensor  # [steps, *chunk]
     noises: Tensor  # [steps, steps, *chunk]
     timesteps: Tensor  # [steps, steps]: row = slot, column = step
+    clean: Tensor  # [steps, *chunk]: each slot's chunk as encoded, before noise
     filled: int = 0
 
     @classmethod
@@ -119,6 +121,7 @@ class StreamBatchState:
             x=torch.zeros(steps, *chunk_shape, device=device, dtype=dtype),
             noises=torch.zeros(steps, steps, *chunk_shape, device=device, dtype=dtype),
             timesteps=torch.zeros(steps, steps, device=device, dtype=torch.float32),
+            clean=torch.zeros(steps, *chunk_shape, device=device, dtype=dtype),
         )
 
     @property
@@ -126,7 +129,7 @@ class StreamBatchState:
         return self.x.shape[0]
 
     def reset(self) -> None:
-        self.x.zero_(), self.noises.zero_(), self.timesteps.zero_()
+        self.x.zero_(), self.noises.zero_(), self.timesteps.zero_(), self.clean.zero_()
         self.filled = 0
 
 
@@ -135,8 +138,10 @@ def stream_batch_step(
 ) -> Tensor | None:
     """Push one chunk (z: [1,C,F,h,w]), advance every slot with ONE forward of batch `steps`, and
     return the chunk that finished (x0, [1,C,F,h,w]) — the one pushed steps-1 calls ago — or None while
-    the pipeline fills. With a stateless model the outputs equal `sample_sequential`'s, delayed."""
+    the pipeline fills. With a stateless model the outputs equal `sample_sequential`'s, delayed. The
+    model may read `state.clean` (each slot's own clean latent, the new chunk's in slot 0) as its condition."""
     steps = state.steps
+    state.clean[0] = z[0]
     state.x[0] = sdedit_noise(z[0], noises[0, 0], strength)
     state.noises[0] = noises[:, 0]
     state.timesteps[0] = timesteps
@@ -151,6 +156,7 @@ def stream_batch_step(
         state.x[1:] = renoise(x0[:-1], nxt_noise, _bcast(nxt, x0[:-1]))
         state.noises[1:] = state.noises[:-1].clone()
         state.timesteps[1:] = state.timesteps[:-1].clone()
+        state.clean[1:] = state.clean[:-1].clone()
     state.filled += 1
     return done if state.filled >= steps else None
 
@@ -163,6 +169,7 @@ def prime_stream_batch(state: StreamBatchState, z: Tensor, noises: Tensor, times
         state.x[i] = renoise(z[0], noises[i, 0], timesteps[i] / 1000)
         state.noises[i] = noises[:, 0]
         state.timesteps[i] = timesteps
+        state.clean[i] = z[0]
 
 
 def motion_level(frames: Tensor, previous: Tensor | None) -> Tensor:

@@ -6,9 +6,10 @@ pass of the stream batch) -> cache commit -> decode -> uint8 at the frame size.
 
 An input-conditioned DiT (`conditions_on_input`: in_dim = 2 x out_dim) gets the chunk's clean latent z
 (what `encode` returned, before noise) beside the noisy one on every pass, so the K/V its passes leave
-in the cache are conditioned ones too. In sequential mode only: a stream batch's slots hold chunks
-pushed at different times, each of which would need its own clean z; `refuse_stream_batch` says so
-when an engine is built, rather than conditioning a slot on another chunk's input.
+in the cache are conditioned ones too. In a stream batch the slots hold chunks pushed at different
+times, so each slot is given its own chunk's clean latent (`StreamBatchState.clean`, shifted with the
+slots). The pipelined engine (model/pipeline/) streams such a DiT in sequential mode only
+(`refuse_stream_batch`).
 
 The eager engine (engine.py) runs it with `StepOps` in plain PyTorch; the fast path (fast/) runs the
 very same function with fused kernels and static autoencoder buffers, and captures it as one CUDA
@@ -107,12 +108,12 @@ class StepConfig:
 
 
 def refuse_stream_batch(dit: nn.Module, mode: str) -> None:
-    """ValueError when an input-conditioned DiT would run in stream-batch mode (not supported: see the
-    module docstring); the engines call it when they are built."""
+    """ValueError when an input-conditioned DiT would run in the pipelined engine's stream-batch mode (its
+    stages do not carry each slot's clean latent); a pipeline stage calls it when it is built."""
     if mode == "stream-batch" and conditions_on_input(dit):
         raise ValueError(
             "this DiT is input-conditioned (in_dim = 2 x out_dim: it takes each chunk's clean input latent), "
-            "which runs in sequential mode only; set model.mode = 'sequential'"
+            "which the pipelined engine (model.gpus > 1) runs in sequential mode only; set model.mode = 'sequential'"
         )
 
 
@@ -152,13 +153,14 @@ def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps,
     says afterwards whether the frames are usable (all-NaN weights, an infinite shift: not)."""
     height, width = frames.shape[1:3]
     z, ts = prepare_chunk(frames, state, ops, cfg)
-    cond = z if conditions_on_input(dit) else None  # inside a captured graph: z is the graph's own buffer
+    # The condition of an input-conditioned DiT: the chunk's clean latent (inside a captured graph z is the
+    # graph's own buffer); in a stream batch each slot's own, which stream_batch_step keeps beside its x.
+    cond = None if not conditions_on_input(dit) else z if state.batch is None else state.batch.clean
     model = denoiser(dit, state, ops.dit_ops, cond)
     latent: Tensor | None
     if state.batch is None:
         latent = sample_sequential(model, z, state.noise, state.strength, ts)
     else:
-        refuse_stream_batch(dit, "stream-batch")
         if state.batch.filled == 0:
             prime_stream_batch(state.batch, z, state.noise, ts)
         latent = stream_batch_step(model, state.batch, z, state.noise, state.strength, ts)

@@ -10,13 +10,18 @@ from streamer.bench.model import _latency_run, bench_model_command, format_table
 from streamer.cli import build_parser
 
 
-def test_bench_model_cpu_tiny_custom_json(capsys: pytest.CaptureFixture[str]) -> None:
+def tiny_cpu_report(capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
+    """`streamer bench model` on a 32x32 tiny custom workload on the CPU (eager and fast), its JSON report."""
     args = build_parser().parse_args(
         ["bench", "model", "custom", "--preset", "tiny", "--width", "32", "--height", "32", "--iters", "3",
-         "--variants", "eager,fast", "--device", "cpu", "--dtype", "bfloat16", "--json"]
+         "--variants", "eager,fast", "--device", "cpu", "--json", *extra]
     )  # fmt: skip
     assert bench_model_command(args) == 0
-    report = json.loads(capsys.readouterr().out)
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bench_model_cpu_tiny_custom_json(capsys: pytest.CaptureFixture[str]) -> None:
+    report = tiny_cpu_report(capsys, "--dtype", "bfloat16")
     assert report["workload"] == "custom" and report["preset"] == "tiny" and report["resolution"] == "32x32"
     assert report["dtype"] == "bfloat16"  # the dtype the engine ran, as asked
     assert report["device"].startswith("cpu") and report["tflop_per_chunk"] > 0
@@ -29,12 +34,7 @@ def test_bench_model_cpu_tiny_custom_json(capsys: pytest.CaptureFixture[str]) ->
 def test_bench_model_stream_batch_beside_sequential(capsys: pytest.CaptureFixture[str]) -> None:
     """On the CPU the eager engine in both modes (the fast path needs CUDA); on a GPU the same command
     runs the captured stream batch."""
-    args = build_parser().parse_args(
-        ["bench", "model", "custom", "--preset", "tiny", "--width", "32", "--height", "32", "--iters", "3",
-         "--variants", "eager,fast", "--device", "cpu", "--mode", "stream-batch", "--json"]
-    )  # fmt: skip
-    assert bench_model_command(args) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = tiny_cpu_report(capsys, "--mode", "stream-batch")
     assert report["modes"] == ["sequential", "stream-batch"] and report["steps"] == 2
     rows = {(r["variant"], r["mode"]): r for r in report["variants"]}
     assert list(rows) == [("eager", "sequential"), ("fast", "sequential"), ("eager", "stream-batch"),

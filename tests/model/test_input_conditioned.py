@@ -1,7 +1,7 @@
 """Input-conditioned DiTs (in_dim = 2 x out_dim): every pass gets the chunk's clean input latent.
 
-The engine runs one end to end on the CPU and hands each pass exactly what the autoencoder encoded; the
-stream batch refuses one; the loader reads in_dim from config.json (and names a wrong one); the
+The engine runs one end to end on the CPU and hands each pass exactly what the autoencoder encoded (in a
+stream batch, each slot its own chunk's); the pipelined engine's stream batch refuses one; the loader reads in_dim from config.json (and names a wrong one); the
 daemon's preset check accepts the conditioned variant of tiny; `model inspect` says what it is.
 """
 
@@ -22,6 +22,7 @@ from streamer.model.config import DiTConfig, preset
 from streamer.model.dit import DiT, conditions_on_input
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, load_parts, preset_mismatch
+from streamer.model.step import refuse_stream_batch
 from streamer.model.weights.checkpoints import CheckpointError, load_dit
 from streamer.prompts import PromptState
 from streamer.train.checkpoint import save_dit_weights
@@ -104,9 +105,48 @@ def test_a_freshly_widened_dit_streams_exactly_what_the_original_did(parts: Load
         np.testing.assert_array_equal(a, b)
 
 
-def test_stream_batch_refuses_an_input_conditioned_dit(parts: LoadedParts) -> None:
+def test_in_a_stream_batch_each_slot_gets_its_own_chunks_clean_latent(
+    parts: LoadedParts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slot 0 holds the chunk just pushed, slot 1 the one pushed before it (2 steps): one forward of batch 2
+    conditions each on its own chunk's latent, and a freshly widened DiT streams what the plain one did."""
+    engine = ModelTransform(_settings(mode="stream-batch"), _conditioned(parts, live=True))
+    encoded: list[torch.Tensor] = []
+    conds: list[torch.Tensor] = []
+    encode, patchify = engine.ops.encode, DiT.patchify
+
+    def spy_encode(x: torch.Tensor) -> torch.Tensor:
+        encoded.append(encode(x))
+        return encoded[-1]
+
+    def spy_patchify(self: DiT, x: torch.Tensor, cond: torch.Tensor | None = None) -> object:
+        assert cond is not None and cond.shape == x.shape
+        conds.append(cond.clone())
+        return patchify(self, x, cond)
+
+    monkeypatch.setattr(engine.ops, "encode", spy_encode)
+    monkeypatch.setattr(DiT, "patchify", spy_patchify)
+    frames = _frames(5)
+    out = _run(engine, frames)
+    assert len(out) == 4 and all(o.std() > 0 for o in out)  # the first chunk fills the batch
+    assert len(conds) == len(encoded) == 5  # one forward per chunk, batch 2
+    assert torch.equal(conds[0][1], encoded[0][0])  # primed: the first chunk in every slot
+    for i in range(5):
+        assert torch.equal(conds[i][0], encoded[i][0])  # the new chunk in slot 0
+        if i:
+            assert torch.equal(conds[i][1], encoded[i - 1][0])  # its predecessor, a step further, in slot 1
+    monkeypatch.undo()
+    plain = _run(ModelTransform(_settings(mode="stream-batch"), parts), frames)
+    widened = _run(ModelTransform(_settings(mode="stream-batch"), _conditioned(parts, live=False)), frames)
+    for a, b in zip(plain, widened, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_pipelined_engine_refuses_stream_batch_for_an_input_conditioned_dit(parts: LoadedParts) -> None:
+    refuse_stream_batch(parts.dit, "stream-batch")  # a plain DiT: fine
+    refuse_stream_batch(_conditioned(parts, live=True).dit, "sequential")
     with pytest.raises(ValueError, match="input-conditioned .* sequential mode only; set model.mode = 'sequential'"):
-        ModelTransform(_settings(mode="stream-batch"), _conditioned(parts, live=True))
+        refuse_stream_batch(_conditioned(parts, live=True).dit, "stream-batch")
 
 
 def test_the_dit_asks_for_the_condition_exactly_when_it_takes_one() -> None:
