@@ -1,18 +1,25 @@
 """How the embedded tiny model is made: every stage, in one command, inside a time budget.
 
-    python -m streamer.train.recipe --out runs/embedded [--budget-s 540] [--export DIR]
-    python -m streamer.train.recipe --out /tmp/smoke --smoke      # the same plumbing on a CPU, ~2 min
+    python -m streamer.train.recipe --out runs/embedded [--budget-s 540] [--export DIR] [--vae FILE]
+    python -m streamer.train.recipe --out runs/v4 --from streamer/model/embedded/tiny --export DIR
+    python -m streamer.train.recipe --out /tmp/smoke --smoke      # the same plumbing on a CPU, a few minutes
 
 Stages (one GPU; each is an ordinary `streamer train` / `streamer prune` / evaluator process):
- 1. vae       the tiny per-frame autoencoder at 256x256.
+ 1. vae       the tiny per-frame autoencoder at 256x256 (--vae FILE: reuse a finished one instead).
  2. dit       three variants side by side on the one GPU, same data, same step count: "full"
               (diffusion forcing + history augmentation + shortcut distillation), "no-history" and
               "no-shortcut" (the ablations the tables in docs/training.md compare against).
  3. prune     "full" keeps 2 of 4 heads and 512 of 1024 FFN channels, then fine-tunes.
- 4. evaluate  held-out drift (full vs no-history), steps (full vs no-shortcut) - while 3 runs -
-              then quality before/after pruning (streamer.train.evaluate).
- 5. export    the fine-tuned pruned model + autoencoder -> EXPORT/embedded/ (what ships in
-              streamer/model/embedded/tiny), the ablation checkpoints and every table as JSON.
+ 4. evaluate  held-out drift (full vs no-history), steps (full vs no-shortcut) - while 3 to 5 run -
+              then steps before/after pruning (streamer.train.evaluate).
+ 5. condition the fine-tuned model widened to take the clean input latent (in_dim 32), fine-tuned
+              conditioned with v4's settings (streamer.train.recipe_stages).
+ 6. quality   held-out quality of the conditioned model at the shipped settings, with a contact sheet.
+ 7. export    the conditioned model + autoencoder -> EXPORT/embedded/ (what ships in
+              streamer/model/embedded/tiny), the contact sheet and every table as JSON.
+
+--from CHECKPOINT runs only 5-7 on an existing model (its folder's vae.safetensors unless --vae): v4 was
+made that way from v3; a model that already is input-conditioned is continued without widening.
 
 Each training stage has a step target (its cosine schedule) and a time cap (its share of the budget):
 a stage that runs slower than planned stops early, checkpointed, and the results say where.
@@ -32,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamer.train import recipe_stages as stages
+
 log = logging.getLogger("streamer.train.recipe")
 
 
@@ -48,19 +57,25 @@ class Scale:
     segment_frames: int  # frames per look in the steps/quality evaluation
     device: str
     fast_path: bool  # evaluate through the CUDA-graph path (eager is launch-bound: ~34 fps on an H100)
-    steps: tuple[int, int, int]  # vae, dit, finetune step targets (each stage also stops at its time share)
+    steps: tuple[int, int, int, int]  # vae, dit, finetune, condition step targets (each also stops at its share)
+    cond_batch: int  # the conditioned fine-tuning's batch and data workers (v4: 64 clips, 8 workers)
+    cond_workers: int
+    dtype: str  # training autocast of the DiT stages (bf16 on the GPU, as v3 and v4 were trained)
+    quality_looks: str  # looks of the quality evaluation ("": all 8)
 
 
 # Step targets from the first GPU run (H100, 2026-11-25): vae 8.7 steps/s; DiT ~2 steps/s per variant
-# with three side by side once the history corruptions moved into the data workers.
-REAL = Scale(256, 256, 4, 32, 4, 10.0, 150, "auto", True, (500, 600, 150))
-SMOKE = Scale(32, 32, 3, 2, 0, 0.02, 6, "cpu", False, (20, 6, 4))
+# with three side by side once the history corruptions moved into the data workers. The conditioned
+# stage's: v4's 2,063 steps (two H100 calls of 360 s + 390 s at 1.4-3.0 steps/s, 2026-12-06).
+REAL = Scale(256, 256, 4, 32, 4, 10.0, 150, "auto", True, (500, 600, 150, 2100), 64, 8, "bfloat16", "")
+SMOKE = Scale(32, 32, 3, 2, 0, 0.02, 6, "cpu", False, (20, 6, 4, 4), 2, 0, "float32", "noir,sketch")
 DRIFT_LOOKS = ("watercolour", "noir")
 DRIFT_EVAL_S = 200.0  # --drift-only: budget kept for start-up and two 10-minute streams side by side
 
-# Shares of the budget as training-loop time caps (the rest: process start-up ~25 s per stage, pruning,
-# the evaluation after fine-tuning, export).
-SHARE = {"vae": 0.115, "dit": 0.44, "finetune": 0.105}
+# Shares of the budget as training-loop time caps (the rest: process start-up ~25 s per stage, widening,
+# pruning, the evaluations after the fine-tunings, export). With --from the skipped stages' shares go to
+# "condition" (0.75 of the budget: v4's first call trained 360 s of a 505 s budget).
+SHARE = {"vae": 0.08, "dit": 0.3, "finetune": 0.07, "condition": 0.3}
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {},
@@ -134,7 +149,11 @@ class Recipe:
         self._wait({n: self._spawn(n, ["streamer", "train", "-c", str(c), "--steps", str(steps), "--max-minutes",
                                        cap]) for n, c in configs.items()})  # fmt: skip
         for n in configs:
-            stage: dict[str, Any] = {"target_steps": steps, "steps": int(self.latest(n).name.split("_")[-1]), "log": self._log_tail(n)}
+            stage: dict[str, Any] = {
+                "target_steps": steps,
+                "steps": int(self.latest(n).name.split("_")[-1]),
+                "log": self._log_tail(n),
+            }
             self.results["stages"][n] = stage
             log.info("%s reached step %s: %s", n, stage["steps"], stage["log"][-1:])
 
@@ -167,11 +186,15 @@ class Recipe:
         return self._spawn(f"eval-{name}", args)
 
     # ---- the whole recipe -----------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, vae: Path | None = None) -> dict[str, Any]:
+        """Every stage from scratch (`vae`: reuse this finished autoencoder instead of training one)."""
         s, b = self.scale, self.budget_s
-        vae_cfg = self.config("vae", stage="vae", frames=2, lr=1.5e-3, warmup=50)
-        self.train({"vae": vae_cfg}, s.steps[0], SHARE["vae"] * b)
-        self.vae = self.latest("vae") / "vae.safetensors"
+        if vae is None:
+            vae_cfg = self.config("vae", stage="vae", frames=2, lr=1.5e-3, warmup=50)
+            self.train({"vae": vae_cfg}, s.steps[0], SHARE["vae"] * b)
+            self.vae = self.latest("vae") / "vae.safetensors"
+        else:
+            self.vae = vae
 
         dit = self.dit_values()
         configs = {f"dit-{n}": self.config(f"dit-{n}", **dit, **over) for n, over in VARIANTS.items()}
@@ -191,20 +214,37 @@ class Recipe:
                                                     str(calib), "--calib-batches", "3", "--force"])})  # fmt: skip
         ft_cfg = self.config("finetune", **{**dit, "init": str(pruned), "lr": 2e-4, "warmup": 20})
         self.train({"finetune": ft_cfg}, s.steps[2], SHARE["finetune"] * b)
-        shipped = self.latest("finetune")
-        self._export_model(shipped)
-        self._wait({"steps-pruned": self.evaluate("steps-pruned", shipped, "steps", frames=str(s.segment_frames))})
+        plain = self.latest("finetune")
+        evals["steps-pruned"] = self.evaluate("steps-pruned", plain, "steps", frames=str(s.segment_frames))
+        shipped = stages.condition(self, plain, SHARE["condition"] * b)  # the evaluations above run beside it
         self._wait(evals)
-        done = [*evals, "steps-pruned"]
-        if self.elapsed() < b - 100:  # the shipped model's own drift, when the budget still allows it
-            shipped_drift = self.drift_evals({"pruned": shipped}, DRIFT_LOOKS)
-            self._wait(shipped_drift)
-            done += list(shipped_drift)
-        for name in done:
+        self._finish(shipped, list(evals))
+        return self.results
+
+    def run_from(self, checkpoint: Path, vae: Path | None = None) -> dict[str, Any]:
+        """Only the conditioning stages on an existing model (v4 from v3): the skipped stages' shares go to them."""
+        self.vae = vae or checkpoint / "vae.safetensors"
+        if not self.vae.is_file():
+            raise RuntimeError(f"no autoencoder at {self.vae} (pass --vae FILE)")
+        shipped = stages.condition(self, checkpoint, sum(SHARE.values()) * self.budget_s)
+        self._finish(shipped, [])
+        return self.results
+
+    def _finish(self, shipped: Path, done: list[str]) -> None:
+        """Quality of the shipped (conditioned) model at its settings - its drift too while the budget allows -
+        then the export and every table."""
+        self._export_model(shipped)
+        evals = {"quality": stages.evaluate_quality(self, shipped)}
+        if self.elapsed() < self.budget_s - 100:
+            evals |= self.drift_evals({"shipped": shipped}, DRIFT_LOOKS)
+        self._wait(evals)
+        for name in [*done, *evals]:
             self.results[name] = json.loads((self.out / f"eval-{name}.json").read_text())
         self.results["elapsed_s"] = self.elapsed()
+        if self.export is not None and (self.out / "quality.png").is_file():
+            self.export.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.out / "quality.png", self.export / "contact-sheet.png")
         self._export_results()
-        return self.results
 
     def drift_evals(self, models: dict[str, Path], looks: tuple[str, ...]) -> dict[str, subprocess.Popen[bytes]]:
         """One drift evaluator per (model, look), started side by side."""
@@ -215,8 +255,10 @@ class Recipe:
         }  # fmt: skip
 
     def dit_values(self) -> dict[str, Any]:
-        """The DiT stage's settings shared by every variant (window/sinks as the daemon streams tiny)."""
-        return {"vae": str(self.vae), "frames": self.scale.frames, "lr": 6e-4, "warmup": 50, "window": 3, "sinks": 1}
+        """The DiT stage's settings shared by every variant: window/sinks as the daemon streams tiny, v3's
+        video-to-video share and its cap on their noise (the levels the daemon streams at)."""
+        return {"vae": str(self.vae), "frames": self.scale.frames, "lr": 6e-4, "warmup": 50, "window": 3, "sinks": 1,
+                "dtype": self.scale.dtype, "p_paired": 0.75, "paired_max_sigma": 0.7}  # fmt: skip
 
     def run_drift_ablation(self, vae: Path, looks: tuple[str, ...]) -> dict[str, Any]:
         """Only the drift comparison: "full" and "no-history" trained side by side on a finished
@@ -265,14 +307,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drift-only", type=Path, metavar="VAE", help="only the drift ablation (full vs no-history), "
                    "trained on this finished autoencoder")  # fmt: skip
     p.add_argument("--drift-looks", default=",".join(DRIFT_LOOKS), help="looks streamed by the drift evaluation")
+    p.add_argument("--vae", type=Path, help="a finished autoencoder: skip the vae stage (with --from: instead of "
+                   "the checkpoint folder's vae.safetensors)")  # fmt: skip
+    p.add_argument("--from", dest="start", type=Path, metavar="CHECKPOINT", help="start from this DiT checkpoint "
+                   "folder: only widen, conditioned fine-tune, quality and export (v4 was made so from v3)")  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = Recipe(args.out, SMOKE if args.smoke else REAL, args.budget_s, args.export)
     try:
+        vae = args.vae.resolve() if args.vae else None
         if args.drift_only:
             results = recipe.run_drift_ablation(args.drift_only.resolve(), tuple(args.drift_looks.split(",")))
+        elif args.start:
+            results = recipe.run_from(args.start.resolve(), vae)
         else:
-            results = recipe.run()
+            results = recipe.run(vae)
     except RuntimeError as e:
         log.error("%s", e)
         recipe.results["error"] = str(e)
