@@ -65,12 +65,11 @@ def _run(engine: ModelTransform, frames: list[Frame]) -> list[np.ndarray]:
     return [o.pixels for f in frames for o in engine.step(f, PROMPT)]
 
 
-def test_the_engine_hands_every_pass_the_chunks_clean_latent(
-    parts: LoadedParts, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    wide = _conditioned(parts, live=True)
-    assert conditions_on_input(wide.dit) and not conditions_on_input(parts.dit)
-    engine = ModelTransform(_settings(), wide)
+def _spy_conditions(
+    engine: ModelTransform, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Record what the engine's autoencoder encodes and the condition each DiT forward gets (which must be
+    there, shaped like the noisy latent), in call order: (encoded, conds), filled as the engine runs."""
     encoded: list[torch.Tensor] = []
     conds: list[torch.Tensor] = []
     encode, patchify = engine.ops.encode, DiT.patchify
@@ -80,12 +79,22 @@ def test_the_engine_hands_every_pass_the_chunks_clean_latent(
         return encoded[-1]
 
     def spy_patchify(self: DiT, x: torch.Tensor, cond: torch.Tensor | None = None) -> object:
-        assert cond is not None
+        assert cond is not None and cond.shape == x.shape
         conds.append(cond.clone())
         return patchify(self, x, cond)
 
     monkeypatch.setattr(engine.ops, "encode", spy_encode)
     monkeypatch.setattr(DiT, "patchify", spy_patchify)
+    return encoded, conds
+
+
+def test_the_engine_hands_every_pass_the_chunks_clean_latent(
+    parts: LoadedParts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wide = _conditioned(parts, live=True)
+    assert conditions_on_input(wide.dit) and not conditions_on_input(parts.dit)
+    engine = ModelTransform(_settings(), wide)
+    encoded, conds = _spy_conditions(engine, monkeypatch)
     frames = _frames(4)
     out = _run(engine, frames)
     assert len(out) == 4 and all(o.shape == (H, W, 3) and o.dtype == np.uint8 and o.std() > 0 for o in out)
@@ -111,21 +120,7 @@ def test_in_a_stream_batch_each_slot_gets_its_own_chunks_clean_latent(
     """Slot 0 holds the chunk just pushed, slot 1 the one pushed before it (2 steps): one forward of batch 2
     conditions each on its own chunk's latent, and a freshly widened DiT streams what the plain one did."""
     engine = ModelTransform(_settings(mode="stream-batch"), _conditioned(parts, live=True))
-    encoded: list[torch.Tensor] = []
-    conds: list[torch.Tensor] = []
-    encode, patchify = engine.ops.encode, DiT.patchify
-
-    def spy_encode(x: torch.Tensor) -> torch.Tensor:
-        encoded.append(encode(x))
-        return encoded[-1]
-
-    def spy_patchify(self: DiT, x: torch.Tensor, cond: torch.Tensor | None = None) -> object:
-        assert cond is not None and cond.shape == x.shape
-        conds.append(cond.clone())
-        return patchify(self, x, cond)
-
-    monkeypatch.setattr(engine.ops, "encode", spy_encode)
-    monkeypatch.setattr(DiT, "patchify", spy_patchify)
+    encoded, conds = _spy_conditions(engine, monkeypatch)
     frames = _frames(5)
     out = _run(engine, frames)
     assert len(out) == 4 and all(o.std() > 0 for o in out)  # the first chunk fills the batch
