@@ -10,7 +10,7 @@ grid of P programs (the SM count) splits the T = tiles x key-blocks iterations e
 iterations [p*T//P, (p+1)*T//P) in tile-major order. A tile that one program covers is written out
 directly; only the first and last tile of a program can be shared with a neighbour, so each program
 writes at most two partial (acc, m, l) results in fp32 to a workspace (17 MB at W1, mostly in L2) and
-`_merge_kernel` combines a shared tile's pieces with the log-sum-exp rule.
+`_flash_attn_merge_kernel` combines a shared tile's pieces with the log-sum-exp rule.
 
 Key order: softmax does not care in which order a tile visits its key blocks, so each tile starts its
 sweep at the first program boundary inside it. A program's first piece then reads key block j at step
@@ -136,7 +136,7 @@ def _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N: tl.constexpr, MASK:
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, Out, PO, PML,
+def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML,
                 sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
                 H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -193,7 +193,7 @@ def _fwd_kernel(Q, K, V, Out, PO, PML,
 
 
 @triton.jit
-def _merge_kernel(Out, PO, PML, sob, sos, soh, H, Sq, n_mt, n_kb, total, n_prog,
+def _flash_attn_merge_kernel(Out, PO, PML, sob, sos, soh, H, Sq, n_mt, n_kb, total, n_prog,
                   BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):  # fmt: skip
     tile = tl.program_id(0)
     t0 = tile * n_kb
@@ -288,7 +288,7 @@ def flash_attention(
     if config.tma:
         triton.set_allocator(_tma_scratch)  # per call: the allocator is per thread (a context variable)
     qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634  # scores in log2 units: exp2 is the fast path
-    _fwd_kernel[(n_prog,)](
+    _flash_attn_fwd_kernel[(n_prog,)](
         q, k, v, o, po, pml,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
@@ -297,7 +297,7 @@ def flash_attention(
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     if split:
-        _merge_kernel[(tiles,)](
+        _flash_attn_merge_kernel[(tiles,)](
             o, po, pml, o.stride(0), o.stride(1), o.stride(2), H, Sq, n_mt, n_kb, total, n_prog,
             BLOCK_M=bm, HEAD_DIM=D, num_warps=config.num_warps,
         )  # fmt: skip

@@ -152,12 +152,12 @@ def build(fn, constexprs, num_warps, num_stages=3):
 
 for c in F.CONFIGS:
     cx = dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n, HEAD_DIM=128, USE_TMA=c.tma, F32=False)
-    k = build(F._fwd_kernel, cx, c.num_warps, c.num_stages)
+    k = build(F._flash_attn_fwd_kernel, cx, c.num_warps, c.num_stages)
     ops = k.asm["ttgir"]
     pipelined = "async_tma_copy" in ops if c.tma else "async_copy_global_to_local" in ops
     print(c.name, k.metadata.shared, "pipelined" if pipelined else "NOT PIPELINED", flush=True)
     assert pipelined and k.metadata.shared <= 232448, c.name  # 227 KB: an H100 block's shared memory
-build(F._merge_kernel, dict(BLOCK_M=128, HEAD_DIM=128), 8)
+build(F._flash_attn_merge_kernel, dict(BLOCK_M=128, HEAD_DIM=128), 8)
 """
 
 
