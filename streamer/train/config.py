@@ -31,7 +31,7 @@ class TrainConfig:
     out_dir: str = "runs/tiny"  # checkpoints, samples and log.jsonl go here
     # data
     data: str = "builtin"  # "builtin" (media inside installed packages + procedural looks) or a folder of pairs
-    looks: tuple[str, ...] = LOOK_NAMES  # built-in recipe: target looks to learn
+    looks: tuple[str, ...] = LOOK_NAMES  # built-in recipe: target looks to learn; one named k times is drawn k times as often
     width: int = 64  # training resolution in pixels (multiple of 16)
     height: int = 64
     frames: int = 4  # latent frames per training clip (1 video frame each for the tiny per-frame autoencoder)

@@ -117,7 +117,7 @@ class BuiltinRecipe:
 
     @property
     def prompts(self) -> list[str]:
-        return [p for name in self.looks for p in LOOKS[name].prompts]
+        return list(dict.fromkeys(p for name in self.looks for p in LOOKS[name].prompts))  # a weighted look once
 
     def sample(self, frames: int, gen: torch.Generator) -> Drawn:
         media = self.media[int(torch.randint(len(self.media), (), generator=gen))]

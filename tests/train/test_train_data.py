@@ -176,3 +176,15 @@ def test_looks_and_corruptions_on_the_gpu_match_the_cpu() -> None:
     on_gpu = corrupt_history(gpu.targets, list(range(16)), kinds, gpu.key)
     assert on_gpu.is_cuda  # JPEG and quantiser rounding may flip a level here and there
     assert (on_gpu.cpu() - corrupt_history(cpu.targets, list(range(16)), kinds, cpu.key)).abs().mean() < 1e-3
+
+
+def test_a_look_named_twice_is_drawn_twice_as_often() -> None:
+    """`train.looks` weights the draw by repetition (v4's weighted continuation named the failing looks
+    2-3 times); each prompt is still encoded once."""
+    paths = [p for p in builtin_media() if p.name == "astronaut.png"]
+    recipe = BuiltinRecipe(("noir", "sketch", "sketch"), (16, 16), paths=paths)
+    gen = torch.Generator().manual_seed(0)
+    draws = [recipe.sample(1, gen).look for _ in range(600)]
+    assert set(draws) == {"noir", "sketch"}
+    assert 0.6 < draws.count("sketch") / len(draws) < 0.73  # 2/3 expected; seeded, so exact and repeatable
+    assert len(recipe.prompts) == len(set(recipe.prompts)) == 6
