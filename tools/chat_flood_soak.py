@@ -1,7 +1,7 @@
 """Chat flood soak: `python tools/chat_flood_soak.py [--rate 1000] [--chatters 200] [--seconds 10]`.
 
 A tool, not part of the installed package. It starts the local fake Twitch that the tests use
-(streamer/testing/fake_twitch.py). It runs that fake, the real Twitch
+(streamer/testing/fake_twitch/). It runs that fake, the real Twitch
 component (TwitchIO bot, commands, outbox, control plane) and the real video pipeline (pattern
 source -> passthrough -> null sink at 30 fps) in one process, then floods chat with `rate`
 messages per second from `chatters` chatters (one in five a command). It reports the asyncio

@@ -1,7 +1,7 @@
 """Where TwitchIO sends its requests: Twitch itself, or a local fake Twitch (the tests, `streamer soak`).
 
 `STREAMER_TWITCH_API_BASE=http://127.0.0.1:PORT` points OAuth, Helix and the EventSub websocket of
-the daemon at that server (streamer/testing/fake_twitch.py speaks the same wire formats). Only a
+the daemon at that server (streamer/testing/fake_twitch/ speaks the same wire formats). Only a
 loopback address is honoured: the daemon sends its tokens to whatever this names, so the variable can
 never send them off this machine, and a value that is not loopback turns Twitch off with an error
 instead of being followed. Not a config key on purpose: nobody sets it by editing streamer.toml.
