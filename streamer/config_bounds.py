@@ -3,7 +3,7 @@
 A number in the config file that passes its type check can still stop the daemon (`metrics.window = -1`
 crashes the metrics at start) or quietly ruin the output (`model.shift = inf` turns every frame black).
 So every int and float setting has an entry here, checked by the loader before the cross-field checks in
-streamer/config.py: NaN and infinities never pass, a value out of range is refused with its key named.
+streamer/config/checks.py: NaN and infinities never pass, a value out of range is refused with its key named.
 A numeric setting without an entry is a bug in this file, and loading the defaults (every test does)
 says so. A leaf: it reads only dataclass values, never the config module.
 """

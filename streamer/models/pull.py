@@ -87,7 +87,7 @@ def check_disk(needed: int, target: Path) -> None:
 
 
 def config_values(entry: Entry, paths: dict[HubFile, Path]) -> dict[str, str]:
-    """The [model] keys the daemon reads for these files (streamer/config.py's ModelSettings names)."""
+    """The [model] keys the daemon reads for these files (ModelSettings' names in streamer/config/settings.py)."""
     values: dict[str, str] = {}
     if entry.preset:
         values["preset"] = entry.preset

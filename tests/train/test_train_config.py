@@ -1,4 +1,4 @@
-"""The training TOML goes through the daemon's config reader and key check (streamer/config.py):
+"""The training TOML goes through the daemon's config reader and key check (streamer/config/loading.py):
 a typo gets the same error, naming the file, the dotted key and the closest known key."""
 
 from pathlib import Path
