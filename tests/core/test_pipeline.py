@@ -13,6 +13,7 @@ from streamer.frames import Frame, now
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
 from streamer.prompts import PromptBus
+from streamer.sinks import Sink
 
 W, H = 32, 16
 
@@ -45,7 +46,7 @@ class CountingSource:
         self.closed = True
 
 
-class ListSink:
+class ListSink(Sink):  # the real base: the pipeline and the sink keeper call its describe() and frames_dropped
     def __init__(self, name: str = "list") -> None:
         self.name = name
         self.frames: list[Frame] = []
