@@ -2,7 +2,7 @@
 
 Unknown keys, wrong types and out-of-range values are errors that name the file and the key, so a
 typo never silently trains with a default; the file is read and its keys checked by the daemon's
-config loader (streamer/config.py), so a typo gets the same "did you mean". Paths are resolved
+config loader (streamer/config/), so a typo gets the same "did you mean". Paths are resolved
 relative to the config file.
 """
 
