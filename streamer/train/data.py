@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -197,6 +198,7 @@ def make_batch(source: ClipSource, batch: int, frames: int, seed: int, step: int
 
 
 _WORKER_SOURCE: ClipSource | None = None  # set before the pool forks, so workers share the decoded media
+CLOSE_WAIT_S = 15.0  # at most 2 batches per worker are in flight, each about a second at 256x256
 
 
 def _worker_start() -> None:
@@ -224,16 +226,27 @@ class BatchPrefetcher:
         self.rank, self.depth = rank, 2 * workers
         self.pool = torch.multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start)
         self.pending: dict[int, Any] = {}
+        self.in_flight: list[Any] = []  # every batch asked for and not known done, the dropped stale ones too
 
     def get(self, step: int) -> Clips:
         for s in range(step, step + self.depth):
             if s not in self.pending:
                 self.pending[s] = self.pool.apply_async(_worker_clips, ((*self.args, s, self.rank, self.render),))
+                self.in_flight.append(self.pending[s])
         for stale in [s for s in self.pending if s < step]:
             del self.pending[stale]
         clips: Clips = self.pending.pop(step).get()
+        self.in_flight = [r for r in self.in_flight if not r.ready()]
         return clips
 
-    def close(self) -> None:
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Let the batches in flight finish (bounded), then end the workers. multiprocessing.Pool's
+        terminate() with a task still pending can fail inside CPython ("Cannot have cache with
+        result_hander not alive": seen once in a full CI run, 2026-12-06) and then leaves its
+        workers unjoined; with nothing pending it cannot."""
+        self.pool.close()  # no new tasks: the workers exit once the queue is done
+        deadline = time.monotonic() + wait_s
+        for r in self.in_flight:
+            r.wait(max(0.0, deadline - time.monotonic()))
         self.pool.terminate()
         self.pool.join()

@@ -116,6 +116,22 @@ def test_prefetch_workers_give_exactly_the_in_process_batches() -> None:
             pre.close()
 
 
+def test_prefetcher_closes_with_batches_still_in_flight() -> None:
+    """close() right after a get(): the steps asked for ahead are still being made. It waits for them,
+    so Pool.terminate() never meets a pending task, and every worker process is gone afterwards."""
+    import multiprocessing
+
+    from streamer.train.data import BatchPrefetcher
+
+    paths = [p for p in builtin_media() if p.name == "bikes.mp4"]
+    pre = BatchPrefetcher(BuiltinRecipe(("comic",), (64, 64), paths=paths), 3, 4, seed=1, rank=0, workers=2)
+    workers = list(pre.pool._pool)  # type: ignore[attr-defined]  # the pool's processes, to see them end
+    pre.get(0)  # steps 1-3 were asked for too; two workers cannot have made them all yet
+    pre.close()
+    assert all(r.ready() for r in pre.in_flight)
+    assert not any(w.is_alive() for w in workers) and not set(workers) & set(multiprocessing.active_children())
+
+
 def test_batched_looks_equal_the_per_clip_looks() -> None:
     """The batched, device-agnostic path (all clips of one look in one call, where the batch is made
     ready) gives the targets of the per-clip path it replaced: apply_look on each clip alone."""
