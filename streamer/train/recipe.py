@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.train import recipe_stages as stages
+from streamer.train.looks import LOOKS
 
 log = logging.getLogger("streamer.train.recipe")
 
@@ -70,6 +71,8 @@ class Scale:
 REAL = Scale(256, 256, 4, 32, 4, 10.0, 150, "auto", True, (500, 600, 150, 2100), 64, 8, "bfloat16", "")
 SMOKE = Scale(32, 32, 3, 2, 0, 0.02, 6, "cpu", False, (20, 6, 4, 4), 2, 0, "float32", "noir,sketch")
 DRIFT_LOOKS = ("watercolour", "noir")
+# v4.1's conditioned continuation of v4 (2026-12-06): the four looks v4 failed drawn 2-3 times as often
+V41_LOOKS = "noir,neon,neon,comic,comic,comic,sketch,sketch,thermal,sepia,pixel,pixel,pixel,watercolour"
 DRIFT_EVAL_S = 200.0  # --drift-only: budget kept for start-up and two 10-minute streams side by side
 
 # Shares of the budget as training-loop time caps (the rest: process start-up ~25 s per stage, widening,
@@ -103,6 +106,7 @@ class Recipe:
         (out / "logs").mkdir(exist_ok=True)
         self.results: dict[str, Any] = {"scale": scale.__dict__, "budget_s": budget_s, "stages": {}}
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.cond_looks: tuple[str, ...] = ()  # the conditioned stage's train.looks ("": every look once)
         self.vae = (
             out / "vae" / "none.safetensors"
         )  # the trained autoencoder, once the vae stage (or --drift-only) sets it
@@ -311,9 +315,16 @@ def main(argv: list[str] | None = None) -> int:
                    "the checkpoint folder's vae.safetensors)")  # fmt: skip
     p.add_argument("--from", dest="start", type=Path, metavar="CHECKPOINT", help="start from this DiT checkpoint "
                    "folder: only widen, conditioned fine-tune, quality and export (v4 was made so from v3)")  # fmt: skip
+    p.add_argument("--cond-looks", default="", help="the conditioned stage's looks, comma-separated; a look named "
+                   f"k times is drawn k times as often (v4.1 from v4: {V41_LOOKS})")  # fmt: skip
     args = p.parse_args(argv)
+    cond_looks = tuple(x.strip() for x in args.cond_looks.split(",") if x.strip())
+    unknown = sorted({x for x in cond_looks if x not in LOOKS})
+    if unknown:
+        p.error(f"--cond-looks: unknown look(s) {', '.join(unknown)}; choose from {', '.join(LOOKS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = Recipe(args.out, SMOKE if args.smoke else REAL, args.budget_s, args.export)
+    recipe.cond_looks = cond_looks
     try:
         vae = args.vae.resolve() if args.vae else None
         if args.drift_only:

@@ -50,9 +50,11 @@ def condition(rc: Recipe, src: Path, seconds: float) -> Path:
 
 
 def condition_values(rc: Recipe, init: Path) -> dict[str, Any]:
-    """The conditioned stage's [train] settings: the DiT stage's data (frames, window, sinks, autocast) with v4's."""
+    """The conditioned stage's [train] settings: the DiT stage's data (frames, window, sinks, autocast) with v4's,
+    and the recipe's `cond_looks` when set (a look named k times is drawn k times as often)."""
     s = rc.scale
-    return {**rc.dit_values(), **COND, "init": str(init), "batch": s.cond_batch, "workers": s.cond_workers}
+    looks = {"looks": list(rc.cond_looks)} if rc.cond_looks else {}
+    return {**rc.dit_values(), **COND, "init": str(init), "batch": s.cond_batch, "workers": s.cond_workers, **looks}
 
 
 def evaluate_quality(rc: Recipe, checkpoint: Path) -> subprocess.Popen[bytes]:

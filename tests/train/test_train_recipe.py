@@ -18,7 +18,8 @@ from streamer.model.dit import DiT
 from streamer.train import config as tconfig
 from streamer.train import recipe
 from streamer.train.checkpoint import save_dit_weights
-from streamer.train.recipe import REAL, SMOKE, VARIANTS, Recipe
+from streamer.train.recipe import REAL, SMOKE, V41_LOOKS, VARIANTS, Recipe
+from streamer.train.recipe import main as recipe_main
 from streamer.train.recipe_stages import condition_values, conditions_on_input
 
 EMBEDDED = Path(recipe.__file__).parents[1] / "model" / "embedded" / "tiny"
@@ -46,6 +47,19 @@ def test_the_conditioned_stage_on_the_gpu_has_v4s_settings(tmp_path: Path) -> No
     assert (c.batch, c.workers, c.dtype, c.lr, c.warmup) == (64, 8, "bfloat16", 3e-4, 20)
     assert (c.p_paired, c.paired_max_sigma, Path(c.init)) == (0.75, 0.8, tmp_path / "widened")
     assert REAL.steps[3] >= 2063  # v4's conditioned steps, in one cosine schedule
+
+
+def test_cond_looks_weight_the_conditioned_stage_and_unknown_names_are_refused(tmp_path: Path, capsys) -> None:
+    rc = Recipe(tmp_path, REAL, 540, None)
+    rc.vae = tmp_path / "vae.safetensors"
+    assert tconfig.load(rc.config("plain", **condition_values(rc, tmp_path / "w"))).looks == tconfig.TrainConfig().looks
+    rc.cond_looks = tuple(V41_LOOKS.split(","))
+    c = tconfig.load(rc.config("weighted", **condition_values(rc, tmp_path / "w")))
+    assert c.looks.count("comic") == 3 and c.looks.count("neon") == 2 and c.looks.count("noir") == 1
+    with pytest.raises(SystemExit):
+        recipe_main(["--out", str(tmp_path / "x"), "--cond-looks", "noir,vaporwave"])
+    assert "unknown look(s) vaporwave" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before anything was made
 
 
 @pytest.mark.slow
