@@ -76,7 +76,9 @@ def our_name(key: str) -> str | None:
     raise KeyError(key)
 
 
-def _their_name(ours: str, kind: str) -> str:
+def their_name(ours: str, kind: str) -> str:
+    """The name a file of layout `kind` ("Wan", or the Hugging Face / Diffusers one) uses for our key
+    `ours` (the inverse of `our_name`; a key with no row is returned as it is)."""
     column = 1 if kind == "Wan" else 2
     for row in _NAMES:
         if m := _regex(row[0]).match(ours):
@@ -251,7 +253,7 @@ def plan(layout: UMT5Layout) -> UMT5Plan:
     cfg = _config(layout, sources)
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in UMT5Net(cfg).state_dict().items()}
-    missing = [_their_name(k, layout.kind) for k in expected if k not in sources]
+    missing = [their_name(k, layout.kind) for k in expected if k not in sources]
     if missing:
         raise _fail(layout.given, f"missing tensors: {', '.join(missing[:6])}"
                                   + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
@@ -288,10 +290,10 @@ def _config(layout: UMT5Layout, sources: dict[str, tuple[_WeightsFile, str]]) ->
         )  # fmt: skip
     # Wan's file has no config: read the sizes off the shapes (heads from the [buckets, heads] table).
     needed = ("token_embedding.weight", "blocks.0.attn.q.weight", "blocks.0.ffn.fc1.weight", "blocks.0.pos_bias.weight")
-    if absent := [_their_name(k, layout.kind) for k in needed if k not in sources]:
+    if absent := [their_name(k, layout.kind) for k in needed if k not in sources]:
         raise _fail(layout.given, f"missing tensors: {', '.join(absent)}")
     shape = {k: sources[k][0].shapes[sources[k][1]] for k in needed}
-    if bad := [_their_name(k, layout.kind) for k in needed if len(shape[k]) != 2]:
+    if bad := [their_name(k, layout.kind) for k in needed if len(shape[k]) != 2]:
         raise _fail(layout.given, f"{', '.join(bad)}: not a matrix; not umT5's weights")
     vocab, dim = shape["token_embedding.weight"]
     inner, ffn = shape["blocks.0.attn.q.weight"][0], shape["blocks.0.ffn.fc1.weight"][0]

@@ -15,7 +15,7 @@ Values come from each module's own init (DiT, UMT5Net, TAEHV), built on the GPU 
 model runs to finite outputs; each tensor is copied to the CPU one at a time and only one file's tensors
 are held in RAM at once (11.4 GB at most). Every file is then checked with the loaders' own checks
 (read_checkpoint, umt5_layouts.plan, load_taehv), memory-mapped: no weights are read back. Needs a checkout:
-the stand-in tokenizer is the tests' own writer (tests/model/umt5_test_files.py).
+the stand-in tokenizer is the tests' own writer (streamer/testing/umt5_tokenizer.py).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from streamer.model.config import PRESETS, DiTConfig
 from streamer.model.dit import DiT
 from streamer.model.doctor import UMT5_XXL_PARAMS
 from streamer.model.umt5 import UMT5Config, UMT5Net
-from streamer.model.umt5_layouts import WAN_FILE, WAN_TOKENIZER, _their_name, find_layout, our_name, plan
+from streamer.model.umt5_layouts import WAN_FILE, WAN_TOKENIZER, find_layout, our_name, plan, their_name
 from streamer.model.vae import TAEHV, load_taehv
 from streamer.model.weights.checkpoints import read_checkpoint
+from streamer.testing.umt5_tokenizer import write_tokenizer
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout this tool is in
 DIT_FILE = Path("Self-Forcing/checkpoints/self_forcing_dmd.pt")
 WAN_DIR = Path("Wan2.1-T2V-1.3B")
 VAE_FILE = Path("taehv/taew2_1.pth")
@@ -115,13 +115,10 @@ def write_dit(out: Path, cfg: DiTConfig, device: str) -> None:
 
 def write_umt5(out: Path, cfg: UMT5Config, device: str) -> None:
     sd = cpu_tensors(lambda: UMT5Net(cfg), torch.bfloat16, device)
-    wan = {_their_name(k, "Wan"): v for k, v in sd.items()}  # the loader's own mapping: the names it reads
+    wan = {their_name(k, "Wan"): v for k, v in sd.items()}  # the loader's own mapping: the names it reads
     if bad := [k for k in wan if our_name(k) not in sd]:  # the mapping must round-trip
         raise SystemExit(f"umT5 names that do not map back: {bad[:5]}")
     save(wan, out / WAN_DIR / WAN_FILE)
-    sys.path.insert(0, str(ROOT / "tests" / "model"))  # tests/ is not a package: its stand-in tokenizer writer, by path
-    from umt5_test_files import write_tokenizer
-
     vocab = write_tokenizer(out / WAN_DIR / WAN_TOKENIZER / "tokenizer.json")
     if vocab > cfg.vocab:
         raise SystemExit(f"the stand-in tokenizer has {vocab} ids, more than the embedding's {cfg.vocab}")
