@@ -9,7 +9,7 @@ An input-conditioned DiT (`conditions_on_input`: in_dim = 2 x out_dim) gets the 
 in the cache are conditioned ones too. In a stream batch the slots hold chunks pushed at different
 times, so each slot is given its own chunk's clean latent (`StreamBatchState.clean`, shifted with the
 slots). The pipelined engine (model/pipeline/) streams such a DiT in sequential mode only
-(`refuse_stream_batch`).
+(`streamer.model.pipeline.stage.refuse_stream_batch`).
 
 The eager engine (engine.py) runs it with `StepOps` in plain PyTorch; the fast path (fast/) runs the
 very same function with fused kernels and static autoencoder buffers, and captures it as one CUDA
@@ -105,16 +105,6 @@ class StepConfig:
     steps: int
     shift: float
     motion_aware: bool
-
-
-def refuse_stream_batch(dit: nn.Module, mode: str) -> None:
-    """ValueError when an input-conditioned DiT would run in the pipelined engine's stream-batch mode (its
-    stages do not carry each slot's clean latent); a pipeline stage calls it when it is built."""
-    if mode == "stream-batch" and conditions_on_input(dit):
-        raise ValueError(
-            "this DiT is input-conditioned (in_dim = 2 x out_dim: it takes each chunk's clean input latent), "
-            "which the pipelined engine (model.gpus > 1) runs in sequential mode only; set model.mode = 'sequential'"
-        )
 
 
 def denoiser(dit: nn.Module, state: StreamState, ops: DiTOps, cond: Tensor | None = None) -> ModelFn:

@@ -22,7 +22,7 @@ from streamer.model.config import DiTConfig, preset
 from streamer.model.dit import DiT, conditions_on_input
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, load_parts, preset_mismatch
-from streamer.model.step import refuse_stream_batch
+from streamer.model.pipeline.stage import refuse_stream_batch
 from streamer.model.weights.checkpoints import CheckpointError, load_dit
 from streamer.prompts import PromptState
 from streamer.train.checkpoint import save_dit_weights

@@ -34,8 +34,18 @@ from streamer.model.pipeline.graph import StageGraphs
 from streamer.model.pipeline.wire import Flag, Header, Kind, Link, PassSpec
 from streamer.model.sampling import pass_update, renoise, sdedit_noise, seeded_generator
 from streamer.model.shortcut import sampler_step_size, takes_step_size
-from streamer.model.step import StepConfig, StreamState, finish_chunk, prepare_chunk, refuse_stream_batch
+from streamer.model.step import StepConfig, StreamState, finish_chunk, prepare_chunk
 from streamer.model.vae import TAEHV
+
+
+def refuse_stream_batch(dit: DiT, mode: str) -> None:
+    """ValueError when an input-conditioned DiT would run in the pipelined engine's stream-batch mode (its
+    stages do not carry each slot's clean latent); each stage calls it when it is built."""
+    if mode == "stream-batch" and conditions_on_input(dit):
+        raise ValueError(
+            "this DiT is input-conditioned (in_dim = 2 x out_dim: it takes each chunk's clean input latent), "
+            "which the pipelined engine (model.gpus > 1) runs in sequential mode only; set model.mode = 'sequential'"
+        )
 
 
 class Stage:
