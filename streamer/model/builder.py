@@ -18,6 +18,7 @@ from streamer.config import ModelSettings, Settings
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, load_parts, resolve_device
 from streamer.model.pipeline.group import stage_devices
+from streamer.model.text import wait_for_weights
 from streamer.transform import Transform
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ def build_model_transform(settings: Settings, *, warmup: bool = True) -> Transfo
         pipelined = build_pipelined(settings, devices)
         log.info("model ready in %.1f s: %s", time.monotonic() - started, pipelined.status())
         return pipelined
-    parts = load_parts(m, resolve_device(m.device))
+    # umT5's weights (11 GB) are read while the engine is built and warmed up: warm-up and capture never
+    # read the prompt (the cross-attention buffers are refilled in place when it is encoded), so only the
+    # first chunk needs them. They are waited for here, so a broken text encoder still fails the load.
+    parts = load_parts(m, resolve_device(m.device), text_in_background=True)
     engine = new_engine(m, parts, video.height, video.width)
     if warmup and engine.fast is None:
         log.info("model warm-up: one chunk at %dx%d ...", video.width, video.height)
@@ -59,5 +63,8 @@ def build_model_transform(settings: Settings, *, warmup: bool = True) -> Transfo
         engine.step_tensor(grey.to(engine.device))
         engine.reset()
         log.info("model warm-up: 100%% (%.2f s)", time.monotonic() - t0)
+    waited = wait_for_weights(parts.text)
+    if waited is not None:
+        log.info("text encoder weights ready: waited %.2f s for them after warm-up", waited)
     log.info("model ready in %.1f s: %s (%s)", time.monotonic() - started, engine.status(), parts.describe())
     return engine

@@ -232,9 +232,12 @@ def load_configured_vae(m: ModelSettings, device: torch.device, dtype: torch.dty
     return vae.to(device=device, dtype=dtype).eval().requires_grad_(False), f"random (seed {m.seed})"
 
 
-def load_configured_text_encoder(m: ModelSettings, device: torch.device, cfg: DiTConfig) -> TextEncoder:
+def load_configured_text_encoder(
+    m: ModelSettings, device: torch.device, cfg: DiTConfig, *, background: bool = False
+) -> TextEncoder:
     """The text encoder [model] selects for a DiT of `cfg` whose (first) device is `device`, placed by
-    model.text_encoder_device; the one rule for the one-process engine and the pipelined one."""
+    model.text_encoder_device; the one rule for the one-process engine and the pipelined one.
+    background: umT5's weights are read on a thread (text.wait_for_weights finishes them)."""
     text_device, offload = text_encoder_placement(m, device, cfg)
     return build_text_encoder(
         m.text_encoder,
@@ -246,10 +249,14 @@ def load_configured_text_encoder(m: ModelSettings, device: torch.device, cfg: Di
         # random text states only beside a random DiT: trained weights need their real text encoder
         allow_random=dit_weights(m).kind == "random",
         offload=offload,
+        background=background,
     )
 
 
-def load_parts(m: ModelSettings, device: torch.device) -> LoadedParts:
+def load_parts(m: ModelSettings, device: torch.device, *, text_in_background: bool = False) -> LoadedParts:
+    """The DiT, the autoencoder and the text encoder [model] names, on `device`. text_in_background: umT5's
+    weights are still being read when this returns (the caller warms up meanwhile, then calls
+    text.wait_for_weights: build_model_transform)."""
     started = time.monotonic()
     dtype = resolve_dtype(m.dtype, device)
     if device.type == "cpu" and m.preset != "tiny":
@@ -262,8 +269,9 @@ def load_parts(m: ModelSettings, device: torch.device) -> LoadedParts:
     _progress(50, f"DiT: {dit_src}", started)
     vae, vae_src = load_configured_vae(m, device, dtype)
     _progress(70, f"autoencoder: {vae_src}", started)
-    text = load_configured_text_encoder(m, device, dit.cfg)
-    _progress(100, f"text encoder: {text.encoder_id.split(':')[0]}", started)
+    text = load_configured_text_encoder(m, device, dit.cfg, background=text_in_background)
+    later = " (its weights still loading, in the background)" if text_in_background and m.text_encoder else ""
+    _progress(100, f"text encoder: {text.encoder_id.split(':')[0]}{later}", started)
     random_parts = [name for name, rnd in (("DiT", dit_random), ("autoencoder", vae_random)) if rnd]
     if text.encoder_id.startswith("random"):
         random_parts.append("text encoder")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from streamer.model.background import BackgroundLoad
 from streamer.model.umt5 import PromptTokenizer, TextEncoderError, UMT5Net
 from streamer.model.umt5_layouts import find_layout, load_umt5, plan
 
@@ -93,6 +94,11 @@ class UMT5TextEncoder:
 
     offload=True keeps the weights in RAM and copies them to `device` for each encode, freeing the GPU
     afterwards (a card without room for the encoder beside the DiT; prompts change rarely and are cached).
+
+    background=True checks the layout and reads the tokenizer here but reads the weights (seconds from disk
+    for umT5-XXL) on a thread, so the daemon warms the DiT up meanwhile: the first encode, or
+    `wait_loaded()`, waits for them and raises the load's error if it failed. `encoder_id` is known at once
+    (it names the files, not their contents), so cached prompts need no weights.
     """
 
     def __init__(
@@ -103,6 +109,7 @@ class UMT5TextEncoder:
         text_len: int = UMT5_TEXT_LEN,
         *,
         offload: bool = False,
+        background: bool = False,
     ) -> None:
         layout = find_layout(path)
         checked = plan(layout)  # names and shapes checked before anything is read
@@ -116,9 +123,21 @@ class UMT5TextEncoder:
         home = torch.device("cpu") if self.offload else self.device
         log.info("umT5 text encoder: %s layout at %s, %.2f B params, %s on %s%s", layout.kind, layout.given,
                  checked.cfg.params / 1e9, dtype, home, f" (visits {self.device} per new prompt)" if self.offload else "")  # fmt: skip
-        self.net: UMT5Net = load_umt5(checked, home, dtype)
+        self._net = BackgroundLoad(lambda: load_umt5(checked, home, dtype), "umT5 weights")
+        if not background:
+            self._net.result()  # a load error raises here, from the constructor, as before
         self.layout, self.text_len, self.text_dim = layout, text_len, checked.cfg.dim
         self.encoder_id = f"umt5:{layout.given}:{layout.stamp()}:{text_len}:{dtype}"
+
+    @property
+    def net(self) -> UMT5Net:
+        """The encoder network; waits for weights still loading in the background."""
+        return self._net.result()
+
+    def wait_loaded(self) -> float:
+        """Wait for the weights (re-raising their load error); the seconds anyone has waited for them."""
+        self._net.result()
+        return self._net.waited_s
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Tensor:
@@ -322,13 +341,17 @@ def build_text_encoder(
     text_len: int,
     allow_random: bool = False,
     offload: bool = False,
+    background: bool = False,
 ) -> TextEncoder:
     """The encoder a DiT with this text width needs: `model.text_encoder` folder -> umT5 (cached);
     empty and 384-d -> MiniLM (cached); empty otherwise -> seeded random states only when the DiT has
-    random weights too (`allow_random`), else a clear error. offload: see UMT5TextEncoder."""
+    random weights too (`allow_random`), else a clear error. offload, background: see UMT5TextEncoder
+    (`wait_for_weights` finishes a background load)."""
     inner: TextEncoder
     if folder:
-        inner = UMT5TextEncoder(folder, device=device, dtype=dtype, text_len=text_len, offload=offload)
+        inner = UMT5TextEncoder(
+            folder, device=device, dtype=dtype, text_len=text_len, offload=offload, background=background
+        )
     elif text_dim == MINILM_DIM:
         inner = LazyMiniLM()
     elif allow_random:
@@ -341,6 +364,13 @@ def build_text_encoder(
     if inner.text_dim != text_dim:
         raise TextEncoderError(f"text encoder gives {inner.text_dim}-d states; the model needs {text_dim}-d")
     return CachedTextEncoder(inner, cache_dir or None)
+
+
+def wait_for_weights(text: TextEncoder) -> float | None:
+    """Wait for a text encoder's weights still loading in the background (re-raising their load error).
+    The seconds waited in total, or None for an encoder that never loads in the background."""
+    inner = text.inner if isinstance(text, CachedTextEncoder) else text
+    return inner.wait_loaded() if isinstance(inner, UMT5TextEncoder) else None
 
 
 class RandomTextEncoder:

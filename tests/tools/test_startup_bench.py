@@ -138,6 +138,21 @@ CPU_SMALL_LOG = """\
    6.783 12:11:38 I streamer.pipeline: model ready in 6.5 s: model wan-1.3b 64x64 2 steps sequential, cpu bfloat16, eager
    7.653 12:11:38 I streamer.pipeline: first transformed frame 7.4 s after start
 """
+# The CPU smoke test with umT5 read in the background (builder.py): its weights are read during the warm-up,
+# and the builder says how long it then waited for them.
+CPU_BACKGROUND_LOG = """\
+   0.318 13:41:11 I streamer.app: streamer starting: source pattern, sinks null, transform model, 64x64 @ 30 fps
+   1.644 13:41:12 I streamer.model.loading: model load   0% (0.0 s): preset wan-1.3b on cpu (bfloat16)
+   2.992 13:41:14 I streamer.model.loading: model load  50% (1.3 s): DiT: self_forcing_dmd.pt: custom, torch pickle (generator_ema)
+   3.944 13:41:15 I streamer.model.loading: model load  70% (2.3 s): autoencoder: taew2_1.pth
+   3.965 13:41:15 I streamer.model.loading: model load 100% (2.3 s): text encoder: umt5 (its weights still loading, in the background)
+   3.989 13:41:15 I streamer.model.umt5_layouts: umT5 load 100% (0.0 s): 22/22 tensors, 0.01/0.01 GB from models_t5_umt5-xxl-enc-bf16.pth
+   4.378 13:41:15 I streamer.model.builder: model warm-up: 100% (0.11 s)
+   4.378 13:41:15 I streamer.model.builder: text encoder weights ready: waited 0.00 s for them after warm-up
+   4.378 13:41:15 I streamer.model.builder: model ready in 2.7 s: model wan-1.3b 64x64 2 steps sequential, cpu bfloat16, eager
+   4.378 13:41:15 I streamer.pipeline: model ready in 4.1 s: model wan-1.3b 64x64 2 steps sequential, cpu bfloat16, eager
+   4.860 13:41:15 I streamer.pipeline: first transformed frame 4.5 s after start
+"""
 # What the runs printed (docs/benchmarks.md's table); wall times re-read from the log's ms stamps may round
 # 0.01 s apart from the in-run clock (the restart's loader start: 3.28 printed, 3.275 logged).
 RESTART = {"loader_start_wall_s": 3.28, "dit_load_s": 4.4, "vae_load_s": 0.1, "umt5_stage_s": 1.7}
@@ -150,20 +165,24 @@ FROM_DISK |= {"first_frame_wall_s": 23.25, "first_frame_pipeline_s": 22.8, "engi
 FROM_DISK |= {"first_chunk_after_ready_s": 0.52, "daemon_up_wall_s": 0.42}
 CPU_SMALL = {"dit_load_s": 1.2, "vae_load_s": 0.9, "weights_total_s": 2.2, "warmup_s": 2.56, "capture_s": None}
 CPU_SMALL |= {"engine_first_prompt_s": 0.64, "first_frame_wall_s": 7.65, "umt5_placement": None}
+CPU_BACKGROUND = {"dit_load_s": 1.3, "weights_total_s": 2.3, "umt5_stage_s": 0.0, "warmup_s": 0.11, "umt5_wait_s": 0.0}
+CPU_BACKGROUND |= {"engine_first_prompt_s": 0.29, "model_ready_s": 4.1, "first_frame_wall_s": 4.86}
 
 
 @pytest.mark.parametrize(
     ("log", "want"),
-    [(RESTART_LOG, RESTART), (FROM_DISK_LOG, FROM_DISK), (CPU_SMALL_LOG, CPU_SMALL)],
-    ids=["h100-restart", "h100-from-disk", "cpu-small"],
+    [(RESTART_LOG, RESTART), (FROM_DISK_LOG, FROM_DISK), (CPU_SMALL_LOG, CPU_SMALL),
+     (CPU_BACKGROUND_LOG, CPU_BACKGROUND)],
+    ids=["h100-restart", "h100-from-disk", "cpu-small", "cpu-umt5-in-background"],
 )
 def test_stage_parser_gives_the_stages_the_runs_printed(log: str, want: dict[str, float | None]) -> None:
     tool = _tool("run")
     stages = dataclasses.asdict(tool.summarize(tool.read_log(log)))
     got = {key: stages[key] for key in want}
     assert got == {k: v if v is None or isinstance(v, str) else pytest.approx(v, abs=0.011) for k, v in want.items()}
-    assert (stages["problems"] != []) == (log is CPU_SMALL_LOG)  # only the CPU run logged a warning
-    if log is not CPU_SMALL_LOG:
+    assert (stages["problems"] != []) == (log is CPU_SMALL_LOG)  # only this CPU run kept its warning
+    assert (stages["umt5_wait_s"] is None) == (log is not CPU_BACKGROUND_LOG)
+    if log in (RESTART_LOG, FROM_DISK_LOG):
         assert stages["umt5_placement"].endswith("5.68 B params, torch.bfloat16 on cuda")
         assert stages["dit_source"] == "self_forcing_dmd.pt: wan-1.3b, torch pickle (generator_ema)"
 

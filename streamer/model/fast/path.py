@@ -198,7 +198,10 @@ class FastPath:
     def _record(self, frames: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor | None]:
         """Capture the step on `frames` (a static buffer) as one CUDA graph: (graph, its output buffer)."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the text encoder's weights may be arriving on the GPU from their loading thread
+        # meanwhile (builder.py); the default ("global") mode would fail that thread's allocations and copies.
+        # This thread itself still makes no unsafe call during the capture.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = self._body(frames)
         return graph, out
 
