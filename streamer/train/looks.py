@@ -3,6 +3,13 @@
 A look is a deterministic function of each frame alone (no randomness, no dependence on other frames),
 so a look applied to a video is temporally as stable as the video: the model learns a consistent
 style, not flicker. All looks take and return [T, 3, H, W] float tensors in [0, 1].
+
+Every look keeps the input's structure: its target's edge corr against the input
+(streamer.train.quality.edge_corr, the score a model's output must reach, >= 0.6, in issue 14) is at
+least 0.7 on the held-out stream, or a perfect model would fail. So outlines are drawn on one side of an
+edge only (a line centred on an edge has two edges of its own) and tones change smoothly or by pointwise
+maps. `python tools/look_structure.py` measures it; the numbers in the docstrings below are its
+(1,200 frames of the held-out stream at 256x256, 2026-12-06).
 """
 
 from __future__ import annotations
@@ -58,6 +65,27 @@ def _posterise(x: Tensor, levels: int) -> Tensor:
     return torch.round(x.clamp(0, 1) * (levels - 1)) / (levels - 1)
 
 
+def _soft_posterise(x: Tensor, levels: int, sharpness: float) -> Tensor:
+    """`levels` flat bands joined by short sigmoid ramps instead of hard steps: a smooth gradient becomes
+    flat bands without the false contours (new edges) of rounding."""
+    v = x.clamp(0, 1) * (levels - 1)
+    band = v.floor()
+    return ((band + torch.sigmoid((v - band - 0.5) * sharpness)) / (levels - 1)).clamp(0, 1)
+
+
+def _saturate(x: Tensor, factor: float) -> Tensor:
+    """Scale each pixel's colour away from its luma (factor > 1: more vivid); the luma is unchanged."""
+    g = luma(x)
+    return (g + factor * (x - g)).clamp(0, 1)
+
+
+def _direction_hue(gray: Tensor) -> Tensor:
+    """[T, 1, H, W] -> [T, 3, H, W]: a colour wheel indexed by the direction of the local gradient."""
+    gx, gy = sobel(gray)
+    angle = torch.atan2(gy, gx)
+    return torch.cat([0.5 + 0.5 * torch.cos(angle + k * 2.094) for k in range(3)], 1)
+
+
 def _palette_map(v: Tensor, palette: list[tuple[float, float, float]]) -> Tensor:
     """Map [T, 1, H, W] values in [0, 1] through a piecewise-linear colour ramp -> [T, 3, H, W]."""
     pal = v.new_tensor(palette)  # [N, 3]
@@ -80,31 +108,46 @@ def noir(x: Tensor) -> Tensor:
     return (g * vignette).expand(-1, 3, -1, -1).clamp(0, 1)
 
 
+_NEON_TINT = (0.75, 0.45, 1.0)  # violet night: the base picture's red and green are held back
+
+
 def neon(x: Tensor) -> Tensor:
-    """Glowing edges on black, coloured by the edge direction."""
-    gx, gy = sobel(gaussian_blur(luma(x), 0.7))
-    mag = (gx.square() + gy.square()).sqrt()
-    strength = (mag * 6).clamp(0, 1)
-    angle = torch.atan2(gy, gx)
-    colour = torch.cat([0.5 + 0.5 * torch.cos(angle + k * 2.094) for k in range(3)], 1)  # hue wheel
-    line = colour * strength
-    glow = gaussian_blur(line, 1.5)
-    return (line + 1.5 * glow).clamp(0, 1)
+    """Glowing neon outlines on a dark, saturated, violet-tinted picture.
+
+    The glow sits on the bright side of each edge only (the positive part of luma minus its blur), coloured
+    by the edge's direction, so it brightens an outline the picture already has instead of drawing a
+    line with two edges of its own; the dark base keeps every other edge. Keeps the input's structure:
+    target edge corr 0.82 on held-out media (the old lines-on-black look: 0.26)."""
+    g = luma(x)
+    glow = ((g - gaussian_blur(g, 2.5)) * 6).clamp(0, 1)
+    colour = _direction_hue(gaussian_blur(g, 1.6))
+    base = _saturate(x, 2.0) ** 2.2 * 0.7 * x.new_tensor(_NEON_TINT).view(1, 3, 1, 1)
+    return (base + colour * glow).clamp(0, 1)
 
 
 def comic(x: Tensor) -> Tensor:
-    """Flat posterised colours with bold black outlines."""
-    flat = _posterise(gaussian_blur(x, 1.0) * 1.15, 4)
-    ink = (_edges(x, 1.0) * 8 > 0.5).to(x.dtype)
+    """Flat, vivid colour bands with black ink outlines.
+
+    The bands are a soft posterisation (no false contours); the ink is the dark side of a difference of
+    Gaussians (XDoG-style), so it thickens the darker side of an outline rather than drawing a line
+    across it. Keeps the input's structure: target edge corr 0.86 on held-out media (the old hard
+    posterisation with ink lines centred on edges: 0.32)."""
+    flat = _soft_posterise(_saturate(gaussian_blur(x, 1.0), 1.6) * 1.1, 4, 10.0)
+    g = gaussian_blur(luma(x), 0.7)
+    ink = (((gaussian_blur(g, 1.0) - g) * 15 - 0.1) * 4).clamp(0, 1)
     return (flat * (1 - ink)).clamp(0, 1)
 
 
 def sketch(x: Tensor) -> Tensor:
-    """Pencil sketch: colour-dodge of the luma by its blurred inverse (grey strokes on white paper)."""
+    """Pencil sketch with graphite shading: colour-dodge of the luma by its blurred inverse (strokes on
+    white paper), darkened (cubed) so the strokes read, times a light shading by the luma.
+
+    The shading carries the picture's tones, so the sketch keeps the input's structure: target edge corr
+    0.79 on held-out media (the dodge alone, squared: 0.65, with faint strokes)."""
     g = luma(x)
     blurred_inv = gaussian_blur(1 - g, 2.0)
     dodge = (g / (1 - blurred_inv).clamp(min=1e-3)).clamp(0, 1)
-    return (dodge**2).expand(-1, 3, -1, -1).clamp(0, 1)
+    return (dodge**3 * (0.6 + 0.4 * g)).expand(-1, 3, -1, -1).clamp(0, 1)
 
 
 _INFERNO = [
@@ -129,11 +172,16 @@ def sepia(x: Tensor) -> Tensor:
     return (0.9 * y + 0.05).clamp(0, 1)
 
 
-def pixel(x: Tensor, block: int = 8, levels: int = 5) -> Tensor:
-    """Pixel art: blocks of `block` px with a small per-channel palette."""
+def pixel(x: Tensor, block: int = 3, levels: int = 8) -> Tensor:
+    """Pixel art: blocks of `block` px, vivid high-contrast colours, `levels` levels per channel.
+
+    Small blocks and 8 levels after a contrast S-curve keep the input's structure: target edge corr 0.79
+    on held-out media (8 px blocks and 5 levels: 0.34, the block grid and the false contours were most of
+    its edges)."""
     h, w = x.shape[-2:]
     small = F.interpolate(x, size=(max(1, h // block), max(1, w // block)), mode="area")
-    return F.interpolate(_posterise(small, levels), size=(h, w), mode="nearest")
+    vivid = torch.sigmoid((_saturate(small, 1.8) - 0.5) * 8)
+    return F.interpolate(_posterise(vivid, levels), size=(h, w), mode="nearest")
 
 
 def watercolour(x: Tensor) -> Tensor:
