@@ -29,6 +29,7 @@ from torch import Tensor
 
 from streamer.model.umt5 import TextEncoderError, UMT5Config, UMT5Net
 from streamer.model.weights.readers import CheckpointError, read_pickle
+from streamer.model.weights.upload import PinnedUploader
 
 log = logging.getLogger(__name__)
 
@@ -323,22 +324,29 @@ class _Progress:
 
 
 def load_umt5(p: UMT5Plan, device: torch.device, dtype: torch.dtype) -> UMT5Net:
-    """Fill a meta-device UMT5Net tensor by tensor (each cast straight to dtype on device) and assign."""
+    """Fill a meta-device UMT5Net tensor by tensor (each cast to dtype, then to `device`: through pinned
+    buffers on a GPU) and assign."""
     with torch.device("meta"):
         net = UMT5Net(p.cfg)
     names = sorted(p.sources, key=lambda k: (str(p.sources[k][0].path), p.sources[k][1]))  # file order
     sizes = {k: _numel(p.sources[k][0].shapes[p.sources[k][1]]) for k in names}
     progress = _Progress(", ".join(w.name for w in p.layout.weights), sum(sizes.values()) * dtype.itemsize, len(names))
     state: dict[str, Tensor] = {}
+    uploader = PinnedUploader(device) if device.type == "cuda" else None  # why: weights/upload.py
     for name in names:
         f, key = p.sources[name]
         try:
-            # copy out of a memory-mapped pickle even when dtype and device match, so the module owns its
-            # memory (the page cache may be dropped, the file replaced); safetensors already hands a copy
-            state[name] = f.get(key).to(device=device, dtype=dtype, copy=f.pickled)
+            if uploader is not None:
+                state[name] = uploader.upload(f.get(key).to(dtype))
+            else:
+                # copy out of a memory-mapped pickle even when the dtype matches, so the module owns its
+                # memory (the page cache may be dropped, the file replaced); safetensors already hands a copy
+                state[name] = f.get(key).to(dtype=dtype, copy=f.pickled)
         except Exception as e:
             raise _fail(p.layout.given, f"cannot read {key} from {f.path} ({type(e).__name__}: {e})") from None
         progress.advance(sizes[name] * dtype.itemsize)
+    if uploader is not None:
+        uploader.finish()
     net.load_state_dict(state, strict=True, assign=True)
     return net.eval().requires_grad_(False)
 

@@ -147,3 +147,18 @@ def test_the_fast_path_captures_while_weights_arrive_on_the_gpu(tmp_path: Path) 
     stop.set()
     assert loader.result() > 0 and engine.fast is not None
     engine.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_pinned_uploader_copies_every_byte() -> None:
+    from streamer.model.weights.upload import PinnedUploader
+
+    up = PinnedUploader(torch.device("cuda"), chunk_bytes=1000)  # tensors span many chunks and both buffers
+    gen = torch.Generator().manual_seed(0)
+    sources = [torch.randn(37, 91, generator=gen).to(torch.bfloat16), torch.randn(5000, generator=gen),
+               torch.randn(64, 64, generator=gen).t(), torch.empty(0, 3), torch.randint(0, 9, (333,), generator=gen)]  # fmt: skip
+    outs = [up.upload(s) for s in sources]
+    up.finish()
+    for s, o in zip(sources, outs, strict=True):
+        assert o.device.type == "cuda" and o.dtype == s.dtype and torch.equal(o.cpu(), s)
