@@ -7,7 +7,8 @@
 # disk (on tmpfs the "read from disk" start cannot drop the files) and ≈ 12 GB of free RAM.
 # Settings (environment): OUT (results, default /tmp/startup-bench), PULLED (the layout, default /tmp/pulled),
 # PY (default python3), SCALE=small (tiny shapes: the same three starts as a CPU smoke test: 41 s on 2 cores),
-# SKIP_WARM=1 (no third start).
+# SKIP_WARM=1 (no third start), REUSE=1 (keep the layout an earlier run wrote under $PULLED: comparing two
+# trees on one machine).
 #
 # How it ran on the lent H100 for docs/benchmarks.md ("Start-up (item 6) on the H100", 2026-12-06): the tree
 # was a `git archive HEAD` snapshot, the project's dependencies were wheels installed with
@@ -34,8 +35,12 @@ date -u
 TRITON=$(mktemp -d)  # two Triton caches: a fresh one for the first start, a second for "from disk" + restart
 t0=$(date +%s); el() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/phase.log"; }
 df -hT "$D" | tail -1; free -g | head -2
-timeout 300 $PY "$HERE/make_layout.py" "$D" --scale "${SCALE:-real}" > "$OUT/make_layout.log" 2>&1; rc=$?
-el "layout rc $rc"; tail -8 "$OUT/make_layout.log"; [ $rc = 0 ] || exit 1
+if [ -n "$REUSE" ] && [ -f "$D/pulled.toml" ]; then
+  el "layout kept (REUSE)"
+else
+  timeout 300 $PY "$HERE/make_layout.py" "$D" --scale "${SCALE:-real}" > "$OUT/make_layout.log" 2>&1; rc=$?
+  el "layout rc $rc"; tail -8 "$OUT/make_layout.log"; [ $rc = 0 ] || exit 1
+fi
 FILES=("$D/Self-Forcing/checkpoints/self_forcing_dmd.pt" "$D/Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth"
        "$D/taehv/taew2_1.pth")
 start() {  # $1: name, $2: Triton cache folder
