@@ -71,7 +71,9 @@ def test_looks_are_per_frame_deterministic_styles(name: str) -> None:
     y = apply_look(name, x)
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
     assert (y - x).abs().mean() > 0.02  # a visible change
-    assert torch.allclose(apply_look(name, x[2:3]), y[2:3], atol=1e-6)  # frame by frame: no flicker source
+    # frame by frame: no flicker source. A batched convolution may round differently from a one-frame one
+    # (~1e-7); comic's ink ramp (40x a luma difference) amplifies that to ~5e-6, far below a uint8 level
+    assert torch.allclose(apply_look(name, x[2:3]), y[2:3], atol=2e-5)
     assert len(LOOKS[name].prompts) >= 3 and all(p.strip() for p in LOOKS[name].prompts)
 
 
