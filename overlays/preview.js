@@ -63,11 +63,16 @@ export function keepStreaming(img, url, { pauseWhenHidden = false } = {}) {
   let controller = null;
   let shown = null; // the blob: URL on screen, released once the next picture has replaced it
 
-  function show(jpeg) {
+  // "live" is said only once a picture has decoded (naturalWidth is real), and only while its stream
+  // is still being read: a load that lands after the stream ended must not undo "reconnecting".
+  function show(jpeg, stillStreaming) {
     const next = URL.createObjectURL(new Blob([jpeg], { type: "image/jpeg" }));
     const previous = shown;
     shown = next;
-    img.addEventListener("load", () => previous && URL.revokeObjectURL(previous), { once: true });
+    img.addEventListener("load", () => {
+      if (previous) URL.revokeObjectURL(previous);
+      if (shown === next && stillStreaming()) img.dataset.state = "live";
+    }, { once: true });
     img.src = next;
   }
 
@@ -78,6 +83,7 @@ export function keepStreaming(img, url, { pauseWhenHidden = false } = {}) {
       controller = new AbortController();
       const mine = controller;
       let lastPart = Date.now();
+      let streaming = true;
       const watchdog = setInterval(() => {
         if (Date.now() - lastPart > STALL_MS) mine.abort();
       }, 1000);
@@ -85,12 +91,12 @@ export function keepStreaming(img, url, { pauseWhenHidden = false } = {}) {
         await readStream(url, mine.signal, (jpeg) => {
           lastPart = Date.now();
           delay = RETRY_MIN_MS; // it worked: the next outage starts again with a short wait
-          img.dataset.state = "live";
-          show(jpeg);
+          show(jpeg, () => streaming);
         });
       } catch {
         // refused, unreachable, stalled or aborted: all end in a retry below
       } finally {
+        streaming = false;
         clearInterval(watchdog);
       }
       img.dataset.state = "reconnecting";
