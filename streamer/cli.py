@@ -1,4 +1,4 @@
-"""`streamer` command line: run | doctor | init | bench | model inspect | models | check-prompt | obs setup | twitch login | train | train evaluate | train widen-input | prune.
+"""`streamer` command line: run | doctor | init | bench | model inspect | models | check-prompt | obs setup | twitch login | train | train evaluate | train widen-input | train widen-ffn | prune.
 
 Each command is implemented in the module that owns the capability and imported only when that
 command runs, so `streamer doctor` works even when an optional extra (twitchio, obsws) is missing.
@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("train", help="train or fine-tune a model (see docs/training.md; torchrun for several GPUs)",
                        epilog="streamer train evaluate --help: score a model on held-out clips; "
-                              "streamer train widen-input --help: make a DiT input-conditioned")  # fmt: skip
+                              "streamer train widen-input --help: make a DiT input-conditioned; "
+                              "streamer train widen-ffn --help: give a DiT more FFN channels")  # fmt: skip
     q.add_argument("--config", "-c", metavar="FILE", required=True, help="training TOML ([train] table)")
     q.add_argument("--steps", type=COUNT, help="override train.steps")
     q.add_argument("--out-dir", help="override train.out_dir")
@@ -250,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streamer.train.widen import main as widen_main
 
         return widen_main(argv[2:], prog="streamer train widen-input")
+    if argv[:2] == ["train", "widen-ffn"]:
+        from streamer.train.widen import main_ffn
+
+        return main_ffn(argv[2:], prog="streamer train widen-ffn")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

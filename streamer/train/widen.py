@@ -1,14 +1,22 @@
-"""Turn a plain DiT checkpoint into an input-conditioned one that starts out computing exactly the same.
+"""Widen a DiT checkpoint so that it starts out computing exactly what it did, with room to learn more.
 
     streamer train widen-input CHECKPOINT --out DIR [--force]
+    streamer train widen-ffn CHECKPOINT --ffn-dim N --out DIR [--force]
 
-An input-conditioned DiT (`DiTConfig.conditions_on_input`: in_dim = 2 x out_dim) gets each chunk's clean
-input latent beside the noisy one, concatenated on the channel axis (Wan2.1's I2V model takes its
-condition latents the same way). Widening copies every tensor and gives `patch_embedding.weight` ZERO
-columns for the new channels: the patch embedding is linear in its input, so the condition adds exactly
-0 and the widened model's output is the original's for any input. Fine-tuning (train.init = DIR) then
-teaches it to read the clean input, starting from what the original already does. config.json carries
-the new in_dim, which the loader checks against the tensors; the step embedding
+**widen-input**: an input-conditioned DiT (`DiTConfig.conditions_on_input`: in_dim = 2 x out_dim) gets
+each chunk's clean input latent beside the noisy one, concatenated on the channel axis (Wan2.1's I2V
+model takes its condition latents the same way). Widening copies every tensor and gives
+`patch_embedding.weight` ZERO columns for the new channels: the patch embedding is linear in its input,
+so the condition adds exactly 0 and the widened model's output is the original's for any input.
+
+**widen-ffn**: more FFN channels per block (the capacity that pruning took away). The new channels'
+first-matrix rows start as nn.Linear would start them (uniform in ±1/sqrt(dim)), and their columns of the
+second matrix start at ZERO, so they add exactly 0 to the residual stream until training moves those
+columns; the columns get a gradient at once because the new channels' activations are not zero
+(a zero first matrix would leave both at zero for good).
+
+Fine-tuning (train.init = DIR) then teaches the new part, starting from what the original already does.
+config.json carries the new shape, which the loader checks against the tensors; the step embedding
 (shortcut.safetensors) is copied unchanged (it depends on dim alone).
 """
 
@@ -16,15 +24,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
+from streamer.model.config import DiTConfig
 from streamer.model.dit import DiT
 from streamer.model.shortcut import ShortcutDiT, load_shortcut_file
 from streamer.model.weights.checkpoints import CheckpointError, read_checkpoint
 from streamer.train.checkpoint import save_dit_weights
+
+FFN_TILE = 64  # FFN widths stay multiples of the tensor-core tile, as pruning keeps them (prune.py)
+
+
+def _rebuilt(model: DiT, cfg: DiTConfig, sd: dict[str, Tensor]) -> DiT:
+    """A new model of `model`'s class with the config `cfg` and the tensors `sd`."""
+    with torch.device("meta"):
+        new = type(model)(cfg)
+    new.load_state_dict(sd, strict=True, assign=True)
+    return new.train(model.training)
 
 
 def widen_input(model: DiT) -> DiT:
@@ -37,26 +59,42 @@ def widen_input(model: DiT) -> DiT:
         raise ValueError(
             f"only a DiT with in_dim = out_dim can be widened (in_dim {cfg.in_dim}, out_dim {cfg.out_dim})"
         )
-    wide_cfg = dataclasses.replace(cfg, in_dim=2 * cfg.out_dim)
     sd = model.state_dict()
     w = sd["patch_embedding.weight"]  # [dim, in_dim, *patch]
     sd["patch_embedding.weight"] = torch.cat([w, torch.zeros_like(w)], dim=1)
-    with torch.device("meta"):
-        wide = type(model)(wide_cfg)
-    wide.load_state_dict(sd, strict=True, assign=True)
-    return wide.train(model.training)
+    return _rebuilt(model, dataclasses.replace(cfg, in_dim=2 * cfg.out_dim), sd)
 
 
-def widen_checkpoint(src: str | Path, out: Path) -> DiT:
-    """Read a DiT checkpoint (any layout the loader reads), widen it, write model.safetensors + config.json
-    (+ shortcut.safetensors) into `out`. Returns the widened model (float32, CPU)."""
+def widen_ffn(model: DiT, ffn_dim: int, seed: int = 0) -> DiT:
+    """A new model of the same class with `ffn_dim` FFN channels per block: the original's channels first,
+    then new ones whose second-matrix columns are zero (same output for any input; seeded, so repeatable)."""
+    cfg = model.cfg
+    if ffn_dim <= cfg.ffn_dim or ffn_dim % FFN_TILE:
+        raise ValueError(f"the new FFN width must be a multiple of {FFN_TILE} above the current {cfg.ffn_dim}, "
+                         f"got {ffn_dim}")  # fmt: skip
+    extra, bound = ffn_dim - cfg.ffn_dim, 1 / math.sqrt(cfg.dim)  # nn.Linear's own initial range
+    gen = torch.Generator().manual_seed(seed)
+    sd = model.state_dict()
+    for i in range(cfg.num_layers):
+        up_w, up_b, down_w = (f"blocks.{i}.ffn.{k}" for k in ("0.weight", "0.bias", "2.weight"))
+        new_rows = (torch.rand(extra, cfg.dim, generator=gen) * 2 - 1) * bound
+        new_bias = (torch.rand(extra, generator=gen) * 2 - 1) * bound
+        sd[up_w] = torch.cat([sd[up_w], new_rows.to(sd[up_w])])
+        sd[up_b] = torch.cat([sd[up_b], new_bias.to(sd[up_b])])
+        sd[down_w] = torch.cat([sd[down_w], sd[down_w].new_zeros(cfg.dim, extra)], dim=1)
+    return _rebuilt(model, dataclasses.replace(cfg, ffn_dim=ffn_dim), sd)
+
+
+def widen_checkpoint(src: str | Path, out: Path, widen: Callable[[DiT], DiT] = widen_input) -> DiT:
+    """Read a DiT checkpoint (any layout the loader reads), widen it with `widen`, write model.safetensors +
+    config.json (+ shortcut.safetensors) into `out`. Returns the widened model (float32, CPU)."""
     info = read_checkpoint(src)
     if info.problems:
         raise CheckpointError(f"{info.path}: cannot widen: " + "; ".join(info.problems))
     shortcut = load_shortcut_file(info.path.parent)
     model: DiT = ShortcutDiT(info.config) if shortcut is not None else DiT(info.config)
     model.load_state_dict({**info.state_dict, **(shortcut or {})}, strict=True)
-    wide = widen_input(model.float())
+    wide = widen(model.float())
     sd = wide.state_dict()
     wan = {k: v for k, v in sd.items() if not k.startswith("step_embedding.")}
     steps = {k: v for k, v in sd.items() if k.startswith("step_embedding.")}
@@ -64,9 +102,13 @@ def widen_checkpoint(src: str | Path, out: Path) -> DiT:
     return wide
 
 
-def main(argv: list[str] | None = None, prog: str = "streamer train widen-input") -> int:
+def _command(argv: list[str] | None, prog: str, what: str) -> int:
+    """`widen-input` and `widen-ffn` (what = "input" | "ffn"): the same checkpoint in, folder out."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="DiT checkpoint (file or folder), e.g. streamer/model/embedded/tiny")
+    if what == "ffn":
+        p.add_argument("--ffn-dim", type=int, required=True, help=f"the new FFN width (a multiple of {FFN_TILE})")
+        p.add_argument("--seed", type=int, default=0, help="seed of the new channels' first-matrix rows")
     p.add_argument("--out", required=True, type=Path, help="folder for the widened checkpoint")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
     args = p.parse_args(argv)
@@ -74,15 +116,26 @@ def main(argv: list[str] | None = None, prog: str = "streamer train widen-input"
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
         print(f"error: {out} exists and is not an empty folder; use --force to overwrite", file=sys.stderr)
         return 1
+    widen = widen_input if what == "input" else lambda m: widen_ffn(m, args.ffn_dim, args.seed)
     try:
-        wide = widen_checkpoint(args.checkpoint, out)
+        wide = widen_checkpoint(args.checkpoint, out, widen)
     except (CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     c = wide.cfg
-    print(f"widened {args.checkpoint}: in_dim {c.out_dim} -> {c.in_dim} (the clean input latent; its patch-embedding "
-          f"weights start at zero, so the model computes what it did); wrote {out} (fine-tune with train.init = '{out}')")  # fmt: skip
+    change = (f"in_dim {c.out_dim} -> {c.in_dim} (the clean input latent; its patch-embedding weights start at zero"
+              if what == "input" else f"FFN width -> {c.ffn_dim} (the new channels' output columns start at zero")
+    print(f"widened {args.checkpoint}: {change}, so the model computes what it did); wrote {out} "
+          f"(fine-tune with train.init = '{out}')")  # fmt: skip
     return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "streamer train widen-input") -> int:
+    return _command(argv, prog, "input")
+
+
+def main_ffn(argv: list[str] | None = None, prog: str = "streamer train widen-ffn") -> int:
+    return _command(argv, prog, "ffn")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Widening a DiT to take the clean input latent (streamer/train/widen.py), and training the widened one.
+"""Widening a DiT (streamer/train/widen.py): to take the clean input latent, or to more FFN channels; and
+training the widened one.
 
-Widening is exact (zero patch-embedding columns: the same output for any condition); the widened
-checkpoint carries in_dim in config.json and its step embedding; training feeds the INPUT clip's clean
-latent to every forward (main pass, rollout history, shortcut targets) and learns on a toy batch.
+Widening is exact (zero patch-embedding columns: the same output for any condition; zero second-matrix
+columns for new FFN channels); the widened checkpoint carries its shape in config.json and its step
+embedding; training feeds the INPUT clip's clean latent to every forward (main pass, rollout history,
+shortcut targets) and learns on a toy batch; the new FFN channels learn.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from streamer.train.data import draw_clips, step_generator
 from streamer.train.objective import encode_clips
 from streamer.train.shortcut import ShortcutDiT
 from streamer.train.trainer import Trainer
-from streamer.train.widen import widen_checkpoint, widen_input
+from streamer.train.widen import widen_checkpoint, widen_ffn, widen_input
 
 
 def _shortcut_model() -> ShortcutDiT:
@@ -64,6 +66,48 @@ def test_widen_input_command_writes_a_loadable_conditioned_checkpoint(tmp_path: 
     # a non-empty --out is refused without --force; widening the widened one is refused with the reason
     assert cli_main(["train", "widen-input", str(tmp_path / "src"), "--out", str(tmp_path / "wide")]) == 1
     assert cli_main(["train", "widen-input", str(tmp_path / "wide"), "--out", str(tmp_path / "w2")]) == 1
+
+
+def test_a_dit_widened_to_more_ffn_channels_computes_exactly_what_it_did() -> None:
+    model = widen_input(_shortcut_model())
+    wide = widen_ffn(model, 1536, seed=3)
+    assert isinstance(wide, ShortcutDiT) and wide.cfg.ffn_dim == 1536 and wide.cfg.in_dim == 32
+    g = torch.Generator().manual_seed(2)
+    x, cond = torch.randn(2, 16, 3, 8, 8, generator=g), torch.randn(2, 16, 3, 8, 8, generator=g)
+    t, text = torch.rand(2, 3, generator=g) * 1000, torch.randn(2, 5, 384, generator=g)
+    d = torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.25, 0.0]])
+    with torch.no_grad():
+        want = model(x, t, text, chunk_frames=1, step_size=d, cond=cond)
+        assert torch.equal(wide(x, t, text, chunk_frames=1, step_size=d, cond=cond), want)
+    for i in range(wide.cfg.num_layers):
+        up, down = wide.blocks[i].ffn[0].weight, wide.blocks[i].ffn[2].weight
+        assert torch.equal(up[:1024], model.blocks[i].ffn[0].weight) and down[:, 1024:].abs().max() == 0
+        assert up[1024:].abs().max() > 0  # the new channels are active, so their zero columns get a gradient
+    assert torch.equal(widen_ffn(model, 1536, seed=3).blocks[0].ffn[0].weight, wide.blocks[0].ffn[0].weight)
+    for bad in (1024, 1000, 512):  # not wider, or not a multiple of 64
+        with pytest.raises(ValueError, match="multiple of 64 above the current 1024"):
+            widen_ffn(model, bad)
+
+
+def test_widen_ffn_command_writes_a_checkpoint_whose_new_channels_learn(
+    tmp_path: Path, pair_dir: Path, micro_init: Path, fast_text: None
+) -> None:
+    widen_checkpoint(micro_init, tmp_path / "cond")
+    before = json.loads((tmp_path / "cond" / "config.json").read_text())["ffn_dim"]
+    out = tmp_path / "wide"
+    assert cli_main(["train", "widen-ffn", str(tmp_path / "cond"), "--ffn-dim", str(before + 64), "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["ffn_dim"] == before + 64
+    assert cli_main(["train", "widen-ffn", str(tmp_path / "cond"), "--ffn-dim", str(before), "--out",
+                     str(tmp_path / "w2")]) == 1  # fmt: skip
+    trainer = Trainer(_cfg(tmp_path / "run", pair_dir, out, p_history=0.0, p_shortcut=0.0))
+    assert trainer.dit is not None and trainer.dit.cfg.ffn_dim == before + 64
+    batch = draw_clips(trainer.source, 4, trainer.video_frames, 0, 0, 0).ready("cpu")
+    for _ in range(3):
+        trainer.opt.zero_grad(set_to_none=True)
+        loss, _ = trainer.objective.loss(batch, step_generator(0, 0, 0, "noise"))
+        loss.backward()
+        trainer.opt.step()
+    assert trainer.dit.blocks[0].ffn[2].weight[:, before:].abs().max() > 0  # the new output columns moved
 
 
 @pytest.fixture
