@@ -247,14 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streamer.train.evaluate import main as evaluate_main
 
         return evaluate_main(argv[2:], prog="streamer train evaluate")
-    if argv[:2] == ["train", "widen-input"]:  # its own parser too (streamer.train.widen)
+    if argv[:1] == ["train"] and argv[1:2] in (["widen-input"], ["widen-ffn"]):  # their own parser too (widen.py)
         from streamer.train.widen import main as widen_main
 
-        return widen_main(argv[2:], prog="streamer train widen-input")
-    if argv[:2] == ["train", "widen-ffn"]:
-        from streamer.train.widen import main_ffn
-
-        return main_ffn(argv[2:], prog="streamer train widen-ffn")
+        return widen_main(argv[2:], prog=f"streamer train {argv[1]}", what=argv[1].removeprefix("widen-"))
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -34,8 +34,8 @@ from torch import Tensor
 
 from streamer.model.config import DiTConfig
 from streamer.model.dit import DiT
-from streamer.model.shortcut import ShortcutDiT, load_shortcut_file
-from streamer.model.weights.checkpoints import CheckpointError, read_checkpoint
+from streamer.model.shortcut import ShortcutDiT
+from streamer.model.weights.checkpoints import CheckpointError, load_dit
 from streamer.train.checkpoint import save_dit_weights
 
 FFN_TILE = 64  # FFN widths stay multiples of the tensor-core tile, as pruning keeps them (prune.py)
@@ -86,23 +86,17 @@ def widen_ffn(model: DiT, ffn_dim: int, seed: int = 0) -> DiT:
 
 
 def widen_checkpoint(src: str | Path, out: Path, widen: Callable[[DiT], DiT] = widen_input) -> DiT:
-    """Read a DiT checkpoint (any layout the loader reads), widen it with `widen`, write model.safetensors +
-    config.json (+ shortcut.safetensors) into `out`. Returns the widened model (float32, CPU)."""
-    info = read_checkpoint(src)
-    if info.problems:
-        raise CheckpointError(f"{info.path}: cannot widen: " + "; ".join(info.problems))
-    shortcut = load_shortcut_file(info.path.parent)
-    model: DiT = ShortcutDiT(info.config) if shortcut is not None else DiT(info.config)
-    model.load_state_dict({**info.state_dict, **(shortcut or {})}, strict=True)
-    wide = widen(model.float())
-    sd = wide.state_dict()
-    wan = {k: v for k, v in sd.items() if not k.startswith("step_embedding.")}
-    steps = {k: v for k, v in sd.items() if k.startswith("step_embedding.")}
-    save_dit_weights(out, wide.cfg, wan, steps or None)
+    """Load a DiT checkpoint (any layout the daemon's loader reads), widen it with `widen`, write
+    model.safetensors + config.json (+ shortcut.safetensors) into `out`. Returns the widened model (float32, CPU)."""
+    wide = widen(load_dit(src)[0])
+    if isinstance(wide, ShortcutDiT):
+        save_dit_weights(out, wide.cfg, wide.wan_state_dict(), wide.shortcut_state_dict())
+    else:
+        save_dit_weights(out, wide.cfg, wide.state_dict(), None)
     return wide
 
 
-def _command(argv: list[str] | None, prog: str, what: str) -> int:
+def main(argv: list[str] | None = None, prog: str = "streamer train widen-input", what: str = "input") -> int:
     """`widen-input` and `widen-ffn` (what = "input" | "ffn"): the same checkpoint in, folder out."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="DiT checkpoint (file or folder), e.g. streamer/model/embedded/tiny")
@@ -128,14 +122,6 @@ def _command(argv: list[str] | None, prog: str, what: str) -> int:
     print(f"widened {args.checkpoint}: {change}, so the model computes what it did); wrote {out} "
           f"(fine-tune with train.init = '{out}')")  # fmt: skip
     return 0
-
-
-def main(argv: list[str] | None = None, prog: str = "streamer train widen-input") -> int:
-    return _command(argv, prog, "input")
-
-
-def main_ffn(argv: list[str] | None = None, prog: str = "streamer train widen-ffn") -> int:
-    return _command(argv, prog, "ffn")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 # Here (a machine with PyPI), before a call on the lent GPU machine: fetch the wheels of the project's
 # dependencies that the device image lacks into .whl/ (ignored; carry it: `carry: [".whl"]`).
 #
-#   bash tools/device/fetch_wheels.sh          # from the checkout's root; ~30 MB
+#   bash tools/device/fetch_wheels.sh          # from the checkout's root; ~38 MB
 #
 # The device has python 3.12 with torch, triton, numpy, safetensors, aiohttp, transformers and most of
 # the rest; these five were missing there in every session so far (an import of streamer, the train

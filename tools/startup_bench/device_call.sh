@@ -10,12 +10,10 @@
 # SKIP_WARM=1 (no third start), REUSE=1 (keep the layout an earlier run wrote under $PULLED: comparing two
 # trees on one machine).
 #
-# How it ran on the lent H100 for docs/benchmarks.md ("Start-up (item 6) on the H100", 2026-12-06): the tree
-# was a `git archive HEAD` snapshot, the project's dependencies were wheels installed with
-# `pip install --no-index --no-deps --target /tmp/site .whl/*.whl`, kernels/ and overlays/ were linked as
-# /tmp/site/streamer_kernels and /tmp/site/streamer_overlays, then
-# PYTHONPATH=/tmp/site:<snapshot> PYTHONUNBUFFERED=1, with XDG_CACHE_HOME and TORCHINDUCTOR_CACHE_DIR in the
-# session's carried folder, and the device's $OUT as OUT.
+# On the lent GPU machine: `source tools/device/prepare.sh && OUT=$OUT bash tools/startup_bench/device_call.sh`
+# (the wheels of tools/device/fetch_wheels.sh carried as .whl); the runs for docs/benchmarks.md
+# ("Start-up (item 6) on the H100", 2026-12-06) did those same steps by hand, from a `git archive HEAD`
+# snapshot, with XDG_CACHE_HOME and TORCHINDUCTOR_CACHE_DIR in the session's carried folder.
 #
 # Writes the `models pull self-forcing` layout with random values under $PULLED (make_layout.py), then three
 # starts, each with a fresh prompt cache and store (run.py stops each 3 s after its first transformed frame):
