@@ -19,6 +19,7 @@ PY=${PY:-python3} DEVICE=${DEVICE:-cuda} BATCH=${BATCH:-128} WORKERS=${WORKERS:-
 MINUTES=${MINUTES:-4.8} STEPS=${STEPS:-700} LR=${LR:-1.5e-4} DTYPE=${DTYPE:-bfloat16}
 EVAL_FRAMES=${EVAL_FRAMES:-150} DRIFT_MIN=${DRIFT_MIN:-10} EVAL_CAP_S=${EVAL_CAP_S:-220} FAST=${FAST---fast-path}
 INIT=${INIT:-$PWD/streamer/model/embedded/tiny}
+VARIANTS=${VARIANTS:-base focus focus-no-history focus-no-shortcut}  # fewer: only their evaluations run
 R=${RUNS:-$PWD/runs/variants}
 OUT=${OUT:?set OUT to the folder that comes back}
 mkdir -p "$R/cfg" "$R/logs" "$OUT"
@@ -47,14 +48,15 @@ write_cfg focus-no-shortcut 'p_paired = 0.9' 'paired_max_sigma = 0.5' 'p_shortcu
 
 t0=$(date +%s)
 pids=()
-for v in base focus focus-no-history focus-no-shortcut; do
+for v in $VARIANTS; do
   $PY -m streamer train -c "$R/cfg/$v.toml" --max-minutes "$MINUTES" >"$R/logs/train-$v.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || echo "a trainer failed (exit $?): see $R/logs"; done
 echo "training done in $(( $(date +%s) - t0 )) s"
-for v in base focus focus-no-history focus-no-shortcut; do tail -n 2 "$R/logs/train-$v.log"; done
+for v in $VARIANTS; do tail -n 2 "$R/logs/train-$v.log"; done
 
+has() { [[ " $VARIANTS " == *" $1 "* ]]; }
 ck() { echo "$R/$1/checkpoints/$(cat "$R/$1/checkpoints/latest")"; }  # latest: the newest folder's name
 evaluate() {  # name, checkpoint, then evaluator arguments
   local name=$1 ckpt=$2; shift 2
@@ -64,12 +66,17 @@ evaluate() {  # name, checkpoint, then evaluator arguments
 }
 sheet=(--sheet-frames 2 --sheet-tile 160)
 evaluate quality-init "$INIT" --mode quality --frames "$EVAL_FRAMES" --sheet "$R/sheet-init.png" "${sheet[@]}"
-evaluate quality-base "$(ck base)" --mode quality --frames "$EVAL_FRAMES" --sheet "$R/sheet-base.png" "${sheet[@]}"
-evaluate quality-focus "$(ck focus)" --mode quality --frames "$EVAL_FRAMES" --sheet "$R/sheet-focus.png" "${sheet[@]}"
-for v in focus focus-no-history; do
-  evaluate "drift-$v-watercolour" "$(ck $v)" --mode drift --minutes "$DRIFT_MIN" --looks watercolour
+for v in base focus; do
+  has $v && evaluate "quality-$v" "$(ck $v)" --mode quality --frames "$EVAL_FRAMES" --sheet "$R/sheet-$v.png" "${sheet[@]}"
 done
-for v in focus focus-no-shortcut; do evaluate "steps-$v" "$(ck $v)" --mode steps --frames "$EVAL_FRAMES"; done
+if has focus && has focus-no-history; then
+  for v in focus focus-no-history; do
+    evaluate "drift-$v-watercolour" "$(ck $v)" --mode drift --minutes "$DRIFT_MIN" --looks watercolour
+  done
+fi
+if has focus && has focus-no-shortcut; then
+  for v in focus focus-no-shortcut; do evaluate "steps-$v" "$(ck $v)" --mode steps --frames "$EVAL_FRAMES"; done
+fi
 wait
 echo "evaluations done at $(( $(date +%s) - t0 )) s"
 
@@ -77,7 +84,7 @@ pack() {  # the weights of a variant's newest checkpoint, without the optimizer 
   local d; d=$(ck "$1")
   tar -C "$d" -cf "$OUT/$1.tar" config.json model.safetensors $(cd "$d" && ls shortcut.safetensors 2>/dev/null)
 }
-pack base; pack focus
+for v in base focus; do has $v && pack $v; done
 tar -C "$R" -czf "$OUT/results.tar.gz" cfg logs $(cd "$R" && ls eval-*.json sheet-*.png */log.jsonl 2>/dev/null)
 ls -la "$OUT"
-for f in "$R"/eval-*.json; do echo "== $f"; head -c 600 "$f"; echo; done
+grep -H '^|' "$R"/logs/eval-*.log | sed "s#^$R/logs/##"  # every evaluator's table
