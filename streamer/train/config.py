@@ -56,6 +56,10 @@ class TrainConfig:
     # paired frames' noise level: 1 = the shifted schedule (clamped to >= 0.2) like target frames; below 1 =
     # uniform in [0.2, this], i.e. only the strengths the daemon streams at (tiny's 0.6 tells the model 0.5)
     paired_max_sigma: float = 1.0
+    # weight of an L1 loss on the DECODED one-step prediction of paired frames, in pixels and in pixel
+    # gradients, beside the latent flow loss (0 = off): the latent MSE weighs a look's fine lines (comic's
+    # ink, pixel's block edges) by their small share of the latent, the picture by what a viewer sees
+    pixel_loss: float = 0.0
     # history augmentation
     p_history: float = 0.5  # share of clips whose first frames are a corrupted, loss-free history
     history_max_sigma: float = 0.5  # history frames get a noise level in [0, this]
@@ -155,6 +159,7 @@ def check(c: TrainConfig, f: str) -> None:
              "must be >= 1")  # fmt: skip
     _require(c.sample_every >= 0 and c.sample_frames >= 1, f, "sample_every/sample_frames", "must be >= 0 / >= 1")
     _require(0 <= c.ema < 1, f, "ema", "must be in [0, 1)")
+    _require(c.pixel_loss >= 0, f, "pixel_loss", "must be >= 0")
     _require(c.dtype in ("float32", "bfloat16"), f, "dtype", "must be float32 or bfloat16")
     if c.data != "builtin":
         _require(

@@ -108,6 +108,12 @@ def noisy_clip(plan: Plan, z_in: Tensor, z_tgt: Tensor, z_hist: Tensor, eps: Ten
     return x, (1000 * plan.sigma).to(torch.float32), label
 
 
+def one_step_latent(plan: Plan, x: Tensor, v: Tensor) -> Tensor:
+    """The clean latent one Euler step from x reaches with velocity v, as the daemon's single step does:
+    x - sigma·v (for paired frames sigma is the level the model is told, as in the paired label)."""
+    return x - _bf(plan.sigma, x) * v
+
+
 def frame_loss(pred: Tensor, label: Tensor, weight: Tensor) -> Tensor:
     """Weighted MSE with a FIXED normaliser (all elements of all frames), so the loss is linear in the
     samples: the mean over 2 processes' batches equals the loss of one process on both (DDP check)."""

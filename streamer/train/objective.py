@@ -17,11 +17,11 @@ from torch import Tensor, nn
 
 from streamer.model.cache import CrossAttnKV
 from streamer.model.dit import conditions_on_input
-from streamer.model.vae import TAEHV
+from streamer.model.vae import TAEHV, _run_clip
 from streamer.train.config import TrainConfig
 from streamer.train.corrupt import corrupt_history
 from streamer.train.data import Batch
-from streamer.train.forcing import Plan, frame_loss, make_plan, noisy_clip
+from streamer.train.forcing import Plan, frame_loss, make_plan, noisy_clip, one_step_latent
 from streamer.train.shortcut import ShortcutDiT, shortcut_target
 
 TextFn = Callable[[list[str]], Tensor]
@@ -64,6 +64,30 @@ class StepStats:
     history_frames: int
     paired_frames: int
     shortcut_clips: int
+
+
+def _gradients(img: Tensor) -> tuple[Tensor, Tensor]:
+    """Horizontal and vertical neighbour differences of [..., H, W] pixels."""
+    return img[..., :, 1:] - img[..., :, :-1], img[..., 1:, :] - img[..., :-1, :]
+
+
+def decoded_loss(vae: TAEHV, z0: Tensor, targets: Tensor, rows: Tensor) -> Tensor:
+    """L1 of decode(z0) against `targets`, plus L1 of their pixel gradients, over the frames in `rows`.
+
+    z0: [B, 16, F, h, w] predicted clean latents (with gradients; the autoencoder stays frozen); targets:
+    [B, F, 3, H, W] in [0, 1] (a per-frame autoencoder: one frame per latent); rows: bool [B, F]. The whole
+    clip is decoded, as the daemon decodes a stream (the decoder's MemBlocks read the frame before). Like
+    frame_loss, the normaliser is every frame, so the loss is linear in the samples (DDP)."""
+    if vae.temporal:
+        raise ValueError("train.pixel_loss needs a per-frame autoencoder (the tiny preset's)")
+    if not bool(rows.any()):
+        return z0.new_zeros(())
+    decoded = _run_clip(vae.decoder, z0.permute(0, 2, 1, 3, 4).to(next(vae.parameters()).dtype)).float()
+    out, tgt = decoded[rows], targets[rows].float()  # [N, 3, H, W]
+    err = (out - tgt).abs().mean(dim=(1, 2, 3))
+    for g_out, g_tgt in zip(_gradients(out), _gradients(tgt), strict=True):
+        err = err + (g_out - g_tgt).abs().mean(dim=(1, 2, 3))
+    return err.sum() / rows.numel()
 
 
 def encode_clips(vae: TAEHV, clips: Tensor) -> Tensor:
@@ -140,6 +164,9 @@ class DiTObjective:
         pred = self.forward(x, t, text, d, cond)
         weight = plan.weight
         loss = frame_loss(pred, label, weight)
+        if cfg.pixel_loss:  # paired frames only: what the daemon streams (no history, no shortcut frames)
+            z0 = one_step_latent(plan, x, pred)
+            loss = loss + cfg.pixel_loss * decoded_loss(self.vae, z0, batch.targets.to(dev), plan.paired)
         with torch.no_grad():
             sc_w = torch.zeros_like(weight)
             sc_w[sc_rows, -1] = 1

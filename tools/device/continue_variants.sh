@@ -10,20 +10,21 @@
 #                      told 0.35), and 9 paired frames in 10: the training put where the daemon streams
 #   focus-no-history   focus without history augmentation   (the drift table: focus against it)
 #   focus-no-shortcut  focus without shortcut distillation  (the steps table: focus against it)
-# Then, side by side on the same card: quality at the shipped settings (INIT, base, focus), drift over a
+#   focus-pixel        focus plus train.pixel_loss 0.2: L1 on the decoded prediction and its edges
+# Then, side by side on the same card: quality at the shipped settings (INIT, base, focus, focus-pixel), drift over a
 # 10-minute held-out watercolour stream (focus, focus-no-history) and quality at 1/2/4 steps (focus, focus-no-shortcut).
-# What comes back in $OUT: base.tar and focus.tar (the weights, to evaluate on the CPU and ship) and
+# What comes back in $OUT: base.tar, focus.tar and focus-pixel.tar (the weights, to evaluate on the CPU and ship) and
 # results.tar.gz (every evaluation's JSON, contact sheets, training and evaluation logs).
 set -u
 PY=${PY:-python3} DEVICE=${DEVICE:-cuda} BATCH=${BATCH:-128} WORKERS=${WORKERS:-4} FRAMES=${FRAMES:-4}
 MINUTES=${MINUTES:-4.8} STEPS=${STEPS:-700} LR=${LR:-1.5e-4} DTYPE=${DTYPE:-bfloat16}
 EVAL_FRAMES=${EVAL_FRAMES:-150} DRIFT_MIN=${DRIFT_MIN:-10} EVAL_CAP_S=${EVAL_CAP_S:-220} FAST=${FAST---fast-path}
 INIT=${INIT:-$PWD/streamer/model/embedded/tiny}
-VARIANTS=${VARIANTS:-base focus focus-no-history focus-no-shortcut}  # fewer: only their evaluations run
+VARIANTS=${VARIANTS:-base focus focus-no-history focus-no-shortcut focus-pixel}  # fewer: only their evaluations run
 R=${RUNS:-$PWD/runs/variants}
 OUT=${OUT:?set OUT to the folder that comes back}
 mkdir -p "$R/cfg" "$R/logs" "$OUT"
-export OMP_NUM_THREADS=2  # four trainers and their workers share the cores
+export OMP_NUM_THREADS=2  # five trainers and their workers share the cores
 
 write_cfg() {  # name, then extra TOML lines
   local name=$1; shift
@@ -45,6 +46,7 @@ write_cfg base 'p_paired = 0.75' 'paired_max_sigma = 0.8'
 write_cfg focus 'p_paired = 0.9' 'paired_max_sigma = 0.5'
 write_cfg focus-no-history 'p_paired = 0.9' 'paired_max_sigma = 0.5' 'p_history = 0.0'
 write_cfg focus-no-shortcut 'p_paired = 0.9' 'paired_max_sigma = 0.5' 'p_shortcut = 0.0'
+write_cfg focus-pixel 'p_paired = 0.9' 'paired_max_sigma = 0.5' 'pixel_loss = 0.2'
 
 t0=$(date +%s)
 pids=()
@@ -66,7 +68,7 @@ evaluate() {  # name, checkpoint, then evaluator arguments
 }
 sheet=(--sheet-frames 2 --sheet-tile 160)
 evaluate quality-init "$INIT" --mode quality --frames "$EVAL_FRAMES" --sheet "$R/sheet-init.png" "${sheet[@]}"
-for v in base focus; do
+for v in base focus focus-pixel; do
   has $v && evaluate "quality-$v" "$(ck $v)" --mode quality --frames "$EVAL_FRAMES" --sheet "$R/sheet-$v.png" "${sheet[@]}"
 done
 if has focus && has focus-no-history; then
@@ -84,7 +86,7 @@ pack() {  # the weights of a variant's newest checkpoint, without the optimizer 
   local d; d=$(ck "$1")
   tar -C "$d" -cf "$OUT/$1.tar" config.json model.safetensors $(cd "$d" && ls shortcut.safetensors 2>/dev/null)
 }
-for v in base focus; do has $v && pack $v; done
+for v in base focus focus-pixel; do has $v && pack $v; done
 tar -C "$R" -czf "$OUT/results.tar.gz" cfg logs $(cd "$R" && ls eval-*.json sheet-*.png */log.jsonl 2>/dev/null)
 ls -la "$OUT"
 grep -H '^|' "$R"/logs/eval-*.log | sed "s#^$R/logs/##"  # every evaluator's table
