@@ -243,7 +243,12 @@ class TAEHV(nn.Module):
 
     def decode_video(self, z: Tensor) -> Tensor:
         """z: [N, L, 16, h, w] -> [N, fpl·L - trim, 3, 8h, 8w] in [0,1] (the stream's first frames trimmed)."""
-        return _run_clip(self.decoder, z)[:, self.frames_to_trim :].clamp(0, 1)
+        return self.decode_unclamped(z).clamp(0, 1)
+
+    def decode_unclamped(self, z: Tensor) -> Tensor:
+        """decode_video without the final clamp to [0, 1]: what training differentiates (a clamp has no
+        gradient outside the range)."""
+        return _run_clip(self.decoder, z)[:, self.frames_to_trim :]
 
     def use_layout(self, memory_format: torch.memory_format) -> TAEHV:
         """Store the convolution weights in `memory_format` (NHWC: oneDNN's and cuDNN's fast layout for the

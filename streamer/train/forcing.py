@@ -89,7 +89,7 @@ def make_plan(cfg: TrainConfig, b: int, f: int, gen: torch.Generator) -> Plan:
     return Plan(sigma, level, paired, history, rollout, shortcut, d_full)
 
 
-def _bf(v: Tensor, like: Tensor) -> Tensor:
+def per_frame(v: Tensor, like: Tensor) -> Tensor:
     """[B, F] per-frame values -> [B, 1, F, 1, 1] in like's dtype (latents are [B, C, F, h, w])."""
     return v[:, None, :, None, None].to(like.dtype)
 
@@ -100,18 +100,12 @@ def noisy_clip(plan: Plan, z_in: Tensor, z_tgt: Tensor, z_hist: Tensor, eps: Ten
     z_in, z_tgt, z_hist, eps: [B, C, F, h, w] (z_hist: the corrupted history content, used where
     plan.history). Returns x [B, C, F, h, w], t [B, F] (0-1000, float32), v_label [B, C, F, h, w].
     """
-    src = torch.where(_bf(plan.paired, z_in).bool(), z_in, z_tgt)
-    src = torch.where(_bf(plan.history, z_in).bool(), z_hist, src)
-    level, sigma = _bf(plan.level, z_tgt), _bf(plan.sigma, z_tgt)
+    src = torch.where(per_frame(plan.paired, z_in).bool(), z_in, z_tgt)
+    src = torch.where(per_frame(plan.history, z_in).bool(), z_hist, src)
+    level, sigma = per_frame(plan.level, z_tgt), per_frame(plan.sigma, z_tgt)
     x = (1 - level) * src + level * eps
-    label = torch.where(_bf(plan.paired, z_in).bool(), (x - z_tgt) / sigma, eps - z_tgt)
+    label = torch.where(per_frame(plan.paired, z_in).bool(), (x - z_tgt) / sigma, eps - z_tgt)
     return x, (1000 * plan.sigma).to(torch.float32), label
-
-
-def one_step_latent(plan: Plan, x: Tensor, v: Tensor) -> Tensor:
-    """The clean latent one Euler step from x reaches with velocity v, as the daemon's single step does:
-    x - sigma·v (for paired frames sigma is the level the model is told, as in the paired label)."""
-    return x - _bf(plan.sigma, x) * v
 
 
 def frame_loss(pred: Tensor, label: Tensor, weight: Tensor) -> Tensor:

@@ -17,11 +17,12 @@ from torch import Tensor, nn
 
 from streamer.model.cache import CrossAttnKV
 from streamer.model.dit import conditions_on_input
-from streamer.model.vae import TAEHV, _run_clip
+from streamer.model.sampling import to_x0
+from streamer.model.vae import TAEHV
 from streamer.train.config import TrainConfig
 from streamer.train.corrupt import corrupt_history
 from streamer.train.data import Batch
-from streamer.train.forcing import Plan, frame_loss, make_plan, noisy_clip, one_step_latent
+from streamer.train.forcing import Plan, frame_loss, make_plan, noisy_clip, per_frame
 from streamer.train.shortcut import ShortcutDiT, shortcut_target
 
 TextFn = Callable[[list[str]], Tensor]
@@ -82,7 +83,7 @@ def decoded_loss(vae: TAEHV, z0: Tensor, targets: Tensor, rows: Tensor) -> Tenso
         raise ValueError("train.pixel_loss needs a per-frame autoencoder (the tiny preset's)")
     if not bool(rows.any()):
         return z0.new_zeros(())
-    decoded = _run_clip(vae.decoder, z0.permute(0, 2, 1, 3, 4).to(next(vae.parameters()).dtype)).float()
+    decoded = vae.decode_unclamped(z0.permute(0, 2, 1, 3, 4).to(next(vae.parameters()).dtype)).float()
     out, tgt = decoded[rows], targets[rows].float()  # [N, 3, H, W]
     err = (out - tgt).abs().mean(dim=(1, 2, 3))
     for g_out, g_tgt in zip(_gradients(out), _gradients(tgt), strict=True):
@@ -165,7 +166,7 @@ class DiTObjective:
         weight = plan.weight
         loss = frame_loss(pred, label, weight)
         if cfg.pixel_loss:  # paired frames only: what the daemon streams (no history, no shortcut frames)
-            z0 = one_step_latent(plan, x, pred)
+            z0 = to_x0(x, pred, per_frame(plan.sigma, x))  # the daemon's single step (the level it is told)
             loss = loss + cfg.pixel_loss * decoded_loss(self.vae, z0, batch.targets.to(dev), plan.paired)
         with torch.no_grad():
             sc_w = torch.zeros_like(weight)
@@ -200,8 +201,4 @@ class VAEForward(nn.Module):
         self.vae = vae
 
     def forward(self, clips: Tensor) -> Tensor:
-        from streamer.model.vae import _run_clip
-
-        z = _run_clip(self.vae.encoder, clips)
-        out = _run_clip(self.vae.decoder, z)
-        return out[:, self.vae.frames_to_trim :] if self.vae.frames_to_trim else out
+        return self.vae.decode_unclamped(self.vae.encode_video(clips))

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamer.model.vae import TAEHV, _run_clip, tiny_taehv
+from streamer.model.sampling import to_x0
+from streamer.model.vae import TAEHV, tiny_taehv
 from streamer.train.config import TrainConfig, check
-from streamer.train.forcing import make_plan, noisy_clip, one_step_latent
+from streamer.train.forcing import make_plan, noisy_clip, per_frame
 from streamer.train.objective import decoded_loss
 from streamer.train.trainer import Trainer
 
@@ -26,7 +27,7 @@ def test_decoded_loss_is_zero_on_the_target_and_grows_with_an_edge_error() -> No
     vae = frozen_vae()
     z0 = torch.randn(2, 16, 3, 4, 4)
     with torch.no_grad():
-        targets = _run_clip(vae.decoder, z0.permute(0, 2, 1, 3, 4))
+        targets = vae.decode_unclamped(z0.permute(0, 2, 1, 3, 4))
     rows = torch.tensor([[True, False, True], [False, True, True]])
     assert float(decoded_loss(vae, z0, targets, rows)) == pytest.approx(0.0, abs=1e-7)
     # The same mean error costs more as a thin line than as a flat shift: the gradient term sees edges.
@@ -56,9 +57,10 @@ def test_the_gradient_reaches_the_prediction_and_not_the_frozen_autoencoder() ->
     plan = make_plan(cfg, 2, 3, torch.Generator().manual_seed(1))
     z_in, z_tgt, eps = (torch.randn(2, 16, 3, 4, 4) for _ in range(3))
     x, _, label = noisy_clip(plan, z_in, z_tgt, z_tgt, eps)
-    assert torch.allclose(one_step_latent(plan, x, label), z_tgt, atol=1e-5)  # the label's one step lands on it
+    sigma = per_frame(plan.sigma, x)
+    assert torch.allclose(to_x0(x, label, sigma), z_tgt, atol=1e-5)  # the label's one step lands on it
     v = label.clone().requires_grad_(True)
-    decoded_loss(vae, one_step_latent(plan, x, v), torch.rand(2, 3, 3, 32, 32), plan.paired).backward()
+    decoded_loss(vae, to_x0(x, v, sigma), torch.rand(2, 3, 3, 32, 32), plan.paired).backward()
     assert v.grad is not None and float(v.grad.abs().sum()) > 0
     assert all(p.grad is None for p in vae.parameters())
 

@@ -1,4 +1,4 @@
-# Continue a shipped tiny model on the GPU as four variants side by side, then evaluate them, in one call.
+# Continue a shipped tiny model on the GPU as five variants side by side, then evaluate them, in one call.
 #
 #   source tools/device/prepare.sh && bash tools/device/continue_variants.sh     # on the lent GPU (.whl carried)
 #   DEVICE=cpu BATCH=2 WORKERS=0 FRAMES=2 MINUTES=0.3 EVAL_FRAMES=4 DRIFT_MIN=0.02 FAST= DTYPE=float32 \

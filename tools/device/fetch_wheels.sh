@@ -4,7 +4,7 @@
 # 88 MB and the call's tree may hold 64 MiB, so the looks' prompts travel encoded (1.3 MB) instead, in the
 # daemon's own text-embedding cache (prepare.sh points XDG_CACHE_HOME there).
 #
-#   bash tools/device/fetch_wheels.sh          # from the checkout's root; ~38 MB
+#   bash tools/device/fetch_wheels.sh          # from the checkout's root; ~39 MB
 #
 # The device has python 3.12 with torch, triton, numpy, safetensors, aiohttp, transformers and most of
 # the rest; these five were missing there in every session so far (an import of streamer, the train
@@ -26,8 +26,10 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
 # Encode every look's prompt through the daemon's cached encoder, into a cache folder that travels.
 XDG_CACHE_HOME="$PWD/.whl/xdg" .venv/bin/python -c "
 import torch
+from streamer.model.config import preset
 from streamer.model.text import build_text_encoder
 from streamer.train.looks import LOOKS
-enc = build_text_encoder('', '', 'cpu', torch.float32, text_dim=384, text_len=64)
+tiny = preset('tiny')
+enc = build_text_encoder('', '', 'cpu', torch.float32, text_dim=tiny.text_dim, text_len=tiny.text_len)
 enc.encode([p for look in LOOKS.values() for p in look.prompts])"
 ls -la .whl && du -sh .whl
