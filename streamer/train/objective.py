@@ -62,6 +62,7 @@ class StepStats:
     loss: float
     flow_loss: float
     shortcut_loss: float
+    pixel_loss: float  # train.pixel_loss times the decoded L1 (0 when off); part of loss, not of flow_loss
     history_frames: int
     paired_frames: int
     shortcut_clips: int
@@ -165,15 +166,17 @@ class DiTObjective:
         pred = self.forward(x, t, text, d, cond)
         weight = plan.weight
         loss = frame_loss(pred, label, weight)
+        px = 0.0
         if cfg.pixel_loss:  # paired frames only: what the daemon streams (no history, no shortcut frames)
             z0 = to_x0(x, pred, per_frame(plan.sigma, x))  # the daemon's single step (the level it is told)
-            loss = loss + cfg.pixel_loss * decoded_loss(self.vae, z0, batch.targets.to(dev), plan.paired)
+            pixel = cfg.pixel_loss * decoded_loss(self.vae, z0, batch.targets.to(dev), plan.paired)
+            loss, px = loss + pixel, float(pixel.detach())
         with torch.no_grad():
             sc_w = torch.zeros_like(weight)
             sc_w[sc_rows, -1] = 1
             sc = frame_loss(pred, label, sc_w)
         lv = float(loss.detach())
-        stats = StepStats(lv, lv - float(sc), float(sc), int(plan.history.sum()), int(plan.paired.sum()),
+        stats = StepStats(lv, lv - float(sc) - px, float(sc), px, int(plan.history.sum()), int(plan.paired.sum()),
                           len(sc_rows))  # fmt: skip
         return loss, stats
 
@@ -190,7 +193,7 @@ class VAEObjective:
         recon = self.forward(clips)
         loss = F.mse_loss(recon, clips) + 0.5 * F.l1_loss(recon, clips)
         lv = float(loss.detach())
-        return loss, StepStats(lv, lv, 0.0, 0, 0, 0)
+        return loss, StepStats(lv, lv, 0.0, 0.0, 0, 0, 0)
 
 
 class VAEForward(nn.Module):

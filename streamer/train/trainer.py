@@ -264,7 +264,8 @@ class Trainer:
                     parts = (
                         ""
                         if self.dit is None
-                        else f" (flow {mean['flow_loss']:.4f}, shortcut {mean['shortcut_loss']:.4f})"
+                        else f" (flow {mean['flow_loss']:.4f}, shortcut {mean['shortcut_loss']:.4f}"
+                        + (f", pixel {mean['pixel_loss']:.4f})" if cfg.pixel_loss else ")")
                     )
                     log.info("step %d/%d  loss %.4f%s  %.2f step/s  %.1f clips/s  ETA %s", done, cfg.steps,
                              mean["loss"], parts, rate, rate * cfg.batch * self.world, _fmt_eta(eta))  # fmt: skip

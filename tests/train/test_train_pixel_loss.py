@@ -80,12 +80,16 @@ def test_training_with_the_pixel_loss_adds_its_term(
     tmp_path: Path, pair_dir: Path, micro_init: Path, fast_text: None
 ) -> None:
     """A few steps on the pair folder with pixel_loss on: the loss it logs includes the decoded term, and
-    it runs end to end through the Trainer (checkpointed, logged)."""
+    it runs end to end through the Trainer (checkpointed, logged, the term logged on its own)."""
     common = dict(init=str(micro_init), data=str(pair_dir), width=32, height=32, frames=3, batch=2, steps=2,
                   save_every=2, log_every=1, sample_every=0, warmup=1, p_paired=1.0, p_history=0.0, p_shortcut=0.0)  # fmt: skip
     plain = Trainer(TrainConfig(out_dir=str(tmp_path / "plain"), **common))  # type: ignore[arg-type]
     pixel = Trainer(TrainConfig(out_dir=str(tmp_path / "pixel"), pixel_loss=1.0, **common))  # type: ignore[arg-type]
     assert plain.run() == 2 and pixel.run() == 2
     rows = [(tmp_path / n / "log.jsonl").read_text().splitlines() for n in ("plain", "pixel")]
-    first_plain, first_pixel = (json.loads(r[0])["loss"] for r in rows)
-    assert first_pixel > first_plain  # same data, noise and weights at step 1: the extra term is positive
+    first_plain, first_pixel = (json.loads(r[0]) for r in rows)
+    assert first_pixel["loss"] > first_plain["loss"]  # same data, noise and weights at step 1: the term is positive
+    assert first_plain["pixel_loss"] == 0 and first_pixel["pixel_loss"] > 0
+    # the flow part is the same computation in both runs; the pixel term is the difference
+    assert first_pixel["flow_loss"] == pytest.approx(first_plain["flow_loss"], rel=1e-5)
+    assert first_pixel["loss"] == pytest.approx(first_pixel["flow_loss"] + first_pixel["pixel_loss"], rel=1e-5)
