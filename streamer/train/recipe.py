@@ -2,6 +2,7 @@
 
     python -m streamer.train.recipe --out runs/embedded [--budget-s 540] [--export DIR] [--vae FILE]
     python -m streamer.train.recipe --out runs/v4 --from streamer/model/embedded/tiny --export DIR
+    python -m streamer.train.recipe --out runs/variants --continue streamer/model/embedded/tiny --export DIR
     python -m streamer.train.recipe --out /tmp/smoke --smoke      # the same plumbing on a CPU, a few minutes
 
 Stages (one GPU; each is an ordinary `streamer train` / `streamer prune` / evaluator process):
@@ -20,6 +21,8 @@ Stages (one GPU; each is an ordinary `streamer train` / `streamer prune` / evalu
 
 --from CHECKPOINT runs only 5-7 on an existing model (its folder's vae.safetensors unless --vae): v4 was
 made that way from v3; a model that already is input-conditioned is continued without widening.
+--continue CHECKPOINT trains a shipped input-conditioned model on as five variants side by side and compares
+them (quality, drift, steps): streamer.train.recipe_continue.
 
 Each training stage has a step target (its cosine schedule) and a time cap (its share of the budget):
 a stage that runs slower than planned stops early, checkpointed, and the results say where.
@@ -41,6 +44,7 @@ from typing import Any
 
 from streamer.train import recipe_stages as stages
 from streamer.train.looks import LOOKS
+from streamer.train.recipe_continue import run_continue
 
 log = logging.getLogger("streamer.train.recipe")
 
@@ -63,13 +67,15 @@ class Scale:
     cond_workers: int
     dtype: str  # training autocast of the DiT stages (bf16 on the GPU, as v3 and v4 were trained)
     quality_looks: str  # looks of the quality evaluation ("": all 8)
+    continue_steps: int  # --continue's step target (the variants' cosine schedule; each also stops at its share)
 
 
 # Step targets from the first GPU run (H100, 2026-11-25): vae 8.7 steps/s; DiT ~2 steps/s per variant
 # with three side by side once the history corruptions moved into the data workers. The conditioned
-# stage's: v4's 2,063 steps (two H100 calls of 360 s + 390 s at 1.4-3.0 steps/s, 2026-12-06).
-REAL = Scale(256, 256, 4, 32, 4, 10.0, 150, "auto", True, (500, 600, 150, 2100), 64, 8, "bfloat16", "")
-SMOKE = Scale(32, 32, 3, 2, 0, 0.02, 6, "cpu", False, (20, 6, 4, 4), 2, 0, "float32", "noir,sketch")
+# stage's: v4's 2,063 steps (two H100 calls of 360 s + 390 s at 1.4-3.0 steps/s, 2026-12-06). --continue's
+# 700: not measured yet (five trainers share the GPU); a run that is slower stops at its share, checkpointed.
+REAL = Scale(256, 256, 4, 32, 4, 10.0, 150, "auto", True, (500, 600, 150, 2100), 64, 8, "bfloat16", "", 700)
+SMOKE = Scale(32, 32, 3, 2, 0, 0.02, 6, "cpu", False, (20, 6, 4, 4), 2, 0, "float32", "noir,sketch", 4)
 DRIFT_LOOKS = ("watercolour", "noir")
 # v4.1's conditioned continuation of v4 (2026-12-06): the four looks v4 failed drawn 2-3 times as often
 V41_LOOKS = "noir,neon,neon,comic,comic,comic,sketch,sketch,thermal,sepia,pixel,pixel,pixel,watercolour"
@@ -315,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                    "the checkpoint folder's vae.safetensors)")  # fmt: skip
     p.add_argument("--from", dest="start", type=Path, metavar="CHECKPOINT", help="start from this DiT checkpoint "
                    "folder: only widen, conditioned fine-tune, quality and export (v4 was made so from v3)")  # fmt: skip
+    p.add_argument("--continue", dest="cont", type=Path, metavar="CHECKPOINT", help="train this input-conditioned "
+                   "model on as five variants side by side, then compare them (streamer.train.recipe_continue)")  # fmt: skip
     p.add_argument("--cond-looks", default="", help="the conditioned stage's looks, comma-separated; a look named "
                    f"k times is drawn k times as often (v4.1 from v4: {V41_LOOKS})")  # fmt: skip
     args = p.parse_args(argv)
@@ -331,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             results = recipe.run_drift_ablation(args.drift_only.resolve(), tuple(args.drift_looks.split(",")))
         elif args.start:
             results = recipe.run_from(args.start.resolve(), vae)
+        elif args.cont:
+            results = run_continue(recipe, args.cont.resolve(), vae)
         else:
             results = recipe.run(vae)
     except RuntimeError as e:

@@ -57,9 +57,9 @@ def condition_values(rc: Recipe, init: Path) -> dict[str, Any]:
     return {**rc.dit_values(), **COND, "init": str(init), "batch": s.cond_batch, "workers": s.cond_workers, **looks}
 
 
-def evaluate_quality(rc: Recipe, checkpoint: Path) -> subprocess.Popen[bytes]:
-    """Held-out quality of `checkpoint` at the shipped settings; JSON eval-quality.json, sheet quality.png."""
+def evaluate_quality(rc: Recipe, checkpoint: Path, name: str = "quality") -> subprocess.Popen[bytes]:
+    """Held-out quality of `checkpoint` at the shipped settings; JSON eval-NAME.json, contact sheet NAME.png."""
     s, shipped = rc.scale, PRESET_DEFAULTS["tiny"]
     looks = {"looks": s.quality_looks} if s.quality_looks else {}
-    return rc.evaluate("quality", checkpoint, "quality", frames=str(s.segment_frames), set=f"steps={shipped.steps}",
-                       strength=str(shipped.strength), sheet=str(rc.out / "quality.png"), **SHEET, **looks)  # fmt: skip
+    return rc.evaluate(name, checkpoint, "quality", frames=str(s.segment_frames), set=f"steps={shipped.steps}",
+                       strength=str(shipped.strength), sheet=str(rc.out / f"{name}.png"), **SHEET, **looks)  # fmt: skip

@@ -16,7 +16,7 @@ import torch
 from streamer.model.config import preset
 from streamer.model.dit import DiT
 from streamer.train import config as tconfig
-from streamer.train import recipe
+from streamer.train import recipe, recipe_continue
 from streamer.train.checkpoint import save_dit_weights
 from streamer.train.recipe import REAL, SMOKE, V41_LOOKS, VARIANTS, Recipe
 from streamer.train.recipe import main as recipe_main
@@ -88,3 +88,76 @@ def test_from_a_plain_model_runs_only_widen_condition_quality_and_export(tmp_pat
     quality = results["quality"]
     assert quality["mode"] == "quality" and set(quality["quality"]["per_look"]) == {"noir", "sketch"}
     assert (export / "contact-sheet.png").stat().st_size > 0
+
+
+def test_continue_variants_share_everything_but_their_own_settings(tmp_path: Path) -> None:
+    rc = Recipe(tmp_path, REAL, 560, None)
+    rc.vae = tmp_path / "vae.safetensors"
+    loaded = {n: tconfig.load(c) for n, c in recipe_continue.variant_configs(rc, EMBEDDED).items()}
+    focus = loaded["focus"]
+    assert (focus.batch, focus.workers, focus.dtype, focus.width, focus.frames) == (64, 8, "bfloat16", 256, 4)
+    assert (focus.p_paired, focus.paired_max_sigma, focus.lr, Path(focus.init)) == (0.9, 0.5, 1.5e-4, EMBEDDED)
+    assert focus.looks.count("comic") == 4 and focus.p_history > 0 and focus.p_shortcut > 0 and focus.pixel_loss == 0
+    assert (loaded["base"].p_paired, loaded["base"].paired_max_sigma) == (0.75, 0.8)
+    ablations = {"focus-no-history": "p_history", "focus-no-shortcut": "p_shortcut", "focus-pixel": "pixel_loss"}
+    for name, key in ablations.items():
+        diff = {k for k, v in dataclasses.asdict(loaded[name]).items() if v != dataclasses.asdict(focus)[k]}
+        assert diff == {key, "out_dir"}, name
+
+
+def test_collect_keeps_the_finished_tables_and_names_the_failed_and_the_late(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    rc = Recipe(tmp_path, SMOKE, 60, None)
+    (tmp_path / "eval-ok.json").write_text('{"mode": "steps"}')
+    run = lambda code: subprocess.Popen([sys.executable, "-c", code])  # noqa: E731
+    procs = {"ok": run("pass"), "broken": run("raise SystemExit(3)"), "late": run("import time; time.sleep(60)")}
+    t0 = time.monotonic()
+    recipe_continue.collect(rc, procs, deadline=t0 + 5)
+    assert time.monotonic() - t0 < 30 and procs["late"].poll() is not None  # stopped, not waited for
+    assert rc.results["ok"] == {"mode": "steps"}
+    assert rc.results["failed_evaluations"] == {"broken": "exit 3; see logs/eval-broken.log",
+                                                "late": "stopped at the end of the budget"}  # fmt: skip
+
+
+def test_continue_refuses_a_model_that_does_not_take_the_input(tmp_path: Path) -> None:
+    src = tmp_path / "plain"
+    save_dit_weights(src, dataclasses.replace(preset("tiny"), dim=64, num_layers=1, num_heads=1, ffn_dim=64),
+                     DiT(dataclasses.replace(preset("tiny"), dim=64, num_layers=1, num_heads=1, ffn_dim=64)).state_dict(),
+                     None)  # fmt: skip
+    export = tmp_path / "export"
+    assert recipe_main(["--out", str(tmp_path / "run"), "--export", str(export), "--smoke", "--continue", str(src)]) == 1
+    error = json.loads((export / "recipe-results.json").read_text())["error"]
+    assert "input-conditioned" in error and "--from" in error
+
+
+@pytest.mark.slow
+def test_continue_trains_the_variants_side_by_side_then_compares_and_exports_them(tmp_path: Path) -> None:
+    src = tmp_path / "cond"  # a small input-conditioned DiT with the shipped autoencoder, as the shipped folder is
+    cfg = dataclasses.replace(preset("tiny"), dim=64, num_layers=2, num_heads=1, ffn_dim=128, in_dim=32)
+    torch.manual_seed(0)
+    save_dit_weights(src, cfg, DiT(cfg).state_dict(), None)
+    shutil.copyfile(EMBEDDED / "vae.safetensors", src / "vae.safetensors")
+    out, export = tmp_path / "run", tmp_path / "export"
+
+    rc = recipe_main(["--out", str(out), "--export", str(export), "--smoke", "--continue", str(src), "--budget-s", "400"])
+
+    results = json.loads((export / "recipe-results.json").read_text())
+    assert rc == 0, results.get("error")
+    assert "failed_evaluations" not in results, results["failed_evaluations"]
+    assert set(results["stages"]) == set(recipe_continue.VARIANTS)
+    assert all(s["steps"] == SMOKE.continue_steps for s in results["stages"].values())
+    for name in ("quality-init", *(f"quality-{c}" for c in recipe_continue.CANDIDATES)):
+        assert set(results[name]["quality"]["per_look"]) == {"noir", "sketch"}, name
+        assert (export / f"{name}.png").stat().st_size > 0
+    assert results["drift-focus-watercolour"]["mode"] == "drift"
+    assert results["drift-focus-no-history-watercolour"]["mode"] == "drift"
+    assert results["steps-focus"]["mode"] == results["steps-focus-no-shortcut"]["mode"] == "steps"
+    for name in recipe_continue.CANDIDATES:
+        weights = export / name / "model.safetensors"
+        assert weights.read_bytes() == (out / name / "checkpoints" / f"step_{SMOKE.continue_steps:07d}" /
+                                        "model.safetensors").read_bytes()  # fmt: skip
+    pixel = tconfig.load(out / "configs" / "focus-pixel.toml")
+    assert pixel.pixel_loss == 0.2 and Path(pixel.init) == src

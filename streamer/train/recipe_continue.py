@@ -1,0 +1,115 @@
+"""The recipe's continuation mode: a shipped input-conditioned model trained on as five variants side by side.
+
+    python -m streamer.train.recipe --out runs/variants --continue streamer/model/embedded/tiny --export OUT
+
+One GPU call (9 minutes with --budget-s 540) answers what the CPU cannot:
+- which continuation beats the shipped model on comic: "base" (v4's conditioned settings at a lower rate),
+  "focus" (v4.4's: 9 paired frames in 10, noised only up to 0.5, round the shipped strength) and
+  "focus-pixel" (focus plus train.pixel_loss, the decoded picture's L1 and its edges);
+- the seed's claims on this model: drift over a 10-minute held-out stream, focus against "focus-no-history",
+  and quality at 1/2/4 steps, focus against "focus-no-shortcut".
+Every variant starts from the same weights with the same data and seed; comic is drawn 4 times in 11, as
+for v4.3 and v4.4. Then, side by side: quality at the shipped settings (the starting model and the three
+candidates, each with a contact sheet), drift and steps. An evaluator still running when the budget ends
+is stopped and named in the results; the others' tables are kept.
+
+Export: each candidate's weights in EXPORT/<name>/ (to evaluate on the CPU over 1,200 frames and ship),
+the contact sheets, recipe-results.json (every table) and logs.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streamer.train.recipe_stages import conditions_on_input, evaluate_quality
+
+if TYPE_CHECKING:
+    from streamer.train.recipe import Recipe
+
+# v4.4's continuation settings (2026-12-06: 6,000 CPU steps from v4.3); lr lower than v4's 3e-4 because a
+# continuation at the full rate first made comic worse (seventh session, docs/training.md)
+FOCUS = {"p_paired": 0.9, "paired_max_sigma": 0.5}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {"p_paired": 0.75, "paired_max_sigma": 0.8},
+    "focus": FOCUS,
+    "focus-no-history": {**FOCUS, "p_history": 0.0},
+    "focus-no-shortcut": {**FOCUS, "p_shortcut": 0.0},
+    "focus-pixel": {**FOCUS, "pixel_loss": 0.2},
+}
+CANDIDATES = ("base", "focus", "focus-pixel")  # the ones whose weights come back
+WEIGHTED_LOOKS = ("noir", "neon", "comic", "comic", "comic", "comic", "sketch", "thermal", "sepia", "pixel", "watercolour")
+SETTINGS = {"lr": 1.5e-4, "warmup": 20, "seed": 50, "looks": list(WEIGHTED_LOOKS)}
+EVAL_S = 240.0  # budget kept after training: start-up, then the evaluators side by side (two 10-min drift streams)
+SETUP_S = 30.0  # the trainers' start-up (imports, data workers) inside the training share
+
+
+def run_continue(rc: Recipe, checkpoint: Path, vae: Path | None) -> dict[str, Any]:
+    """Train VARIANTS from `checkpoint` side by side, evaluate them side by side, export the candidates."""
+    if not conditions_on_input(checkpoint):
+        raise RuntimeError(f"{checkpoint}: --continue wants an input-conditioned model (in_dim 32); use --from")
+    rc.vae = vae or checkpoint / "vae.safetensors"
+    if not rc.vae.is_file():
+        raise RuntimeError(f"no autoencoder at {rc.vae} (pass --vae FILE)")
+    s = rc.scale
+    rc.results["continued_from"] = str(checkpoint)
+    rc.train(variant_configs(rc, checkpoint), s.continue_steps, max(0.05, rc.budget_s - EVAL_S - SETUP_S))
+
+    frames = str(s.segment_frames)
+    evals = {f"quality-{n}": evaluate_quality(rc, ckpt, f"quality-{n}")
+             for n, ckpt in [("init", checkpoint), *((c, rc.latest(c)) for c in CANDIDATES)]}  # fmt: skip
+    evals |= rc.drift_evals({n: rc.latest(n) for n in ("focus", "focus-no-history")}, ("watercolour",))
+    evals |= {f"steps-{n}": rc.evaluate(f"steps-{n}", rc.latest(n), "steps", frames=frames)
+              for n in ("focus", "focus-no-shortcut")}  # fmt: skip
+    collect(rc, evals, deadline=rc.t0 + rc.budget_s)
+    export_candidates(rc)
+    rc.results["elapsed_s"] = rc.elapsed()
+    rc._export_results()
+    return rc.results
+
+
+def variant_configs(rc: Recipe, checkpoint: Path) -> dict[str, Path]:
+    """Each variant's [train] file: the DiT stage's data, SETTINGS, the scale's conditioned batch, then its own."""
+    s = rc.scale
+    values = {**rc.dit_values(), **SETTINGS, "init": str(checkpoint), "batch": s.cond_batch,
+              "workers": s.cond_workers}  # fmt: skip
+    return {n: rc.config(n, **{**values, **over}) for n, over in VARIANTS.items()}
+
+
+def collect(rc: Recipe, procs: dict[str, subprocess.Popen[bytes]], deadline: float) -> None:
+    """Wait for the evaluators until `deadline` (monotonic); stop the late ones. Each one's table goes into
+    the results, or its failure: one evaluator's failure must not lose the others' tables."""
+    failed: dict[str, str] = {}
+    for name, p in procs.items():
+        try:
+            code = p.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            p.wait()
+            failed[name] = "stopped at the end of the budget"
+            continue
+        path = rc.out / f"eval-{name}.json"
+        if code == 0 and path.is_file():
+            rc.results[name] = json.loads(path.read_text())
+        else:
+            failed[name] = f"exit {code}; see logs/eval-{name}.log"
+    if failed:
+        rc.results["failed_evaluations"] = failed
+
+
+def export_candidates(rc: Recipe) -> None:
+    """The candidates' newest weights (no optimizer state) and every contact sheet into the export folder."""
+    if rc.export is None:
+        return
+    for name in CANDIDATES:
+        dest = rc.export / name
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("config.json", "model.safetensors", "shortcut.safetensors"):
+            if (rc.latest(name) / f).is_file():
+                shutil.copyfile(rc.latest(name) / f, dest / f)
+    for sheet in rc.out.glob("quality-*.png"):
+        shutil.copyfile(sheet, rc.export / sheet.name)
