@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from streamer import config as app_config
-from streamer.config import ConfigError, ModelSettings
+from streamer.config import PRESET_DEFAULTS, ConfigError, ModelSettings
 from streamer.model.loading import LoadedParts, ModelLoadError, load_parts, resolve_device
 from streamer.train import quality
 from streamer.train.data import BuiltinRecipe
@@ -201,7 +201,8 @@ def build_parser(prog: str = "python -m streamer.train.evaluate") -> argparse.Ar
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--strength", type=float, default=ModelSettings.strength,
-                   help="SDEdit strength (0 = the preset's: tiny 0.6)")  # fmt: skip
+                   help="SDEdit strength (0 = the preset's: tiny "
+                   f"{PRESET_DEFAULTS['tiny'].strength})")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0, help="the engine's noise seed (model.seed)")
     p.add_argument("--fast-path", action="store_true", help="CUDA: the daemon's fused kernels + CUDA graphs "

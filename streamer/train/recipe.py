@@ -106,6 +106,8 @@ class Recipe:
     """Runs the stages under `out`; every process logs to out/logs/NAME.log."""
 
     def __init__(self, out: Path, scale: Scale, budget_s: float, export: Path | None) -> None:
+        # absolute: a [train] file's relative out_dir is read from the file's own folder (configs/)
+        out, export = out.resolve(), export.resolve() if export else None
         self.out, self.scale, self.budget_s, self.export = out, scale, budget_s, export
         self.t0 = time.monotonic()
         (out / "configs").mkdir(parents=True, exist_ok=True)

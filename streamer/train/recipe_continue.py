@@ -13,15 +13,15 @@ for v4.3 and v4.4. Then, side by side: quality at the shipped settings (the star
 candidates, each with a contact sheet), drift and steps. An evaluator still running when the budget ends
 is stopped and named in the results; the others' tables are kept.
 
-Export: each candidate's weights in EXPORT/<name>/ (to evaluate on the CPU over 1,200 frames and ship),
-the contact sheets, recipe-results.json (every table) and logs.txt.
+Export: each candidate's weights as EXPORT/<name>.tar (to evaluate on the CPU over 1,200 frames and ship),
+contact-sheets.tar, recipe-results.json (every table) and logs.txt.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,14 +102,18 @@ def collect(rc: Recipe, procs: dict[str, subprocess.Popen[bytes]], deadline: flo
 
 
 def export_candidates(rc: Recipe) -> None:
-    """The candidates' newest weights (no optimizer state) and every contact sheet into the export folder."""
+    """Each candidate's newest weights (no optimizer state) as EXPORT/<name>.tar, and the contact sheets as
+    EXPORT/contact-sheets.tar: six files in all with the results and logs, as a lent GPU machine sends back
+    at most 8 files of at most 16 MiB each (a tiny model's weights are about 13 MB)."""
     if rc.export is None:
         return
+    rc.export.mkdir(parents=True, exist_ok=True)
     for name in CANDIDATES:
-        dest = rc.export / name
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in ("config.json", "model.safetensors", "shortcut.safetensors"):
-            if (rc.latest(name) / f).is_file():
-                shutil.copyfile(rc.latest(name) / f, dest / f)
-    for sheet in rc.out.glob("quality-*.png"):
-        shutil.copyfile(sheet, rc.export / sheet.name)
+        folder = rc.latest(name)
+        with tarfile.open(rc.export / f"{name}.tar", "w") as tar:
+            for f in ("config.json", "model.safetensors", "shortcut.safetensors"):
+                if (folder / f).is_file():
+                    tar.add(folder / f, arcname=f"{name}/{f}")
+    with tarfile.open(rc.export / "contact-sheets.tar", "w") as tar:
+        for sheet in sorted(rc.out.glob("quality-*.png")):
+            tar.add(sheet, arcname=sheet.name)
