@@ -135,10 +135,16 @@ def comic(x: Tensor) -> Tensor:
     centred on edges: 0.32). Third version: the second inked every pixel 1.6 % darker than its 1 px
     surround, 14 % of the frame as speckle in textured areas, which carried most of its distance from the
     input and is detail the 8x-downsampling autoencoder's latent cannot place (see docs/training.md)."""
+    flat, ink = comic_layers(x)
+    return (flat * (1 - ink)).clamp(0, 1)
+
+
+def comic_layers(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Comic's two layers of [T, 3, H, W]: the flat colour bands [T, 3, H, W] and the ink's opacity
+    [T, 1, H, W] in [0, 1] (tools/comic_ink_error.py splits a model's error between them)."""
     flat = _soft_posterise(_saturate(gaussian_blur(x, 1.0), 2.0) * 1.25, 4, 30.0)
     g = gaussian_blur(luma(x), 0.7)
-    ink = ((gaussian_blur(g, 2.5) - g - 0.045) * 40).clamp(0, 1)
-    return (flat * (1 - ink)).clamp(0, 1)
+    return flat, ((gaussian_blur(g, 2.5) - g - 0.045) * 40).clamp(0, 1)
 
 
 def sketch(x: Tensor) -> Tensor:
