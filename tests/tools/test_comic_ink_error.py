@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from tool_loader import load_tool
 
 from streamer.train.looks import comic, comic_layers
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "comic_ink_error.py"
-
 
 def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("comic_ink_error", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("comic_ink_error.py", "comic_ink_error")
 
 
 def test_the_split_puts_an_error_on_ink_pixels_on_the_ink() -> None:

@@ -3,24 +3,16 @@ on hand-made frames (the held-out stream itself is the evaluator's, tested in te
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from PIL import Image
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "look_structure.py"
+from tool_loader import load_tool
 
 
 def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("look_structure", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("look_structure.py", "look_structure")
 
 
 def _frames(n: int = 3, size: int = 32) -> torch.Tensor:

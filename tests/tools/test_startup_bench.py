@@ -5,13 +5,13 @@ of 2026-12-06 (docs/benchmarks.md, "Start-up (item 6) on the H100")."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tool_loader import load_tool
 
 from streamer.config import load
 
@@ -19,13 +19,8 @@ TOOLS = Path(__file__).resolve().parents[2] / "tools" / "startup_bench"
 
 
 def _tool(name: str) -> ModuleType:
-    """A script of tools/startup_bench, loaded by path (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"startup_bench_{name}", TOOLS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name while the class is made
-    spec.loader.exec_module(module)
-    return module
+    """A script of tools/startup_bench."""
+    return load_tool(f"startup_bench/{name}.py", f"startup_bench_{name}")
 
 
 def _script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
