@@ -23,6 +23,7 @@ from streamer.train.config import TrainConfig
 from streamer.train.corrupt import corrupt_history
 from streamer.train.data import Batch
 from streamer.train.forcing import Plan, frame_loss, make_plan, noisy_clip, per_frame
+from streamer.train.looks import gaussian_blur, luma
 from streamer.train.shortcut import ShortcutDiT, shortcut_target
 
 TextFn = Callable[[list[str]], Tensor]
@@ -73,20 +74,29 @@ def _gradients(img: Tensor) -> tuple[Tensor, Tensor]:
     return img[..., :, 1:] - img[..., :, :-1], img[..., 1:, :] - img[..., :-1, :]
 
 
-def decoded_loss(vae: TAEHV, z0: Tensor, targets: Tensor, rows: Tensor) -> Tensor:
+def dark_detail(img: Tensor) -> Tensor:
+    """[N, 3, H, W] in [0, 1] -> [N, 1, H, W]: how much darker each pixel's luma is than its 2.5 px
+    surround (0 where it is not darker): outlines, ink and strokes."""
+    g = luma(img)
+    return (gaussian_blur(g, 2.5) - g).clamp(min=0)
+
+
+def decoded_loss(vae: TAEHV, z0: Tensor, targets: Tensor, rows: Tensor, dark_weight: float = 0.0) -> Tensor:
     """L1 of decode(z0) against `targets`, plus L1 of their pixel gradients, over the frames in `rows`.
 
     z0: [B, 16, F, h, w] predicted clean latents (with gradients; the autoencoder stays frozen); targets:
     [B, F, 3, H, W] in [0, 1] (a per-frame autoencoder: one frame per latent); rows: bool [B, F]. The whole
     clip is decoded, as the daemon decodes a stream (the decoder's MemBlocks read the frame before). Like
-    frame_loss, the normaliser is every frame, so the loss is linear in the samples (DDP)."""
+    frame_loss, the normaliser is every frame, so the loss is linear in the samples (DDP). dark_weight:
+    each pixel's L1 counts 1 + dark_weight x dark_detail(target) (the gradient terms are not weighted)."""
     if vae.temporal:
         raise ValueError("train.pixel_loss needs a per-frame autoencoder (the tiny preset's)")
     if not bool(rows.any()):
         return z0.new_zeros(())
     decoded = vae.decode_unclamped(z0.permute(0, 2, 1, 3, 4).to(next(vae.parameters()).dtype)).float()
     out, tgt = decoded[rows], targets[rows].float()  # [N, 3, H, W]
-    err = (out - tgt).abs().mean(dim=(1, 2, 3))
+    weight = 1 + dark_weight * dark_detail(tgt) if dark_weight else 1.0
+    err = ((out - tgt).abs() * weight).mean(dim=(1, 2, 3))
     for g_out, g_tgt in zip(_gradients(out), _gradients(tgt), strict=True):
         err = err + (g_out - g_tgt).abs().mean(dim=(1, 2, 3))
     return err.sum() / rows.numel()
@@ -169,7 +179,8 @@ class DiTObjective:
         px = 0.0
         if cfg.pixel_loss:  # paired frames only: what the daemon streams (no history, no shortcut frames)
             z0 = to_x0(x, pred, per_frame(plan.sigma, x))  # the daemon's single step (the level it is told)
-            pixel = cfg.pixel_loss * decoded_loss(self.vae, z0, batch.targets.to(dev), plan.paired)
+            targets = batch.targets.to(dev)
+            pixel = cfg.pixel_loss * decoded_loss(self.vae, z0, targets, plan.paired, cfg.pixel_dark_weight)
             loss, px = loss + pixel, float(pixel.detach())
         with torch.no_grad():
             sc_w = torch.zeros_like(weight)

@@ -12,7 +12,7 @@ from streamer.model.sampling import to_x0
 from streamer.model.vae import TAEHV, tiny_taehv
 from streamer.train.config import TrainConfig, check
 from streamer.train.forcing import make_plan, noisy_clip, per_frame
-from streamer.train.objective import decoded_loss
+from streamer.train.objective import dark_detail, decoded_loss
 from streamer.train.trainer import Trainer
 
 
@@ -93,3 +93,34 @@ def test_training_with_the_pixel_loss_adds_its_term(
     # the flow part is the same computation in both runs; the pixel term is the difference
     assert first_pixel["flow_loss"] == pytest.approx(first_plain["flow_loss"], rel=1e-5)
     assert first_pixel["loss"] == pytest.approx(first_pixel["flow_loss"] + first_pixel["pixel_loss"], rel=1e-5)
+
+
+def test_dark_weight_makes_an_error_on_dark_detail_cost_more() -> None:
+    """pixel_dark_weight: the same error costs more on a dark outline than on flat ground; nothing changes
+    where the target has no dark detail, and the weight is off by default."""
+    vae = frozen_vae()
+    z0 = torch.randn(1, 16, 1, 4, 4)
+    with torch.no_grad():
+        decoded = vae.decode_unclamped(z0.permute(0, 2, 1, 3, 4))  # what decoded_loss compares
+    rows = torch.ones(1, 1, dtype=torch.bool)
+    line = torch.full_like(decoded, 0.8)
+    line[..., 16, :] = 0.1  # a dark outline across a flat light target
+    flat = torch.full_like(decoded, 0.8)
+    assert float(dark_detail(line[0])[..., 16, :].min()) > 0.1 and float(dark_detail(flat[0]).max()) == 0
+    for target in (line, flat):
+        plain = float(decoded_loss(vae, z0, target, rows))
+        assert float(decoded_loss(vae, z0, target, rows, dark_weight=0.0)) == plain
+    assert float(decoded_loss(vae, z0, flat, rows, dark_weight=20.0)) == pytest.approx(
+        float(decoded_loss(vae, z0, flat, rows)))  # fmt: skip
+    # on the outline target the extra cost is exactly the error weighted by the target's dark detail
+    extra = float(decoded_loss(vae, z0, line, rows, dark_weight=20.0)) - float(decoded_loss(vae, z0, line, rows))
+    expected = 20.0 * float(((decoded[0] - line[0]).abs() * dark_detail(line[0])).mean())
+    assert extra == pytest.approx(expected, rel=1e-4) and extra > 0
+
+
+def test_dark_weight_needs_the_pixel_loss() -> None:
+    with pytest.raises(Exception, match="pixel_dark_weight"):
+        check(TrainConfig(pixel_dark_weight=5.0), "train.toml")
+    with pytest.raises(Exception, match="pixel_dark_weight"):
+        check(TrainConfig(pixel_loss=0.2, pixel_dark_weight=-1.0), "train.toml")
+    check(TrainConfig(pixel_loss=0.2, pixel_dark_weight=20.0), "train.toml")

@@ -99,11 +99,12 @@ def test_continue_variants_share_everything_but_their_own_settings(tmp_path: Pat
     assert (focus.batch, focus.workers, focus.dtype, focus.width, focus.frames) == (64, 8, "bfloat16", 256, 4)
     assert (focus.p_paired, focus.paired_max_sigma, focus.lr, Path(focus.init)) == (0.9, 0.5, 1.5e-4, EMBEDDED)
     assert focus.looks.count("comic") == 4 and focus.p_history > 0 and focus.p_shortcut > 0 and focus.pixel_loss == 0
-    assert (loaded["base"].p_paired, loaded["base"].paired_max_sigma) == (0.75, 0.8)
-    ablations = {"focus-no-history": "p_history", "focus-no-shortcut": "p_shortcut", "focus-pixel": "pixel_loss"}
-    for name, key in ablations.items():
+    ablations = {"focus-no-history": {"p_history"}, "focus-no-shortcut": {"p_shortcut"},
+                 "focus-pixel": {"pixel_loss"}, "focus-ink": {"pixel_loss", "pixel_dark_weight"}}  # fmt: skip
+    for name, keys in ablations.items():
         diff = {k for k, v in dataclasses.asdict(loaded[name]).items() if v != dataclasses.asdict(focus)[k]}
-        assert diff == {key, "out_dir"}, name
+        assert diff == {*keys, "out_dir"}, name
+    assert loaded["focus-ink"].pixel_loss == loaded["focus-pixel"].pixel_loss  # they differ in the weight only
 
 
 def test_collect_keeps_the_finished_tables_and_names_the_failed_and_the_late(tmp_path: Path) -> None:
