@@ -143,8 +143,13 @@ def comic_layers(x: Tensor) -> tuple[Tensor, Tensor]:
     """Comic's two layers of [T, 3, H, W]: the flat colour bands [T, 3, H, W] and the ink's opacity
     [T, 1, H, W] in [0, 1] (tools/comic_ink_error.py splits a model's error between them)."""
     flat = _soft_posterise(_saturate(gaussian_blur(x, 1.0), 2.0) * 1.25, 4, 30.0)
-    g = gaussian_blur(luma(x), 0.7)
-    return flat, ((gaussian_blur(g, 2.5) - g - 0.045) * 40).clamp(0, 1)
+    return flat, ((darkening(gaussian_blur(luma(x), 0.7)) - 0.045) * 40).clamp(0, 1)
+
+
+def darkening(gray: Tensor, surround: float = 2.5) -> Tensor:
+    """How much darker each pixel of [T, 1, H, W] is than its Gaussian surround (0 where it is not): the
+    dark side of a difference of Gaussians - outlines, ink, strokes."""
+    return (gaussian_blur(gray, surround) - gray).clamp(min=0)
 
 
 def sketch(x: Tensor) -> Tensor:

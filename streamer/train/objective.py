@@ -23,7 +23,7 @@ from streamer.train.config import TrainConfig
 from streamer.train.corrupt import corrupt_history
 from streamer.train.data import Batch
 from streamer.train.forcing import Plan, frame_loss, make_plan, noisy_clip, per_frame
-from streamer.train.looks import gaussian_blur, luma
+from streamer.train.looks import darkening, luma
 from streamer.train.shortcut import ShortcutDiT, shortcut_target
 
 TextFn = Callable[[list[str]], Tensor]
@@ -77,8 +77,7 @@ def _gradients(img: Tensor) -> tuple[Tensor, Tensor]:
 def dark_detail(img: Tensor) -> Tensor:
     """[N, 3, H, W] in [0, 1] -> [N, 1, H, W]: how much darker each pixel's luma is than its 2.5 px
     surround (0 where it is not darker): outlines, ink and strokes."""
-    g = luma(img)
-    return (gaussian_blur(g, 2.5) - g).clamp(min=0)
+    return darkening(luma(img))
 
 
 def decoded_loss(vae: TAEHV, z0: Tensor, targets: Tensor, rows: Tensor, dark_weight: float = 0.0) -> Tensor:
