@@ -1,4 +1,4 @@
-"""`streamer` command line: run | doctor | init | bench | model inspect | models | check-prompt | obs setup | twitch login | train | train evaluate | train widen-input | train widen-ffn | prune.
+"""`streamer` command line: run | doctor | init | bench | model inspect | models | check-prompt | obs setup | twitch login | train | train evaluate | train widen-input | train widen-luma | train widen-ffn | prune.
 
 Each command is implemented in the module that owns the capability and imported only when that
 command runs, so `streamer doctor` works even when an optional extra (twitchio, obsws) is missing.
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("train", help="train or fine-tune a model (see docs/training.md; torchrun for several GPUs)",
                        epilog="streamer train evaluate --help: score a model on held-out clips; "
                               "streamer train widen-input --help: make a DiT input-conditioned; "
+                              "streamer train widen-luma --help: give it the input's luma too; "
                               "streamer train widen-ffn --help: give a DiT more FFN channels")  # fmt: skip
     q.add_argument("--config", "-c", metavar="FILE", required=True, help="training TOML ([train] table)")
     q.add_argument("--steps", type=COUNT, help="override train.steps")
@@ -247,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streamer.train.evaluate import main as evaluate_main
 
         return evaluate_main(argv[2:], prog="streamer train evaluate")
-    if argv[:1] == ["train"] and argv[1:2] in (["widen-input"], ["widen-ffn"]):  # their own parser too (widen.py)
+    if argv[:1] == ["train"] and argv[1:2] in (["widen-input"], ["widen-luma"], ["widen-ffn"]):  # their own parser too (widen.py)
         from streamer.train.widen import main as widen_main
 
         return widen_main(argv[2:], prog=f"streamer train {argv[1]}", what=argv[1].removeprefix("widen-"))

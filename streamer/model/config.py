@@ -24,20 +24,36 @@ class DiTConfig:
     # Width of one attention head; 0 = dim // num_heads (every Wan model). Only head pruning
     # (`streamer prune`) sets it, making the attention width num_heads * head_width narrower than dim.
     head_width: int = 0
+    # An input-conditioned DiT may also get the input's luma at full resolution, pixel-unshuffled by this
+    # factor (the autoencoder's 8) onto the latent grid: in_dim = 2 x out_dim + frames_per_latent x factor².
+    # 0 = the clean latent alone. Made by `streamer train widen-luma` (streamer/model/condition.py says why).
+    cond_luma_factor: int = 0
 
     def __post_init__(self) -> None:
         if not self.head_width and self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.freq_dim % 2:
             raise ValueError(f"freq_dim must be even, got {self.freq_dim}")
+        extra, f = self.in_dim - 2 * self.out_dim, self.cond_luma_factor
+        if f < 0 or (f and (extra <= 0 or extra % (f * f))):
+            raise ValueError(
+                f"cond_luma_factor {f} needs in_dim - 2 x out_dim (= {extra}) to be a positive multiple of "
+                f"{f * f}: the luma planes of each latent frame's input frames"
+            )
 
     @property
     def conditions_on_input(self) -> bool:
         """An input-conditioned DiT (in_dim = 2 x out_dim): every pass gets the chunk's CLEAN input latent
         beside the noisy one, concatenated on the channel axis (as Wan2.1's I2V model takes its condition
         latents), so it can restore the detail the noise destroyed. Made from a plain one by
-        `streamer train widen-input` (streamer/train/widen.py)."""
-        return self.in_dim == 2 * self.out_dim
+        `streamer train widen-input` (streamer/train/widen.py). A luma-conditioned one (cond_luma_factor)
+        gets the input's luma planes after the clean latent (streamer/model/condition.py)."""
+        return self.in_dim == 2 * self.out_dim + self.luma_channels
+
+    @property
+    def luma_channels(self) -> int:
+        """Channels of the input's luma planes in the condition: frames_per_latent x cond_luma_factor², or 0."""
+        return self.in_dim - 2 * self.out_dim if self.cond_luma_factor else 0
 
     @property
     def head_dim(self) -> int:

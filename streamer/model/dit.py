@@ -251,9 +251,9 @@ class DiT(nn.Module):
 
     # ---- the forward's pieces (a pipeline stage runs a slice of them: streamer/model/pipeline/) -----
     def patchify(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, tuple[int, int, int]]:
-        """x [B, out_dim, F, H, W] (+ cond, the same shape, for an input-conditioned model: concatenated
-        after x on the channel axis, Wan2.1 I2V's order) -> tokens [B, F*T, dim] (acc dtype) and the
-        (frames, hp, wp) grid."""
+        """x [B, out_dim, F, H, W] (+ cond [B, in_dim - out_dim, F, H, W] for an input-conditioned model: the
+        clean latent and any luma planes, streamer/model/condition.py; concatenated after x on the channel
+        axis, Wan2.1 I2V's order) -> tokens [B, F*T, dim] (acc dtype) and the (frames, hp, wp) grid."""
         if self.cfg.conditions_on_input != (cond is not None):
             raise ValueError(
                 f"an input-conditioned DiT (in_dim {self.cfg.in_dim} = 2 x out_dim) needs the clean input latent (cond)"
@@ -261,8 +261,9 @@ class DiT(nn.Module):
                 else f"cond given to a DiT that does not take it (in_dim {self.cfg.in_dim}, out_dim {self.cfg.out_dim})"
             )
         if cond is not None:
-            if cond.shape != x.shape:
-                raise ValueError(f"cond {tuple(cond.shape)} must have the noisy latent's shape {tuple(x.shape)}")
+            want = (x.shape[0], self.cfg.in_dim - x.shape[1], *x.shape[2:])
+            if tuple(cond.shape) != want:
+                raise ValueError(f"cond {tuple(cond.shape)} must be {want} (the noisy latent is {tuple(x.shape)})")
             x = torch.cat([x.to(self.dtype), cond.to(self.dtype)], dim=1)
         (pt, ph, pw), (_, _, f_in, h_in, w_in) = self.cfg.patch_size, x.shape
         if f_in % pt or h_in % ph or w_in % pw:

@@ -31,7 +31,7 @@ from streamer.model.dit import DiT
 from streamer.model.loading import LoadedParts
 from streamer.model.ops import EAGER_OPS, DiTOps
 from streamer.model.sampling import StreamBatchState, seeded_generator
-from streamer.model.step import LATENT_LIMIT, StepConfig, StreamState, chunk_step
+from streamer.model.step import LATENT_LIMIT, StepConfig, StreamState, chunk_step, refuse_stream_batch
 from streamer.model.transitions import PromptFeed, PromptTransition
 from streamer.model.vae import TAEHV
 from streamer.prompts import PromptState
@@ -100,6 +100,7 @@ class ModelTransform:
         self.vae.use_layout(layout)
         self.ops = EagerOps(self.vae, m, self.dtype, layout)
         self.frames_per_latent = self.vae.frames_per_latent
+        refuse_stream_batch(self.dit, m.mode)  # a luma-conditioned DiT streams in sequential mode only
         self.batch = m.steps if m.mode == "stream-batch" else 1
         self.step_config = StepConfig(steps=m.steps, shift=m.shift, motion_aware=m.motion_aware)
         cfg = self.dit.cfg

@@ -143,8 +143,9 @@ def preset_mismatch(cfg: DiTConfig, name: str) -> str | None:
     (the text encoder) and latent channels and patch (the autoencoder)."""
     want = preset(name)
     keys = ("text_dim", "in_dim", "out_dim", "patch_size")
-    # an input-conditioned variant (in_dim = 2 x out_dim: the clean input latent beside the noisy one) fits too
-    fits = {"in_dim": (want.in_dim, 2 * want.out_dim)}
+    # an input-conditioned variant (in_dim = 2 x out_dim: the clean input latent beside the noisy one, and any
+    # luma planes: streamer/model/condition.py) fits too
+    fits = {"in_dim": (want.in_dim, 2 * want.out_dim + cfg.luma_channels)}
     bad = [
         f"{k} {getattr(cfg, k)} (the preset has {' or '.join(map(str, fits.get(k, (getattr(want, k),))))})"
         for k in keys

@@ -8,8 +8,8 @@ An input-conditioned DiT (`conditions_on_input`: in_dim = 2 x out_dim) gets the 
 (what `encode` returned, before noise) beside the noisy one on every pass, so the K/V its passes leave
 in the cache are conditioned ones too. In a stream batch the slots hold chunks pushed at different
 times, so each slot is given its own chunk's clean latent (`StreamBatchState.clean`, shifted with the
-slots). The pipelined engine (model/pipeline/) streams such a DiT in sequential mode only
-(`streamer.model.pipeline.stage.refuse_stream_batch`).
+slots). The pipelined engine (model/pipeline/) streams such a DiT in sequential mode only, as every
+engine does a luma-conditioned one (`refuse_stream_batch`; streamer/model/condition.py).
 
 The eager engine (engine.py) runs it with `StepOps` in plain PyTorch; the fast path (fast/) runs the
 very same function with fused kernels and static autoencoder buffers, and captures it as one CUDA
@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from streamer.model.cache import CrossAttnKV, KVCache
+from streamer.model.condition import input_condition, takes_luma
 from streamer.model.dit import DiT, conditions_on_input
 from streamer.model.ops import DiTOps
 from streamer.model.sampling import (
@@ -142,10 +143,13 @@ def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps,
     while the stream batch fills its slots. `state.noise` must hold this chunk's noise; `state.output_ok`
     says afterwards whether the frames are usable (all-NaN weights, an infinite shift: not)."""
     height, width = frames.shape[1:3]
-    z, ts = prepare_chunk(frames, state, ops, cfg)
+    z, ts, x = prepare_chunk(frames, state, ops, cfg)
     # The condition of an input-conditioned DiT: the chunk's clean latent (inside a captured graph z is the
-    # graph's own buffer); in a stream batch each slot's own, which stream_batch_step keeps beside its x.
-    cond = None if not conditions_on_input(dit) else z if state.batch is None else state.batch.clean
+    # graph's own buffer) and any luma planes (streamer/model/condition.py).
+    if state.batch is None:
+        cond = input_condition(dit, z, x[None])
+    else:  # each slot's own clean latent, kept beside its x by stream_batch_step (no luma: refuse_stream_batch)
+        cond = state.batch.clean if conditions_on_input(dit) else None
     model = denoiser(dit, state, ops.dit_ops, cond)
     latent: Tensor | None
     if state.batch is None:
@@ -160,9 +164,10 @@ def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps,
     return finish_chunk(latent, state, ops, height, width)
 
 
-def prepare_chunk(frames: Tensor, state: StreamState, ops: StepOps, cfg: StepConfig) -> tuple[Tensor, Tensor]:
-    """The step's start: frames -> model size, the (motion-aware) strength, the latent z [1, C, 1, h, w]
-    and the chunk's timesteps [steps]. (A pipeline's first stage runs it alone: model/pipeline/.)"""
+def prepare_chunk(frames: Tensor, state: StreamState, ops: StepOps, cfg: StepConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """The step's start: frames -> model size x [T, 3, height, width], the (motion-aware) strength, the
+    latent z [1, C, 1, h, w] and the chunk's timesteps [steps]; returns (z, timesteps, x). (A pipeline's
+    first stage runs it alone: model/pipeline/.)"""
     x = ops.to_model(frames)
     if cfg.motion_aware:
         motion = motion_level(x, state.prev if state.have_prev else None)
@@ -173,7 +178,19 @@ def prepare_chunk(frames: Tensor, state: StreamState, ops: StepOps, cfg: StepCon
     state.have_prev = True
     z = ops.encode(x)
     ts = state.fixed_ts if state.fixed_ts is not None else strength_timesteps(state.strength, cfg.steps, cfg.shift)
-    return z, ts
+    return z, ts, x
+
+
+def refuse_stream_batch(dit: nn.Module, mode: str, *, pipelined: bool = False) -> None:
+    """ValueError when `dit` cannot stream in `mode`: stream-batch slots carry each chunk's clean latent
+    only, so a luma-conditioned DiT streams in sequential mode only, and the pipelined engine's stages carry
+    no condition at all in stream-batch mode, so there any input-conditioned one does."""
+    if mode != "stream-batch" or not (takes_luma(dit) or (pipelined and conditions_on_input(dit))):
+        return
+    what = "luma-conditioned (it takes each chunk's input luma)" if takes_luma(dit) else (
+        "input-conditioned (in_dim = 2 x out_dim: it takes each chunk's clean input latent)")  # fmt: skip
+    where = "the pipelined engine (model.gpus > 1) runs" if pipelined else "the engine runs"
+    raise ValueError(f"this DiT is {what}, which {where} in sequential mode only; set model.mode = 'sequential'")
 
 
 def finish_chunk(latent: Tensor, state: StreamState, ops: StepOps, height: int, width: int) -> Tensor:

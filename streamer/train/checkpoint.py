@@ -30,7 +30,8 @@ LATEST = "latest"
 
 
 def wan_config_json(cfg: DiTConfig) -> dict[str, Any]:
-    """The original Wan config.json fields (+ head_dim for a head-pruned model) for `cfg`."""
+    """The original Wan config.json fields (+ head_dim for a head-pruned model, cond_luma_factor for a
+    luma-conditioned one) for `cfg`."""
     out: dict[str, Any] = {
         "model_type": "t2v", "dim": cfg.dim, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
         "ffn_dim": cfg.ffn_dim, "in_dim": cfg.in_dim, "out_dim": cfg.out_dim, "patch_size": list(cfg.patch_size),
@@ -38,6 +39,8 @@ def wan_config_json(cfg: DiTConfig) -> dict[str, Any]:
     }  # fmt: skip
     if cfg.head_width:
         out["head_dim"] = cfg.head_width
+    if cfg.cond_luma_factor:
+        out["cond_luma_factor"] = cfg.cond_luma_factor
     return out
 
 

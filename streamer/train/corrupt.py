@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from streamer.model.condition import luma
 from streamer.train.data import step_generator
-from streamer.train.looks import gaussian_blur, luma
+from streamer.train.looks import gaussian_blur
 
 
 def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:

@@ -21,13 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def luma(x: Tensor) -> Tensor:
-    """[T, 3, H, W] -> [T, 1, H, W] Rec.601 luma."""
-    w = x.new_tensor(_LUMA).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+from streamer.model.condition import luma
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from streamer.model.cache import CrossAttnKV
+from streamer.model.condition import input_condition, luma
 from streamer.model.dit import conditions_on_input
 from streamer.model.sampling import to_x0
 from streamer.model.vae import TAEHV
@@ -23,7 +24,7 @@ from streamer.train.config import TrainConfig
 from streamer.train.corrupt import corrupt_history
 from streamer.train.data import Batch
 from streamer.train.forcing import Plan, frame_loss, make_plan, noisy_clip, per_frame
-from streamer.train.looks import darkening, luma
+from streamer.train.looks import darkening
 from streamer.train.shortcut import ShortcutDiT, shortcut_target
 
 TextFn = Callable[[list[str]], Tensor]
@@ -115,13 +116,14 @@ class DiTObjective:
         self.min_half = 2.0**-cfg.shortcut_levels
         self.conditioned = conditions_on_input(dit)
 
-    def condition(self, z_in: Tensor) -> Tensor | None:
-        """What an input-conditioned DiT gets beside x: the clean latent of the INPUT clip (the un-looked
-        frames the daemon encodes), for every frame of every kind. Target-noised and history frames too: at
+    def condition(self, z_in: Tensor, inputs: Tensor) -> Tensor | None:
+        """What an input-conditioned DiT gets beside x: the clean latent z_in of the INPUT clips `inputs` (the
+        un-looked frames the daemon encodes; and their luma for a luma-conditioned DiT, the daemon's own
+        `input_condition`), for every frame of every kind. Target-noised and history frames too: at
         inference every pass, and so every K/V the cache keeps as history, sees its chunk's clean input.
         Every example has an input (the built-in recipe's looks are made from it; a pair folder names it),
         so there is no unconditioned case to invent. None for a plain DiT."""
-        return z_in if self.conditioned else None
+        return input_condition(self.dit, z_in, inputs) if self.conditioned else None
 
     def _history(self, batch: Batch, plan: Plan, z_in: Tensor, z_tgt: Tensor, text: Tensor,
                  gen: torch.Generator) -> Tensor:  # fmt: skip
@@ -143,7 +145,7 @@ class DiTObjective:
                 lv, sg = level[:, None, :, None, None], sigma[:, None, :, None, None]
                 x = (1 - lv) * z_in[roll] + lv * eps
                 zero = torch.zeros(b, f, dtype=z_in.dtype, device=z_in.device)
-                cond = self.condition(z_in[roll])
+                cond = self.condition(z_in[roll], batch.inputs[roll])
                 v = self.forward(x, 1000 * sigma.float(), text[roll], zero, cond)
                 z_hist[roll] = (x - sg * v).to(z_hist.dtype)
         return z_hist
@@ -158,7 +160,7 @@ class DiTObjective:
         z_hist = self._history(batch, plan, z_in, z_tgt, text, gen)
         eps = torch.randn(z_tgt.shape, generator=gen, dtype=z_tgt.dtype).to(dev)
         x, t, label = noisy_clip(plan, z_in, z_tgt, z_hist, eps)
-        cond = self.condition(z_in)
+        cond = self.condition(z_in, batch.inputs)
         d = torch.zeros(b, f, dtype=torch.float32, device=dev)
         sc_rows = plan.shortcut.nonzero().flatten()
         if len(sc_rows):

@@ -28,10 +28,11 @@ import torch
 from torch import Tensor
 
 from streamer.config import ModelSettings, effective_strength
+from streamer.model.condition import luma
 from streamer.model.loading import LoadedParts
 from streamer.train.data import BuiltinRecipe
 from streamer.train.heldout import Progress, heldout_segments, make_engine, nanmean, run_stream
-from streamer.train.looks import LOOKS, gaussian_blur, luma, sobel
+from streamer.train.looks import LOOKS, gaussian_blur, sobel
 
 EDGE_BLUR_SIGMA = 1.0
 FLAT_STD = 1e-6  # an edge map with less spread than this has no structure to correlate

@@ -22,11 +22,11 @@ from streamer.model.config import DiTConfig, preset
 from streamer.model.dit import DiT, conditions_on_input
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, load_parts, preset_mismatch
-from streamer.model.pipeline.stage import refuse_stream_batch
+from streamer.model.step import refuse_stream_batch
 from streamer.model.weights.checkpoints import CheckpointError, load_dit
 from streamer.prompts import PromptState
 from streamer.train.checkpoint import save_dit_weights
-from streamer.train.widen import widen_input
+from streamer.train.widen import widen_input, widen_luma
 
 H, W = 40, 72
 PROMPT = PromptState(text="a watercolour painting")
@@ -138,10 +138,11 @@ def test_in_a_stream_batch_each_slot_gets_its_own_chunks_clean_latent(
 
 
 def test_the_pipelined_engine_refuses_stream_batch_for_an_input_conditioned_dit(parts: LoadedParts) -> None:
-    refuse_stream_batch(parts.dit, "stream-batch")  # a plain DiT: fine
-    refuse_stream_batch(_conditioned(parts, live=True).dit, "sequential")
+    refuse_stream_batch(parts.dit, "stream-batch", pipelined=True)  # a plain DiT: fine
+    refuse_stream_batch(_conditioned(parts, live=True).dit, "sequential", pipelined=True)
+    refuse_stream_batch(_conditioned(parts, live=True).dit, "stream-batch")  # the one-process engine carries it
     with pytest.raises(ValueError, match="input-conditioned .* sequential mode only; set model.mode = 'sequential'"):
-        refuse_stream_batch(_conditioned(parts, live=True).dit, "stream-batch")
+        refuse_stream_batch(_conditioned(parts, live=True).dit, "stream-batch", pipelined=True)
 
 
 def test_the_dit_asks_for_the_condition_exactly_when_it_takes_one() -> None:
@@ -151,7 +152,7 @@ def test_the_dit_asks_for_the_condition_exactly_when_it_takes_one() -> None:
         wide(x, t, text)
     with pytest.raises(ValueError, match="cond given to a DiT that does not take it"):
         plain(x, t, text, cond=x)
-    with pytest.raises(ValueError, match="must have the noisy latent's shape"):
+    with pytest.raises(ValueError, match=r"cond \(1, 16, 1, 4, 4\) must be \(1, 16, 2, 4, 4\)"):
         wide(x, t, text, cond=x[:, :, :1])
     assert wide(x, t, text, cond=torch.randn_like(x)).shape == x.shape  # v has out_dim channels
 
@@ -219,14 +220,16 @@ def test_the_pipelined_engine_conditions_each_pass_like_one_process(tmp_path: Pa
 HAS_CUDA = torch.cuda.is_available()
 
 
-def _fast_engine(device: str, dtype: torch.dtype, size: int) -> ModelTransform:
-    """A conditioned tiny engine on seeded random weights (live condition channels) for the fast path."""
+def _fast_engine(device: str, dtype: torch.dtype, size: int, luma: bool = False) -> ModelTransform:
+    """A conditioned tiny engine on seeded random weights (live condition channels) for the fast path;
+    luma=True: one that takes the input's luma planes too (streamer/model/condition.py)."""
     from streamer.model.dit import build
     from streamer.model.text import RandomTextEncoder
     from streamer.model.vae import tiny_taehv
 
     torch.manual_seed(0)
     wide = widen_input(build("tiny", device=device, dtype=dtype))
+    wide = widen_luma(wide) if luma else wide
     with torch.no_grad():
         wide.patch_embedding.weight[:, 16:].normal_(0, 0.05)
     vae = tiny_taehv().to(device=device, dtype=dtype).eval()
@@ -247,12 +250,13 @@ def _frame_tensors(n: int, size: int, device: str) -> list[torch.Tensor]:
     return [torch.randint(0, 256, (1, size, size, 3), generator=gen, dtype=torch.uint8).to(device) for _ in range(n)]
 
 
-def test_the_fused_step_conditions_like_the_eager_engine() -> None:
+@pytest.mark.parametrize("luma", [False, True])
+def test_the_fused_step_conditions_like_the_eager_engine(luma: bool) -> None:
     """On a CPU the fused kernels run in Triton's interpreter, without the graph."""
     from streamer.model.fast.path import FastPath
 
     device = "cuda" if HAS_CUDA else "cpu"
-    engine = _fast_engine(device, torch.float32, 16)
+    engine = _fast_engine(device, torch.float32, 16, luma)
     frames = _frame_tensors(4, 16, device)
     want = _stream(engine, engine.step_tensor, frames)
     got = _stream(engine, FastPath(engine, use_graph=False).step, frames)
@@ -262,12 +266,14 @@ def test_the_fused_step_conditions_like_the_eager_engine() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (graph capture)")
-def test_the_captured_graph_reads_each_chunks_own_clean_latent() -> None:
-    """The clean latent is made inside the captured step (the graph's own buffer), so every replay must
-    condition on ITS chunk: replays match the uncaptured fused step chunk by chunk on changing frames."""
+@pytest.mark.parametrize("luma", [False, True])
+def test_the_captured_graph_reads_each_chunks_own_clean_latent(luma: bool) -> None:
+    """The clean latent (and the luma planes) are made inside the captured step (the graph's own buffers),
+    so every replay must condition on ITS chunk: replays match the uncaptured fused step chunk by chunk on
+    changing frames."""
     from streamer.model.fast.path import FastPath
 
-    engine = _fast_engine("cuda", torch.bfloat16, 64)
+    engine = _fast_engine("cuda", torch.bfloat16, 64, luma)
     frames = _frame_tensors(10, 64, "cuda")
     want = _stream(engine, FastPath(engine, use_graph=False).step, frames)
     graph = FastPath(engine)

@@ -28,24 +28,15 @@ from torch import Tensor
 
 from streamer.config import ModelSettings, effective_strength, effective_window
 from streamer.model.cache import KVCache
-from streamer.model.dit import DiT, conditions_on_input
+from streamer.model.condition import input_condition
+from streamer.model.dit import DiT
 from streamer.model.engine import EagerOps
 from streamer.model.pipeline.graph import StageGraphs
 from streamer.model.pipeline.wire import Flag, Header, Kind, Link, PassSpec
 from streamer.model.sampling import pass_update, renoise, sdedit_noise, seeded_generator
 from streamer.model.shortcut import sampler_step_size, takes_step_size
-from streamer.model.step import StepConfig, StreamState, finish_chunk, prepare_chunk
+from streamer.model.step import StepConfig, StreamState, finish_chunk, prepare_chunk, refuse_stream_batch
 from streamer.model.vae import TAEHV
-
-
-def refuse_stream_batch(dit: DiT, mode: str) -> None:
-    """ValueError when an input-conditioned DiT would run in the pipelined engine's stream-batch mode (its
-    stages do not carry each slot's clean latent); each stage calls it when it is built."""
-    if mode == "stream-batch" and conditions_on_input(dit):
-        raise ValueError(
-            "this DiT is input-conditioned (in_dim = 2 x out_dim: it takes each chunk's clean input latent), "
-            "which the pipelined engine (model.gpus > 1) runs in sequential mode only; set model.mode = 'sequential'"
-        )
 
 
 class Stage:
@@ -71,8 +62,7 @@ class Stage:
         self.first, self.last = rank == 0, rank == world - 1
         self.device, self.dtype = dit.patch_embedding.weight.device, dit.dtype
         self.stream = m.mode == "stream-batch"
-        refuse_stream_batch(dit, m.mode)  # an input-conditioned DiT streams in sequential mode only
-        self.conditioned = conditions_on_input(dit)  # the first stage hands patchify each chunk's clean latent
+        refuse_stream_batch(dit, m.mode, pipelined=True)  # an input-conditioned DiT streams sequentially here
         self.heartbeat_s = heartbeat_s
         cfg = dit.cfg
         lh, lw = m.height // 8, m.width // 8
@@ -188,12 +178,12 @@ class Stage:
         with self.busy:
             self.state.noise.normal_(generator=self.gen)
             noise = self.state.noise.clone()  # slots keep it past this chunk; the buffer is redrawn next time
-            z, ts = prepare_chunk(frames, self.state, self.ops, self.step_config)
+            z, ts, x_in = prepare_chunk(frames, self.state, self.ops, self.step_config)
         size = {"height": frames.shape[1], "width": frames.shape[2]}
         steps, strength = self.m.steps, self.state.strength
         if not self.stream:
             x = sdedit_noise(z, noise[0], strength)
-            cond = z if self.conditioned else None
+            cond = input_condition(self.dit, z, x_in[None])
             for i in range(steps):
                 x = x if i == 0 else self._ring()
                 flags = Flag.COMMIT | Flag.FINAL | Flag.EMIT if i == steps - 1 else Flag(0)

@@ -146,7 +146,8 @@ def _config_from_json(cfg_file: Path) -> DiTConfig | None:
                     "ffn_dim": int(raw["ffn_dim"]), "in_dim": int(raw.get("in_dim", 16)),
                     "out_dim": int(raw.get("out_dim", 16)), "freq_dim": int(raw.get("freq_dim", 256)),
                     "text_dim": int(raw.get("text_dim", 4096)), "text_len": int(raw.get("text_len", 512)),
-                    "head_width": int(raw.get("head_dim", 0))}  # fmt: skip
+                    "head_width": int(raw.get("head_dim", 0)),
+                    "cond_luma_factor": int(raw.get("cond_luma_factor", 0))}  # fmt: skip
         patch = tuple(int(p) for p in raw.get("patch_size", (1, 2, 2)))
         eps = float(raw.get("eps", 1e-6))
         _check_bounds({**ints, "patch_size": patch, "eps": eps}, f"{cfg_file}")  # before anything is built from it
@@ -159,8 +160,9 @@ def _config_from_json(cfg_file: Path) -> DiTConfig | None:
 
 # Far beyond any released Wan model (the 14B: dim 5120, 40 layers, 40 heads, ffn 13824), yet small enough
 # that building the model's skeleton on the meta device stays well under a second (about 2 ms per layer).
-_LIMITS = {"dim": 16384, "num_layers": 256, "num_heads": 256, "ffn_dim": 65536, "in_dim": 256, "out_dim": 256,
-           "freq_dim": 4096, "text_dim": 16384, "text_len": 4096, "head_width": 1024}  # fmt: skip
+_LIMITS = {"dim": 16384, "num_layers": 256, "num_heads": 256, "ffn_dim": 65536, "in_dim": 4096, "out_dim": 256,
+           "freq_dim": 4096, "text_dim": 16384, "text_len": 4096, "head_width": 1024, "cond_luma_factor": 64}  # fmt: skip
+_ZERO_ALLOWED = ("head_width", "cond_luma_factor")  # 0 = not pruned / no luma planes
 
 
 def _check_bounds(values: dict[str, object], where: str) -> None:
@@ -168,8 +170,9 @@ def _check_bounds(values: dict[str, object], where: str) -> None:
     bad = []
     for key, top in _LIMITS.items():
         v = values.get(key)
-        if isinstance(v, int) and not (0 if key == "head_width" else 1) <= v <= top:
-            bad.append(f"{key} = {v} (allowed {0 if key == 'head_width' else 1}..{top})")
+        low = 0 if key in _ZERO_ALLOWED else 1
+        if isinstance(v, int) and not low <= v <= top:
+            bad.append(f"{key} = {v} (allowed {low}..{top})")
     patch = values.get("patch_size")
     if isinstance(patch, tuple) and (len(patch) != 3 or not all(1 <= p <= 16 for p in patch)):
         bad.append(f"patch_size = {list(patch)} (three sizes of 1..16)")
