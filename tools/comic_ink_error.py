@@ -7,7 +7,9 @@ Streams the quality evaluator's held-out stream (the same frames and seed, tiny'
 strength 0.45) through the model with comic's first prompt, and splits the squared error against the comic
 target between ink pixels (where the look's ink layer is above INK_MIN: about 8 % of the frame) and the
 rest. The same split for the autoencoder's round trip of the target (about the best the model can reach
-through it) and for the untouched input. Comic is the one look the shipped model fails (issue 14); this
+through it), for comic drawn on the round trip of the input (what is left of the look when the input is
+seen only through its latent, as a plain input-conditioned DiT sees it: streamer/model/condition.py) and
+for the untouched input. Comic is the one look the shipped model fails (issue 14); this
 says which half of the look is missing. PSNRs here pool the squared error over every frame; the evaluator
 averages per-frame PSNRs, about 0.5 dB higher on comic.
 """
@@ -26,7 +28,7 @@ from streamer.model.loading import load_parts, resolve_device
 from streamer.train.data import BuiltinRecipe
 from streamer.train.evaluate import model_settings
 from streamer.train.heldout import Progress, heldout_segments, make_engine, run_stream
-from streamer.train.looks import LOOKS, comic_layers
+from streamer.train.looks import LOOKS, comic, comic_layers
 
 INK_MIN = 0.05  # ink opacity above which a pixel counts as an outline
 
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = load_parts(m, resolve_device(m.device))
     recipe = BuiltinRecipe(("comic",), (args.height, args.width), part="heldout")
     segments = list(heldout_segments(recipe, args.frames, args.stream_seed, parts.device))
-    splits = {"model output": Split(), "autoencoder round trip of the target": Split(), "input (no transform)": Split()}
+    splits = {"model output": Split(), "autoencoder round trip of the target": Split(),
+              "comic of the autoencoder's round trip of the input": Split(), "input (no transform)": Split()}  # fmt: skip
     flat_sse = [0.0]  # the output against the flat bands alone (no ink)
 
     def on_output(index: int, inp: Tensor, target: Tensor, out: Tensor) -> None:
@@ -90,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         flat, ink = comic_layers(x)
         mask = (ink > INK_MIN).float()
         with torch.no_grad():
-            vae = parts.vae
-            trip = vae.decode_video(vae.encode_video(t[None].to(next(vae.parameters()).dtype)))[0].float()
-        for split, y in zip(splits.values(), (o, trip, x), strict=True):
+            vae, dtype = parts.vae, next(parts.vae.parameters()).dtype
+            trip = vae.decode_video(vae.encode_video(t[None].to(dtype)))[0].float()
+            seen = comic(vae.decode_video(vae.encode_video(x[None].to(dtype)))[0].float())
+        for split, y in zip(splits.values(), (o, trip, seen, x), strict=True):
             split.add(y, t, mask)
         flat_sse[0] += float((o - flat.clamp(0, 1)).square().mean(1).sum())
 

@@ -49,5 +49,6 @@ def test_a_run_on_a_random_model_prints_the_table(capsys: pytest.CaptureFixture[
     assert "comic, 3 held-out frames" in out and "ink pixels" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "PSNR" not in line]
     assert [r.split(" | ")[0] for r in rows] == ["| model output", "| autoencoder round trip of the target",
+                                                 "| comic of the autoencoder's round trip of the input",
                                                  "| input (no transform)"]  # fmt: skip
     assert "against the flat bands alone" in out
