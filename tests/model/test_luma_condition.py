@@ -150,3 +150,15 @@ def test_widen_luma_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert load_dit(tmp_path / "out")[0].cfg.cond_luma_factor == 8
     assert widen_main([str(tmp_path / "out"), "--out", str(tmp_path / "again")], what="luma") == 1
     assert "already takes luma planes" in capsys.readouterr().err
+
+
+def test_model_inspect_names_the_luma_planes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from streamer.cli import main as cli_main
+
+    dit = widen_luma(widen_input(DiT(SMALL)))
+    save_dit_weights(tmp_path, dit.cfg, dit.state_dict(), None)
+    assert cli_main(["model", "inspect", str(tmp_path)]) == 0
+    assert (
+        "in 96 / out 16 channels: input-conditioned (each pass also gets the chunk's clean input latent) and "
+        "its luma at full resolution (64 planes, factor 8)" in capsys.readouterr().out
+    )

@@ -408,7 +408,9 @@ def inspect_command(args: argparse.Namespace) -> int:
     print(
         f"latents:    in {c.in_dim} / out {c.out_dim} channels"
         + (": input-conditioned (each pass also gets the chunk's clean input latent)" if c.conditions_on_input else "")
-    )
+        + (f" and its luma at full resolution ({c.luma_channels} planes, factor {c.cond_luma_factor})"
+           if c.cond_luma_factor else "")
+    )  # fmt: skip
     print(f"dtype:      {info.dtypes}")
     print(f"parameters: {info.num_params:,} in {len(info.state_dict)} tensors")
     if info.shortcut is not None:
