@@ -31,8 +31,10 @@ LUMA = (0.299, 0.587, 0.114)  # Rec.601
 
 
 def luma(x: Tensor) -> Tensor:
-    """[..., 3, H, W] RGB -> [..., 1, H, W] Rec.601 luma."""
-    return (x * x.new_tensor(LUMA).view(3, 1, 1)).sum(-3, keepdim=True)
+    """[..., 3, H, W] RGB -> [..., 1, H, W] Rec.601 luma. Python-number weights: a weight tensor made here
+    would be a host-to-device copy, which a CUDA graph capture refuses (the chunk step is captured)."""
+    r, g, b = x.split(1, dim=-3)
+    return r * LUMA[0] + g * LUMA[1] + b * LUMA[2]
 
 
 def luma_planes(frames: Tensor, factor: int, latent_frames: int) -> Tensor:
