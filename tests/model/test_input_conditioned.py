@@ -66,26 +66,27 @@ def _run(engine: ModelTransform, frames: list[Frame]) -> list[np.ndarray]:
 
 
 def _spy_conditions(
-    engine: ModelTransform, monkeypatch: pytest.MonkeyPatch
+    engine: ModelTransform, monkeypatch: pytest.MonkeyPatch, op: str = "encode"
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Record what the engine's autoencoder encodes and the condition each DiT forward gets (which must be
-    there, shaped like the noisy latent), in call order: (encoded, conds), filled as the engine runs."""
-    encoded: list[torch.Tensor] = []
+    """Record what the engine's `op` returns (the autoencoder's latent; "to_model": the frames at model size)
+    and the condition each DiT forward gets (which must be there, on the noisy latent's batch and grid), in
+    call order: (returned, conds), filled as the engine runs."""
+    returned: list[torch.Tensor] = []
     conds: list[torch.Tensor] = []
-    encode, patchify = engine.ops.encode, DiT.patchify
+    original, patchify = getattr(engine.ops, op), DiT.patchify
 
-    def spy_encode(x: torch.Tensor) -> torch.Tensor:
-        encoded.append(encode(x))
-        return encoded[-1]
+    def spy_op(x: torch.Tensor) -> torch.Tensor:
+        returned.append(original(x))
+        return returned[-1]
 
     def spy_patchify(self: DiT, x: torch.Tensor, cond: torch.Tensor | None = None) -> object:
-        assert cond is not None and cond.shape == x.shape
+        assert cond is not None and (cond.shape[0], *cond.shape[2:]) == (x.shape[0], *x.shape[2:])
         conds.append(cond.clone())
         return patchify(self, x, cond)
 
-    monkeypatch.setattr(engine.ops, "encode", spy_encode)
+    monkeypatch.setattr(engine.ops, op, spy_op)
     monkeypatch.setattr(DiT, "patchify", spy_patchify)
-    return encoded, conds
+    return returned, conds
 
 
 def test_the_engine_hands_every_pass_the_chunks_clean_latent(

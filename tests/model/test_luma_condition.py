@@ -22,7 +22,7 @@ from streamer.model.weights.checkpoints import load_dit
 from streamer.train.checkpoint import save_dit_weights
 from streamer.train.widen import main as widen_main
 from streamer.train.widen import widen_input, widen_luma
-from tests.model.test_input_conditioned import _frames, _run, _settings
+from tests.model.test_input_conditioned import _frames, _run, _settings, _spy_conditions
 
 SMALL = DiTConfig(dim=64, num_layers=2, num_heads=2, ffn_dim=96, text_dim=32, text_len=8)
 
@@ -90,21 +90,7 @@ def _luma_parts(parts: LoadedParts, *, live: bool) -> LoadedParts:
 def test_the_engine_hands_every_pass_its_chunks_luma(parts: LoadedParts, monkeypatch: pytest.MonkeyPatch) -> None:
     frames = _frames(3)
     engine = ModelTransform(_settings(), _luma_parts(parts, live=True))
-    seen: list[torch.Tensor] = []
-    inputs: list[torch.Tensor] = []
-    to_model, patchify = engine.ops.to_model, DiT.patchify
-
-    def spy_to_model(f: torch.Tensor) -> torch.Tensor:
-        inputs.append(to_model(f))
-        return inputs[-1]
-
-    def spy_patchify(self: DiT, x: torch.Tensor, cond: torch.Tensor | None = None) -> object:
-        assert cond is not None
-        seen.append(cond.clone())
-        return patchify(self, x, cond)
-
-    monkeypatch.setattr(engine.ops, "to_model", spy_to_model)
-    monkeypatch.setattr(DiT, "patchify", spy_patchify)
+    inputs, seen = _spy_conditions(engine, monkeypatch, "to_model")
     out = _run(engine, frames)
     fpl = parts.vae.frames_per_latent
     assert len(out) == 3 * fpl and len(seen) == 6 and len(inputs) == 3  # 2 steps a chunk
