@@ -1,4 +1,4 @@
-"""`streamer` command line: run | doctor | init | bench | model inspect | models | check-prompt | obs setup | twitch login | train | train evaluate | train widen-input | train widen-luma | train widen-ffn | prune.
+"""`streamer` command line: run | doctor | init | bench | model inspect | models | check-prompt | obs setup | twitch login | train | train evaluate | train widen-input | train widen-luma | train widen-ffn | train refiner | prune.
 
 Each command is implemented in the module that owns the capability and imported only when that
 command runs, so `streamer doctor` works even when an optional extra (twitchio, obsws) is missing.
@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="streamer train evaluate --help: score a model on held-out clips; "
                               "streamer train widen-input --help: make a DiT input-conditioned; "
                               "streamer train widen-luma --help: give it the input's luma too; "
-                              "streamer train widen-ffn --help: give a DiT more FFN channels")  # fmt: skip
+                              "streamer train widen-ffn --help: give a DiT more FFN channels; "
+                              "streamer train refiner --help: fit a pixel refiner to a model's output")  # fmt: skip
     q.add_argument("--config", "-c", metavar="FILE", required=True, help="training TOML ([train] table)")
     q.add_argument("--steps", type=COUNT, help="override train.steps")
     q.add_argument("--out-dir", help="override train.out_dir")
@@ -252,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streamer.train.widen import main as widen_main
 
         return widen_main(argv[2:], prog=f"streamer train {argv[1]}", what=argv[1].removeprefix("widen-"))
+    if argv[:2] == ["train", "refiner"]:  # its own parser too (refine.py)
+        from streamer.train.refine import main as refine_main
+
+        return refine_main(argv[2:], prog="streamer train refiner")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from streamer.model.dit import DiT, conditions_on_input
+from streamer.model.dit import DiT, conditions_on_input, unwrap
 
 LUMA = (0.299, 0.587, 0.114)  # Rec.601
 
@@ -55,7 +55,7 @@ def input_condition(model: object, z: Tensor, frames: Tensor) -> Tensor | None:
     an input-conditioned one, z and the luma planes (channel axis) for a luma-conditioned one."""
     if not conditions_on_input(model):
         return None
-    cfg = cast(DiT, getattr(model, "_orig_mod", model)).cfg
+    cfg = cast(DiT, unwrap(model)).cfg
     if not cfg.cond_luma_factor:
         return z
     planes = luma_planes(frames.to(z.device, z.dtype), cfg.cond_luma_factor, z.shape[2])
@@ -69,5 +69,5 @@ def input_condition(model: object, z: Tensor, frames: Tensor) -> Tensor | None:
 
 def takes_luma(model: object) -> bool:
     """Whether `model` (or the DiT a torch.compile wrapper holds) is luma-conditioned."""
-    inner = getattr(model, "_orig_mod", model)
+    inner = unwrap(model)
     return isinstance(inner, DiT) and inner.cfg.cond_luma_factor > 0

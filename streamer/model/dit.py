@@ -144,8 +144,10 @@ class DiT(nn.Module):
         return self
 
     def full_precision_modules(self) -> list[nn.Module]:
-        """Modules whose weights stay fp32 at inference (the blocks' `modulation` too)."""
-        return [self.time_embedding, self.time_projection, self.head]
+        """Modules whose weights stay fp32 at inference (the blocks' `modulation` too, and an attached pixel
+        refiner: streamer/model/refiner.py)."""
+        refiner = getattr(self, "refiner", None)
+        return [self.time_embedding, self.time_projection, self.head, *([refiner] if refiner is not None else [])]
 
     @property
     def acc_dtype(self) -> torch.dtype:
@@ -348,11 +350,17 @@ class DiT(nn.Module):
         return out.reshape(out.shape[0], cfg.out_dim, frames * pt, hp * ph, wp * pw)
 
 
+def unwrap(model: object) -> object:
+    """The module itself: `torch.compile(module)` returns an OptimizedModule that keeps it as `_orig_mod`
+    (not a subclass, so isinstance and attributes must look through it)."""
+    return getattr(model, "_orig_mod", model)
+
+
 def conditions_on_input(model: object) -> bool:
-    """Whether `model` (a DiT, or a torch.compile wrapper of one: it keeps the module as `_orig_mod`) takes
-    the chunk's clean input latent as `cond` on every pass: the one rule the engine, the fast path, the
-    pipeline stages and training read (DiTConfig.conditions_on_input)."""
-    inner = getattr(model, "_orig_mod", model)
+    """Whether `model` (a DiT, or a torch.compile wrapper of one) takes the chunk's clean input latent as
+    `cond` on every pass: the one rule the engine, the fast path, the pipeline stages and training read
+    (DiTConfig.conditions_on_input)."""
+    inner = unwrap(model)
     return isinstance(inner, DiT) and inner.cfg.conditions_on_input
 
 

@@ -30,6 +30,7 @@ from streamer.model.cache import KVCache
 from streamer.model.dit import DiT
 from streamer.model.loading import LoadedParts
 from streamer.model.ops import EAGER_OPS, DiTOps
+from streamer.model.refiner import refiner_of
 from streamer.model.sampling import StreamBatchState, seeded_generator
 from streamer.model.step import LATENT_LIMIT, StepConfig, StreamState, chunk_step, refuse_stream_batch
 from streamer.model.transitions import PromptFeed, PromptTransition
@@ -120,6 +121,7 @@ class ModelTransform:
             device=self.device,
         )
         chunk = (1, self.vae.latent_channels, 1, *self.latent_hw)
+        refiner = refiner_of(self.dit)
         self._s_configured = effective_strength(m)
         s_init = torch.tensor(self._s_configured, device=self.device)
         self.state = StreamState(
@@ -132,6 +134,7 @@ class ModelTransform:
             prev=torch.zeros(3, m.height, m.width, device=self.device, dtype=self.dtype),
             batch=StreamBatchState.allocate(m.steps, chunk[1:], self.device, self.dtype) if self.batch > 1 else None,
             output_ok=torch.ones((), dtype=torch.bool, device=self.device),
+            look=None if refiner is None else refiner.prompt_vector(torch.zeros(1, 1, cfg.text_dim, device=self.device)),
         )
         # the flag's host copy: pinned on CUDA, so copying it is queued behind the chunk, not waited for
         self._ok_host = torch.ones((), dtype=torch.bool, pin_memory=self.device.type == "cuda")
@@ -217,8 +220,12 @@ class ModelTransform:
 
     # ---- prompts -----------------------------------------------------------------------------------
     def _set_cross(self, states: Tensor) -> None:
-        """Rebuild only the cross-attention K/V, in place (the buffers a captured graph reads)."""
+        """Rebuild only the cross-attention K/V (and a pixel refiner's prompt vector), in place: the buffers
+        a captured graph reads."""
         self.dit.cross_kv(states.expand(self.batch, -1, -1), out=self._cross)
+        refiner = refiner_of(self.dit)
+        if refiner is not None and self.state.look is not None:
+            self.state.look.copy_(refiner.prompt_vector(states[:1]))
 
     @property
     def transition(self) -> PromptTransition | None:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from streamer.model.config import DiTConfig
-from streamer.model.dit import DiT, linear, timestep_embedding
+from streamer.model.dit import DiT, linear, timestep_embedding, unwrap
 
 SHORTCUT_FILE = "shortcut.safetensors"
 PREFIX = "step_embedding."
@@ -40,9 +40,8 @@ def sampler_step_size(t: Tensor) -> Tensor:
 
 def takes_step_size(model: object) -> bool:
     """Whether the engine must pass `step_size` to `model`: a ShortcutDiT, or a torch.compile wrapper of
-    one (`torch.compile(module)` returns an OptimizedModule, not a subclass; it keeps the module as
-    `_orig_mod`). A wrapper must be called like the module it wraps, else it computes another function."""
-    return isinstance(getattr(model, "_orig_mod", model), ShortcutDiT)
+    one (dit.unwrap). A wrapper must be called like the module it wraps, else it computes another function."""
+    return isinstance(unwrap(model), ShortcutDiT)
 
 
 class StepSizeEmbedding(nn.Module):

@@ -9,7 +9,9 @@ An input-conditioned DiT (`conditions_on_input`: in_dim = 2 x out_dim) gets the 
 in the cache are conditioned ones too. In a stream batch the slots hold chunks pushed at different
 times, so each slot is given its own chunk's clean latent (`StreamBatchState.clean`, shifted with the
 slots). The pipelined engine (model/pipeline/) streams such a DiT in sequential mode only, as every
-engine does a luma-conditioned one (`refuse_stream_batch`; streamer/model/condition.py).
+engine does a luma-conditioned one (`refuse_stream_batch`; streamer/model/condition.py). A DiT with a pixel
+refiner (streamer/model/refiner.py) has each decoded chunk refined with its own input frames and the
+prompt's vector (`StreamState.look`); sequential mode in one process only, as the luma.
 
 The eager engine (engine.py) runs it with `StepOps` in plain PyTorch; the fast path (fast/) runs the
 very same function with fused kernels and static autoencoder buffers, and captures it as one CUDA
@@ -22,6 +24,7 @@ too; the engine's host wrapper reads it once the chunk is copied out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -30,8 +33,9 @@ from torch import Tensor, nn
 
 from streamer.model.cache import CrossAttnKV, KVCache
 from streamer.model.condition import input_condition, takes_luma
-from streamer.model.dit import DiT, conditions_on_input
+from streamer.model.dit import DiT, conditions_on_input, unwrap
 from streamer.model.ops import DiTOps
+from streamer.model.refiner import refiner_of
 from streamer.model.sampling import (
     ModelFn,
     StreamBatchState,
@@ -58,6 +62,7 @@ class StreamState:
     prev: Tensor  # [3, H, W] the previous chunk's last frame at model size (motion)
     batch: StreamBatchState | None  # stream-batch slots, None in sequential mode
     output_ok: Tensor  # [] bool: the last chunk's output is usable (`output_usable`); written in place
+    look: Tensor | None = None  # [1, 2 x hidden] the pixel refiner's prompt vector (rewritten in place), or None
     have_prev: bool = False  # host flag: False for a stream's first chunk
 
     def reset(self) -> None:
@@ -111,7 +116,7 @@ class StepConfig:
 def denoiser(dit: nn.Module, state: StreamState, ops: DiTOps, cond: Tensor | None = None) -> ModelFn:
     """The model function the samplers call: (x_t [B, C, F, h, w], t [B, F]) -> flow v. `cond`: the
     chunk's clean latent [B, C, F, h, w] for an input-conditioned DiT (None for any other)."""
-    in_dtype = cast(DiT, getattr(dit, "_orig_mod", dit)).acc_dtype  # what the DiT returns: what later passes get
+    in_dtype = cast(DiT, unwrap(dit)).acc_dtype  # what the DiT returns: what later passes get
     shortcut = takes_step_size(dit)  # shortcut-distilled: told each pass's step size (t / 1000, on the device)
     extra: dict[str, Tensor] = {} if cond is None else {"cond": cond}
 
@@ -161,7 +166,14 @@ def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps,
     ops.commit(state.cache)  # the last pass's K/V become history
     if latent is None:
         return None
-    return finish_chunk(latent, state, ops, height, width)
+    refiner = refiner_of(dit)
+    if refiner is None:
+        return finish_chunk(latent, state, ops, height, width)
+    look = state.look
+    if look is None:
+        raise ValueError("a DiT with a pixel refiner needs StreamState.look (the prompt's vector)")
+    # a trimmed first decode (T' < T frames) is the chunk's newest frames: refined with the newest inputs
+    return finish_chunk(latent, state, ops, height, width, lambda out: refiner(out, x[-out.shape[0] :], look))
 
 
 def prepare_chunk(frames: Tensor, state: StreamState, ops: StepOps, cfg: StepConfig) -> tuple[Tensor, Tensor, Tensor]:
@@ -185,17 +197,30 @@ def refuse_stream_batch(dit: nn.Module, mode: str, *, pipelined: bool = False) -
     """ValueError when `dit` cannot stream in `mode`: stream-batch slots carry each chunk's clean latent
     only, so a luma-conditioned DiT streams in sequential mode only, and the pipelined engine's stages carry
     no condition at all in stream-batch mode, so there any input-conditioned one does."""
-    if mode != "stream-batch" or not (takes_luma(dit) or (pipelined and conditions_on_input(dit))):
+    if pipelined and refiner_of(dit) is not None:  # the last stage decodes without the chunk's input frames
+        raise ValueError("this DiT has a pixel refiner (refiner.safetensors: it refines each chunk with its input "
+                         "frames), which the pipelined engine cannot give it; set model.gpus = 1")  # fmt: skip
+    pixels = takes_luma(dit) or refiner_of(dit) is not None
+    if mode != "stream-batch" or not (pixels or (pipelined and conditions_on_input(dit))):
         return
-    what = "luma-conditioned (it takes each chunk's input luma)" if takes_luma(dit) else (
-        "input-conditioned (in_dim = 2 x out_dim: it takes each chunk's clean input latent)")  # fmt: skip
+    what = (
+        "luma-conditioned (it takes each chunk's input luma)" if takes_luma(dit)
+        else "refined (refiner.safetensors: each chunk's output is refined with its input frames)" if pixels
+        else "input-conditioned (in_dim = 2 x out_dim: it takes each chunk's clean input latent)"
+    )  # fmt: skip
     where = "the pipelined engine (model.gpus > 1) runs" if pipelined else "the engine runs"
     raise ValueError(f"this DiT is {what}, which {where} in sequential mode only; set model.mode = 'sequential'")
 
 
-def finish_chunk(latent: Tensor, state: StreamState, ops: StepOps, height: int, width: int) -> Tensor:
-    """The step's end: the final latent -> decoded frames as uint8 [T, height, width, 3], with the
-    usability flag written on the device. (A pipeline's last stage runs it alone.)"""
+def finish_chunk(
+    latent: Tensor, state: StreamState, ops: StepOps, height: int, width: int,
+    refine: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:  # fmt: skip
+    """The step's end: the final latent -> decoded frames (passed through `refine` when given: the pixel
+    refiner) as uint8 [T, height, width, 3], with the usability flag written on the device. (A pipeline's
+    last stage runs it alone.)"""
     decoded = ops.decode(latent)
+    if refine is not None:
+        decoded = refine(decoded)
     state.output_ok.copy_(output_usable(latent, decoded))  # device-side: no sync, captured with the rest
     return ops.to_frames(decoded, height, width)

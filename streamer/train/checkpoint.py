@@ -25,6 +25,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from streamer.model.config import DiTConfig
+from streamer.model.dit import DiT
+from streamer.model.refiner import PREFIX as REFINER_PREFIX
+from streamer.model.refiner import REFINER_FILE, refiner_of
+from streamer.model.shortcut import PREFIX as SHORTCUT_PREFIX
 
 LATEST = "latest"
 
@@ -55,6 +59,17 @@ def save_dit_weights(folder: Path, cfg: DiTConfig, wan: dict[str, Tensor], short
     (folder / "config.json").write_text(json.dumps(wan_config_json(cfg), indent=2) + "\n")
     if shortcut:
         save_file(_contiguous(shortcut), str(folder / "shortcut.safetensors"), metadata={"format": "pt"})
+
+
+def save_dit(folder: Path, model: DiT) -> None:
+    """A loaded DiT as a checkpoint folder: model.safetensors + config.json, and shortcut.safetensors /
+    refiner.safetensors when it has a step embedding / a pixel refiner (streamer/model/refiner.py)."""
+    sd = {k: v for k, v in model.state_dict().items() if not k.startswith(REFINER_PREFIX)}
+    wan = {k: v for k, v in sd.items() if not k.startswith(SHORTCUT_PREFIX)}
+    save_dit_weights(folder, model.cfg, wan, {k: v for k, v in sd.items() if k.startswith(SHORTCUT_PREFIX)} or None)
+    refiner = refiner_of(model)
+    if refiner is not None:
+        save_file(_contiguous(refiner.state_dict()), str(folder / REFINER_FILE), metadata={"format": "pt"})
 
 
 def save(

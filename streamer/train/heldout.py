@@ -65,6 +65,14 @@ def heldout_segments(
     cycle, so every held-out file appears equally often."""
     if recipe.part != "heldout":
         raise ValueError(f"the evaluation stream uses held-out media only, not the {recipe.part!r} part")
+    return stream_segments(recipe, frames, seed, device, fps)
+
+
+def stream_segments(
+    recipe: BuiltinRecipe, frames: int, seed: int, device: torch.device | str = "cpu", fps: int = FPS
+) -> Iterator[Segment]:
+    """`heldout_segments`' stream made of any part of the media (the pixel refiner trains on the training
+    part's: streamer/train/refine.py)."""
     media, on_device = recipe.media, {}
     lo, hi = round(SEGMENT_SECONDS[0] * fps), round(SEGMENT_SECONDS[1] * fps)
     start, k = 0, 0

@@ -39,9 +39,9 @@ from torch import Tensor
 
 from streamer.model.config import DiTConfig
 from streamer.model.dit import DiT
-from streamer.model.shortcut import ShortcutDiT
+from streamer.model.refiner import refiner_of
 from streamer.model.weights.checkpoints import CheckpointError, load_dit
-from streamer.train.checkpoint import save_dit_weights
+from streamer.train.checkpoint import save_dit
 
 FFN_TILE = 64  # FFN widths stay multiples of the tensor-core tile, as pruning keeps them (prune.py)
 
@@ -112,12 +112,14 @@ def widen_ffn(model: DiT, ffn_dim: int, seed: int = 0) -> DiT:
 
 def widen_checkpoint(src: str | Path, out: Path, widen: Callable[[DiT], DiT] = widen_input) -> DiT:
     """Load a DiT checkpoint (any layout the daemon's loader reads), widen it with `widen`, write
-    model.safetensors + config.json (+ shortcut.safetensors) into `out`. Returns the widened model (float32, CPU)."""
-    wide = widen(load_dit(src)[0])
-    if isinstance(wide, ShortcutDiT):
-        save_dit_weights(out, wide.cfg, wide.wan_state_dict(), wide.shortcut_state_dict())
-    else:
-        save_dit_weights(out, wide.cfg, wide.state_dict(), None)
+    model.safetensors + config.json (+ shortcut.safetensors) into `out`. Returns the widened model (float32, CPU).
+    A pixel refiner is left behind: it was fitted to the narrower model's output (`streamer train refiner`
+    fits one to the widened model once it is trained)."""
+    model = load_dit(src)[0]
+    if refiner_of(model) is not None:
+        del model.refiner
+    wide = widen(model)
+    save_dit(out, wide)
     return wide
 
 

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from streamer.model.config import PRESETS, DiTConfig
 from streamer.model.dit import DiT
+from streamer.model.refiner import REFINER_FILE, build_refiner, check_refiner_state_dict
 from streamer.model.shortcut import PREFIX, SHORTCUT_FILE, ShortcutDiT
 from streamer.model.weights.containers import select
 from streamer.model.weights.lora import merge_lora
@@ -72,6 +73,7 @@ class CheckpointInfo:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     shortcut: dict[str, Tensor] | None = None  # the step embedding from shortcut.safetensors beside the file
+    refiner: dict[str, Tensor] | None = None  # the pixel refiner from refiner.safetensors beside the file
     container: str = ""  # the pickle entry the weights came from ("" for safetensors)
     container_reason: str = ""  # why that entry: the auto rule that applied, or the key asked for
     holds: str = ""  # what the pickle holds at its top level
@@ -110,8 +112,9 @@ def _resolve(path: Path) -> Path:
     ):
         if (path / name).is_file():
             return path / name
-    weights = (".safetensors", ".pt", ".pth")  # a shortcut.safetensors only ever goes with the weights beside it
-    files = sorted(p for p in path.iterdir() if p.suffix in weights and p.is_file() and p.name != SHORTCUT_FILE)
+    weights = (".safetensors", ".pt", ".pth")  # shortcut / refiner files only ever go with the weights beside them
+    extras = (SHORTCUT_FILE, REFINER_FILE)
+    files = sorted(p for p in path.iterdir() if p.suffix in weights and p.is_file() and p.name not in extras)
     others = [p for p in files if p.name.lower().startswith(_NOT_THE_DIT)]
     candidates = [p for p in files if p not in others]
     if len(candidates) == 1:  # e.g. a folder holding only self_forcing_dmd.pt
@@ -336,8 +339,12 @@ def read_checkpoint(
     if sc_file.is_file() and file != sc_file:  # unreadable: CheckpointError naming the file; misfit: problems
         shortcut = read_safetensors(sc_file)
         problems += [f"{sc_file}: {p}" for p in check_shortcut_state_dict(shortcut, cfg)]
+    refiner, rf_file = None, file.parent / REFINER_FILE
+    if rf_file.is_file() and file != rf_file:
+        refiner = read_safetensors(rf_file)
+        problems += [f"{rf_file}: {p}" for p in check_refiner_state_dict(refiner, cfg.text_dim)]
     layout = f"{container}, {names} names"
-    info = CheckpointInfo(file, layout, cfg, preset_name(cfg), sd, problems, notes, shortcut)
+    info = CheckpointInfo(file, layout, cfg, preset_name(cfg), sd, problems, notes, shortcut, refiner)
     if choice is not None:
         info.container, info.container_reason, info.holds = choice.key, choice.reason, choice.holds
     return info
@@ -374,6 +381,9 @@ def load_dit(
         report += f"; {info.container_reason}"
     if info.shortcut is not None:
         report += " + shortcut step embedding"
+    if info.refiner is not None:  # a submodule: moved with the DiT, kept float32 (DiT.full_precision_modules)
+        model.refiner = build_refiner(info.refiner)
+        report += " + pixel refiner"
     del info  # drop the loader's references so dtype casts below can free the file's tensors
     return model.to(device).to_inference_dtype(dtype).eval().requires_grad_(False), report
 
@@ -416,6 +426,10 @@ def inspect_command(args: argparse.Namespace) -> int:
     if info.shortcut is not None:
         n = sum(t.numel() for t in info.shortcut.values())
         print(f"shortcut:   step-size embedding ({SHORTCUT_FILE}, {n:,} parameters): the engine passes the step size")
+    if info.refiner is not None:
+        n = sum(t.numel() for t in info.refiner.values())
+        print(f"refiner:    pixel refiner ({REFINER_FILE}, {n:,} parameters): each decoded chunk is refined with its "
+              "input frames")  # fmt: skip
     if info.problems:
         print("problems:\n  " + "\n  ".join(info.problems))
         return 1
