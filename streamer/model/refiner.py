@@ -46,7 +46,7 @@ class PixelRefiner(nn.Module):
     """decoded [T, 3, H, W], frames [T, 3, H, W] (both in [0, 1]), look [1 or T, 2 x hidden] -> refined
     [T, 3, H, W]. `filters` separable luma filters of `kernel` taps, `hidden` channels per pixel."""
 
-    def __init__(self, text_dim: int, filters: int = 12, hidden: int = 32, kernel: int = 17) -> None:
+    def __init__(self, text_dim: int, filters: int = 8, hidden: int = 24, kernel: int = 17) -> None:
         super().__init__()
         if kernel % 2 == 0 or kernel < 3 or filters < 1 or hidden < 1 or text_dim < 1:
             raise ValueError(f"refiner shape: kernel {kernel} must be odd and >= 3, filters {filters}, hidden "
@@ -85,10 +85,16 @@ class PixelRefiner(nn.Module):
     def forward(self, decoded: Tensor, frames: Tensor, look: Tensor) -> Tensor:
         y, x = decoded.float(), frames.float()
         lum = luma(x)
-        scale, shift = look.float()[:, None, None].chunk(2, dim=-1)  # [1 or T, 1, 1, hidden] each
-        pixels = torch.cat([self.cols(self.rows(lum)), lum, y, x], dim=1).permute(0, 2, 3, 1)  # [T, H, W, C]
-        h = F.relu(self.mix(pixels) * (1 + scale) + shift)
-        gain, offset = self.head(F.relu(self.mid(h))).permute(0, 3, 1, 2).chunk(2, dim=1)
+        t, _, height, width = y.shape
+        pixels = torch.cat([self.cols(self.rows(lum)), lum, y, x], dim=1).permute(0, 2, 3, 1).reshape(t, height * width, -1)
+        # The prompt's FiLM folded into the mix's weights (per prompt, not per pixel): (W p + b)(1 + s) + f
+        # is one matrix product with W (1 + s) and b (1 + s) + f, which saves two passes over the hidden pixels.
+        scale, shift = look.float().chunk(2, dim=-1)  # [1 or T, hidden] each
+        weight = (self.mix.weight * (1 + scale[:, :, None])).expand(t, -1, -1)
+        bias = (self.mix.bias * (1 + scale) + shift).expand(t, -1)
+        h = F.relu(torch.baddbmm(bias[:, None], pixels, weight.transpose(1, 2)), inplace=True)  # [T, H*W, hidden]
+        h = F.relu(self.mid(h), inplace=True)
+        gain, offset = self.head(h).transpose(1, 2).reshape(t, 6, height, width).chunk(2, dim=1)
         return (y * (1 + gain) + offset).to(decoded.dtype)
 
 

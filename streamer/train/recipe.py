@@ -15,11 +15,13 @@ Stages (one GPU; each is an ordinary `streamer train` / `streamer prune` / evalu
               then steps before/after pruning (streamer.train.evaluate).
  5. condition the fine-tuned model widened to take the clean input latent (in_dim 32), fine-tuned
               conditioned with v4's settings (streamer.train.recipe_stages).
- 6. quality   held-out quality of the conditioned model at the shipped settings, with a contact sheet.
- 7. export    the conditioned model + autoencoder -> EXPORT/embedded/ (what ships in
+ 6. refine    a pixel refiner fitted to the conditioned model's own stream output (`streamer train
+              refiner`, streamer/train/refine.py): the detail the latent loses, comic's ink above all.
+ 7. quality   held-out quality of the refined model at the shipped settings, with a contact sheet.
+ 8. export    the refined model + autoencoder -> EXPORT/embedded/ (what ships in
               streamer/model/embedded/tiny), the contact sheet and every table as JSON.
 
---from CHECKPOINT runs only 5-7 on an existing model (its folder's vae.safetensors unless --vae): v4 was
+--from CHECKPOINT runs only 5-8 on an existing model (its folder's vae.safetensors unless --vae): v4 was
 made that way from v3; a model that already is input-conditioned is continued without widening.
 --continue CHECKPOINT trains a shipped input-conditioned model on as five variants side by side and compares
 them (quality, drift, steps): streamer.train.recipe_continue.
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamer.model.refiner import REFINER_FILE
 from streamer.train import recipe_stages as stages
 from streamer.train.looks import LOOKS
 from streamer.train.recipe_continue import run_continue
@@ -68,6 +71,7 @@ class Scale:
     dtype: str  # training autocast of the DiT stages (bf16 on the GPU, as v3 and v4 were trained)
     quality_looks: str  # looks of the quality evaluation ("": all 8)
     continue_steps: int  # --continue's step target (the variants' cosine schedule; each also stops at its share)
+    refine: tuple[int, int]  # the pixel refiner's frames per (look, prompt) and fit steps
 
 
 # Step targets from the first GPU run (H100, 2026-11-25): vae 8.7 steps/s; DiT ~2 steps/s per variant
@@ -75,8 +79,10 @@ class Scale:
 # stage's: v4's 2,063 steps (two H100 calls of 360 s + 390 s at 1.4-3.0 steps/s, 2026-12-06). --continue's
 # 700: five trainers sharing an H100 made 285-637 steps in 260 s (1.1-2.4 steps/s, 2026-12-07), so a call
 # stops at its time share first, checkpointed, with the rate still at 60 % of its peak.
-REAL = Scale(256, 256, 4, 32, 4, 10.0, 150, "auto", True, (500, 600, 150, 2100), 64, 8, "bfloat16", "", 700)
-SMOKE = Scale(32, 32, 3, 2, 0, 0.02, 6, "cpu", False, (20, 6, 4, 4), 2, 0, "float32", "noir,sketch", 4)
+# The refiner's: v5's (2026-12-07, the 2-core CPU: 8 min collecting, 12 min fitting; seconds on a GPU).
+REAL = Scale(256, 256, 4, 32, 4, 10.0, 150, "auto", True, (500, 600, 150, 2100), 64, 8, "bfloat16", "", 700,
+             (180, 5000))  # fmt: skip
+SMOKE = Scale(32, 32, 3, 2, 0, 0.02, 6, "cpu", False, (20, 6, 4, 4), 2, 0, "float32", "noir,sketch", 4, (2, 4))
 DRIFT_LOOKS = ("watercolour", "noir")
 # v4.1's conditioned continuation of v4 (2026-12-06): the four looks v4 failed drawn 2-3 times as often
 V41_LOOKS = "noir,neon,neon,comic,comic,comic,sketch,sketch,thermal,sepia,pixel,pixel,pixel,watercolour"
@@ -229,7 +235,7 @@ class Recipe:
         self.train({"finetune": ft_cfg}, s.steps[2], SHARE["finetune"] * b)
         plain = self.latest("finetune")
         evals["steps-pruned"] = self.evaluate("steps-pruned", plain, "steps", frames=str(s.segment_frames))
-        shipped = stages.condition(self, plain, SHARE["condition"] * b)  # the evaluations above run beside it
+        shipped = stages.refine(self, stages.condition(self, plain, SHARE["condition"] * b))  # evaluations beside
         self._wait(evals)
         self._finish(shipped, list(evals))
         return self.results
@@ -240,7 +246,7 @@ class Recipe:
         if not self.vae.is_file():
             raise RuntimeError(f"no autoencoder at {self.vae} (pass --vae FILE)")
         shipped = stages.condition(self, checkpoint, sum(SHARE.values()) * self.budget_s)
-        self._finish(shipped, [])
+        self._finish(stages.refine(self, shipped), [])
         return self.results
 
     def _finish(self, shipped: Path, done: list[str]) -> None:
@@ -295,7 +301,7 @@ class Recipe:
             return
         emb = self.export / "embedded"
         emb.mkdir(parents=True, exist_ok=True)
-        for f in ("model.safetensors", "config.json", "shortcut.safetensors"):
+        for f in ("model.safetensors", "config.json", "shortcut.safetensors", REFINER_FILE):
             if (shipped / f).is_file():
                 shutil.copyfile(shipped / f, emb / f)
         shutil.copyfile(self.vae, emb / "vae.safetensors")

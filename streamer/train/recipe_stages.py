@@ -5,6 +5,8 @@ widen      `streamer train widen-input`: a plain DiT gets zero patch-embedding c
            already is input-conditioned is continued as it is (v4's second call continued its first).
 condition  `streamer train` from the widened weights with v4's settings (COND, the scale's batch and
            workers, bf16 on CUDA), a step target and a time cap like every other stage.
+refine     `streamer train refiner`: a pixel refiner fitted to the conditioned model's stream output on the
+           training media (streamer/model/refiner.py says why), written beside its weights.
 quality    `streamer train evaluate --mode quality` at the shipped settings (tiny's PRESET_DEFAULTS:
            1 step, strength 0.45) on held-out frames, with a contact sheet.
 """
@@ -55,6 +57,20 @@ def condition_values(rc: Recipe, init: Path) -> dict[str, Any]:
     s = rc.scale
     looks = {"looks": list(rc.cond_looks)} if rc.cond_looks else {}
     return {**rc.dit_values(), **COND, "init": str(init), "batch": s.cond_batch, "workers": s.cond_workers, **looks}
+
+
+def refine(rc: Recipe, src: Path) -> Path:
+    """`src` with a pixel refiner fitted to its own stream output (every look, 3 prompts each); returns the
+    folder holding both."""
+    frames, steps = rc.scale.refine
+    out = rc.out / "refined"
+    args = ["streamer", "train", "refiner", str(src), "--vae", str(rc.vae), "--out", str(out), "--force",
+            "--frames", str(frames), "--steps", str(steps), "--prompts", "3", "--device", rc.scale.device,
+            "--width", str(rc.scale.width), "--height", str(rc.scale.height)]  # fmt: skip
+    rc._wait({"refine": rc._spawn("refine", args)})
+    said = (rc.out / "logs" / "refine.log").read_text(errors="replace").strip().splitlines()
+    rc.results["refined"] = {"from": str(src), "frames": frames, "steps": steps, "summary": said[-1] if said else ""}
+    return out
 
 
 def evaluate_quality(rc: Recipe, checkpoint: Path, name: str = "quality") -> subprocess.Popen[bytes]:

@@ -16,6 +16,7 @@ import torch
 
 from streamer.model.config import preset
 from streamer.model.dit import DiT
+from streamer.model.refiner import REFINER_FILE
 from streamer.train import config as tconfig
 from streamer.train import recipe, recipe_continue
 from streamer.train.checkpoint import save_dit_weights
@@ -64,7 +65,7 @@ def test_cond_looks_weight_the_conditioned_stage_and_unknown_names_are_refused(t
 
 
 @pytest.mark.slow
-def test_from_a_plain_model_runs_only_widen_condition_quality_and_export(tmp_path: Path) -> None:
+def test_from_a_plain_model_runs_only_widen_condition_refine_quality_and_export(tmp_path: Path) -> None:
     src = tmp_path / "plain"  # a small plain DiT with the shipped autoencoder beside it, as v3's folder was
     cfg = dataclasses.replace(preset("tiny"), dim=128, num_layers=2, num_heads=2, ffn_dim=256)
     torch.manual_seed(0)
@@ -81,7 +82,8 @@ def test_from_a_plain_model_runs_only_widen_condition_quality_and_export(tmp_pat
     assert (shipped["in_dim"], shipped["out_dim"], shipped["dim"]) == (32, 16, 128)
     assert conditions_on_input(export / "embedded")  # a second --from on it continues without widening
     assert (export / "embedded" / "vae.safetensors").read_bytes() == (src / "vae.safetensors").read_bytes()
-    assert {p.name for p in out.iterdir() if p.is_dir()} == {"configs", "logs", "widened", "condition"}
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"configs", "logs", "widened", "condition", "refined"}
+    assert (export / "embedded" / REFINER_FILE).is_file() and "fitted a pixel refiner" in results["refined"]["summary"]
     assert list(results["stages"]) == ["condition"] and results["stages"]["condition"]["steps"] == SMOKE.steps[3]
     assert results["conditioned_from"] == {"checkpoint": str(src), "widened": True}
     trained = tconfig.load(out / "configs" / "condition.toml")
