@@ -86,7 +86,9 @@ class PixelRefiner(nn.Module):
         y, x = decoded.float(), frames.float()
         lum = luma(x)
         t, _, height, width = y.shape
-        pixels = torch.cat([self.cols(self.rows(lum)), lum, y, x], dim=1).permute(0, 2, 3, 1).reshape(t, height * width, -1)
+        pixels = (
+            torch.cat([self.cols(self.rows(lum)), lum, y, x], dim=1).permute(0, 2, 3, 1).reshape(t, height * width, -1)
+        )
         # The prompt's FiLM folded into the mix's weights (per prompt, not per pixel): (W p + b)(1 + s) + f
         # is one matrix product with W (1 + s) and b (1 + s) + f, which saves two passes over the hidden pixels.
         scale, shift = look.float().chunk(2, dim=-1)  # [1 or T, hidden] each
