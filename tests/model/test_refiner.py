@@ -238,3 +238,14 @@ def test_the_captured_graph_refines_each_chunk_with_its_input_and_the_current_pr
             diff = (a - b).abs()
             assert float(diff.mean()) < 0.5 and float((diff > 2).float().mean()) < 1e-3, f"{prompt} {i}: {diff.max()}"
     assert graph._graph is not None and graph.replays >= 6
+
+
+def test_the_shipped_tiny_model_carries_its_refiner() -> None:
+    """v5 (docs/training.md): the package's embedded folder holds refiner.safetensors, and it fits the DiT."""
+    from streamer.model.loading import EMBEDDED_DIR
+
+    assert (EMBEDDED_DIR / REFINER_FILE).is_file()
+    dit, report = load_dit(EMBEDDED_DIR)
+    refiner = refiner_of(dit)
+    assert refiner is not None and "+ pixel refiner" in report
+    assert refiner.text_dim == dit.cfg.text_dim and float(refiner.head.weight.abs().max()) > 0  # trained, not fresh
