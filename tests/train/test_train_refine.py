@@ -27,6 +27,7 @@ def test_the_fit_learns_a_darkening_of_the_outlines() -> None:
     targets[:, :, 10:12] = 40
     states = torch.randn(1, 4, 16, generator=gen)
     data = Collected(inputs, outputs, targets, torch.zeros(8, dtype=torch.long), states)
+    torch.manual_seed(0)  # the mixing layers' initial weights (8 seeds tried: every one passes)
     refiner = PixelRefiner(16, filters=2, hidden=8, kernel=5)
     losses = fit(refiner, data, steps=150, batch=4, crop=32, lr=1e-2)
     assert losses[-1] < losses[0] / 10
