@@ -32,7 +32,14 @@ from streamer.model.loading import LoadedParts
 from streamer.model.ops import EAGER_OPS, DiTOps
 from streamer.model.refiner import refiner_of
 from streamer.model.sampling import StreamBatchState, seeded_generator
-from streamer.model.step import LATENT_LIMIT, StepConfig, StreamState, chunk_step, refuse_stream_batch
+from streamer.model.step import (
+    LATENT_LIMIT,
+    StepConfig,
+    StreamState,
+    chunk_step,
+    refuse_stream_batch,
+    skips_refiner,
+)
 from streamer.model.transitions import PromptFeed, PromptTransition
 from streamer.model.vae import TAEHV
 from streamer.prompts import PromptState
@@ -122,6 +129,9 @@ class ModelTransform:
         )
         chunk = (1, self.vae.latent_channels, 1, *self.latent_hw)
         refiner = refiner_of(self.dit)
+        if skipped := skips_refiner(self.dit, m.mode):
+            log.warning("%s", skipped)
+            refiner = None  # no prompt vector: the step runs without it
         self._s_configured = effective_strength(m)
         s_init = torch.tensor(self._s_configured, device=self.device)
         self.state = StreamState(

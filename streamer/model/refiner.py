@@ -20,7 +20,7 @@ filters, mixes them pixel by pixel under the prompt's modulation, and returns de
 It is saved in its own file, `refiner.safetensors`, beside the DiT's weights (as shortcut.safetensors is);
 the checkpoint loader attaches it as `dit.refiner`. `streamer train refiner` trains it on the frozen
 model's own stream output (streamer/train/refine.py). It needs each chunk's input beside its output, so
-stream-batch mode and the pipelined engine refuse a model that has one (step.refuse_stream_batch).
+stream-batch mode and the pipelined engine run such a model without it, and say so (step.skips_refiner).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ times, so each slot is given its own chunk's clean latent (`StreamBatchState.cle
 slots). The pipelined engine (model/pipeline/) streams such a DiT in sequential mode only, as every
 engine does a luma-conditioned one (`refuse_stream_batch`; streamer/model/condition.py). A DiT with a pixel
 refiner (streamer/model/refiner.py) has each decoded chunk refined with its own input frames and the
-prompt's vector (`StreamState.look`); sequential mode in one process only, as the luma.
+prompt's vector (`StreamState.look`); in sequential mode in one process only: elsewhere the stream runs
+without it (`skips_refiner`).
 
 The eager engine (engine.py) runs it with `StepOps` in plain PyTorch; the fast path (fast/) runs the
 very same function with fused kernels and static autoencoder buffers, and captures it as one CUDA
@@ -166,12 +167,9 @@ def chunk_step(frames: Tensor, dit: nn.Module, state: StreamState, ops: StepOps,
     ops.commit(state.cache)  # the last pass's K/V become history
     if latent is None:
         return None
-    refiner = refiner_of(dit)
-    if refiner is None:
+    refiner, look = refiner_of(dit), state.look
+    if refiner is None or look is None:  # no refiner, or a stream that runs without it (`skips_refiner`)
         return finish_chunk(latent, state, ops, height, width)
-    look = state.look
-    if look is None:
-        raise ValueError("a DiT with a pixel refiner needs StreamState.look (the prompt's vector)")
     # a trimmed first decode (T' < T frames) is the chunk's newest frames: refined with the newest inputs
     return finish_chunk(latent, state, ops, height, width, lambda out: refiner(out, x[-out.shape[0] :], look))
 
@@ -193,21 +191,26 @@ def prepare_chunk(frames: Tensor, state: StreamState, ops: StepOps, cfg: StepCon
     return z, ts, x
 
 
+def skips_refiner(dit: nn.Module, mode: str, *, pipelined: bool = False) -> str:
+    """Why a stream of `dit` in `mode` runs without its pixel refiner ("" when it runs with it, or has none).
+    The refiner needs each chunk's own input frames beside its output: stream-batch slots finish chunks
+    pushed earlier, and the pipelined engine's last stage never sees the input. Such streams run the model
+    without it (v4.4's output for the shipped tiny model), which beats refusing them."""
+    if refiner_of(dit) is None or (mode != "stream-batch" and not pipelined):
+        return ""
+    where = "the pipelined engine (model.gpus > 1)" if pipelined else "stream-batch mode"
+    return (f"{where} runs this model without its pixel refiner (refiner.safetensors needs each chunk's input "
+            "frames beside its output); model.mode = 'sequential' with one GPU runs it")  # fmt: skip
+
+
 def refuse_stream_batch(dit: nn.Module, mode: str, *, pipelined: bool = False) -> None:
     """ValueError when `dit` cannot stream in `mode`: stream-batch slots carry each chunk's clean latent
     only, so a luma-conditioned DiT streams in sequential mode only, and the pipelined engine's stages carry
     no condition at all in stream-batch mode, so there any input-conditioned one does."""
-    if pipelined and refiner_of(dit) is not None:  # the last stage decodes without the chunk's input frames
-        raise ValueError("this DiT has a pixel refiner (refiner.safetensors: it refines each chunk with its input "
-                         "frames), which the pipelined engine cannot give it; set model.gpus = 1")  # fmt: skip
-    pixels = takes_luma(dit) or refiner_of(dit) is not None
-    if mode != "stream-batch" or not (pixels or (pipelined and conditions_on_input(dit))):
+    if mode != "stream-batch" or not (takes_luma(dit) or (pipelined and conditions_on_input(dit))):
         return
-    what = (
-        "luma-conditioned (it takes each chunk's input luma)" if takes_luma(dit)
-        else "refined (refiner.safetensors: each chunk's output is refined with its input frames)" if pixels
-        else "input-conditioned (in_dim = 2 x out_dim: it takes each chunk's clean input latent)"
-    )  # fmt: skip
+    what = "luma-conditioned (it takes each chunk's input luma)" if takes_luma(dit) else (
+        "input-conditioned (in_dim = 2 x out_dim: it takes each chunk's clean input latent)")  # fmt: skip
     where = "the pipelined engine (model.gpus > 1) runs" if pipelined else "the engine runs"
     raise ValueError(f"this DiT is {what}, which {where} in sequential mode only; set model.mode = 'sequential'")
 

@@ -21,7 +21,7 @@ from streamer.model.dit import DiT
 from streamer.model.engine import ModelTransform
 from streamer.model.loading import LoadedParts, load_parts
 from streamer.model.refiner import REFINER_FILE, PixelRefiner, check_refiner_state_dict, refiner_of
-from streamer.model.step import refuse_stream_batch
+from streamer.model.step import skips_refiner
 from streamer.model.weights.checkpoints import CheckpointError, load_dit
 from streamer.prompts import PromptState
 from streamer.train.checkpoint import save_dit
@@ -160,13 +160,23 @@ def test_a_prompt_change_rewrites_the_prompt_vector_in_place(parts: LoadedParts)
     assert not torch.equal(vectors[0], vectors[1])
 
 
-def test_stream_batch_and_the_pipelined_engine_refuse_a_refiner(parts: LoadedParts) -> None:
-    refined = _with_refiner(parts, PixelRefiner(parts.dit.cfg.text_dim, 4, 8, 5))
-    with pytest.raises(ValueError, match=r"refined \(refiner.safetensors.*sequential mode only"):
-        ModelTransform(_settings(mode="stream-batch"), refined)
-    with pytest.raises(ValueError, match="pipelined engine cannot give it; set model.gpus = 1"):
-        refuse_stream_batch(refined.dit, "sequential", pipelined=True)
-    refuse_stream_batch(refined.dit, "sequential")  # one process, sequential: fine
+def test_stream_batch_and_the_pipelined_engine_run_without_the_refiner_and_say_so(
+    parts: LoadedParts, caplog: pytest.LogCaptureFixture
+) -> None:
+    refined = _with_refiner(parts, _live(PixelRefiner(parts.dit.cfg.text_dim, 4, 8, 5)))
+    frames = _frames(4)
+    with caplog.at_level("WARNING"):
+        batched = ModelTransform(_settings(mode="stream-batch"), refined)
+    assert batched.state.look is None and "stream-batch mode runs this model without its pixel refiner" in caplog.text
+    plain = _run(ModelTransform(_settings(mode="stream-batch"), dataclasses.replace(refined, dit=parts.dit)), frames)
+    got = _run(batched, frames)
+    assert len(got) == len(plain) > 0
+    for a, b in zip(got, plain, strict=True):
+        np.testing.assert_array_equal(a, b)  # the unrefined model's output, not a refusal
+    assert "pipelined engine (model.gpus > 1) runs this model without" in skips_refiner(
+        refined.dit, "sequential", pipelined=True
+    )
+    assert skips_refiner(refined.dit, "sequential") == "" and skips_refiner(parts.dit, "stream-batch") == ""
 
 
 def test_widening_leaves_the_refiner_behind(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ Order of passes (what makes the output equal the one-process engine's):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import queue
 import time
 from typing import Any
@@ -35,8 +36,17 @@ from streamer.model.pipeline.graph import StageGraphs
 from streamer.model.pipeline.wire import Flag, Header, Kind, Link, PassSpec
 from streamer.model.sampling import pass_update, renoise, sdedit_noise, seeded_generator
 from streamer.model.shortcut import sampler_step_size, takes_step_size
-from streamer.model.step import StepConfig, StreamState, finish_chunk, prepare_chunk, refuse_stream_batch
+from streamer.model.step import (
+    StepConfig,
+    StreamState,
+    finish_chunk,
+    prepare_chunk,
+    refuse_stream_batch,
+    skips_refiner,
+)
 from streamer.model.vae import TAEHV
+
+log = logging.getLogger(__name__)
 
 
 class Stage:
@@ -63,6 +73,8 @@ class Stage:
         self.device, self.dtype = dit.patch_embedding.weight.device, dit.dtype
         self.stream = m.mode == "stream-batch"
         refuse_stream_batch(dit, m.mode, pipelined=True)  # an input-conditioned DiT streams sequentially here
+        if self.first and (skipped := skips_refiner(dit, m.mode, pipelined=True)):
+            log.warning("%s", skipped)
         self.heartbeat_s = heartbeat_s
         cfg = dit.cfg
         lh, lw = m.height // 8, m.width // 8
