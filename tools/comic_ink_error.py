@@ -26,7 +26,7 @@ from torch import Tensor
 
 from streamer.model.loading import load_parts, resolve_device
 from streamer.train.data import BuiltinRecipe
-from streamer.train.evaluate import model_settings
+from streamer.train.evaluate import shipped_settings
 from streamer.train.heldout import Progress, heldout_segments, make_engine, run_stream
 from streamer.train.looks import LOOKS, comic, comic_layers
 
@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.frames < 1:
         p.error("--frames must be at least 1")
-    ns = argparse.Namespace(checkpoint=args.checkpoint, vae=args.vae, width=args.width, height=args.height,
-                            device=args.device, strength=0.0, seed=0, set=[], fast_path=False)  # fmt: skip
-    m = model_settings(ns)  # the evaluator's settings: the preset's steps and strength, float32, eager
+    m = shipped_settings(args.checkpoint, args.vae, args.width, args.height, args.device)  # as the evaluator scores
     parts = load_parts(m, resolve_device(m.device))
     recipe = BuiltinRecipe(("comic",), (args.height, args.width), part="heldout")
     segments = list(heldout_segments(recipe, args.frames, args.stream_seed, parts.device))

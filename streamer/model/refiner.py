@@ -51,7 +51,6 @@ class PixelRefiner(nn.Module):
         if kernel % 2 == 0 or kernel < 3 or filters < 1 or hidden < 1 or text_dim < 1:
             raise ValueError(f"refiner shape: kernel {kernel} must be odd and >= 3, filters {filters}, hidden "
                              f"{hidden} and text_dim {text_dim} at least 1")  # fmt: skip
-        self.kernel = kernel
         pad = kernel // 2  # reflect padding, as the looks blur: no dark rim from zero padding
         self.rows = nn.Conv2d(1, filters, (1, kernel), padding=(0, pad), padding_mode="reflect", bias=False)
         self.cols = nn.Conv2d(filters, filters, (kernel, 1), padding=(pad, 0), padding_mode="reflect", groups=filters,

@@ -178,6 +178,14 @@ def model_settings(args: argparse.Namespace, steps: int | None = None) -> ModelS
     return app_config.from_dict({"model": model, "video": video}, "streamer.train.evaluate arguments").model
 
 
+def shipped_settings(checkpoint: str, vae: str, width: int, height: int, device: str) -> ModelSettings:
+    """`model_settings` for one model at its preset's steps and strength, seed 0, float32, eager: what the
+    quality mode scores (the pixel refiner's fit and tools/comic_ink_error.py stream the model so too)."""
+    ns = argparse.Namespace(checkpoint=checkpoint, vae=vae, width=width, height=height, device=device, strength=0.0,
+                            seed=0, set=[], fast_path=False)  # fmt: skip
+    return model_settings(ns)
+
+
 def build_parser(prog: str = "python -m streamer.train.evaluate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--mode", choices=MODES, default="steps")

@@ -79,7 +79,7 @@ class Scale:
 # stage's: v4's 2,063 steps (two H100 calls of 360 s + 390 s at 1.4-3.0 steps/s, 2026-12-06). --continue's
 # 700: five trainers sharing an H100 made 285-637 steps in 260 s (1.1-2.4 steps/s, 2026-12-07), so a call
 # stops at its time share first, checkpointed, with the rate still at 60 % of its peak.
-# The refiner's: v5's (2026-12-07, the 2-core CPU: 8 min collecting, 12 min fitting; seconds on a GPU).
+# The refiner's: v5's (2026-12-07, the 2-core CPU: 8 min collecting, 9 min fitting; seconds on a GPU).
 REAL = Scale(256, 256, 4, 32, 4, 10.0, 150, "auto", True, (500, 600, 150, 2100), 64, 8, "bfloat16", "", 700,
              (180, 5000))  # fmt: skip
 SMOKE = Scale(32, 32, 3, 2, 0, 0.02, 6, "cpu", False, (20, 6, 4, 4), 2, 0, "float32", "noir,sketch", 4, (2, 4))

@@ -41,7 +41,7 @@ from streamer.model.refiner import PixelRefiner, refiner_of
 from streamer.model.weights.checkpoints import CheckpointError
 from streamer.train.checkpoint import save_dit
 from streamer.train.data import BuiltinRecipe
-from streamer.train.evaluate import model_settings
+from streamer.train.evaluate import shipped_settings
 from streamer.train.heldout import Progress, make_engine, run_stream, stream_segments
 from streamer.train.looks import LOOKS
 from streamer.train.media import MediaError
@@ -185,10 +185,8 @@ def main(argv: list[str] | None = None, prog: str = "streamer train refiner") ->
         return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")  # fmt: skip
-    ns = argparse.Namespace(checkpoint=args.checkpoint, vae=args.vae, width=args.width, height=args.height,
-                            device=args.device, strength=0.0, seed=0, set=[], fast_path=False)  # fmt: skip
-    try:
-        m = model_settings(ns)  # the evaluator's settings: what `streamer train evaluate` will score
+    try:  # the evaluator's settings: what `streamer train evaluate` will score
+        m = shipped_settings(args.checkpoint, args.vae, args.width, args.height, args.device)
         parts = load_parts(m, resolve_device(m.device))
     except (ConfigError, ModelLoadError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
