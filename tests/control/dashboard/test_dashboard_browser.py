@@ -87,7 +87,10 @@ def test_the_preview_page_comes_back_after_a_daemon_restart(browser, ctx):
     with running_dashboard(ctx) as url:
         preview = Watched(browser, f"{url}/overlays/preview.html", (640, 480))
         preview.page.wait_for_function(LIVE)
-        assert preview.page.evaluate("() => document.getElementById('output').naturalWidth") == 64
+        # waited for, not read once: the next part may be loading, and Chromium reports naturalWidth 0
+        # for an <img> whose src has just changed until the new picture has loaded
+        preview.page.wait_for_function("() => document.getElementById('output').naturalWidth === 64",
+                                       timeout=5_000)
     # the daemon is gone: the stream ended, and the page keeps trying
     preview.page.wait_for_function("() => document.getElementById('output').dataset.state === 'reconnecting'",
                                    timeout=15_000)
