@@ -1,6 +1,6 @@
 """Where a fast-path chunk spends its GPU time: kernel totals by name and by kind (CUDA only).
 
-    python -m streamer.bench.model_profile W1 [--chunks 4]
+    python -m streamer.bench.model_profile W1 [--chunks 4] [--dtype fp8]
 
 Runs the fused step eagerly at steady state (the same kernels the captured graph replays) under
 torch.profiler and sums device time per kernel over `chunks` chunks.
@@ -9,6 +9,7 @@ torch.profiler and sums device time per kernel over `chunks` chunks.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections import defaultdict
 
@@ -19,7 +20,7 @@ from streamer.bench.model_workloads import WORKLOADS
 
 KINDS = (
     ("attention", ("fmha", "flash", "attn", "cudnn_generated_fort_native_sdpa", "sdpa")),
-    ("matmul", ("gemm", "nvjet", "sm90_xmma", "cutlass", "cublas")),
+    ("matmul", ("gemm", "nvjet", "sm90_xmma", "cutlass", "cublas", "f8f8bf16", "rowwise")),
     ("conv", ("conv", "implicit_convolve", "winograd", "nchw", "nhwc")),
     (
         "fused triton",
@@ -32,6 +33,7 @@ KINDS = (
             "_to_yuv",
             "_shift_add_relu",
             "_add_relu",
+            "_quantize_rows",
         ),
     ),
 )
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("workload", default="W1", nargs="?")
     p.add_argument("--chunks", type=int, default=4)
+    p.add_argument("--dtype", choices=["bfloat16", "fp8"], default=None, help="the workload's own (bf16) if left out")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     from streamer.model.fast.path import FastPath
 
     wl = WORKLOADS[args.workload]
+    if args.dtype:
+        wl = dataclasses.replace(wl, dtype=args.dtype)
     engine = build_engine(wl, "cuda")
     fast = FastPath(engine, use_graph=False)
     frames = torch.randint(0, 256, (engine.frames_per_latent, wl.height, wl.width, 3), dtype=torch.uint8).cuda()
@@ -76,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, ms in per_kernel.items():
         by_kind[kind_of(name)] += ms
     total = sum(per_kernel.values())
-    print(f"{args.workload}: {total:.2f} ms of kernels per chunk on {torch.cuda.get_device_name()}")
+    print(f"{args.workload} {wl.dtype}: {total:.2f} ms of kernels per chunk on {torch.cuda.get_device_name()}")
     for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:14s} {ms:8.2f} ms  {100 * ms / total:5.1f} %")
     for name, ms in sorted(per_kernel.items(), key=lambda kv: -kv[1])[:30]:

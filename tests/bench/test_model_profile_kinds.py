@@ -5,6 +5,7 @@ import pytest
 
 import streamer_kernels.flash_attention as flash
 from streamer.bench.model_profile import kind_of
+from streamer_kernels.fp8_quant import _quantize_rows_kernel
 
 
 @pytest.mark.parametrize(
@@ -17,6 +18,7 @@ from streamer.bench.model_profile import kind_of
         ("nvjet_sm90_tst_128x144_64x6_2x1_v_bz_coopA_bias_TNT", "matmul"),
         ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16, __nv_bfloat16, float, false, true>", "conv"),
         ("_gated_mod_ln_kernel", "fused triton"),
+        (_quantize_rows_kernel.__name__, "fused triton"),  # the FP8 path's per-token quantizer
         ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "other"),
     ],
 )
