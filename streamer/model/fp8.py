@@ -149,8 +149,12 @@ class FP8Linear(nn.Module):
         `quantize` is the per-token quantizer (the fast path passes its fused kernel)."""
         if x.device.type == "cuda" and self.compute_dtype != torch.bfloat16:
             raise RuntimeError(f"FP8 matmuls on CUDA compute in bfloat16, this layer in {self.compute_dtype}")
-        lead = x.shape[:-1]
         xq, x_scale = quantize(x.reshape(-1, self.in_features))
+        return self.quantized_input(xq, x_scale, x.shape[:-1], bias=bias)
+
+    def quantized_input(self, xq: Tensor, x_scale: Tensor, lead: torch.Size, *, bias: bool = True) -> Tensor:
+        """The layer on an input already quantized per token (xq [M, in] e4m3, x_scale [M, 1]), as a
+        kernel that quantizes its own output hands it over; `lead` is the input's shape before `in`."""
         y = scaled_mm(xq, x_scale, self.weight, self.scale, self.bias if bias else None, self.compute_dtype)
         return y.view(*lead, self.out_features)
 

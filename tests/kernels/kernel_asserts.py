@@ -53,3 +53,21 @@ def assert_matches(
             f"max abs diff {float(diff.max()):.3g} at flat index {idx} "
             f"(got {float(act.flatten()[idx]):.6g}, want {float(exp.flatten()[idx]):.6g})"
         )
+
+
+def assert_quantized_rows(q: torch.Tensor, scale: torch.Tensor, x: torch.Tensor, name: str = "rows") -> None:
+    """(q, scale) is x [M, K] quantized per row exactly as the eager FP8 path's quantizer does it: the same
+    scales, and every e4m3 value equal (a tiny negative that rounds to zero may come out +0)."""
+    from streamer.model.fp8 import E4M3, dequantize, quantize_activation
+
+    q_ref, scale_ref = quantize_activation(x)
+    assert q.dtype == E4M3 and q.shape == x.shape and scale.shape == (x.shape[0], 1), f"{name}: shapes or dtype"
+    assert torch.allclose(scale, scale_ref, rtol=1e-6, atol=0), f"{name}: scales differ"
+    got, want = dequantize(q, scale).cpu(), dequantize(q_ref, scale_ref).cpu()
+    assert torch.isfinite(got).all(), f"{name}: NaN/Inf in the quantized rows"
+    one_step = 2.0**-3  # one e4m3 step, relative (3 mantissa bits); 2^-9 x scale below the normal range
+    bound = torch.maximum(one_step * want.abs(), 2.0**-9 * scale_ref.cpu()) * (1 + 1e-6)
+    bad = (got - want).abs() > bound
+    assert not bad.any(), f"{name}: {int(bad.sum())} elements more than one e4m3 step from the reference"
+    off = int((q.float() != q_ref.float()).sum())
+    assert off == 0, f"{name}: {off} of {q.numel()} elements differ from the reference"

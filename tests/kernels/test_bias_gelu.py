@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_asserts import assert_matches, needs_gpu, small_device
+from kernel_asserts import assert_matches, assert_quantized_rows, needs_gpu, small_device
 
-from streamer_kernels.bias_gelu import bias_gelu, bias_gelu_ref
+from streamer_kernels.bias_gelu import bias_gelu, bias_gelu_fp8, bias_gelu_ref
 
 
 def _case(shape: tuple[int, ...], dtype: torch.dtype, device: str):
@@ -32,9 +32,19 @@ def test_in_place_and_extremes():
     assert_matches(got, want, torch.float32)
 
 
+@pytest.mark.parametrize("shape", [(7, 33), (2, 5, 300), (3, 4100)])  # 4100: three column sweeps of 2048
+def test_fp8_variant_quantizes_the_bf16_gelu(shape):
+    x, b = _case(shape, torch.bfloat16, small_device())
+    x.view(-1, shape[-1])[0] = 0  # a row of -bias: still finite, its own scale
+    q, scale = bias_gelu_fp8(x, b)
+    assert_quantized_rows(q, scale, bias_gelu(x, b).reshape(-1, shape[-1]))
+
+
 def test_rejects_wrong_bias():
     with pytest.raises(ValueError, match="bias"):
         bias_gelu(torch.randn(3, 8), torch.randn(7))
+    with pytest.raises(ValueError, match="bias"):
+        bias_gelu_fp8(torch.randn(3, 8), torch.randn(7))
 
 
 @needs_gpu
@@ -43,3 +53,11 @@ def test_rejects_wrong_bias():
 def test_bias_gelu_gpu_real_sizes(shape, dtype):
     x, b = _case(shape, dtype, "cuda")
     assert_matches(bias_gelu(x, b), bias_gelu_ref(x, b), dtype)
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape", [(1560, 8960), (1024, 8960)])
+def test_bias_gelu_fp8_gpu_real_sizes(shape):
+    x, b = _case(shape, torch.bfloat16, "cuda")
+    q, scale = bias_gelu_fp8(x, b)
+    assert_quantized_rows(q, scale, bias_gelu(x, b))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_asserts import assert_matches, needs_gpu, small_device
+from kernel_asserts import assert_matches, assert_quantized_rows, needs_gpu, small_device
 
 from streamer_kernels.modulated_layernorm import (
     gated_modulated_layernorm,
+    gated_modulated_layernorm_fp8,
     gated_modulated_layernorm_ref,
     modulated_layernorm,
+    modulated_layernorm_fp8,
     modulated_layernorm_ref,
 )
 
@@ -54,6 +56,27 @@ def test_fp32_residual_with_bf16_activations():
     assert_matches(out, out_ref, torch.bfloat16, "modulated LN")
 
 
+def _check_fp8(shape: tuple[int, int, int, int], device: str) -> None:
+    """The _fp8 variants: the same outputs as the plain ones, and those outputs quantized as the FP8 path's
+    own quantizer would (fp32 residual, bf16 output, as the DiT runs them)."""
+    x, y, shift, scale, gate = _inputs(*shape, torch.float32, device, torch.float32)
+    y = y.bfloat16()
+    bf = torch.bfloat16
+    x_new, out = gated_modulated_layernorm(x, y, gate, shift, scale, 1e-6, bf)
+    x_new8, out8, q, q_scale = gated_modulated_layernorm_fp8(x, y, gate, shift, scale, 1e-6, bf)
+    assert torch.equal(x_new8, x_new) and torch.equal(out8, out)
+    assert_quantized_rows(q, q_scale, out.reshape(-1, out.shape[-1]), "gated")
+    plain = modulated_layernorm(x, shift, scale, 1e-6, bf)
+    out8, q, q_scale = modulated_layernorm_fp8(x, shift, scale, 1e-6, bf)
+    assert torch.equal(out8, plain)
+    assert_quantized_rows(q, q_scale, plain.reshape(-1, plain.shape[-1]), "ungated")
+
+
+@pytest.mark.parametrize("shape", SMALL)
+def test_fp8_variants_quantize_their_output(shape):
+    _check_fp8(shape, small_device())
+
+
 def test_rejects_bad_shapes():
     x = torch.randn(1, 6, 32)
     with pytest.raises(ValueError, match="N % F"):
@@ -71,3 +94,9 @@ def test_gated_modulated_layernorm_gpu_real_sizes(shape, dtype):
     x_ref, out_ref = gated_modulated_layernorm_ref(x, y, gate, shift, scale)
     assert_matches(x_new, x_ref, dtype, "x_new")
     assert_matches(out, out_ref, dtype, "modulated LN")
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape", [(1, 1, 1560, 1536), (1, 3, 1560, 5120)])
+def test_fp8_variants_gpu_real_sizes(shape):
+    _check_fp8(shape, "cuda")

@@ -4,7 +4,11 @@
 - one [dim -> 3*dim] matmul for q, k, v (the three Linear weights become views of one buffer, so
   loading a checkpoint into the DiT afterwards still updates what the fused matmul reads);
 - every matmul through `streamer.model.fp8.matmul`: a bf16 Linear, or an FP8Linear (model.dtype =
-  "fp8") whose per-token input quantization runs as one fused kernel (streamer_kernels.fp8_quant);
+  "fp8") whose input is quantized per token. In an FP8 model the kernels that make a matmul's input
+  quantize it as they write it: the fused norms (their bf16 output and its e4m3 rows in one pass, kept
+  in `_held` until the matmul that takes it) and the FFN's bias + GELU (e4m3 only). The attention
+  outputs go through the standalone quantizer (streamer_kernels.fp8_quant). The values are the same as
+  quantizing each bf16 input on its own;
 - one kernel for q/k RMSNorm + RoPE + the write of K/V into the cache's staging slot;
 - attention through a measured backend picker (streamer_kernels.attention);
 - each residual add fused with the next LayerNorm + modulation (norm3's affine is a modulation
@@ -22,12 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from streamer.model.fp8 import fuse, matmul
+from streamer.model.fp8 import FP8Linear, fuse, matmul
 from streamer.model.ops import DiTOps
 from streamer_kernels.attention import AttentionPicker
-from streamer_kernels.bias_gelu import bias_gelu
+from streamer_kernels.bias_gelu import bias_gelu, bias_gelu_fp8
 from streamer_kernels.fp8_quant import quantize_rows
-from streamer_kernels.modulated_layernorm import gated_modulated_layernorm, modulated_layernorm
+from streamer_kernels.modulated_layernorm import (
+    gated_modulated_layernorm,
+    gated_modulated_layernorm_fp8,
+    modulated_layernorm,
+    modulated_layernorm_fp8,
+)
 from streamer_kernels.qk_norm_rope import qk_norm_rope
 
 if TYPE_CHECKING:
@@ -46,12 +55,33 @@ class FusedOps(DiTOps):
         acc = dit.acc_dtype
         self._ones = torch.ones(1, 1, dit.cfg.dim, dtype=acc, device=dit.patch_embedding.weight.device)
         self.qkv = {id(b.self_attn): fuse([b.self_attn.q, b.self_attn.k, b.self_attn.v]) for b in dit.layers}
+        # FP8 blocks (model.dtype = "fp8"): the kernels that make a matmul's input quantize it (every norm
+        # output feeds an FP8 matmul but the head's); off, each input goes through the standalone quantizer
+        self.fused_quant = any(isinstance(b.self_attn.q, FP8Linear) for b in dit.layers)
+        self._held: tuple[Tensor, Tensor, Tensor] | None = None  # (norm output, its e4m3 rows, scales)
 
     def _mm(self, x: Tensor, layer: nn.Module, *, bias: bool = True) -> Tensor:
+        held = self._held
+        if held is not None and held[0] is x and isinstance(layer, FP8Linear):
+            return layer.quantized_input(held[1], held[2], x.shape[:-1], bias=bias)
         return matmul(x, layer, bias=bias, quantize=quantize_rows)
 
+    def _hold(self, out: Tensor, q: Tensor, scale: Tensor) -> Tensor:
+        self._held = (out, q, scale)
+        return out
+
     def modulated_norm(self, x: Tensor, shift: Tensor, scale: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
+        if self.fused_quant:
+            return self._hold(*modulated_layernorm_fp8(x, shift, scale, eps, out_dtype))
         return modulated_layernorm(x, shift, scale, eps, out_dtype=out_dtype)
+
+    def _gated_norm(
+        self, x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor, eps: float, out_dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        if self.fused_quant:
+            x_new, out, q, q_scale = gated_modulated_layernorm_fp8(x, y, gate, shift, scale, eps, out_dtype)
+            return x_new, self._hold(out, q, q_scale)
+        return gated_modulated_layernorm(x, y, gate, shift, scale, eps, out_dtype)
 
     def residual_modulated_norm(
         self,
@@ -65,7 +95,7 @@ class FusedOps(DiTOps):
     ) -> tuple[Tensor, Tensor]:
         if gate is None:  # the ungated add after the cross-attention
             gate = self._ones.expand_as(shift)
-        return gated_modulated_layernorm(x, y, gate, shift, scale, eps, out_dtype)
+        return self._gated_norm(x, y, gate, shift, scale, eps, out_dtype)
 
     def residual_affine_norm(
         self, x: Tensor, y: Tensor, gate: Tensor, norm: nn.LayerNorm, out_dtype: torch.dtype
@@ -74,7 +104,7 @@ class FusedOps(DiTOps):
         acc = x.dtype
         shift = norm.bias.to(acc).view(1, 1, -1).expand_as(gate)
         scale = (norm.weight.to(acc) - 1).view(1, 1, -1).expand_as(gate)
-        return gated_modulated_layernorm(x, y, gate, shift, scale, norm.eps, out_dtype)
+        return self._gated_norm(x, y, gate, shift, scale, norm.eps, out_dtype)
 
     def self_attention(
         self,
@@ -122,5 +152,8 @@ class FusedOps(DiTOps):
 
     def ffn(self, ffn: nn.Sequential, h: Tensor) -> Tensor:
         first, last = ffn[0], ffn[2]
-        hidden = bias_gelu(self._mm(h, first, bias=False), first.bias, out=None)
-        return self._mm(hidden, last)
+        pre = self._mm(h, first, bias=False)
+        if self.fused_quant and isinstance(last, FP8Linear):
+            q, scale = bias_gelu_fp8(pre, first.bias)
+            return last.quantized_input(q, scale, pre.shape[:-1])
+        return self._mm(bias_gelu(pre, first.bias, out=None), last)
