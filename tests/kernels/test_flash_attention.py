@@ -46,7 +46,6 @@ def test_matches_reference_for_any_split(shape, programs):
         FlashConfig(32, 64, 4, 1),
         FlashConfig(64, 32, 4, 1, per_sm=2),
         FlashConfig(16, 32, 4, 1, tma=True),  # tensor descriptors: the interpreter emulates them too
-        FlashConfig(16, 16, 4, 1, lazy=True),
     ],
     ids=lambda c: c.name,
 )
@@ -68,27 +67,11 @@ def test_strided_cache_layout():
     _check(out, q, k, v, "strided")
 
 
-@pytest.mark.parametrize("lazy", [False, True])
-def test_large_scores_stay_finite(lazy):
+def test_large_scores_stay_finite():
     """Scores of +-60 (after scaling) must not overflow the online softmax or its cross-program merge."""
     q, k, v = _qkv(1, 24, 50, 1, 16, small_device())
     q = (q.float() * 30).to(torch.bfloat16)
-    cfg = FlashConfig(16, 16, 4, 1, lazy=lazy)
-    _check(flash_attention(q, k, v, cfg, programs=3), q, k, v, "large scores")
-
-
-@pytest.mark.parametrize("growth", [0.5, 3.0, 40.0])
-def test_lazy_rescaling_keeps_a_stale_max_and_rescales_a_jump(growth):
-    """Keys whose scores grow block by block: by less than 2^8 in all (the tile keeps its first max, p up
-    to 2^8), by more (several rescales mid-sweep). Both must give the plain kernel's result."""
-    dev = small_device()
-    q, k, v = _qkv(1, 16, 96, 2, 16, dev)
-    q = torch.ones_like(q)
-    ramp = torch.linspace(0, growth, 96, device=dev).view(1, 96, 1, 1)  # score = ramp * 4 (sum over D / sqrt(D))
-    k = (torch.ones_like(k).float() * ramp).to(torch.bfloat16)
-    lazy = FlashConfig(16, 16, 4, 1, lazy=True)
-    _check(flash_attention(q, k, v, lazy, programs=1), q, k, v, f"lazy, growth {growth}")
-    _check(flash_attention(q, k, v, lazy, programs=5), q, k, v, f"lazy split, growth {growth}")
+    _check(flash_attention(q, k, v, TINY, programs=3), q, k, v, "large scores")
 
 
 def test_unsupported_inputs_are_refused():
@@ -168,7 +151,7 @@ def build(fn, constexprs, num_warps, num_stages=3):
     return compile(ASTSource(fn, sig, constexprs=cx, attrs=attrs), target=GPUTarget("cuda", 90, 32), options=opts)
 
 for c in F.CONFIGS:
-    cx = dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n, HEAD_DIM=128, USE_TMA=c.tma, F32=False, LAZY=c.lazy)
+    cx = dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n, HEAD_DIM=128, USE_TMA=c.tma, F32=False)
     k = build(F._flash_attn_fwd_kernel, cx, c.num_warps, c.num_stages)
     ops = k.asm["ttgir"]
     pipelined = "async_tma_copy" in ops if c.tma else "async_copy_global_to_local" in ops
