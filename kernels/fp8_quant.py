@@ -7,16 +7,17 @@ bf16), finds each row's largest magnitude, and writes the e4m3 rows (1 byte) and
 
 Speed (H100, 2026-12-07): the first version, one row per program and the e4m3 rounding done by hand in
 fp32 (two IEEE divisions per element), took 12 us for W1's 1560 x 1536 input (590 GB/s) and 5.2 ms of
-W1's fp8 chunk - more than the e4m3 matmuls saved. Now a program takes several rows, and on a GPU the
-rounding is the hardware's conversion (cvt.rn.satfinite: round to nearest even, as torch's cast).
+W1's fp8 chunk - more than the e4m3 matmuls saved. Now a program takes several rows, values are
+multiplied by one reciprocal per row, and on a GPU the rounding is the hardware's conversion
+(cvt.rn.satfinite: round to nearest even, as torch's cast).
 The hand rounding stays for Triton's interpreter, whose own fp8 cast does not carry a round-up into the
 exponent (124 -> 64, not 128). `e4m3_scale` and `e4m3_values` are shared with the kernels that quantize
 their own output (kernels/modulated_layernorm.py, kernels/bias_gelu.py).
 
 The reference is the eager path's own quantizer (`quantize_rows_ref` = streamer.model.fp8's
 `quantize_activation`), so the kernel and the CPU path are held to the same function: the same IEEE
-division and round-to-nearest-even onto the e4m3 grid, so the two agree value for value (a tiny
-negative that rounds to zero may come out +0).
+reciprocal, product and round-to-nearest-even onto the e4m3 grid, so the two agree value for value (a
+tiny negative that rounds to zero may come out +0).
 """
 
 from __future__ import annotations
@@ -38,14 +39,16 @@ _MINS = tl.constexpr(MIN_SCALE)
 
 @triton.jit
 def e4m3_scale(amax):
-    """A row's scale from its largest magnitude (fp32): the reference's clamp(amax, MIN_SCALE) / 448."""
-    return tl.maximum(amax, _MINS) / _QMAX
+    """(scale, reciprocal) of a row from its largest magnitude (fp32): the reference's clamp(amax,
+    MIN_SCALE) / 448 and 448 / that, both IEEE divisions as torch's (Triton's `/` may approximate)."""
+    a = tl.maximum(amax, _MINS)
+    return tl.div_rn(a, _QMAX), tl.div_rn(_QMAX + tl.zeros_like(a), a)
 
 
 @triton.jit
-def e4m3_values(x, scale, EMULATE: tl.constexpr):
-    """x / scale (fp32, |.| <= 448), ready for `.to(float8e4nv)` to give the reference's e4m3 values."""
-    v = tl.div_rn(x, scale)  # IEEE division, as torch's reference divides
+def e4m3_values(x, inv, EMULATE: tl.constexpr):
+    """x * (448 / amax) (fp32, |.| <= 448), ready for `.to(float8e4nv)` to give the reference's values."""
+    v = x * inv
     if EMULATE:
         # Round v to the e4m3 grid here, so the interpreter's cast is exact: e4m3 has 3 mantissa bits, so in
         # v's binade [2^e, 2^(e+1)) its values are 2^(e-3) apart (2^-9 for e < -6: the subnormals). Adding
@@ -63,8 +66,8 @@ def _quantize_rows_kernel(X, Q, S, M, K, stride_x, stride_q, EMULATE: tl.constex
     cols = tl.arange(0, BLOCK_K)
     mask = (rows < M)[:, None] & (cols < K)[None, :]
     x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    scale = e4m3_scale(tl.max(tl.abs(x), axis=1))
-    v = e4m3_values(x, scale[:, None], EMULATE)
+    scale, inv = e4m3_scale(tl.max(tl.abs(x), axis=1))
+    v = e4m3_values(x, inv[:, None], EMULATE)
     tl.store(Q + rows[:, None] * stride_q + cols[None, :], v.to(Q.dtype.element_ty), mask=mask)
     tl.store(S + rows, scale, mask=rows < M)
 

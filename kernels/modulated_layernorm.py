@@ -74,8 +74,8 @@ def _gated_mod_ln_kernel(
     tl.store(OUT + row * stride_o + cols, out, mask=mask)
     if QUANT:  # masked columns hold 0: they do not move the row's largest magnitude
         o = out.to(tl.float32)
-        q_scale = e4m3_scale(tl.max(tl.abs(o), axis=0))
-        tl.store(Q + row * D + cols, e4m3_values(o, q_scale, EMULATE).to(Q.dtype.element_ty), mask=mask)
+        q_scale, inv = e4m3_scale(tl.max(tl.abs(o), axis=0))
+        tl.store(Q + row * D + cols, e4m3_values(o, inv, EMULATE).to(Q.dtype.element_ty), mask=mask)
         tl.store(S + row, q_scale)
 
 

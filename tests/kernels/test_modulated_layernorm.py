@@ -64,12 +64,16 @@ def _check_fp8(shape: tuple[int, int, int, int], device: str) -> None:
     bf = torch.bfloat16
     x_new, out = gated_modulated_layernorm(x, y, gate, shift, scale, 1e-6, bf)
     x_new8, out8, q, q_scale = gated_modulated_layernorm_fp8(x, y, gate, shift, scale, 1e-6, bf)
-    assert torch.equal(x_new8, x_new) and torch.equal(out8, out)
-    assert_quantized_rows(q, q_scale, out.reshape(-1, out.shape[-1]), "gated")
+    # the two compiled variants may round an output an ulp apart (seen on an H100); the interpreter's agree
+    assert torch.equal(x_new8, x_new)
+    assert_matches(out8, out, bf, "gated, fp8 variant vs plain")
+    assert_quantized_rows(q, q_scale, out8.reshape(-1, out8.shape[-1]), "gated")
     plain = modulated_layernorm(x, shift, scale, 1e-6, bf)
     out8, q, q_scale = modulated_layernorm_fp8(x, shift, scale, 1e-6, bf)
-    assert torch.equal(out8, plain)
-    assert_quantized_rows(q, q_scale, plain.reshape(-1, plain.shape[-1]), "ungated")
+    assert_matches(out8, plain, bf, "ungated, fp8 variant vs plain")
+    assert_quantized_rows(q, q_scale, out8.reshape(-1, out8.shape[-1]), "ungated")
+    if device == "cpu":
+        assert torch.equal(out8, plain)
 
 
 @pytest.mark.parametrize("shape", SMALL)

@@ -16,9 +16,11 @@ from streamer.model.fast.ops import FusedOps
 HAS_CUDA = torch.cuda.is_available()
 
 
-def _run(ops: FusedOps, dit, inputs, kv, dev: str) -> list[torch.Tensor]:  # noqa: ANN001
+def _run(ops: FusedOps, dit, inputs, kv, dev: str, dtype: torch.dtype) -> list[torch.Tensor]:  # noqa: ANN001
     cfg, tokens = dit.cfg, dit.cfg.tokens_per_frame(2, 4)
-    cache = KVCache(cfg, batch=1, tokens_per_frame=tokens, window=4, sinks=1, adaptive_sinks=True, device=dev)
+    cache = KVCache(
+        cfg, batch=1, tokens_per_frame=tokens, window=4, sinks=1, adaptive_sinks=True, dtype=dtype, device=dev
+    )
     outs = []
     for x, t in inputs:  # 3 chunks fill the history, the 4th is steady state
         outs.append(dit(x, t, kv, cache, ops=ops))
@@ -44,14 +46,17 @@ def test_fused_quantization_equals_quantizing_each_input_alone(monkeypatch) -> N
     monkeypatch.setattr(fused_ops, "quantize_rows", counted)
     fused = FusedOps(dit)
     assert fused.fused_quant
-    got = _run(fused, dit, inputs, kv, dev)
+    got = _run(fused, dit, inputs, kv, dev, dtype)
     # per block: the self- and cross-attention outputs only (q/k/v, cross q and both FFN inputs come fused)
     assert len(calls) == 2 * dit.cfg.num_layers * len(inputs), calls
 
     calls.clear()
     alone = FusedOps(dit)
     alone.fused_quant = False  # every matmul input through the standalone quantizer, as before
-    want = _run(alone, dit, inputs, kv, dev)
+    want = _run(alone, dit, inputs, kv, dev, dtype)
     assert len(calls) == 6 * dit.cfg.num_layers * len(inputs)  # + q/k/v, cross q and both FFN inputs
+    # the interpreter: the same values exactly; compiled, a fused norm's bf16 output may be an ulp off the
+    # plain norm's (tests/kernels/test_modulated_layernorm.py), and the e4m3 rounding can amplify that
+    tol = 2e-2 if HAS_CUDA else 0.0
     for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=0, atol=0)
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol)
