@@ -55,7 +55,7 @@ def quantize_activation(x: Tensor) -> tuple[Tensor, Tensor]:
     are multiplied by one reciprocal per row, 448 / amax, rather than divided by the scale: an IEEE
     division per element cost the GPU kernels more than their memory traffic (H100, 2026-12-07)."""
     amax = x.abs().amax(dim=1, keepdim=True).float().clamp(min=MIN_SCALE)
-    qmax = amax.new_tensor(E4M3_MAX)  # a tensor: torch computes `448 / t` as 448 * (1 / t), not one division
+    qmax = torch.full_like(amax, E4M3_MAX)  # a tensor: torch computes `448 / t` as 448 * (1 / t), not a division
     return (x.float() * (qmax / amax)).to(E4M3), amax / qmax
 
 
