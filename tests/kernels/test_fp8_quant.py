@@ -65,7 +65,7 @@ build(Q._quantize_rows_kernel, {"X": "*bf16", "Q": "*fp8e4nv", "S": "*fp32"}, di
 t = {n: "*fp32" for n in ("X", "GATE", "SHIFT", "SCALE", "XOUT")}
 t.update(Y="*bf16", OUT="*bf16", Q="*fp8e4nv", S="*fp32", eps="fp32")
 build(L._gated_mod_ln_kernel, t, dict(HAS_RESIDUAL=True, QUANT=True, EMULATE=False, BLOCK_D=2048), 4)
-build(G._bias_gelu_fp8_kernel, {"X": "*bf16", "BIAS": "*bf16", "Q": "*fp8e4nv", "S": "*fp32"}, dict(K=G._K, EMULATE=False, BLOCK_N=16384), 16)
+build(G._bias_gelu_fp8_kernel, {"X": "*bf16", "BIAS": "*bf16", "Q": "*fp8e4nv", "S": "*fp32"}, dict(K=G._K, EMULATE=False, BLOCK_A=8192, BLOCK_B=1024), 16)
 """
 
 
