@@ -80,14 +80,19 @@ def _bias_gelu_fp8_kernel(X, BIAS, Q, S, N, stride_x, K: tl.constexpr, EMULATE: 
     tl.store(S + row, scale)
 
 
-def bias_gelu(x: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """gelu_tanh(x + bias) over the last dim; x: [..., N] (rows contiguous), bias: [N]. In place if out is x."""
+def _rows(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x [..., N] as [M, N] with contiguous rows, after checking the bias is [N]."""
     N = x.shape[-1]
     if bias.shape != (N,):
         raise ValueError(f"bias must be [{N}], got {tuple(bias.shape)}")
     x2 = x.reshape(-1, N)
-    if x2.stride(1) != 1:
-        x2 = x2.contiguous()
+    return x2 if x2.stride(1) == 1 else x2.contiguous()
+
+
+def bias_gelu(x: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """gelu_tanh(x + bias) over the last dim; x: [..., N] (rows contiguous), bias: [N]. In place if out is x."""
+    x2 = _rows(x, bias)
+    N = x2.shape[1]
     o2 = torch.empty_like(x2) if out is None else out.view(-1, N)
     block_n = min(triton.next_power_of_2(N), 256)
     block_m = 16
@@ -100,13 +105,8 @@ def bias_gelu(x: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = No
 
 def bias_gelu_fp8(x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`bias_gelu(x, bias)` quantized per token: (e4m3 [M, N], fp32 scale [M, 1]) for x [..., N], M rows."""
-    N = x.shape[-1]
-    if bias.shape != (N,):
-        raise ValueError(f"bias must be [{N}], got {tuple(bias.shape)}")
-    x2 = x.reshape(-1, N)
-    if x2.stride(1) != 1:
-        x2 = x2.contiguous()
-    m = x2.shape[0]
+    x2 = _rows(x, bias)
+    m, N = x2.shape
     q = torch.empty((m, N), dtype=E4M3, device=x.device)
     scale = torch.empty((m, 1), dtype=torch.float32, device=x.device)
     # the whole row in registers (one read, one GELU per element), as a power-of-two block and the rest
