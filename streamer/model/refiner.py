@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from streamer.model.condition import luma
 from streamer.model.dit import unwrap
+from streamer.model.weights.readers import compare_state_dict
 
 REFINER_FILE = "refiner.safetensors"
 PREFIX = "refiner."
@@ -123,13 +124,7 @@ def check_refiner_state_dict(sd: dict[str, Tensor], text_dim: int) -> list[str]:
     problems = []
     if got_text != text_dim:
         problems.append(f"its prompt layer takes text_dim {got_text}, the DiT's text encoder gives {text_dim}")
-    extra, missing = sorted(set(sd) - set(want)), sorted(set(want) - set(sd))
-    bad = sorted(f"{k} {list(sd[k].shape)} vs {list(want[k])}" for k in set(want) & set(sd)
-                 if tuple(sd[k].shape) != want[k] or not sd[k].is_floating_point())  # fmt: skip
-    for title, items in (("unexpected keys", extra), ("missing keys", missing), ("mis-shaped keys", bad)):
-        if items:
-            problems.append(f"{len(items)} {title}: {', '.join(items[:6])}")
-    return problems
+    return problems + compare_state_dict(sd, want)
 
 
 def build_refiner(sd: dict[str, Tensor]) -> PixelRefiner:

@@ -77,7 +77,7 @@ def test_the_shape_checks_name_what_is_wrong() -> None:
         "missing keys film.weight"
     ]
     bad = {**sd, "mid.weight": torch.zeros(8, 9)}
-    assert check_refiner_state_dict(bad, 32) == ["1 mis-shaped keys: mid.weight [8, 9] vs [8, 8]"]
+    assert check_refiner_state_dict(bad, 32) == ["1 mis-shaped keys (file vs model): mid.weight [8, 9] vs [8, 8]"]
     assert check_refiner_state_dict({**sd, "extra": torch.zeros(1)}, 32) == ["1 unexpected keys: extra"]
 
 

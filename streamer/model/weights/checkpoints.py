@@ -48,6 +48,7 @@ from streamer.model.weights.names import diffusers_to_wan, is_diffusers
 from streamer.model.weights.readers import (
     SHOW,
     CheckpointError,
+    compare_state_dict,
     read_index,
     read_pickle,
     read_safetensors,
@@ -251,32 +252,14 @@ def check_state_dict(sd: dict[str, Tensor], cfg: DiTConfig) -> list[str]:
     """Problems (missing / unexpected / mis-shaped keys, non-float tensors) against the architecture."""
     with torch.device("meta"):
         want = {k: tuple(v.shape) for k, v in DiT(cfg).state_dict().items()}
-    return _compare(sd, want)
+    return compare_state_dict(sd, want)
 
 
 def check_shortcut_state_dict(sd: dict[str, Tensor], cfg: DiTConfig) -> list[str]:
     """Problems of a shortcut.safetensors' tensors against the step embedding of a `ShortcutDiT(cfg)`."""
     with torch.device("meta"):
         want = {k: tuple(v.shape) for k, v in ShortcutDiT(cfg).state_dict().items() if k.startswith(PREFIX)}
-    return _compare(sd, want)
-
-
-def _compare(sd: dict[str, Tensor], want: dict[str, tuple[int, ...]]) -> list[str]:
-    problems: list[str] = []
-
-    def listed(title: str, items: list[str]) -> None:
-        if items:
-            more = f" (+{len(items) - SHOW} more)" if len(items) > SHOW else ""
-            problems.append(f"{len(items)} {title}: {', '.join(items[:SHOW])}{more}")
-
-    listed("missing keys", sorted(set(want) - set(sd)))
-    listed("unexpected keys", sorted(set(sd) - set(want)))
-    listed("mis-shaped keys (file vs model)", sorted(
-        f"{k} {list(sd[k].shape)} vs {list(want[k])}" for k in set(want) & set(sd) if tuple(sd[k].shape) != want[k]
-    ))  # fmt: skip
-    listed("non-float tensors", sorted(f"{k} ({v.dtype})" for k, v in sd.items() if not v.is_floating_point()))
-    listed("non-dense tensors", sorted(f"{k} ({v.layout})" for k, v in sd.items() if v.layout != torch.strided))
-    return problems
+    return compare_state_dict(sd, want)
 
 
 # ---- LoRA -----------------------------------------------------------------------------------------------

@@ -158,3 +158,22 @@ def strip_prefixes(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]
                 stripped.append(prefix)
                 changed = True
     return sd, stripped
+
+
+def compare_state_dict(sd: dict[str, Tensor], want: dict[str, tuple[int, ...]]) -> list[str]:
+    """What keeps `sd` from loading into a module whose state dict has the shapes `want`, one line per kind."""
+    problems: list[str] = []
+
+    def listed(title: str, items: list[str]) -> None:
+        if items:
+            more = f" (+{len(items) - SHOW} more)" if len(items) > SHOW else ""
+            problems.append(f"{len(items)} {title}: {', '.join(items[:SHOW])}{more}")
+
+    listed("missing keys", sorted(set(want) - set(sd)))
+    listed("unexpected keys", sorted(set(sd) - set(want)))
+    listed("mis-shaped keys (file vs model)", sorted(
+        f"{k} {list(sd[k].shape)} vs {list(want[k])}" for k in set(want) & set(sd) if tuple(sd[k].shape) != want[k]
+    ))  # fmt: skip
+    listed("non-float tensors", sorted(f"{k} ({v.dtype})" for k, v in sd.items() if not v.is_floating_point()))
+    listed("non-dense tensors", sorted(f"{k} ({v.layout})" for k, v in sd.items() if v.layout != torch.strided))
+    return problems
