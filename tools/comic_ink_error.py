@@ -29,6 +29,7 @@ from streamer.train.data import BuiltinRecipe
 from streamer.train.evaluate import shipped_settings
 from streamer.train.heldout import Progress, heldout_segments, make_engine, run_stream
 from streamer.train.looks import LOOKS, comic, comic_layers
+from streamer.train.media import to_unit
 
 INK_MIN = 0.05  # ink opacity above which a pixel counts as an outline
 
@@ -61,11 +62,6 @@ def _db(sse: float, n: float) -> str:
     return "—" if n == 0 else "∞" if sse == 0 else f"{10 * math.log10(n / sse):.2f}"
 
 
-def _unit(frame: Tensor) -> Tensor:
-    """A uint8 [H, W, 3] frame -> float [1, 3, H, W] in [0, 1]."""
-    return frame.permute(2, 0, 1)[None].float() / 255
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="streamer/model/embedded/tiny", help="DiT folder, or 'random'")
@@ -87,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     flat_sse = [0.0]  # the output against the flat bands alone (no ink)
 
     def on_output(index: int, inp: Tensor, target: Tensor, out: Tensor) -> None:
-        x, t, o = _unit(inp), _unit(target), _unit(out)
+        x, t, o = (to_unit(f[None]) for f in (inp, target, out))
         flat, ink = comic_layers(x)
         mask = (ink > INK_MIN).float()
         with torch.no_grad():

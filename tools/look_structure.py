@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from streamer.train.data import BuiltinRecipe  # noqa: E402
 from streamer.train.heldout import heldout_segments, nanmean, psnr, to_uint8  # noqa: E402
 from streamer.train.looks import LOOKS  # noqa: E402
+from streamer.train.media import to_unit  # noqa: E402
 from streamer.train.quality import edge_corr, sheet_picks  # noqa: E402
 
 Render = Callable[[Tensor], Tensor]  # uint8 [N, H, W, 3] -> uint8 [N, H, W, 3]
@@ -43,7 +44,7 @@ def renderers(looks_module: ModuleType) -> dict[str, Render]:
     table = looks_module.LOOKS
 
     def make(name: str) -> Render:
-        return lambda x: to_uint8(table[name].apply(x.permute(0, 3, 1, 2).float() / 255).clamp(0, 1))
+        return lambda x: to_uint8(table[name].apply(to_unit(x)).clamp(0, 1))
 
     return {name: make(name) for name in table}
 

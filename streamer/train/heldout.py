@@ -26,7 +26,7 @@ from streamer.model.loading import LoadedParts
 from streamer.prompts import PromptState
 from streamer.train.data import BuiltinRecipe, step_generator
 from streamer.train.looks import apply_look
-from streamer.train.media import Media, camera_path, clip_plan, make_clip
+from streamer.train.media import Media, camera_path, clip_plan, make_clip, to_unit
 
 FPS = 30  # the live input's frame rate: segment lengths and "minutes" are counted in frames at this rate
 SEGMENT_SECONDS = (4.0, 6.0)
@@ -102,7 +102,7 @@ def to_uint8(x: Tensor) -> Tensor:
 
 def look_targets(inputs: Tensor, look: str) -> Tensor:
     """The look of each uint8 input frame [N, H, W, 3] -> uint8 [N, H, W, 3], one batched call."""
-    return to_uint8(apply_look(look, inputs.permute(0, 3, 1, 2).float() / 255))
+    return to_uint8(apply_look(look, to_unit(inputs)))
 
 
 def psnr(a: Tensor, b: Tensor) -> Tensor:

@@ -171,8 +171,9 @@ def render_path(src: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
     return F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False).clamp(0, 1)
 
 
-def _frames_to_float(px: Tensor) -> Tensor:
-    return px.permute(0, 3, 1, 2).float() / 255
+def to_unit(frames: Tensor) -> Tensor:
+    """uint8 frames [N, H, W, 3] -> float [N, 3, H, W] in [0, 1] (heldout.to_uint8 is the inverse)."""
+    return frames.permute(0, 3, 1, 2).float() / 255
 
 
 def clip_plan(media: Media, frames: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -194,7 +195,7 @@ def clip_plan(media: Media, frames: int, gen: torch.Generator) -> tuple[Tensor, 
 def make_clip(media: Media, plan: tuple[Tensor, Tensor], size: tuple[int, int]) -> Tensor:
     """The [frames, 3, H, W] clip in [0, 1] that `plan` (from clip_plan) describes."""
     idx, theta = plan
-    return render_path(_frames_to_float(media.pixels[idx.clamp(max=media.pixels.shape[0] - 1)]), theta, size)
+    return render_path(to_unit(media.pixels[idx.clamp(max=media.pixels.shape[0] - 1)]), theta, size)
 
 
 def find_pairs(folder: Path) -> list[tuple[Path, Path, list[str]]]:

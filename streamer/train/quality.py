@@ -33,6 +33,7 @@ from streamer.model.loading import LoadedParts
 from streamer.train.data import BuiltinRecipe
 from streamer.train.heldout import Progress, heldout_segments, make_engine, nanmean, run_stream
 from streamer.train.looks import LOOKS, gaussian_blur, sobel
+from streamer.train.media import to_unit
 
 EDGE_BLUR_SIGMA = 1.0
 FLAT_STD = 1e-6  # an edge map with less spread than this has no structure to correlate
@@ -46,7 +47,7 @@ EDGE_SCORE = ("Pearson correlation over pixels of the Sobel gradient magnitude o
 def edges(frames: Tensor) -> Tensor:
     """uint8 RGB frames [..., H, W, 3] -> edge maps [..., H, W] (float32; see the module docstring)."""
     lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
-    x = frames.reshape(-1, h, w, 3).permute(0, 3, 1, 2).float() / 255
+    x = to_unit(frames.reshape(-1, h, w, 3))
     gx, gy = sobel(gaussian_blur(luma(x), EDGE_BLUR_SIGMA))
     return (gx.square() + gy.square()).sqrt().reshape(*lead, h, w)
 

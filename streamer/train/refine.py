@@ -44,7 +44,7 @@ from streamer.train.data import BuiltinRecipe
 from streamer.train.evaluate import shipped_settings
 from streamer.train.heldout import Progress, make_engine, run_stream, stream_segments
 from streamer.train.looks import LOOKS
-from streamer.train.media import MediaError
+from streamer.train.media import MediaError, to_unit
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,6 @@ def collect(m: ModelSettings, parts: LoadedParts, looks: list[str], prompts: int
     return Collected(inputs, outputs, targets, torch.tensor(index), padded)
 
 
-def _unit(frames: Tensor) -> Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [0, 1]."""
-    return frames.permute(0, 3, 1, 2).float() / 255
-
-
 def fit(refiner: PixelRefiner, data: Collected, *, steps: int, batch: int = 16, crop: int = 128, lr: float = 3e-3,
         seed: int = 0, device: torch.device | str = "cpu", log_every: float = 30.0) -> list[float]:  # fmt: skip
     """Fit `refiner` (in place, float32, on `device`) to map the collected outputs to their targets; returns
@@ -115,7 +110,7 @@ def fit(refiner: PixelRefiner, data: Collected, *, steps: int, batch: int = 16, 
         y0 = int(torch.randint(0, h - ch + 1, (), generator=gen))
         x0 = int(torch.randint(0, w - cw + 1, (), generator=gen))
         x, y, t = (
-            _unit(f[idx, y0 : y0 + ch, x0 : x0 + cw]).to(device) for f in (data.inputs, data.outputs, data.targets)
+            to_unit(f[idx, y0 : y0 + ch, x0 : x0 + cw]).to(device) for f in (data.inputs, data.outputs, data.targets)
         )
         look = refiner.prompt_vector(data.states[data.prompt[idx]].to(device))
         loss = F.mse_loss(refiner(y, x, look), t)
