@@ -263,7 +263,7 @@ class Recipe:
         if self.export is not None and (self.out / "quality.png").is_file():
             self.export.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.out / "quality.png", self.export / "contact-sheet.png")
-        self._export_results()
+        self.export_results()
 
     def drift_evals(self, models: dict[str, Path], looks: tuple[str, ...]) -> dict[str, subprocess.Popen[bytes]]:
         """One drift evaluator per (model, look), started side by side."""
@@ -292,7 +292,7 @@ class Recipe:
         for name in evals:
             self.results[name] = json.loads((self.out / f"eval-{name}.json").read_text())
         self.results["elapsed_s"] = self.elapsed()
-        self._export_results()
+        self.export_results()
         return self.results
 
     # ---- export ---------------------------------------------------------------------------------
@@ -307,7 +307,8 @@ class Recipe:
         shutil.copyfile(self.vae, emb / "vae.safetensors")
         log.info("exported the shipped model to %s", emb)
 
-    def _export_results(self) -> None:
+    def export_results(self) -> None:
+        """Write the stages' results (recipe-results.json) and their logs (logs.txt) into the export folder, if set."""
         if self.export is None:
             return
         self.export.mkdir(parents=True, exist_ok=True)
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         log.error("%s", e)
         recipe.results["error"] = str(e)
-        recipe._export_results()
+        recipe.export_results()
         return 1
     finally:
         recipe.stop_all()

@@ -55,7 +55,7 @@ SETUP_S = 30.0  # the trainers' start-up (imports, data workers) inside the trai
 def run_continue(rc: Recipe, checkpoint: Path, vae: Path | None) -> dict[str, Any]:
     """Train VARIANTS from `checkpoint` side by side, evaluate them side by side, export the candidates."""
     if not conditions_on_input(checkpoint):
-        raise RuntimeError(f"{checkpoint}: --continue wants an input-conditioned model (in_dim 32); use --from")
+        raise RuntimeError(f"{checkpoint}: --continue wants an input-conditioned model (its patch embedding takes the clean input latent too); use --from")
     rc.vae = vae or checkpoint / "vae.safetensors"
     if not rc.vae.is_file():
         raise RuntimeError(f"no autoencoder at {rc.vae} (pass --vae FILE)")
@@ -72,7 +72,7 @@ def run_continue(rc: Recipe, checkpoint: Path, vae: Path | None) -> dict[str, An
     collect(rc, evals, deadline=rc.t0 + rc.budget_s)
     export_candidates(rc)
     rc.results["elapsed_s"] = rc.elapsed()
-    rc._export_results()
+    rc.export_results()
     return rc.results
 
 
