@@ -24,3 +24,19 @@ from streamer_kernels.fp8_quant import _quantize_rows_kernel
 )
 def test_kernel_kinds(name: str, kind: str) -> None:
     assert kind_of(name) == kind
+
+
+def test_op_rows_name_ops_with_their_shapes() -> None:
+    """`--ops`: the profile's ops per chunk with input shapes (on a CPU profile the CPU time stands in)."""
+    import torch
+
+    from streamer.bench.model_profile import op_rows
+
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(2):  # two "chunks"
+            torch.mm(a, b)
+            torch.cat([a, a])
+    rows = {(name, shapes): calls for name, shapes, ms, calls in op_rows(prof, chunks=2)}
+    assert rows[("aten::mm", "[[64, 32], [32, 16]]")] == 1
+    assert any(name == "aten::cat" and calls == 1 for (name, _), calls in rows.items())
