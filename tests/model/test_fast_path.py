@@ -41,7 +41,9 @@ def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(fp8: bool) 
     tokens = cfg.tokens_per_frame(hh, ww)
 
     def cache() -> KVCache:
-        return KVCache(cfg, batch=1, tokens_per_frame=tokens, window=4, sinks=1, adaptive_sinks=True, device=dev)
+        return KVCache(
+            cfg, batch=1, tokens_per_frame=tokens, window=4, sinks=1, adaptive_sinks=True, dtype=dtype, device=dev
+        )
 
     eager_cache, fused_cache = cache(), cache()
     kv = dit.cross_kv(torch.randn(1, 5, cfg.text_dim, device=dev))
