@@ -105,7 +105,7 @@ def _launch(
     out_dtype: torch.dtype | None,
     quant: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x_new, out, and with `quant` out's e4m3 rows [B*N, D] and scales [B*N, 1]; else two empty tensors)."""
+    """(x_new, out, and with `quant` out's e4m3 rows [B*N, D] and scales [B*N, 1]; else out twice)."""
     if x.dim() != 3:
         raise ValueError(f"x must be [B, N, D], got {tuple(x.shape)}")
     B, N, D = x.shape
@@ -125,9 +125,11 @@ def _launch(
     else:
         y2, x_new, gate_t = x2, x2, shift  # unused pointers when HAS_RESIDUAL is off
     assert gate_t is not None
-    rows = B * N if quant else 0
-    q = torch.empty((rows, D), device=x.device, dtype=E4M3)
-    q_scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
+    if quant:
+        q = torch.empty((B * N, D), device=x.device, dtype=E4M3)
+        q_scale = torch.empty((B * N, 1), device=x.device, dtype=torch.float32)
+    else:
+        q, q_scale = out, out  # unused pointers when QUANT is off (no allocation on the bf16 path)
     block = triton.next_power_of_2(D)
     _gated_mod_ln_kernel[(B * N,)](
         x2,
