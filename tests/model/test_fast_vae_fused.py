@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from streamer.model.fast.vae import ChunkCodec, _StaticStream
-from streamer.model.fast.vae_fused import FusedStream
+from streamer.model.fast.vae_fused import FusedStream, upsampled_conv_as_transposed
 from streamer.model.vae import TAEHV, MemBlock
 
 HAS_CUDA = torch.cuda.is_available()
@@ -50,6 +50,31 @@ def test_fused_codec_matches_the_layer_by_layer_codec_at_scaled_down_taehv_width
         z_ref, z = ref.encode(frames), fused.encode(frames)
         torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(fused.decode(z_ref), ref.decode(z_ref), rtol=1e-5, atol=1e-5)
+
+
+def test_nearest_upsample_then_3x3_conv_is_one_transposed_conv() -> None:
+    torch.manual_seed(3)
+    w, x = torch.randn(5, 4, 3, 3, dtype=torch.float64), torch.randn(2, 4, 7, 9, dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"), w, padding=1)
+    wt = upsampled_conv_as_transposed(w).double()
+    assert wt.shape == (4, 5, 4, 4)
+    torch.testing.assert_close(torch.nn.functional.conv_transpose2d(x, wt, stride=2, padding=1), ref)
+
+
+def test_channels_last_decoder_upsamples_through_transposed_convs_and_matches() -> None:
+    """NHWC: each Upsample + TGrow + conv runs as TGrow + one transposed conv; no upsampled tensor is
+    written, and four chunks of carried state decode as the layer-by-layer codec does."""
+    torch.manual_seed(4)
+    vae = TAEHV(True, encoder_width=16, decoder_widths=(64, 32, 16, 16)).eval()
+    for p in vae.parameters():
+        nn.init.normal_(p, std=0.5 / p[0].numel() ** 0.5)
+    ref, fused = ChunkCodec(vae, fusion="none"), ChunkCodec(vae, channels_last=True, fusion="torch")
+    for _ in range(4):
+        z = torch.randn(1, 16, 1, 6, 8)
+        with _Writes() as ops:
+            out = fused.decode(z)
+        torch.testing.assert_close(out, ref.decode(z), rtol=1e-5, atol=1e-5)
+        assert ops.names.count("convolution") >= 3 and "upsample_nearest2d" not in ops.names
 
 
 _VIEWS = {"view", "slice", "select", "unsqueeze", "permute", "_unsafe_view", "as_strided", "expand", "empty_like"}

@@ -4,8 +4,8 @@ The cache's own commit (streamer/model/cache.py) is written for clarity: it clon
 converts whole key tensors to fp32 before averaging them for the adaptive-sink test, and re-rotates
 every key of the frame (time band and the rest) through a concatenation. At W1 that is ~1.5 GB of
 traffic per chunk, several ms of a ~45 ms step. Here: means are taken with an fp32 accumulator
-straight from bf16 (no fp32 copy), the staged frame is copied to its slot directly (staging never
-aliases history), and only the time band of the written keys is re-rotated. `tests/model/
+straight from bf16 (no fp32 copy), and one kernel (kernels/kv_commit.py) copies the staged frame to
+its slot (staging never aliases history) and rotates the keys' time band on the way. `tests/model/
 test_fast_cache.py` checks the resulting cache state against `KVCache.commit_device`.
 """
 
@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from streamer.model.cache import KVCache
-from streamer.model.rope import band_dims, inv_freqs, rotate_time_band
+from streamer.model.rope import inv_freqs, rotate_time_band
+from streamer_kernels.kv_commit import commit_frame
 
 
 @torch.no_grad()
@@ -28,24 +29,17 @@ def fast_commit_device(cache: KVCache, frames: int = 1) -> None:
 
 
 def _commit_frame(c: KVCache, j: int) -> None:
-    kf, vf = c._frames_view(c.k), c._frames_view(c.v)  # [L, B, H, slots, T, D]
+    kf = c._frames_view(c.k)  # [L, B, H, slots, T, D]
     src = c.history + j
     n_layers, li = kf.shape[0], c._layer_idx
     frame_pos = (c.pos_start + j).expand(n_layers)
     dest, new_pos, advance = c.slot_choice(frame_pos, lambda: _sink_similarity(c, kf[:, :, :, src], frame_pos))
-    kf[li, :, :, dest] = kf[:, :, :, src]
-    vf[li, :, :, dest] = vf[:, :, :, src]
-    if c.adaptive:  # a promoted frame takes the sink's position: rotate its time band there (else identity)
-        t_dims = band_dims(c.cfg.head_dim)[0]
-        ang = (new_pos - frame_pos).to(torch.float64)[:, None] * inv_freqs(c.cfg.head_dim, c.cfg.rope_theta, kf.device)[
-            0
-        ]
-        cs = ang.cos().float().view(n_layers, 1, 1, 1, -1)
-        sn = ang.sin().float().view(n_layers, 1, 1, 1, -1)
-        band = kf[:, :, :, src, :, :t_dims].float().unflatten(-1, (t_dims // 2, 2))
-        a, b = band[..., 0], band[..., 1]
-        rot = torch.stack((a * cs - b * sn, a * sn + b * cs), dim=-1).flatten(-2)
-        kf[li, :, :, dest, :, :t_dims] = rot.to(kf.dtype)
+    # a promoted frame takes the sink's position: its keys' time band is rotated there (else angle 0)
+    ang = torch.zeros(n_layers, c.cfg.head_dim // 2, dtype=torch.float64, device=kf.device)
+    if c.adaptive:
+        t_freqs = inv_freqs(c.cfg.head_dim, c.cfg.rope_theta, kf.device)[0]
+        ang[:, : t_freqs.shape[0]] = (new_pos - frame_pos).to(torch.float64)[:, None] * t_freqs
+    commit_frame(c.storage, src, dest, ang.cos().float(), ang.sin().float(), c.tokens)
     c.slot_pos[li, dest] = new_pos
     c.valid[li, dest] = c._all_true  # a device tensor: no host scalar copy inside a graph
     c.ring_ptr.add_(advance.long())

@@ -130,15 +130,42 @@ class _UpGrowConv(_Conv):
 
 
 class _Grow:
-    """TGrow's 1x1 conv at the low resolution, then the frames split, then the nearest upsample."""
+    """TGrow's 1x1 conv at the low resolution, then the frames split, then the nearest upsample (if any)."""
 
-    def __init__(self, grow: TGrow, up: nn.Upsample, nhwc: bool) -> None:
+    def __init__(self, grow: TGrow, up: nn.Upsample | None, nhwc: bool) -> None:
         self.w, self.s, self.nhwc = grow.conv.weight, grow.stride, nhwc
-        self.scale = up.scale_factor
+        self.scale = None if up is None else up.scale_factor
 
     def __call__(self, x: Tensor) -> Tensor:
         y = split_frames(F.conv2d(x, self.w), self.s, self.nhwc)
-        return F.interpolate(y, scale_factor=self.scale, mode="nearest")
+        return y if self.scale is None else F.interpolate(y, scale_factor=self.scale, mode="nearest")
+
+
+# Nearest 2x upsampling then a 3x3 conv (padding 1), along one axis: output row 2j reads input rows j-1
+# (tap 0) and j (taps 1, 2); row 2j+1 reads j (taps 0, 1) and j+1 (tap 2). As a transposed conv with
+# stride 2, padding 1 and 4 taps (output row 2i - 1 + k for input row i), tap k of it sums these taps.
+_UP_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
+def upsampled_conv_as_transposed(w: Tensor) -> Tensor:
+    """conv3x3(nearest_up2(x), w) == conv_transpose2d(x, result, stride=2, padding=1): [O, I, 3, 3] ->
+    [I, O, 4, 4]. The upsampled input is never written, and each output pixel costs 4 taps, not 9."""
+    acc = torch.promote_types(w.dtype, torch.float32)  # summed taps rounded once, in the caller's _like
+    m = _UP_TAPS.to(device=w.device, dtype=acc)
+    return torch.einsum("ya,xb,oiab->ioyx", m, m, w.to(acc))
+
+
+class _GrowUpConv:
+    """TGrow on the low resolution, then Upsample + conv as one transposed conv (NHWC; see _UP_TAPS)."""
+
+    def __init__(self, grow: TGrow, conv: nn.Conv2d, relu: bool, nhwc: bool) -> None:
+        self.grow = _Grow(grow, None, nhwc)
+        self.w = _like(upsampled_conv_as_transposed(conv.weight), conv.weight)
+        self.b, self.relu = conv.bias, relu
+
+    def __call__(self, x: Tensor) -> Tensor:
+        y = F.conv_transpose2d(self.grow(x), self.w, self.b, stride=2, padding=1)
+        return y.relu_() if self.relu else y
 
 
 class _Mem:
@@ -207,6 +234,8 @@ def _like(w: Tensor, ref: Tensor) -> Tensor:
 class FusedStream:
     """One layer list (encoder or decoder) as fused steps; same interface as `vae._StaticStream`."""
 
+    TRANSPOSED_UPSAMPLE = True  # NHWC: Upsample + TGrow + conv as TGrow + one transposed conv
+
     @torch.no_grad()  # the derived weights are inference constants, not part of an autograd graph
     def __init__(self, layers: nn.Sequential, channels_last: bool = False, fusion: str = "torch") -> None:
         """fusion: "torch", "triton" or "cudnn" (the module doc)."""
@@ -227,9 +256,12 @@ class FusedStream:
                 i += 1 + relu
             elif isinstance(m, nn.Upsample) and isinstance(nxt, TGrow) and m.mode == "nearest":
                 then = mods[i + 2] if i + 2 < len(mods) else None
+                relu = i + 3 < len(mods) and isinstance(mods[i + 3], nn.ReLU)
                 if isinstance(then, nn.Conv2d) and not channels_last:
-                    relu = i + 3 < len(mods) and isinstance(mods[i + 3], nn.ReLU)
                     self.steps.append(_UpGrowConv(convs, m, nxt, then, relu))
+                    i += 2 + relu
+                elif isinstance(then, nn.Conv2d) and self.TRANSPOSED_UPSAMPLE and _upsampled_3x3(m, then):
+                    self.steps.append(_GrowUpConv(nxt, then, relu, channels_last))
                     i += 2 + relu
                 else:
                     self.steps.append(_Grow(nxt, m, channels_last))
@@ -261,6 +293,13 @@ class FusedStream:
         for step in self.steps:
             h = step(h)
         return h
+
+
+def _upsampled_3x3(up: nn.Upsample, conv: nn.Conv2d) -> bool:
+    return (
+        up.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+        and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+    )  # fmt: skip
 
 
 def _unfused(m: TPool | TGrow, nhwc: bool) -> Step:
