@@ -13,7 +13,8 @@
 - attention through a measured backend picker (streamer_kernels.attention);
 - each residual add fused with the next LayerNorm + modulation (norm3's affine is a modulation
   with scale = w - 1, shift = b), across block boundaries too (the forward passes the next one in);
-- FFN bias + GELU in one pass after a bias-free matmul.
+- FFN bias + GELU: in a bf16 model on CUDA, cuBLASLt's epilogue of the up-projection; else one pass
+  after a bias-free matmul (in FP8, the pass that quantizes the down-projection's input).
 Precision is the eager model's: fp32 residual stream and modulation, matmuls in the weights' dtype.
 Streaming only: the self-attention needs the KV cache (the full-sequence training pass stays eager).
 """
@@ -49,6 +50,7 @@ class FusedOps(DiTOps):
     """The fast path's ops for one DiT (its q/k/v weights are fused in place, values unchanged)."""
 
     name = "fused"
+    GELU_EPILOGUE = True  # bf16 FFN on CUDA: bias + GELU in the up-projection's matmul (see ffn)
 
     def __init__(self, dit: DiT, attention: AttentionPicker | None = None) -> None:
         self.attn = attention or AttentionPicker()
@@ -152,6 +154,12 @@ class FusedOps(DiTOps):
 
     def ffn(self, ffn: nn.Sequential, h: Tensor) -> Tensor:
         first, last = ffn[0], ffn[2]
+        if self.GELU_EPILOGUE and h.is_cuda and type(first) is nn.Linear and first.bias is not None:
+            # cuBLASLt's GELU_BIAS epilogue: bias + GELU(tanh) on the fp32 accumulator as the matmul
+            # writes, so the hidden tensor is written once, not written, read and written again.
+            # CUDA only: on a CPU `_addmm_activation` applies the exact GELU, not the tanh one.
+            hidden = torch._addmm_activation(first.bias, h.flatten(0, -2), first.weight.t(), use_gelu=True)
+            return self._mm(hidden.unflatten(0, h.shape[:-1]), last)
         pre = self._mm(h, first, bias=False)
         if self.fused_quant and isinstance(last, FP8Linear):
             q, scale = bias_gelu_fp8(pre, first.bias)
