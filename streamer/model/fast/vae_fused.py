@@ -15,7 +15,10 @@ names are untouched) and runs a chunk [T, C, H, W] like `vae._StaticStream`, wit
   weight per output frame stacked on the output channels (the same FLOPs), so the grown frames are never
   written; the output's channel groups are the frames (a view). NHWC, where that split would be a copy
   of the full-resolution output: TGrow on the low resolution (a 1x1 conv commutes with nearest
-  upsampling: a quarter of the pixels), and only the upsample writes the full resolution.
+  upsampling: a quarter of the pixels), then the upsample and the 3x3 conv as ONE transposed conv
+  (stride 2, 4x4 taps summed from the 3x3 ones, `upsampled_conv_as_transposed`): the upsampled
+  tensor is never written, and each output pixel takes 4 taps instead of 9
+  (`FusedStream.TRANSPOSED_UPSAMPLE`; off, the upsample writes the full resolution as before).
 - ReLUs and the residual add run in place on fresh conv outputs (no extra allocation).
 
 The elementwise work after the convs, by `fusion`:
