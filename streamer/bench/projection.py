@@ -2,15 +2,17 @@
 cost.py) timed on the card's published dense tensor rates and memory bandwidth, at the efficiency the
 fast path measured for that part on an H100.
 
-    t_part = max(FLOP_part / (rate x efficiency_part), bytes_part / (bandwidth x BANDWIDTH_EFFICIENCY))
+    t_part = max(FLOP_part / (rate x efficiency_part), bytes_part / (bandwidth x STREAM_EFFICIENCY))
 
-for the linear layers (bf16 or fp8 rate), attention and the autoencoder (bf16 rate), plus the fused
-elementwise kernels and, in fp8, the per-token quantization (bandwidth only). The chunk is the sum:
-the parts run one after another inside one CUDA graph. Efficiencies come from the W1 fast-path profile
-on an H100 (docs/benchmarks.md, 2026-11-25): matmuls ≈ 580 TFLOP/s, cuDNN attention ≈ 351, TAEHV
-encode + decode ≈ 11 ms (9-13) for its 0.79 TFLOP, the fused kernels 3.9 ms for their bytes. What this
-assumes: the same fraction of peak on every card (cuBLAS and cuDNN on Ada and Ampere, and FP8 GEMMs at
-the bf16 GEMMs' share of their rate), and no launch gaps (the fast path's one graph per chunk).
+for the linear layers (bf16 or fp8 rate), attention and the autoencoder (bf16 rate), plus the
+memory-bound rest (the fused elementwise kernels, and the copies, cache writes and small ops the
+profile lists beside them) and, in fp8, the cost of quantizing the matmul inputs (bandwidth only). The
+chunk is the sum: the parts run one after another inside one CUDA graph. The efficiencies are fitted
+to `H100_W1_MS`, the W1 fast-path profile on an H100 (docs/benchmarks.md: bf16 2026-12-06, third
+session, NHWC codec; fp8 2026-12-07, twelfth session), so the projection gives back that profile's
+kernel time on the H100; W2 was not used to fit anything. What this assumes: the same fraction of
+peak on every card (cuBLAS and cuDNN on Ada and Ampere), and no launch gaps (the fast path's one graph
+per chunk).
 
     python -m streamer.bench.projection   # the markdown table in docs/benchmarks.md
 """
@@ -22,14 +24,26 @@ from dataclasses import dataclass
 from streamer.model.config import preset
 from streamer.model.cost import ChunkCost, ChunkShape, chunk_cost
 
-H100_BF16, H100_BW = 989.4e12, 3.35e12
-MATMUL_EFFICIENCY = 580e12 / H100_BF16
-ATTENTION_EFFICIENCY = 351e12 / H100_BF16
+H100_BF16, H100_FP8, H100_BW = 989.4e12, 1978.9e12, 3.35e12
+# ms per W1 chunk by part, from the H100 profiles (`python -m streamer.bench.model_profile W1 [--dtype fp8]`)
+H100_W1_MS = {
+    "linear": 11.27,  # the DiT's projections in bf16 (nvjet kernels; twelfth session's bf16 profile)
+    "linear_fp8": 8.66,  # the same in e4m3 (`_scaled_mm`; twelfth session, call 3)
+    "attention": 13.01,  # self-attention 11.51 + its merge 0.44 + cross-attention 1.06 (third session)
+    "autoencoder": 5.76,  # TAEHV encode + decode in NHWC with cuDNN's fusions (third session)
+    "memory_bound": 4.04 + 3.74,  # fused kernels 4.04 + the rest outside the codec (third session)
+    "quantize": 0.62 + 0.91 + 0.33,  # fp8's extra: norms 2.65 vs 2.03, GELU 1.98 vs 1.07, quantizer 0.33
+}
 W1 = ChunkShape.at(preset("wan-1.3b"), 832, 480, steps=2, window=6)
-# TAEHV took ≈ 11 ms (9-13) of the W1 chunk: convolutions plus layout conversions, concatenations, copies
-VAE_EFFICIENCY = chunk_cost(preset("wan-1.3b"), W1).vae_flop / 11e-3 / H100_BF16
-# the fused kernels took 3.9 ms of W1's 43.9 ms chunk: their bytes over that, as a share of HBM3's 3.35 TB/s
-BANDWIDTH_EFFICIENCY = chunk_cost(preset("wan-1.3b"), W1).elementwise_bytes / 3.9e-3 / H100_BW
+_W1_COST = chunk_cost(preset("wan-1.3b"), W1, fp8=True)  # the FLOP and byte counts are those of bf16 and fp8 alike
+MATMUL_EFFICIENCY = _W1_COST.linear_flop / (H100_W1_MS["linear"] * 1e-3) / H100_BF16
+FP8_MATMUL_EFFICIENCY = _W1_COST.linear_flop / (H100_W1_MS["linear_fp8"] * 1e-3) / H100_FP8
+ATTENTION_EFFICIENCY = _W1_COST.attention_flop / (H100_W1_MS["attention"] * 1e-3) / H100_BF16
+VAE_EFFICIENCY = _W1_COST.vae_flop / (H100_W1_MS["autoencoder"] * 1e-3) / H100_BF16
+# the memory-bound rest as a share of HBM3's 3.35 TB/s: the fused kernels' bytes over the whole rest's time
+BANDWIDTH_EFFICIENCY = _W1_COST.elementwise_bytes / (H100_W1_MS["memory_bound"] * 1e-3) / H100_BW
+QUANTIZE_EFFICIENCY = _W1_COST.quantize_bytes / (H100_W1_MS["quantize"] * 1e-3) / H100_BW
+STREAM_EFFICIENCY = 0.83  # reading weights and K/V once: a plain copy's share of the bandwidth
 
 
 @dataclass(frozen=True)
@@ -58,14 +72,17 @@ def part_seconds(cost: ChunkCost, card: CardRates, *, fp8: bool) -> dict[str, fl
     """Seconds per chunk by part on `card` (module docstring)."""
     if fp8 and card.fp8 is None:
         raise ValueError(f"{card.name} has no FP8 tensor cores")
-    bw = card.bandwidth * BANDWIDTH_EFFICIENCY
-    mm_rate = (card.fp8 if fp8 and card.fp8 else card.bf16) * MATMUL_EFFICIENCY
+    stream = card.bandwidth * STREAM_EFFICIENCY
+    if fp8 and card.fp8:
+        mm_rate = card.fp8 * FP8_MATMUL_EFFICIENCY
+    else:
+        mm_rate = card.bf16 * MATMUL_EFFICIENCY
     return {
-        "linear": max(cost.linear_flop / mm_rate, cost.weight_bytes / bw),
-        "attention": max(cost.attention_flop / (card.bf16 * ATTENTION_EFFICIENCY), cost.kv_bytes / bw),
+        "linear": max(cost.linear_flop / mm_rate, cost.weight_bytes / stream),
+        "attention": max(cost.attention_flop / (card.bf16 * ATTENTION_EFFICIENCY), cost.kv_bytes / stream),
         "autoencoder": cost.vae_flop / (card.bf16 * VAE_EFFICIENCY),
-        "elementwise": cost.elementwise_bytes / bw,
-        "quantize": cost.quantize_bytes / bw,
+        "memory_bound": cost.elementwise_bytes / (card.bandwidth * BANDWIDTH_EFFICIENCY),
+        "quantize": cost.quantize_bytes / (card.bandwidth * QUANTIZE_EFFICIENCY),
     }
 
 
@@ -98,6 +115,7 @@ def markdown_table(plans: dict[str, str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    print(f"efficiencies: matmul {MATMUL_EFFICIENCY:.3f}, attention {ATTENTION_EFFICIENCY:.3f}, "
-          f"autoencoder {VAE_EFFICIENCY:.3f}, bandwidth {BANDWIDTH_EFFICIENCY:.3f}")  # fmt: skip
+    print(f"efficiencies: matmul {MATMUL_EFFICIENCY:.3f} (fp8 {FP8_MATMUL_EFFICIENCY:.3f}), attention "
+          f"{ATTENTION_EFFICIENCY:.3f}, autoencoder {VAE_EFFICIENCY:.3f}, memory-bound rest {BANDWIDTH_EFFICIENCY:.3f}, "
+          f"fp8 quantization {QUANTIZE_EFFICIENCY:.3f}")  # fmt: skip
     print(markdown_table())

@@ -50,7 +50,10 @@ _TENSOR_RATE: dict[tuple[int, int], tuple[int, float]] = {
     (12, 0): (1024, 2.40),  # RTX 50
 }
 
-EFFICIENCY = 0.32  # achieved / datasheet tensor rate of the fast path on W1 (H100, docs/benchmarks.md)
+# achieved / datasheet tensor rate of the fast path on W1 (H100, 44.5 ms, 2026-11-25). Kept although the
+# H100 now does 38.25 ms (0.377, 2026-12-07): that gain came from Hopper-only kernels (TMA attention) and
+# H100 tuning that Ada and Ampere cards may not see, and an optimistic plan would not be live there.
+EFFICIENCY = 0.32
 EAGER_HOST_S = 0.06  # host launch time per DiT pass without the fast path (W1 on an H100: 152-198 ms eager vs 44.5 fast, 2 passes)
 LIVE_FPS = 24.0  # the slowest output that still looks like live video; the daemon repeats frames up to video.fps
 RESERVE = GIB  # card memory the CUDA context and a desktop take before the model gets any
