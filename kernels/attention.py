@@ -5,10 +5,11 @@ within one), so no mask is needed: q [B, Sq, H, D], k/v [B, Sk, H, D] -> [B, Sq,
 
 Candidates, in preference order: FlashAttention-3 (`flash_attn_interface`, if importable), our
 Triton stream-K kernel (kernels/flash_attention.py, its DEFAULT_CONFIG), then PyTorch SDPA pinned to
-its cuDNN, flash and memory-efficient backends, and `cudnn_waves`: cuDNN on the query rows that fill
-whole waves of the SMs, the stream-K kernel on the rest (`split_at_waves`). (Split-KV variants of the
-cuDNN kernel, meant to fill the second wave of W1's 156 q-tiles on 132 SMs, measured slower on an
-H100 - 0.27-0.33 ms vs 0.255 ms - and were dropped; docs/benchmarks.md.) Measured on an H100 for W1's
+its cuDNN, flash and memory-efficient backends. (Two ways to fill the second wave of W1's 156 q-tiles on
+132 SMs with cuDNN measured slower on an H100 and were dropped: its keys split into 2-5 ranges, 0.27-0.33
+ms vs 0.255; and cuDNN on the 1408 query rows that fill one wave with the stream-K kernel on the other
+152, 0.205-0.22 ms in the fast path's own timing against the stream-K kernel's 0.195, 2026-12-07.
+docs/benchmarks.md.) Measured on an H100 for W1's
 shapes, the backend alone changes attention time 1.7x (docs/benchmarks.md), and which one wins
 depends on shape and library versions, so `AttentionPicker` times each candidate once per shape,
 rejects any that disagrees with the fp32 reference, and remembers the winner. Picking happens
@@ -66,35 +67,6 @@ def _triton_flash() -> AttnFn:
     return run
 
 
-def whole_wave_rows(batch_heads: int, sq: int, sms: int, tile: int = 128) -> int:
-    """The leading query rows that fill whole waves of `tile`-row programs, one per (tile, head), on
-    `sms` multiprocessors; 0 when no such split exists (one wave or less, or more heads than SMs)."""
-    per_wave = sms // batch_heads if batch_heads else 0
-    full_tiles = sq // tile
-    if per_wave == 0 or full_tiles < per_wave or sq <= per_wave * tile:
-        return 0
-    return full_tiles // per_wave * per_wave * tile
-
-
-def split_at_waves(head: AttnFn, tail: AttnFn, sms: int, tile: int = 128) -> AttnFn:
-    """`head` (cuDNN: fast per program, one program per 128-row q-tile and head) on the rows that fill
-    whole waves, `tail` (the stream-K kernel, which spreads any shape over every SM) on the rest.
-    Why: W1's 13 q-tiles x 12 heads are 156 programs for 132 SMs, so cuDNN runs a second wave of 24
-    with 108 SMs idle; here it runs 11 x 12 = 132 (rows 0..1407) and the stream-K kernel the 152 left."""
-
-    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        b, sq, h, d = q.shape
-        rows = whole_wave_rows(b * h, sq, sms, tile)
-        if rows == 0:
-            return head(q, k, v)
-        out = torch.empty(b, sq, h, d, dtype=q.dtype, device=q.device)
-        out[:, :rows] = head(q[:, :rows], k, v)
-        out[:, rows:] = tail(q[:, rows:], k, v)
-        return out
-
-    return run
-
-
 def available_backends(device: torch.device) -> dict[str, AttnFn]:
     """Backends that can run on `device`, best first by expectation (the picker measures)."""
     found: dict[str, AttnFn] = {}
@@ -104,8 +76,6 @@ def available_backends(device: torch.device) -> dict[str, AttnFn]:
             found["fa3"] = fa3
         found["triton_flash"] = _triton_flash()
         found["cudnn"] = _sdpa(SDPBackend.CUDNN_ATTENTION)
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        found["cudnn_waves"] = split_at_waves(found["cudnn"], found["triton_flash"], sms)
         found["flash"] = _sdpa(SDPBackend.FLASH_ATTENTION)
         found["efficient"] = _sdpa(SDPBackend.EFFICIENT_ATTENTION)
     found["sdpa"] = _sdpa(None)  # PyTorch's own choice: the fallback everywhere

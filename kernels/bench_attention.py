@@ -17,7 +17,7 @@ from functools import partial
 
 import torch
 
-from streamer_kernels.attention import AttentionPicker, AttnFn, available_backends, split_at_waves
+from streamer_kernels.attention import AttentionPicker, AttnFn, available_backends
 from streamer_kernels.backend import triton
 from streamer_kernels.flash_attention import (
     CONFIGS,
@@ -43,10 +43,6 @@ def _candidates(device: torch.device, tiny: bool) -> dict[str, AttnFn]:
         found["fa3"] = sdpa["fa3"]
     for cfg in TINY_CONFIGS if tiny else CONFIGS:
         found[f"triton {cfg.name}"] = partial(flash_attention, config=cfg)
-    if "cudnn" in sdpa:  # whole waves of cuDNN's programs, the rest stream-K; 64: if its q-tile is 64 rows
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        for tile in (128, 64):
-            found[f"cudnn waves{tile} + triton tail"] = split_at_waves(sdpa["cudnn"], sdpa["triton_flash"], sms, tile)
     return found
 
 

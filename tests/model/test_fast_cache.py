@@ -9,22 +9,27 @@ from streamer.model.cache import KVCache
 from streamer.model.config import preset
 from streamer.model.fast.cache import fast_commit_device
 
+# the commit's Triton kernel: compiled on CUDA tensors where there is a GPU, the interpreter on CPU ones
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 @pytest.mark.parametrize("adaptive,dtype", [(True, torch.float32), (False, torch.float32), (True, torch.bfloat16)])
 def test_fast_commit_matches_cache_commit(adaptive: bool, dtype: torch.dtype) -> None:
     cfg = preset("tiny")
 
     def make() -> KVCache:
-        return KVCache(cfg, batch=2, tokens_per_frame=6, window=5, sinks=2, adaptive_sinks=adaptive, dtype=dtype)
+        return KVCache(
+            cfg, batch=2, tokens_per_frame=6, window=5, sinks=2, adaptive_sinks=adaptive, dtype=dtype, device=DEVICE
+        )
 
     ref, fast = make(), make()
     gen = torch.Generator().manual_seed(3)
     replaced = 0
     for step in range(9):  # fills sinks, then the ring, then (adaptive) replaces dissimilar sinks
-        k = torch.randn(ref.k[:, :, :, ref.stage_offset :].shape, generator=gen).to(dtype)
+        k = torch.randn(ref.k[:, :, :, ref.stage_offset :].shape, generator=gen).to(dtype).to(DEVICE)
         if step % 3 == 2:  # a frame similar to the sinks: no replacement for it
             k = ref.k[:, :, :, : k.shape[3]].clone()
-        v = torch.randn(k.shape, generator=gen).to(dtype)
+        v = torch.randn(k.shape, generator=gen).to(dtype).to(DEVICE)
         for c in (ref, fast):
             c.k[:, :, :, c.stage_offset :] = k
             c.v[:, :, :, c.stage_offset :] = v

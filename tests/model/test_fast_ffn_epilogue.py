@@ -24,6 +24,10 @@ def _ffn(dim: int, hidden: int, device: str, dtype: torch.dtype) -> nn.Sequentia
     return ffn.to(device=device, dtype=dtype)
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason="CPU tensors reach the Triton kernels only through the interpreter, on a machine without CUDA",
+)
 def test_the_epilogue_is_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a CPU `_addmm_activation` would apply the exact GELU: FusedOps must not take it there."""
     ffn, h = _ffn(32, 80, "cpu", torch.float32), torch.randn(1, 7, 32)
@@ -42,7 +46,8 @@ def test_gelu_epilogue_matches_the_bias_gelu_kernel_at_w1_size(monkeypatch: pyte
     with_epilogue = ops.ffn(ffn, h)
     monkeypatch.setattr(FusedOps, "GELU_EPILOGUE", False)
     kernel = ops.ffn(ffn, h)
-    ref = ffn.float()(h.float())
+    with torch.no_grad():
+        ref = ffn.float()(h.float())
     scale = ref.abs().max()
     assert float((with_epilogue.float() - ref).abs().max() / scale) < 2e-2
     assert float((with_epilogue.float() - kernel.float()).abs().max() / scale) < 2e-2

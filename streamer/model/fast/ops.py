@@ -51,6 +51,9 @@ class FusedOps(DiTOps):
 
     name = "fused"
     GELU_EPILOGUE = True  # bf16 FFN on CUDA: bias + GELU in the up-projection's matmul (see ffn)
+    # q as [B, H, S, hd] memory for the attention backends; off, [B, S, H, hd], the layout the blocks'
+    # matmuls read back, so an SDPA output (allocated in q's layout) needs no copy before the o projection
+    Q_HEADS_FIRST = True
 
     def __init__(self, dit: DiT, attention: AttentionPicker | None = None) -> None:
         self.attn = attention or AttentionPicker()
@@ -61,6 +64,7 @@ class FusedOps(DiTOps):
         # output feeds an FP8 matmul but the head's); off, each input goes through the standalone quantizer
         self.fused_quant = any(isinstance(b.self_attn.q, FP8Linear) for b in dit.layers)
         self._held: tuple[Tensor, Tensor, Tensor] | None = None  # (norm output, its e4m3 rows, scales)
+        self._affine: dict[int, tuple[tuple[int, int], Tensor, Tensor]] = {}  # norm -> (versions, shift, scale)
 
     def _mm(self, x: Tensor, layer: nn.Module, *, bias: bool = True) -> Tensor:
         held = self._held
@@ -102,11 +106,20 @@ class FusedOps(DiTOps):
     def residual_affine_norm(
         self, x: Tensor, y: Tensor, gate: Tensor, norm: nn.LayerNorm, out_dtype: torch.dtype
     ) -> tuple[Tensor, Tensor]:
-        # the affine LayerNorm as a modulation: w * n + b = n * (1 + (w - 1)) + b
-        acc = x.dtype
-        shift = norm.bias.to(acc).view(1, 1, -1).expand_as(gate)
-        scale = (norm.weight.to(acc) - 1).view(1, 1, -1).expand_as(gate)
-        return self._gated_norm(x, y, gate, shift, scale, norm.eps, out_dtype)
+        shift, scale = self._as_modulation(norm, x.dtype)
+        return self._gated_norm(x, y, gate, shift.expand_as(gate), scale.expand_as(gate), norm.eps, out_dtype)
+
+    def _as_modulation(self, norm: nn.LayerNorm, acc: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The affine LayerNorm as a modulation, w * n + b = n * (1 + (w - 1)) + b: (b, w - 1) in the
+        residual's dtype as [1, 1, dim]. Made once, not on every call (two conversions per block and pass
+        were 0.49 ms of a W1 chunk); remade when a load changes the weights (their version counters)."""
+        versions = (norm.weight._version, norm.bias._version)
+        held = self._affine.get(id(norm))
+        if held is None or held[0] != versions or held[1].dtype != acc:
+            shift = norm.bias.detach().to(acc).view(1, 1, -1)
+            scale = (norm.weight.detach().to(acc) - 1).view(1, 1, -1)
+            held = self._affine[id(norm)] = (versions, shift, scale)
+        return held[1], held[2]
 
     def self_attention(
         self,
@@ -129,7 +142,7 @@ class FusedOps(DiTOps):
         slot_v = cache.v[layer, :, :, off : off + s].transpose(1, 2)
         q, _, _ = qk_norm_rope(
             q, k, v, attn.norm_q.weight, attn.norm_k.weight, cos.float(), sin.float(), attn.num_heads,
-            k_out=slot_k, v_out=slot_v, eps=attn.norm_q.eps, heads_first=True,
+            k_out=slot_k, v_out=slot_v, eps=attn.norm_q.eps, heads_first=self.Q_HEADS_FIRST,
         )  # fmt: skip
         keys = cache.k[layer, :, :, : off + s].transpose(1, 2)
         values = cache.v[layer, :, :, : off + s].transpose(1, 2)
@@ -147,7 +160,7 @@ class FusedOps(DiTOps):
         b, s, _ = h.shape
         q, _, _ = qk_norm_rope(
             self._mm(h, attn.q), None, None, attn.norm_q.weight, None, None, None, attn.num_heads, eps=attn.norm_q.eps,
-            heads_first=True,
+            heads_first=self.Q_HEADS_FIRST,
         )  # fmt: skip
         y = self.attn(q, k.transpose(1, 2), v.transpose(1, 2))
         return self._mm(y.reshape(b, s, -1), attn.o)

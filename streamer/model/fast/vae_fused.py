@@ -220,7 +220,9 @@ class _Mem:
         n = self.n
         past = F.conv2d(x, self.w1[n:], None, 1, 1)  # B: each frame's contribution to the next
         mem = self._state(past)
-        z = mem[None] if x.shape[0] == 1 else torch.cat([mem[None], past[:-1]])
+        # cat's own output would be NCHW whatever its inputs (one frame is both layouts), and cuDNN would
+        # then copy it to NHWC: written into a buffer of the block's layout instead
+        z = mem[None] if x.shape[0] == 1 else torch.cat([mem[None], past[:-1]], out=torch.empty_like(past))
         h = self.convs.add_relu(x, self.w1[:n], self.b1, z)
         mem.copy_(past[-1])
         return h
