@@ -6,9 +6,9 @@ it as `index_put`, about three times a plain copy of the same bytes; with the ro
 for adaptive sinks, W1's commit took 0.97 ms per chunk (three `index_put`, H100 profile, 2026-12-06)
 for 288 MB of K and V. Here a program copies BLOCK_T tokens x D of one (K|V, layer, batch x head),
 reading dest[layer] on the device (no host read, so a captured graph replays it), and rotates each
-key pair (x[2i], x[2i+1]) by that layer's (cos, sin) in registers. Rows of ones and zeros make the
-rotation a copy: exact for finite values (x * 1 - y * 0 = x), which is what values and the pairs past
-the time band get.
+key pair (x[2i], x[2i+1]) by that layer's (cos, sin) in registers. Cos 1 and sin 0 make the rotation a
+copy: exact for finite values (x * 1 - y * 0 = x), which is what values and the pairs past the time
+band get.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ def _commit_kernel(
     mask = rows[:, None] < tokens
     x = tl.load(KV + base + src * tokens * D + offs, mask=mask, other=0.0).to(tl.float32)
     xe, xo = tl.split(tl.reshape(x, (BLOCK_T, D // 2, 2)))
-    pair = (lk // n_layers) * n_layers * (D // 2) + layer * (D // 2) + tl.arange(0, D // 2)  # V rows follow K's
-    c = tl.load(COS + pair)[None, :]
-    s = tl.load(SIN + pair)[None, :]
+    # values are copied: cos 1 and sin 0 for them, without a branch (exact for finite tables)
+    is_k = (lk < n_layers).to(tl.float32)
+    pair = layer * (D // 2) + tl.arange(0, D // 2)
+    c = (tl.load(COS + pair) * is_k + (1.0 - is_k))[None, :]
+    s = (tl.load(SIN + pair) * is_k)[None, :]
     y = tl.reshape(tl.join(xe * c - xo * s, xe * s + xo * c), (BLOCK_T, D))
     tl.store(KV + base + dest * tokens * D + offs, y.to(KV.dtype.element_ty), mask=mask)
 
@@ -59,9 +61,7 @@ def commit_frame(
     _, n_layers, b, h, st, d = storage.shape
     if d & (d - 1):
         raise ValueError(f"head dim {d} is not a power of two")
-    # V's rows: the identity, after K's in one table, so the kernel indexes them without a branch
-    cs = torch.cat([cos.float(), torch.ones_like(cos, dtype=torch.float32)]).contiguous()
-    sn = torch.cat([sin.float(), torch.zeros_like(sin, dtype=torch.float32)]).contiguous()
+    cs, sn = cos.float().contiguous(), sin.float().contiguous()  # no copies for float32 tables
     grid = (triton.cdiv(slot_tokens, _BLOCK_T), b * h, 2 * n_layers)
     _commit_kernel[grid](storage, dest, cs, sn, src, n_layers, b * h, slot_tokens, st * d, D=d, BLOCK_T=_BLOCK_T)
 

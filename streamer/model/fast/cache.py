@@ -11,6 +11,8 @@ test_fast_cache.py` checks the resulting cache state against `KVCache.commit_dev
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -34,16 +36,23 @@ def _commit_frame(c: KVCache, j: int) -> None:
     n_layers, li = kf.shape[0], c._layer_idx
     frame_pos = (c.pos_start + j).expand(n_layers)
     dest, new_pos, advance = c.slot_choice(frame_pos, lambda: _sink_similarity(c, kf[:, :, :, src], frame_pos))
-    # a promoted frame takes the sink's position: its keys' time band is rotated there (else angle 0)
-    ang = torch.zeros(n_layers, c.cfg.head_dim // 2, dtype=torch.float64, device=kf.device)
-    if c.adaptive:
-        t_freqs = inv_freqs(c.cfg.head_dim, c.cfg.rope_theta, kf.device)[0]
-        ang[:, : t_freqs.shape[0]] = (new_pos - frame_pos).to(torch.float64)[:, None] * t_freqs
+    # a promoted frame takes the sink's position: its keys' time band is rotated there (any other frame
+    # keeps its own, new_pos == frame_pos: angle 0)
+    freqs = _pair_freqs(c.cfg.head_dim, c.cfg.rope_theta, kf.device)
+    ang = (new_pos - frame_pos).to(torch.float64)[:, None] * freqs
     commit_frame(c.storage, src, dest, ang.cos().float(), ang.sin().float(), c.tokens)
     c.slot_pos[li, dest] = new_pos
     c.valid[li, dest] = c._all_true  # a device tensor: no host scalar copy inside a graph
     c.ring_ptr.add_(advance.long())
     c.n_committed.add_(1)
+
+
+@functools.cache
+def _pair_freqs(head_dim: int, theta: float, device: torch.device) -> Tensor:
+    """Inverse frequency of every key pair [head_dim/2] (float64): the time band's, 0 for the rest
+    (a commit moves frames in time only). Made once: the commit runs in every chunk."""
+    t_freqs = inv_freqs(head_dim, theta, device)[0]
+    return F.pad(t_freqs, (0, head_dim // 2 - t_freqs.shape[0]))
 
 
 def _sink_similarity(c: KVCache, new_k: Tensor, frame_pos: Tensor) -> Tensor:
