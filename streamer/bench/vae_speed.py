@@ -29,6 +29,7 @@ import torch
 
 from streamer.bench.model_workloads import WORKLOADS
 from streamer.model.fast.vae import FUSIONS, ChunkCodec
+from streamer.model.fast.vae_fused import FusedStream
 from streamer.model.vae import TAEHV, TINY_DECODER_WIDTHS, TINY_ENCODER_WIDTH
 
 # A fusion rounds in other places than the old codec (bf16 A and B before their sum, composed weights):
@@ -90,39 +91,61 @@ def within_rounding(new_error: float, old_error: float) -> bool:
     return new_error <= scale * old_error + floor
 
 
+# FusedStream's NHWC rewrites, each timed off against on (the fast path's fusion, alternated): a
+# rewrite that stops paying on some card shows here, not only in the whole chunk's time
+SWITCHES = ("TRANSPOSED_UPSAMPLE", "STACKED_FRAME_CONV")
+
+
 def bench_codecs(vae: TAEHV, height: int, width: int, device: torch.device) -> list[dict[str, Any]]:
     """One row per (layout, fusion): its error against the old codec in fp32 beside the old codec's own
-    (same layout), then eager and graph ms."""
+    (same layout), then eager and graph ms; then, in NHWC, each of SWITCHES off and the default again."""
     gen = torch.Generator(device=device).manual_seed(0)
     dtype = next(vae.parameters()).dtype
     fpl = vae.frames_per_latent
     chunks = [torch.rand(fpl, 3, height, width, device=device, dtype=dtype, generator=gen) for _ in range(3)]
-    x = chunks[0]
     rows: list[dict[str, Any]] = []
     gold = ChunkCodec(copy.deepcopy(vae).float(), fusion="none")
     for channels_last in (False, True):
         model = copy.deepcopy(vae)  # ChunkCodec(channels_last=True) converts the weights in place
         old_error = error_against(gold, ChunkCodec(model, channels_last=channels_last, fusion="none"), chunks)
+        layout = "NHWC" if channels_last else "NCHW"
         for fusion in FUSIONS:
-            row: dict[str, Any] = {"layout": "NHWC" if channels_last else "NCHW", "fusion": fusion}
-            rows.append(row)
-            if fusion == "cudnn" and device.type != "cuda":
-                row["skipped"] = "cuDNN's fused convolutions need a CUDA GPU"
-                continue
+            rows.append(_codec_row(model, layout, fusion, gold, chunks, old_error))
+        fusion = ChunkCodec.FUSION if device.type == "cuda" else "torch"
+        for switch in SWITCHES if channels_last else ():
+            setattr(FusedStream, switch, False)
             try:
-                codec = ChunkCodec(model, channels_last=channels_last, fusion=fusion)
-                row["max_scaled_error"] = error_against(gold, codec, chunks)
-                row["old_max_scaled_error"] = old_error
-                row["equal"] = within_rounding(row["max_scaled_error"], old_error)
-                step = lambda c=codec: c.decode(c.encode(x))  # noqa: E731
-                row["eager_ms"] = _time_ms(step, device)
-                if device.type == "cuda":
-                    graph = _graph_of(step)
-                    row["graph_ms"] = _time_ms(graph.replay, device)
-                    del graph
-            except Exception as e:  # one variant failing (e.g. cuDNN refusing a fusion) must not hide the rest
-                row["error"] = f"{type(e).__name__}: {e}"[:300]
+                rows.append(_codec_row(model, layout, fusion, gold, chunks, old_error, f"{fusion} -{switch}"))
+            finally:
+                setattr(FusedStream, switch, True)
+            rows.append(_codec_row(model, layout, fusion, gold, chunks, old_error, f"{fusion} again"))
     return rows
+
+
+def _codec_row(
+    model: TAEHV, layout: str, fusion: str, gold: ChunkCodec, chunks: list[torch.Tensor], old_error: float,
+    label: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    row: dict[str, Any] = {"layout": layout, "fusion": label or fusion}
+    device = chunks[0].device
+    if fusion == "cudnn" and device.type != "cuda":
+        row["skipped"] = "cuDNN's fused convolutions need a CUDA GPU"
+        return row
+    try:
+        codec = ChunkCodec(model, channels_last=layout == "NHWC", fusion=fusion)
+        row["max_scaled_error"] = error_against(gold, codec, chunks)
+        row["old_max_scaled_error"] = old_error
+        row["equal"] = within_rounding(row["max_scaled_error"], old_error)
+        x = chunks[0]
+        step = lambda c=codec: c.decode(c.encode(x))  # noqa: E731
+        row["eager_ms"] = _time_ms(step, device)
+        if device.type == "cuda":
+            graph = _graph_of(step)
+            row["graph_ms"] = _time_ms(graph.replay, device)
+            del graph
+    except Exception as e:  # one variant failing (e.g. cuDNN refusing a fusion) must not hide the rest
+        row["error"] = f"{type(e).__name__}: {e}"[:300]
+    return row
 
 
 def bench_chunk(workload: str, iters: int) -> list[dict[str, Any]]:
@@ -220,7 +243,7 @@ def fastest(rows: list[dict[str, Any]]) -> list[str]:
     """Per layout, the passing fusion with the lowest graph-replay time (eager where there is no graph)."""
     out = []
     for layout in ("NCHW", "NHWC"):
-        ok = [r for r in rows if r["layout"] == layout and r.get("equal")]
+        ok = [r for r in rows if r["layout"] == layout and r["fusion"] in FUSIONS and r.get("equal")]
         if ok:
             best = min(ok, key=lambda r: r.get("graph_ms", r["eager_ms"]))
             out.append(f"{layout} {best['fusion']} ({best.get('graph_ms', best['eager_ms']):.2f} ms)")
@@ -232,7 +255,7 @@ def format_report(report: dict[str, Any]) -> str:
     for name, wl in report["codec"].items():
         lines.append(f"{name} ({wl['height']}x{wl['width']}): encode+decode of one chunk")
         for r in wl["rows"]:
-            head = f"  {r['layout']} {r['fusion']:6s}"
+            head = f"  {r['layout']} {r['fusion']:24s}"
             if "skipped" in r or "error" in r:
                 lines.append(f"{head} {r.get('skipped') or r.get('error')}")
                 continue

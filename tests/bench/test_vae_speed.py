@@ -19,7 +19,9 @@ def test_bench_checks_every_fusion_against_the_old_codec_and_writes_the_report(t
     wl = report["codec"]["W1"]
     assert (wl["height"], wl["width"]) == (24, 48)
     rows = {(r["layout"], r["fusion"]): r for r in wl["rows"]}
-    assert set(rows) == {(layout, f) for layout in ("NCHW", "NHWC") for f in FUSIONS}
+    switched = {("NHWC", f"torch {how}") for sw in vae_speed.SWITCHES for how in (f"-{sw}", "again")}
+    assert set(rows) == {(layout, f) for layout in ("NCHW", "NHWC") for f in FUSIONS} | switched
+    assert all(getattr(vae_speed.FusedStream, sw) for sw in vae_speed.SWITCHES)  # each switched back on
     for (_layout, fusion), r in rows.items():
         if fusion == "cudnn":
             assert "CUDA" in r["skipped"]

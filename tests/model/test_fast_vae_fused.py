@@ -77,6 +77,38 @@ def test_channels_last_decoder_upsamples_through_transposed_convs_and_matches() 
         assert ops.names.count("convolution") >= 3 and "upsample_nearest2d" not in ops.names
 
 
+@pytest.mark.parametrize("fusion", ["torch", "cudnn"])
+def test_channels_last_encoder_stacks_its_input_not_the_first_conv_output(fusion: str) -> None:
+    """NHWC: the encoder's first conv runs on the frames stacked on channels (block-diagonal weight), so
+    the TPool after it reads its output as is: no copy of the full-width activations; four chunks of
+    carried state encode as the layer-by-layer codec does. Off, the full-width stacking copy is back."""
+    torch.manual_seed(5)
+    vae = TAEHV(True, encoder_width=16, decoder_widths=(64, 32, 16, 16)).eval()
+    for p in vae.parameters():
+        nn.init.normal_(p, std=0.5 / p[0].numel() ** 0.5)
+    ref = ChunkCodec(vae, fusion="none")
+    fused = ChunkCodec(vae, channels_last=True, fusion=fusion)
+    for _ in range(4):
+        frames = torch.rand(vae.frames_per_latent, 3, 48, 64)
+        with _Writes() as ops:
+            z = fused.encode(frames)
+        torch.testing.assert_close(z, ref.encode(frames), rtol=1e-5, atol=1e-5)
+        assert _full_width_writes(ops) == ["convolution"], ops.sizes  # the (in-place) ReLU aside
+    FusedStream.STACKED_FRAME_CONV = False
+    try:
+        off = ChunkCodec(vae, channels_last=True, fusion=fusion)
+        with _Writes() as ops:
+            off.encode(frames)
+        assert _full_width_writes(ops) == ["convolution", "clone"], ops.sizes  # the stacking copy
+    finally:
+        FusedStream.STACKED_FRAME_CONV = True
+
+
+def _full_width_writes(ops: _Writes) -> list[str]:
+    """Ops that wrote a full chunk of full-resolution 16-channel activations, in-place ones left out."""
+    return [n for n, size in ops.sizes if size >= 4 * 48 * 64 * 16 and not n.endswith("_")]
+
+
 _VIEWS = {"view", "slice", "select", "unsqueeze", "permute", "_unsafe_view", "as_strided", "expand", "empty_like"}
 
 
@@ -86,6 +118,7 @@ class _Writes(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.names: list[str] = []
+        self.sizes: list[tuple[str, int]] = []  # (op, elements written) of each writing op
         self.written = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
@@ -94,6 +127,7 @@ class _Writes(TorchDispatchMode):
         self.names.append(name)
         if name not in _VIEWS and isinstance(out, torch.Tensor):
             self.written += out.numel()
+            self.sizes.append((name, out.numel()))
         return out
 
 

@@ -19,6 +19,10 @@ names are untouched) and runs a chunk [T, C, H, W] like `vae._StaticStream`, wit
   (stride 2, 4x4 taps summed from the 3x3 ones, `upsampled_conv_as_transposed`): the upsampled
   tensor is never written, and each output pixel takes 4 taps instead of 9
   (`FusedStream.TRANSPOSED_UPSAMPLE`; off, the upsample writes the full resolution as before).
+- NHWC, a per-frame conv (+ReLU) with few input channels right before a TPool (the encoder's first
+  conv): run on the input frames stacked on channels, with a block-diagonal weight (frame j of a group
+  sees only its own channels), it writes the stacked layout the TPool conv reads, so the full-resolution
+  stacking copy is never made; only the 3-channel input is stacked (`FusedStream.STACKED_FRAME_CONV`).
 - ReLUs and the residual add run in place on fresh conv outputs (no extra allocation).
 
 The elementwise work after the convs, by `fusion`:
@@ -101,18 +105,40 @@ class _Conv:
 
 
 class _PoolConv(_Conv):
-    """TPool's 1x1 conv composed into the conv after it, over the frames stacked on channels."""
+    """TPool's 1x1 conv composed into the conv after it, over the frames stacked on channels
+    (`stacked`: the step before wrote them so, a `_StackedFrameConv`)."""
 
-    def __init__(self, convs: _Convs, pool: TPool, conv: nn.Conv2d, relu: bool, nhwc: bool) -> None:
+    def __init__(self, convs: _Convs, pool: TPool, conv: nn.Conv2d, relu: bool, nhwc: bool, stacked: bool = False) -> None:
         wp = pool.conv.weight[:, :, 0, 0].float()  # [n, s*n]
         w = torch.einsum("oikl,ij->ojkl", conv.weight.float(), wp)
         super().__init__(convs, _like(w, conv.weight), conv.bias, conv.stride[0], int(conv.padding[0]), relu)  # type: ignore[arg-type]
-        self.s, self.nhwc = pool.stride, nhwc
+        self.s, self.nhwc = (1 if stacked else pool.stride), nhwc
 
     def __call__(self, x: Tensor) -> Tensor:
-        if x.shape[0] % self.s:
-            raise ValueError(f"chunk of {x.shape[0]} frames at a TPool of stride {self.s}")
-        return super().__call__(stack_frames(x, self.s, self.nhwc))
+        return super().__call__(_stacked(x, self.s, self.nhwc))
+
+
+def _stacked(x: Tensor, s: int, nhwc: bool) -> Tensor:
+    if x.shape[0] % s:
+        raise ValueError(f"chunk of {x.shape[0]} frames at a TPool of stride {s}")
+    return stack_frames(x, s, nhwc)
+
+
+class _StackedFrameConv(_Conv):
+    """A per-frame conv whose frames a TPool stacks next, run on its input frames stacked on channels
+    with a block-diagonal weight: it writes the stacked layout itself (see the module doc)."""
+
+    def __init__(self, convs: _Convs, conv: nn.Conv2d, relu: bool, s: int, nhwc: bool) -> None:
+        o, i = conv.out_channels, conv.in_channels
+        w = conv.weight.new_zeros(s * o, s * i, *conv.weight.shape[2:])
+        for j in range(s):
+            w[j * o : (j + 1) * o, j * i : (j + 1) * i] = conv.weight
+        b = None if conv.bias is None else conv.bias.repeat(s)
+        super().__init__(convs, _like(w, conv.weight), b, conv.stride[0], int(conv.padding[0]), relu)  # type: ignore[arg-type]
+        self.s, self.nhwc = s, nhwc
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return super().__call__(_stacked(x, self.s, self.nhwc))
 
 
 class _UpGrowConv(_Conv):
@@ -240,6 +266,10 @@ class FusedStream:
     """One layer list (encoder or decoder) as fused steps; same interface as `vae._StaticStream`."""
 
     TRANSPOSED_UPSAMPLE = True  # NHWC: Upsample + TGrow + conv as TGrow + one transposed conv
+    STACKED_FRAME_CONV = True  # NHWC: a thin conv before a TPool writes the frames stacked (module doc)
+    # Stacking costs the conv s times its FLOPs (the weight's zero blocks); with s * in_channels up to
+    # 8 that is within the padding cuDNN's NHWC kernels give a 3-channel input anyway
+    STACKED_MAX_IN = 8
 
     @torch.no_grad()  # the derived weights are inference constants, not part of an autograd graph
     def __init__(self, layers: nn.Sequential, channels_last: bool = False, fusion: str = "torch") -> None:
@@ -271,6 +301,14 @@ class FusedStream:
                 else:
                     self.steps.append(_Grow(nxt, m, channels_last))
                     i += 1
+            elif isinstance(m, nn.Conv2d) and channels_last and (pool := self._pool_after(mods, i)) is not None:
+                relu = isinstance(nxt, nn.ReLU)
+                conv2 = mods[i + 2 + relu]
+                assert isinstance(conv2, nn.Conv2d)
+                relu2 = i + 3 + relu < len(mods) and isinstance(mods[i + 3 + relu], nn.ReLU)
+                self.steps.append(_StackedFrameConv(convs, m, relu, pool.stride, channels_last))
+                self.steps.append(_PoolConv(convs, pool, conv2, relu2, channels_last, stacked=True))
+                i += 2 + relu + relu2
             elif isinstance(m, nn.Conv2d):
                 relu = isinstance(nxt, nn.ReLU)
                 self.steps.append(_Conv(convs, m.weight, m.bias, m.stride[0], int(m.padding[0]), relu))  # type: ignore[arg-type]
@@ -280,6 +318,19 @@ class FusedStream:
             else:
                 self.steps.append(m)
             i += 1
+
+    def _pool_after(self, mods: list[nn.Module], i: int) -> TPool | None:
+        """The TPool that stacks conv i's frames next (a ReLU between allowed; a conv after it to fold it
+        into), when stacking conv i's input instead is worth it; else None."""
+        conv = mods[i]
+        j = i + 1 + (i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU))
+        pool = mods[j] if j < len(mods) else None
+        after = mods[j + 1] if j + 1 < len(mods) else None
+        if not (self.STACKED_FRAME_CONV and isinstance(conv, nn.Conv2d) and isinstance(pool, TPool)):
+            return None
+        if not isinstance(after, nn.Conv2d) or conv.groups != 1 or conv.stride != (1, 1):
+            return None
+        return pool if conv.in_channels * pool.stride <= self.STACKED_MAX_IN else None
 
     @property
     def memory(self) -> dict[int, Tensor]:
