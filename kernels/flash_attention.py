@@ -54,14 +54,12 @@ class FlashConfig:
     num_stages: int = 3
     per_sm: int = 1  # persistent programs per SM; 0 = one program per q-tile (the plain schedule)
     tma: bool = False  # K/V through device TMA descriptors (Hopper+; the interpreter emulates them)
-    lazy: bool = False  # rescale the accumulator only when a row's max grew by more than 2^8 (`_step`)
 
     @property
     def name(self) -> str:
         sched = "tiles" if self.per_sm == 0 else f"sk{self.per_sm}"
         tma = "-tma" if self.tma else ""
-        lazy = "-lazy" if self.lazy else ""
-        return f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}-{sched}{tma}{lazy}"
+        return f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}-{sched}{tma}"
 
 
 # What the GPU bench sweeps. DEFAULT is the candidate the AttentionPicker times against cuDNN: one
@@ -77,8 +75,6 @@ CONFIGS: tuple[FlashConfig, ...] = (
     FlashConfig(128, 128, 8, 2, tma=True),
     FlashConfig(128, 128, 8, 3, tma=True),
     FlashConfig(128, 64, 8, 3, per_sm=0),  # the plain one-tile-per-program grid, for comparison
-    FlashConfig(128, 128, 8, 3, tma=True, lazy=True),
-    FlashConfig(128, 64, 8, 3, tma=True, lazy=True),
 )
 DEFAULT_CONFIG = CONFIGS[6]
 
@@ -125,38 +121,18 @@ def _dot(a, b, acc, F32: tl.constexpr):
 
 
 @triton.jit
-def _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N: tl.constexpr, MASK: tl.constexpr, F32: tl.constexpr,
-          LAZY: tl.constexpr):  # fmt: skip
-    """One key block of the online softmax; m_i is kept in log2 units of the scaled scores.
-
-    LAZY: m_i may trail a row's true max by up to 8 (log2 units), so p <= 2^8, harmless in fp32 sums and
-    in bf16's exponent range; the final division by l, and the merge of split tiles, only need acc, l and
-    m to agree. The 128 x 128 fp32 rescale of acc then runs on the few blocks where some row's max jumped,
-    not on every block (the trick FlashAttention-4 uses), at the price of one tile-wide reduction.
-    """
+def _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N: tl.constexpr, MASK: tl.constexpr, F32: tl.constexpr):
+    """One key block of the online softmax; m_i is kept in log2 units of the scaled scores."""
     s = _dot(q, tl.trans(k), None, F32)
     if MASK:
         cols = kb * BLOCK_N + tl.arange(0, BLOCK_N)
         s = tl.where((cols < Sk)[None, :], s, float("-inf"))
-    m_blk = tl.max(s, 1) * qk_scale
-    if LAZY:
-        if tl.max(m_blk - m_i, 0) > 8.0:  # m_i = -inf before the first block: always taken there
-            m_new = tl.maximum(m_i, m_blk)
-            alpha = tl.math.exp2(m_i - m_new)
-            acc = acc * alpha[:, None]
-            l_i = l_i * alpha
-            m_i = m_new
-        p = tl.math.exp2(s * qk_scale - m_i[:, None])
-        l_i = l_i + tl.sum(p, 1)
-        acc = _dot(p.to(v.dtype), v, acc, F32)
-    else:
-        m_new = tl.maximum(m_i, m_blk)
-        p = tl.math.exp2(s * qk_scale - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], F32)  # P rounded to bf16 either way
-        m_i = m_new
-    return acc, m_i, l_i
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], F32)  # P rounded to bf16 either way
+    return acc, m_new, l_i
 
 
 @triton.jit
@@ -164,7 +140,7 @@ def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML,
                 sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
                 H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                USE_TMA: tl.constexpr, F32: tl.constexpr, LAZY: tl.constexpr):  # fmt: skip
+                USE_TMA: tl.constexpr, F32: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     start = (pid * total) // n_prog
     end = ((pid + 1) * total) // n_prog
@@ -200,10 +176,10 @@ def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML,
         full_hi = tl.minimum(hi, n_full)
         for kb in range(lo, full_hi):
             k, v = _load_kv(kbase, vbase, kd, vd, kb, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, False)
-            acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N, False, F32, LAZY)
+            acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N, False, F32)
         if full_hi < hi:  # the last key block, partly past Sk
             k, v = _load_kv(kbase, vbase, kd, vd, full_hi, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, True)
-            acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, full_hi, Sk, qk_scale, BLOCK_N, True, F32, LAZY)
+            acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, full_hi, Sk, qk_scale, BLOCK_N, True, F32)
         if (kk0 == 0) & (kk1 == n_kb):  # the whole tile is ours
             out = acc / l_i[:, None]
             o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + offs_d[None, :]
@@ -317,7 +293,7 @@ def flash_attention(
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
-        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=config.tma, F32=_INTERPRET, LAZY=config.lazy,
+        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=config.tma, F32=_INTERPRET,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     if split:
