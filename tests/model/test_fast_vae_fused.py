@@ -104,6 +104,24 @@ def test_channels_last_encoder_stacks_its_input_not_the_first_conv_output(fusion
         FusedStream.STACKED_FRAME_CONV = True
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cudnn_memblock_adds_a_view_of_its_past_buffer_not_a_concatenation(channels_last: bool) -> None:
+    """The cuDNN structure writes B one frame on into a buffer whose frame 0 is the carried state: the
+    shifted B is a view (no cat), the state is that frame (a view too), and a T change keeps it."""
+    torch.manual_seed(6)
+    layers = nn.Sequential(MemBlock(6, 6)).eval()
+    ref, fused = _StaticStream(layers, channels_last), FusedStream(layers, channels_last, "cudnn")
+    for frames in (3, 3, 2, 1):
+        x = torch.randn(frames, 6, 10, 14)
+        with _Writes() as ops:
+            out = fused.run(x)
+        torch.testing.assert_close(out, ref.run(x), rtol=1e-5, atol=1e-5)
+        assert "cat" not in ops.names, ops.names
+        mem = fused.mems[0]
+        assert mem.past is not None and mem.memory is not None
+        assert mem.memory.data_ptr() == mem.past.data_ptr() and mem.past.shape[0] == frames + 1
+
+
 def _full_width_writes(ops: _Writes) -> list[str]:
     """Ops that wrote a full chunk of full-resolution 16-channel activations, in-place ones left out."""
     return [n for n, size in ops.sizes if size >= 4 * 48 * 64 * 16 and not n.endswith("_")]
