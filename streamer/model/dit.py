@@ -301,9 +301,15 @@ class DiT(nn.Module):
         """(shift, scale, input dtype) that normalise the input of block i, or of the head for i = num_layers."""
         if i == self.cfg.num_layers:
             return self.head.shift_scale(e)
-        block = cast(DiTBlock, self.blocks[i])
-        mod = block.modulation.to(self.acc_dtype).unsqueeze(0) + e0
-        return mod[:, :, 0], mod[:, :, 1], input_dtype(block.self_attn.q)
+        return self._input_norm(i, self._modulation(i, e0))
+
+    def _modulation(self, i: int, e0: Tensor) -> Tensor:
+        """Block i's modulation + time embedding [B, F, 6, dim] (acc dtype)."""
+        return cast(DiTBlock, self.blocks[i]).modulation.to(self.acc_dtype).unsqueeze(0) + e0
+
+    def _input_norm(self, i: int, mod: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
+        """(shift, scale, input dtype) of block i's input norm, from its modulation `mod`."""
+        return mod[:, :, 0], mod[:, :, 1], input_dtype(cast(DiTBlock, self.blocks[i]).self_attn.q)
 
     def block_input(self, tokens: Tensor, e: Tensor, e0: Tensor, ops: DiTOps = EAGER_OPS) -> Tensor:
         """The first block's input h: the embedded tokens normalised and modulated."""
@@ -328,14 +334,19 @@ class DiT(nn.Module):
         """Blocks `layers` (consecutive): (residual, input h) -> (residual, h normalised for what follows:
         the next block, or the head after the last). `context` and `cache` index layer i as i - offset
         (0 for the whole model; a pipeline stage holds only its own layers, from its first one)."""
-        acc = self.acc_dtype
+        last = self.cfg.num_layers
+        mod = self._modulation(layers[0], e0) if len(layers) else None
         for i in layers:
             block = cast(DiTBlock, self.blocks[i])
-            mod = block.modulation.to(acc).unsqueeze(0) + e0  # [B, F, 6, dim]
+            # block i + 1's modulation, made once: it normalises block i's output, then runs block i + 1
+            nxt = self._modulation(i + 1, e0) if i + 1 < last else None
+            next_mod = self.head.shift_scale(e) if nxt is None else self._input_norm(i + 1, nxt)
+            assert mod is not None
             tokens, h = block(
-                tokens, h, mod, self.block_modulation(i + 1, e, e0), rope, context.layer(i - offset),
-                mask=mask, cache=cache, layer=i - offset, ops=ops,
+                tokens, h, mod, next_mod, rope, context.layer(i - offset), mask=mask, cache=cache,
+                layer=i - offset, ops=ops,
             )  # fmt: skip
+            mod = nxt
         return tokens, h
 
     def head_out(self, h: Tensor, grid: tuple[int, int, int]) -> Tensor:
