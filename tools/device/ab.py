@@ -38,6 +38,7 @@ for s in {sets!r}:
     for o in owners:
         obj = getattr(obj, o)
     setattr(obj, attr, ast.literal_eval(value))
+    print("ab: set", s, file=sys.stderr)
 import streamer, streamer_kernels
 print("ab: imports", streamer.__file__, *streamer_kernels.__path__, file=sys.stderr)
 sys.argv = ["streamer", *{args!r}]
@@ -56,7 +57,10 @@ def parse_variant(text: str) -> tuple[str, Path, list[str]]:
     for s in settings:
         if s.count(":") != 1 or "=" not in s:
             raise SystemExit(f"--variant {text!r}: setting {s!r} is not MODULE:ATTR.PATH=VALUE")
-        ast.literal_eval(s.split("=", 1)[1])
+        try:
+            ast.literal_eval(s.split("=", 1)[1])
+        except (ValueError, SyntaxError):
+            raise SystemExit(f"--variant {text!r}: {s!r}'s value is not a Python literal") from None
     return label, Path(tree).resolve(), settings
 
 
@@ -92,8 +96,10 @@ def run_one(label: str, tree: Path, settings: list[str], args: list[str], links:
         sys.stderr.write(proc.stderr[-4000:])
         return {"label": label, "error": f"exit {proc.returncode}", "wall_s": wall}
     report = last_json(proc.stdout)
-    imports = [ln for ln in proc.stderr.splitlines() if ln.startswith("ab: imports")]
-    return {"label": label, "wall_s": wall, "imports": imports[:1], "report": report}
+    lines = proc.stderr.splitlines()
+    imports = [ln for ln in lines if ln.startswith("ab: imports")]
+    applied = [ln.removeprefix("ab: set ") for ln in lines if ln.startswith("ab: set ")]
+    return {"label": label, "wall_s": wall, "imports": imports[:1], "settings": applied, "report": report}
 
 
 def rows(result: dict) -> list[str]:
