@@ -19,6 +19,7 @@ def test_variants_parse_and_bad_ones_are_refused(tmp_path: Path) -> None:
     label, tree, sets = ab.parse_variant(f"x={ROOT}:streamer.model.fast.ops:FusedOps.Q_HEADS_FIRST=False")
     assert (label, tree, sets) == ("x", ROOT, ["streamer.model.fast.ops:FusedOps.Q_HEADS_FIRST=False"])
     assert ab.parse_variant(f"y={ROOT}")[2] == []
+    assert ab.parse_variant(f"z={ROOT}:env:TORCH_BLAS_PREFER_CUBLASLT=1")[2] == ["env:TORCH_BLAS_PREFER_CUBLASLT=1"]
     for bad in ("=.", f"x={tmp_path}", f"x={ROOT}:no_colon=1", f"x={ROOT}:m:A.b=not a literal"):
         with pytest.raises(SystemExit):
             ab.parse_variant(bad)

@@ -10,7 +10,8 @@ process, the variants alternated for several rounds, so clock drift and a cold c
 A variant is LABEL=TREE[:MODULE:ATTR.PATH=VALUE[,...]]: TREE is a checkout (`git archive REV streamer
 kernels overlays | tar x`), run with its own `streamer_kernels` / `streamer_overlays` links ahead of
 the device's site folder; the optional settings are `setattr`s made before the command runs (VALUE is a
-Python literal). The command's stdout must end with one JSON object (`--json`); its "variants" rows'
+Python literal), or `env:NAME=VALUE`, an environment variable of that process (e.g.
+`env:TORCH_BLAS_PREFER_CUBLASLT=1`). The command's stdout must end with one JSON object (`--json`); its "variants" rows'
 ms_p50 / ms_p99 / fps are tabulated per round. Written after a session lost the unversioned A/B script
 it had kept in the ignored .device-carry/.
 """
@@ -55,6 +56,8 @@ def parse_variant(text: str) -> tuple[str, Path, list[str]]:
     if not (Path(tree) / "streamer").is_dir():
         raise SystemExit(f"--variant {text!r}: {tree} holds no streamer/ package")
     for s in settings:
+        if s.startswith("env:") and "=" in s:
+            continue
         if s.count(":") != 1 or "=" not in s:
             raise SystemExit(f"--variant {text!r}: setting {s!r} is not MODULE:ATTR.PATH=VALUE")
         try:
@@ -85,10 +88,15 @@ def last_json(stdout: str) -> dict[str, Any]:
 
 
 def run_one(label: str, tree: Path, settings: list[str], args: list[str], links: Path, timeout: float) -> dict:
-    code = LAUNCH.format(sets=settings, args=args)
+    code = LAUNCH.format(sets=[s for s in settings if not s.startswith("env:")], args=args)
+    env = tree_env(tree, links / label)
+    for s in settings:
+        if s.startswith("env:"):
+            name, value = s.removeprefix("env:").split("=", 1)
+            env[name] = value
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tree, env=tree_env(tree, links / label),
+        [sys.executable, "-c", code], cwd=tree, env=env,
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     wall = time.perf_counter() - t0
@@ -98,7 +106,8 @@ def run_one(label: str, tree: Path, settings: list[str], args: list[str], links:
     report = last_json(proc.stdout)
     lines = proc.stderr.splitlines()
     imports = [ln for ln in lines if ln.startswith("ab: imports")]
-    applied = [ln.removeprefix("ab: set ") for ln in lines if ln.startswith("ab: set ")]
+    applied = [s for s in settings if s.startswith("env:")]
+    applied += [ln.removeprefix("ab: set ") for ln in lines if ln.startswith("ab: set ")]
     return {"label": label, "wall_s": wall, "imports": imports[:1], "settings": applied, "report": report}
 
 
