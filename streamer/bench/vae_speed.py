@@ -93,7 +93,7 @@ def within_rounding(new_error: float, old_error: float) -> bool:
 
 # FusedStream's NHWC rewrites, each timed off against on (the fast path's fusion, alternated): a
 # rewrite that stops paying on some card shows here, not only in the whole chunk's time
-SWITCHES = ("TRANSPOSED_UPSAMPLE", "STACKED_FRAME_CONV")
+SWITCHES = ("TRANSPOSED_UPSAMPLE", "STACKED_FRAME_CONV", "FUSED_OUTPUT_CONV")
 
 
 def bench_codecs(vae: TAEHV, height: int, width: int, device: torch.device) -> list[dict[str, Any]]:

@@ -9,7 +9,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from streamer.model.fast.vae import ChunkCodec, _StaticStream
-from streamer.model.fast.vae_fused import FusedStream, upsampled_conv_as_transposed
+from streamer.model.fast.vae_fused import FusedStream
+from streamer.model.fast.vae_steps import upsampled_conv_as_transposed
 from streamer.model.vae import TAEHV, MemBlock
 
 HAS_CUDA = torch.cuda.is_available()
@@ -120,6 +121,31 @@ def test_cudnn_memblock_adds_a_view_of_its_past_buffer_not_a_concatenation(chann
         mem = fused.mems[0]
         assert mem.past is not None and mem.memory is not None
         assert mem.memory.data_ptr() == mem.past.data_ptr() and mem.past.shape[0] == frames + 1
+
+
+def test_channels_last_decoder_ends_in_one_relu_conv_pass() -> None:
+    """NHWC: the decoder's final ReLU + conv (to 3 channels) is one relu_conv3x3 pass (the interpreter
+    runs it here), writing no ReLU'd full-size tensor; NCHW, or with the switch off, the plain ops."""
+    from streamer.model.fast.vae_steps import ReluConvOut
+
+    torch.manual_seed(7)
+    vae = TAEHV(True, encoder_width=16, decoder_widths=(64, 32, 16, 16)).eval()
+    for p in vae.parameters():
+        nn.init.normal_(p, std=0.5 / p[0].numel() ** 0.5)
+    ref = ChunkCodec(vae, fusion="none")
+    fused = ChunkCodec(vae, channels_last=True, fusion="cudnn")
+    assert isinstance(fused._dec.steps[-1], ReluConvOut)  # type: ignore[union-attr]
+    z = torch.randn(1, 16, 1, 6, 8)
+    with _Writes() as ops:
+        out = fused.decode(z)
+    torch.testing.assert_close(out, ref.decode(z), rtol=1e-5, atol=1e-5)
+    assert not [n for n, size in ops.sizes if n.startswith("relu") and size == 4 * 16 * 48 * 64], ops.sizes
+    assert not isinstance(ChunkCodec(vae, fusion="cudnn")._dec.steps[-1], ReluConvOut)  # type: ignore[union-attr]
+    FusedStream.FUSED_OUTPUT_CONV = False
+    try:
+        assert not isinstance(ChunkCodec(vae, channels_last=True, fusion="cudnn")._dec.steps[-1], ReluConvOut)  # type: ignore[union-attr]
+    finally:
+        FusedStream.FUSED_OUTPUT_CONV = True
 
 
 def _full_width_writes(ops: _Writes) -> list[str]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from streamer.model.fast.vae_fused import FusedStream, split_frames, stack_frames
+from streamer.model.fast.vae_fused import FusedStream
+from streamer.model.fast.vae_steps import split_frames, stack_frames
 from streamer.model.vae import TAEHV, MemBlock, TGrow, TPool
 
 
