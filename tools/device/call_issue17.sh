@@ -1,5 +1,5 @@
-# The issue-17 runs the fourteenth session prepared and could not run (no machine came), most needed first: GPU tests of the untested kernels and codec
-# changes; the codec bench (each NHWC rewrite off vs on); the alternated W1 A/B (8239e27 = 35.42 ms last
+# The issue-17 device runs the fourteenth session prepared, most needed first: GPU tests of the untested
+# kernels and codec changes; the codec bench (each NHWC rewrite off vs on); the alternated W1 A/B (8239e27 = 35.42 ms last
 # session; HEAD; HEAD with q in [B, S, H, D]); one round of HEAD preferring cuBLASLt and with TunableOp;
 # the op profile; W2 bf16 and W1 fp8.
 #
