@@ -89,6 +89,8 @@ def test_channels_last_encoder_stacks_its_input_not_the_first_conv_output(fusion
         nn.init.normal_(p, std=0.5 / p[0].numel() ** 0.5)
     ref = ChunkCodec(vae, fusion="none")
     fused = ChunkCodec(vae, channels_last=True, fusion=fusion)
+    first = fused._enc.steps[0]  # type: ignore[union-attr]
+    assert first.channels == 8 and first.w.shape[:2] == (32, 8)  # 2 frames x 3 channels, zero-padded to 8
     for _ in range(4):
         frames = torch.rand(vae.frames_per_latent, 3, 48, 64)
         with _Writes() as ops:

@@ -52,8 +52,10 @@ class FusedOps(DiTOps):
     name = "fused"
     GELU_EPILOGUE = True  # bf16 FFN on CUDA: bias + GELU in the up-projection's matmul (see ffn)
     # q as [B, H, S, hd] memory for the attention backends; off, [B, S, H, hd], the layout the blocks'
-    # matmuls read back, so an SDPA output (allocated in q's layout) needs no copy before the o projection
-    Q_HEADS_FIRST = True
+    # matmuls read back, so an SDPA output (allocated in q's layout) needs no copy before the o projection.
+    # Off: W1 32.89 / 32.93 ms against 33.40 / 33.26 on (H100, alternated, 2026-12-07; the cross-attention
+    # output's 0.42 ms copy is gone, and neither attention got slower)
+    Q_HEADS_FIRST = False
 
     def __init__(self, dit: DiT, attention: AttentionPicker | None = None) -> None:
         self.attn = attention or AttentionPicker()
