@@ -3,7 +3,6 @@
     python -m streamer_kernels.bench [--json PATH]
     python -m streamer_kernels.bench attention [--json PATH] [--tiny]   # only attention: kernels/bench_attention.py
     python -m streamer_kernels.bench matmul [--json PATH]   # the projections, bf16 vs FP8: kernels/bench_matmul.py
-    python -m streamer_kernels.bench relu_conv [--json PATH]   # the decoder's end: kernels/bench_relu_conv.py
 
 Reports ms (median of triton.testing.do_bench), achieved GB/s over the minimum bytes each op must
 move, the speed-up over the reference, and the measured copy bandwidth and bf16 matmul rate that
@@ -133,7 +132,7 @@ def run() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", nargs="?", choices=["all", "attention", "matmul", "relu_conv"], default="all")
+    p.add_argument("what", nargs="?", choices=["all", "attention", "matmul"], default="all")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--tiny", action="store_true", help="attention only: tiny sizes on CPU (the interpreter)")
     args = p.parse_args(argv)
@@ -148,11 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("kernels.bench needs a CUDA GPU", file=sys.stderr)
         return 2
-    if args.what in ("matmul", "relu_conv"):
-        from streamer_kernels import bench_matmul, bench_relu_conv
+    if args.what == "matmul":
+        from streamer_kernels import bench_matmul
 
-        bench = bench_matmul if args.what == "matmul" else bench_relu_conv
-        res = bench.run(log=lambda line: print(line, flush=True))
+        res = bench_matmul.run(log=lambda line: print(line, flush=True))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=1, default=str)

@@ -20,11 +20,10 @@ def _case(t: int, c: int, o: int, h: int, w: int, dtype: torch.dtype, device: st
 # widths past one block of columns and not a multiple of it; 1-row and 1-column images (all padding)
 @pytest.mark.parametrize("t,c,o,h,w", [(2, 16, 3, 5, 7), (1, 32, 3, 3, 130), (3, 16, 16, 1, 9), (1, 16, 5, 4, 1)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 2, 8])  # rows per program: 2 leaves a partial last block at odd heights
-def test_matches_relu_then_conv(t, c, o, h, w, dtype, rows):
+def test_matches_relu_then_conv(t, c, o, h, w, dtype):
     x, wt, b = _case(t, c, o, h, w, dtype, small_device())
     taps, bias = pack_weight(wt, b, dtype)
-    got = relu_conv3x3(x, taps, bias, o, rows=rows)
+    got = relu_conv3x3(x, taps, bias, o)
     assert got.shape == (t, o, h, w) and got.is_contiguous()
     # bf16: inputs and weights are bf16 either way; the sum is fp32 in both, rounded once at the end
     assert_matches(got, relu_conv3x3_ref(x, wt, b).to(dtype), dtype)
@@ -69,20 +68,18 @@ import streamer_kernels.relu_conv_out as K
 fn = K._relu_conv3x3_kernel
 names = fn.arg_names
 types = {"X": "*bf16", "Wt": "*bf16", "Bias": "*fp32", "Out": "*bf16"}
-cx = {"CIN": 64, "COUT": 3, "CO_PAD": K._CO_PAD, "BLOCK_W": K._BLOCK_W, "ROWS": K.ROWS, "F32": False}
+cx = {"CIN": 64, "COUT": 3, "CO_PAD": K._CO_PAD, "BLOCK_W": K._BLOCK_W, "F32": False}
 sig = {n: ("constexpr" if n in cx else types.get(n, "i32")) for n in names}
 # what the JIT knows at W1: 16-byte aligned pointers, strides divisible by 16 (the pixel stride is 64)
 div16 = ("X", "Wt", "Bias", "Out", "W", "sxt", "sxh", "sxw", "sot", "soc", "soh")
 attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in div16}
 k = compile(
     ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in cx.items()}, attrs=attrs),
-    target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": K.STAGES},
+    target=GPUTarget("cuda", 90, 32), options={"num_warps": 4},
 )
 ptx = k.asm["ptx"]
 assert "ld.local" not in ptx, "register spills"
-# 16-byte reads: plain vector loads, or (pipelined) 16-byte async copies to shared memory
-assert "ld.global.v4" in ptx or "cp.async.cg.shared.global" in ptx, "input pixels not read in 16-byte accesses"
-assert k.metadata.shared <= 232448 // 2, "over half an H100 SM's shared memory: one program per SM"
+assert "ld.global.v4" in ptx, "input pixels not read in 16-byte accesses"
 assert "mma" in ptx, "no tensor-core product"
 print("compiled", k.metadata.shared)
 """
