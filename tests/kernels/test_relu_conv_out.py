@@ -87,7 +87,8 @@ print("compiled", k.metadata.shared)
 
 @pytest.mark.slow
 def test_the_kernel_compiles_for_hopper_with_16_byte_loads_and_tensor_cores() -> None:
-    """On CPU too: at W1's width (64 channels) the input is read in 16-byte loads into mma products."""
+    """On CPU too: at W1's width (64 channels) the input is read in 16-byte loads into mma products. With
+    this Python's Triton; `tools/device/compile_check.sh` runs it with the device's (older) one."""
     import subprocess
     import sys
 
