@@ -3,7 +3,8 @@
 # fused-DiT test's message), the codec bench at W1 with the padded first conv, and the whole W1 chunk of
 # HEAD against 7fc00ca (32.89 / 32.93 ms with q in [B, S, H, D] that day), alternated, bf16 and fp8.
 #
-# Here, first (.device-carry is ignored, so the anchor tree is made again each session):
+# Here, first (.device-carry is ignored, so the anchor tree is made again each session; and a changed
+# kernel goes through `bash tools/device/compile_check.sh`, the device's Triton, before any call):
 #   mkdir -p .device-carry && git archive 7fc00ca streamer kernels overlays \
 #     ':(exclude)streamer/model/embedded' | gzip -1 > .device-carry/7fc00ca.tar.gz
 #   bash tools/device/fetch_wheels.sh
@@ -16,8 +17,8 @@ mkdir -p .device-carry/trees/7fc00ca && tar xzf .device-carry/7fc00ca.tar.gz -C 
 step "codec W1 (equality against the fp32 codec first)"
 timeout 55 python3 -m streamer.bench.vae_speed W1 --json $OUT/vae.json 2>&1 | tail -17
 step "the fp8 fused-DiT test"
-timeout 45 python3 -m pytest -q -p no:cacheprovider --tb=short \
-  "tests/model/test_fast_path.py::test_fused_dit_matches_eager_through_cache_fill_and_steady_state" 2>&1 | grep -v "^  " | tail -25
+timeout 45 python3 -m pytest -q -p no:cacheprovider --tb=short -W ignore \
+  "tests/model/test_fast_path.py::test_fused_dit_matches_eager_through_cache_fill_and_steady_state" 2>&1 | tail -40
 step "gpu tests"
 timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short -m "gpu and not slow" tests/model/test_fast_path.py \
   tests/model/test_fast_vae_fused.py tests/kernels/test_relu_conv_out.py tests/kernels/test_kv_commit.py \
