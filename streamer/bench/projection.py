@@ -8,9 +8,9 @@ for the linear layers (bf16 or fp8 rate), attention and the autoencoder (bf16 ra
 memory-bound rest (the fused elementwise kernels, and the copies, cache writes and small ops the
 profile lists beside them) and, in fp8, the cost of quantizing the matmul inputs (bandwidth only). The
 chunk is the sum: the parts run one after another inside one CUDA graph. The efficiencies are fitted
-to `H100_W1_MS`, the W1 fast-path profile on an H100 (docs/benchmarks.md: bf16 2026-12-06, third
-session, NHWC codec; fp8 2026-12-07, twelfth session), so the projection gives back that profile's
-kernel time on the H100; W2 was not used to fit anything. What this assumes: the same fraction of
+to `H100_W1_MS`, the W1 fast-path profile on an H100 (docs/benchmarks.md: bf16 2026-12-07, fourteenth
+session; fp8's matmuls and quantization from the twelfth session's profile), so the projection gives
+back that profile's kernel time on the H100; W2 was not used to fit anything. What this assumes: the same fraction of
 peak on every card (cuBLAS and cuDNN on Ada and Ampere), and no launch gaps (the fast path's one graph
 per chunk).
 
@@ -27,11 +27,13 @@ from streamer.model.cost import ChunkCost, ChunkShape, chunk_cost
 H100_BF16, H100_FP8, H100_BW = 989.4e12, 1978.9e12, 3.35e12
 # ms per W1 chunk by part, from the H100 profiles (`python -m streamer.bench.model_profile W1 [--dtype fp8]`)
 H100_W1_MS = {
-    "linear": 11.27,  # the DiT's projections in bf16 (nvjet kernels; twelfth session's bf16 profile)
-    "linear_fp8": 8.66,  # the same in e4m3 (`_scaled_mm`; twelfth session, call 3)
-    "attention": 13.01,  # self-attention 11.51 + its merge 0.44 + cross-attention 1.06 (third session)
-    "autoencoder": 5.76,  # TAEHV encode + decode in NHWC with cuDNN's fusions (third session)
-    "memory_bound": 4.04 + 3.74,  # fused kernels 4.04 + the rest outside the codec (third session)
+    # bf16: the fourteenth session's profile of W1 (32.61 ms of kernels, H100, 2026-12-07)
+    "linear": 11.59,  # the DiT's 360 projections (nvjet kernels: 5.66 + 3.99 + 1.94)
+    "attention": 13.06,  # the stream-K self-attention 11.55 + its merge 0.45 + cuDNN cross-attention 1.07
+    "autoencoder": 3.44,  # TAEHV encode + decode, NHWC, cuDNN's fusions (vae_speed's graph replay)
+    "memory_bound": 2.77 + 1.75,  # the fused Triton kernels + the rest outside the codec
+    # fp8 (twelfth session, 2026-12-07, call 3): not profiled again since
+    "linear_fp8": 8.66,  # the projections in e4m3 (`_scaled_mm`)
     "quantize": 0.62 + 0.91 + 0.33,  # fp8's extra: norms 2.65 vs 2.03, GELU 1.98 vs 1.07, quantizer 0.33
 }
 W1 = ChunkShape.at(preset("wan-1.3b"), 832, 480, steps=2, window=6)

@@ -10,8 +10,8 @@ is tested on a CPU with made-up cards. Two predictions decide, both from numbers
   14.27 TFLOP in 44.5 ms = 320 TFLOP/s of the 989 datasheet; docs/benchmarks.md). Without the fast
   path, each DiT pass also costs the host `EAGER_HOST_S` of kernel launches (W1 eager - fast, per pass).
   Cross-check: for an RTX 4090 at 480x832 and 1 step this predicts 28 fps, the part-by-part projection
-  (streamer/bench/projection.py, docs/benchmarks.md) 25; StreamDiffusionV2 publishes 16.6 fps there
-  without a captured graph.
+  (streamer/bench/projection.py, docs/benchmarks.md) 39 since its refit to the H100's 2026-12-07 profile;
+  StreamDiffusionV2 publishes 16.6 fps there without a captured graph.
 
 The plan is the first rung of `LADDER` (resolution and steps, best picture first) that is live
 (predicted >= `LIVE_FPS`) and fits; the umT5 text encoder (11.4 GB in bf16) goes on the card when it
@@ -51,8 +51,9 @@ _TENSOR_RATE: dict[tuple[int, int], tuple[int, float]] = {
 }
 
 # achieved / datasheet tensor rate of the fast path on W1 (H100, 44.5 ms, 2026-11-25). Kept although the
-# H100 now does 38.25 ms (0.377, 2026-12-07): that gain came from Hopper-only kernels (TMA attention) and
-# H100 tuning that Ada and Ampere cards may not see, and an optimistic plan would not be live there.
+# H100 now does 32.9 ms (0.438, 2026-12-07): much of that gain came from Hopper-only kernels (TMA
+# attention) and H100 tuning that Ada and Ampere cards may not see, and an optimistic plan would not be
+# live there.
 EFFICIENCY = 0.32
 EAGER_HOST_S = 0.06  # host launch time per DiT pass without the fast path (W1 on an H100: 152-198 ms eager vs 44.5 fast, 2 passes)
 LIVE_FPS = 24.0  # the slowest output that still looks like live video; the daemon repeats frames up to video.fps

@@ -73,15 +73,17 @@ def test_w1_and_w2_totals_match_the_bench_and_fp8_changes_only_bytes() -> None:
 
 def test_projection_reproduces_the_h100_and_predicts_w2_it_was_not_fitted_to() -> None:
     h100 = projection.CARDS[0]
-    # fitted to W1's profiles: it must give back their kernel time (bf16 37.82 ms; fp8 36.88 measured)
+    # fitted to W1's profiles: it must give back their kernel time (bf16 32.61 ms in the fourteenth session)
     assert projection.project(832, 480, 2, h100) == pytest.approx(sum(
         projection.H100_W1_MS[p] for p in ("linear", "attention", "autoencoder", "memory_bound")
     ), rel=1e-6)  # fmt: skip
-    assert projection.project(832, 480, 2, h100, fp8=True) == pytest.approx(36.88, rel=0.02)
-    # W2 was not used to fit anything: measured 24.13 ms (bf16) and 23.09 (fp8) per chunk on an H100,
-    # 2026-12-07; the chunk's wall time includes the graph's launch gaps, which the projection leaves out
-    assert projection.project(512, 512, 2, h100) == pytest.approx(24.13, rel=0.1)
-    assert projection.project(512, 512, 2, h100, fp8=True) == pytest.approx(23.09, rel=0.1)
+    # fp8 adds the twelfth session's matmul and quantization times to that: W1 in fp8 ran 32.54 ms per
+    # chunk in the fourteenth session (wall time: the graph's launch gaps too)
+    assert projection.project(832, 480, 2, h100, fp8=True) == pytest.approx(32.54, rel=0.05)
+    # W2 was not used to fit anything: measured 20.59 ms per chunk in bf16 (H100, 2026-12-07, wall time;
+    # the projection leaves the launch gaps out); W2 in fp8 was not measured with this tree
+    assert projection.project(512, 512, 2, h100) == pytest.approx(20.59, rel=0.1)
+    assert projection.project(512, 512, 2, h100, fp8=True) < projection.project(512, 512, 2, h100)
     effs = [getattr(projection, n) for n in dir(projection) if n.endswith("_EFFICIENCY")]
     assert len(effs) == 7 and all(0 < e < 1 for e in effs)
     assert projection.VAE_EFFICIENCY < projection.ATTENTION_EFFICIENCY < projection.MATMUL_EFFICIENCY

@@ -34,19 +34,21 @@ def test_flop_count_matches_what_the_bench_counted_on_w1_and_w2():
 
 
 def test_predicted_speed_matches_the_measured_and_published_figures():
-    # measured: W1 fast path 89.7 fps on an H100 on 2026-11-25, 104.5 fps since 2026-12-07 (docs/benchmarks.md);
+    # measured: W1 fast path 89.7 fps on an H100 on 2026-11-25, 104.5 to 121.0 fps on 2026-12-07 (docs/benchmarks.md);
     # the plan keeps the older rate (gpu_plan.EFFICIENCY says why): it predicts at or a little below what runs
     assert predicted_fps(H100, wan(width=832, height=480, steps=2), fast_path=True) == pytest.approx(89.7, rel=0.1)
     assert predicted_fps(H100, wan(width=832, height=480, steps=2), fast_path=True) < 104.5
     assert 20 < predicted_fps(H100, wan(width=832, height=480, steps=2), fast_path=False) < 40
     # an RTX 4090 at 480x832, 1 step: the part-by-part projection on its published rates (docs/benchmarks.md)
-    # gives 33 fps since its 2026-12-07 refit (25 before); StreamDiffusionV2 publishes 16.6 there without a
-    # captured graph
+    # gives 39 fps since its refit to the fourteenth session's profile (33 after the thirteenth, 25 before);
+    # StreamDiffusionV2 publishes 16.6 there without a captured graph. The plan keeps its older, lower rate
+    # on purpose (gpu_plan.EFFICIENCY): it must stay at or below the projection, and not far below
     from streamer.bench.projection import CARDS, project
 
     rtx_4090 = next(c for c in CARDS if c.name.startswith("RTX 4090"))
     projected = 4e3 / project(832, 480, 1, rtx_4090)
-    assert predicted_fps(RTX_4090, wan(width=832, height=480, steps=1), fast_path=True) == pytest.approx(projected, rel=0.2)
+    planned = predicted_fps(RTX_4090, wan(width=832, height=480, steps=1), fast_path=True)
+    assert 0.6 * projected < planned <= projected
     assert predicted_fps(GTX_1080, wan(width=416, height=240, steps=1), fast_path=True) == 0.0
 
 
