@@ -58,6 +58,12 @@ def _relu_conv3x3_kernel(X, Wt, Bias, Out, H, W, sxt, sxh, sxw, sot, soc, soh,
     tl.store(o_ptrs, acc.to(Out.dtype.element_ty, fp_downcast_rounding="rtne"), mask=mask)
 
 
+def fits(in_channels: int, out_channels: int) -> bool:
+    """Whether the kernel takes a conv of these widths: C a power of two in 16..256, O at most 16."""
+    c = in_channels
+    return 16 <= c <= 256 and not c & (c - 1) and 0 < out_channels <= _CO_PAD
+
+
 def pack_weight(w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """[O, C, 3, 3] (+ bias [O]) -> the kernel's taps [9, C, 16] in `dtype` and bias [16] in fp32, zero-padded."""
     o, c = w.shape[:2]
@@ -73,10 +79,10 @@ def pack_weight(w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype) -> 
 
 def relu_conv3x3(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, out_channels: int) -> torch.Tensor:
     """conv2d(relu(x), w, b, padding=1) with (taps, bias) = pack_weight(w, b, x.dtype); NCHW output."""
-    T, C, H, W = x.shape
     if x.dim() != 4 or x.stride(1) != 1 or not x.is_contiguous(memory_format=torch.channels_last):
         raise ValueError(f"x must be a channels_last [T, C, H, W] tensor, got strides {x.stride()}")
-    if C & (C - 1) or not 16 <= C <= 256 or taps.shape != (9, C, _CO_PAD) or taps.dtype != x.dtype:
+    T, C, H, W = x.shape
+    if not fits(C, out_channels) or taps.shape != (9, C, _CO_PAD) or taps.dtype != x.dtype:
         raise ValueError(f"x has {C} channels ({x.dtype}); taps {tuple(taps.shape)} ({taps.dtype}) do not fit")
     out = torch.empty(T, out_channels, H, W, dtype=x.dtype, device=x.device)
     grid = (T * H, triton.cdiv(W, _BLOCK_W))

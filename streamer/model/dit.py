@@ -334,19 +334,17 @@ class DiT(nn.Module):
         """Blocks `layers` (consecutive): (residual, input h) -> (residual, h normalised for what follows:
         the next block, or the head after the last). `context` and `cache` index layer i as i - offset
         (0 for the whole model; a pipeline stage holds only its own layers, from its first one)."""
-        last = self.cfg.num_layers
-        mod = self._modulation(layers[0], e0) if len(layers) else None
+        nxt: Tensor | None = None
         for i in layers:
             block = cast(DiTBlock, self.blocks[i])
+            mod = self._modulation(i, e0) if nxt is None else nxt
             # block i + 1's modulation, made once: it normalises block i's output, then runs block i + 1
-            nxt = self._modulation(i + 1, e0) if i + 1 < last else None
+            nxt = self._modulation(i + 1, e0) if i + 1 < self.cfg.num_layers else None
             next_mod = self.head.shift_scale(e) if nxt is None else self._input_norm(i + 1, nxt)
-            assert mod is not None
             tokens, h = block(
                 tokens, h, mod, next_mod, rope, context.layer(i - offset), mask=mask, cache=cache,
                 layer=i - offset, ops=ops,
             )  # fmt: skip
-            mod = nxt
         return tokens, h
 
     def head_out(self, h: Tensor, grid: tuple[int, int, int]) -> Tensor:

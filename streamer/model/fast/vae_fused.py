@@ -57,6 +57,7 @@ from streamer.model.fast.vae_steps import (
     unfused_regroup,
 )
 from streamer.model.vae import MemBlock, TGrow, TPool
+from streamer_kernels.relu_conv_out import fits
 
 
 class FusedStream:
@@ -64,9 +65,9 @@ class FusedStream:
 
     TRANSPOSED_UPSAMPLE = True  # NHWC: Upsample + TGrow + conv as TGrow + one transposed conv
     STACKED_FRAME_CONV = True  # NHWC: a thin conv before a TPool writes the frames stacked (module doc)
-    # Stacking costs the conv s times its FLOPs (the weight's zero blocks); with s * in_channels up to
-    # 8 that is within the padding cuDNN's NHWC kernels give a 3-channel input anyway
-    STACKED_MAX_IN = 8
+    # Stacking costs the conv s times its FLOPs (the weight's zero blocks); up to the 8 channels its
+    # input is padded to anyway, that is free
+    STACKED_MAX_IN = StackedFrameConv.PAD_TO
     FUSED_OUTPUT_CONV = True  # NHWC: the decoder's final ReLU + conv as one Triton pass (module doc)
 
     @torch.no_grad()  # the derived weights are inference constants, not part of an autograd graph
@@ -124,16 +125,11 @@ class FusedStream:
             i += 1
 
     def _output_conv(self, mods: list[nn.Module], j: int) -> bool:
-        """Whether mods[j] is a last 3x3 conv to at most 16 channels that relu_conv3x3 can run after a ReLU."""
+        """Whether mods[j] is a last 3x3 conv that relu_conv3x3 can run after a ReLU (its widths fit)."""
         conv = mods[j] if j < len(mods) else None
         if not (self.FUSED_OUTPUT_CONV and self.format == torch.channels_last and isinstance(conv, nn.Conv2d)):
             return False
-        c = conv.in_channels
-        return (
-            j == len(mods) - 1 and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.out_channels <= 16
-            and 16 <= c <= 256 and not c & (c - 1)
-        )  # fmt: skip
+        return j == len(mods) - 1 and _plain_3x3(conv) and fits(conv.in_channels, conv.out_channels)
 
     def _pool_after(self, mods: list[nn.Module], i: int) -> TPool | None:
         """The TPool that stacks conv i's frames next (a ReLU between allowed; a conv after it to fold it
@@ -167,8 +163,13 @@ class FusedStream:
         return h
 
 
-def _upsampled_3x3(up: nn.Upsample, conv: nn.Conv2d) -> bool:
+def _plain_3x3(conv: nn.Conv2d) -> bool:
+    """A 3x3 conv with stride 1, padding 1, no dilation, no groups."""
     return (
-        up.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-        and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+        conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+        and conv.dilation == (1, 1) and conv.groups == 1
     )  # fmt: skip
+
+
+def _upsampled_3x3(up: nn.Upsample, conv: nn.Conv2d) -> bool:
+    return up.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)) and _plain_3x3(conv)

@@ -29,8 +29,13 @@ def stack_frames(h: Tensor, s: int, nhwc: bool) -> Tensor:
         return h
     if not nhwc:
         return h.reshape(t // s, s * c, hh, ww)
-    raw = h.permute(0, 2, 3, 1).reshape(t // s, s, hh, ww, c).permute(0, 2, 3, 1, 4)
-    return raw.reshape(t // s, hh, ww, s * c).permute(0, 3, 1, 2)
+    return _grouped(h, s).reshape(t // s, hh, ww, s * c).permute(0, 3, 1, 2)
+
+
+def _grouped(h: Tensor, s: int) -> Tensor:
+    """NHWC [T, C, H, W] -> a [T/s, H, W, s, C] view: each pixel's frames of a group, then channels."""
+    t, c, hh, ww = h.shape
+    return h.permute(0, 2, 3, 1).reshape(t // s, s, hh, ww, c).permute(0, 2, 3, 1, 4)
 
 
 def split_frames(y: Tensor, s: int, nhwc: bool) -> Tensor:
@@ -103,10 +108,16 @@ class PoolConv(ConvStep):
         return super().__call__(stacked_input(x, self.s, self.nhwc))
 
 
-def stacked_input(x: Tensor, s: int, nhwc: bool) -> Tensor:
-    if x.shape[0] % s:
-        raise ValueError(f"chunk of {x.shape[0]} frames at a TPool of stride {s}")
-    return stack_frames(x, s, nhwc)
+def stacked_input(x: Tensor, s: int, nhwc: bool, out: Tensor | None = None) -> Tensor:
+    """`stack_frames` for a TPool of stride s; NHWC with `out` ([T/s, H, W, C'] memory, C' >= s*C): the
+    frames written into out's leading channels (the rest left as they are), out returned as [T/s, C', H, W]."""
+    t, c, hh, ww = x.shape
+    if t % s:
+        raise ValueError(f"chunk of {t} frames at a TPool of stride {s}")
+    if out is None:
+        return stack_frames(x, s, nhwc)
+    out[..., : s * c].view(t // s, hh, ww, s, c).copy_(_grouped(x, s))
+    return out.permute(0, 3, 1, 2)
 
 
 class StackedFrameConv(ConvStep):
@@ -127,18 +138,16 @@ class StackedFrameConv(ConvStep):
         b = None if conv.bias is None else conv.bias.repeat(s)
         super().__init__(convs, like_param(w, conv.weight), b, conv.stride[0], int(conv.padding[0]), relu)  # type: ignore[arg-type]
         self.s, self.nhwc = s, nhwc
+        self.padded: Tensor | None = None  # NHWC: the stacked input, its pad channels zeroed once
 
     def __call__(self, x: Tensor) -> Tensor:
         s, (t, c, hh, ww) = self.s, x.shape
         if s * c == self.channels:
             return super().__call__(stacked_input(x, s, self.nhwc))
-        if t % s:
-            raise ValueError(f"chunk of {t} frames at a TPool of stride {s}")
-        # NHWC, padded: the frames go straight into their channel slots, the rest stay zero (one copy)
-        padded = x.new_zeros(t // s, hh, ww, self.channels)
-        frames = x.permute(0, 2, 3, 1).reshape(t // s, s, hh, ww, c).permute(0, 2, 3, 1, 4)
-        padded[..., : s * c].view(t // s, hh, ww, s, c).copy_(frames)
-        return super().__call__(padded.permute(0, 3, 1, 2))
+        buf, shape = self.padded, (t // s, hh, ww, self.channels)
+        if buf is None or buf.shape != shape or buf.dtype != x.dtype or buf.device != x.device:
+            buf = self.padded = x.new_zeros(shape)
+        return super().__call__(stacked_input(x, s, self.nhwc, out=buf))
 
 
 class UpGrowConv(ConvStep):
