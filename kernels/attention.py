@@ -4,7 +4,7 @@ The chunk's queries attend to every cached key plus their own (block-causal acro
 within one), so no mask is needed: q [B, Sq, H, D], k/v [B, Sk, H, D] -> [B, Sq, H, D].
 
 Candidates, in preference order: FlashAttention-3 (`flash_attn_interface`, if importable), our
-Triton stream-K kernel (kernels/flash_attention.py, its DEFAULT_CONFIG), then PyTorch SDPA pinned to
+Triton stream-K kernel (kernels/flash_attention.py, its `default_config()`), then PyTorch SDPA pinned to
 its cuDNN, flash and memory-efficient backends. (Two ways to fill the second wave of W1's 156 q-tiles on
 132 SMs with cuDNN measured slower on an H100 and were dropped: its keys split into 2-5 ranges, 0.27-0.33
 ms vs 0.255; and cuDNN on the 1408 query rows that fill one wave with the stream-K kernel on the other

@@ -6,7 +6,7 @@
 Each candidate is first checked against the fp32 reference (max abs error and the picker's relative
 error); only the correct ones are timed (median of triton.testing.do_bench). TFLOP/s count
 4 * B * Sq * Sk * H * D. Last, the AttentionPicker picks among cuDNN, the other SDPA backends and the
-Triton kernel's DEFAULT_CONFIG, as the fast path would.
+Triton kernel's `default_config()`, as the fast path would.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from streamer_kernels.attention import AttentionPicker, AttnFn, available_backen
 from streamer_kernels.backend import triton
 from streamer_kernels.flash_attention import (
     CONFIGS,
-    DEFAULT_CONFIG,
     FlashConfig,
+    default_config,
     flash_attention,
     flash_attention_ref,
 )
@@ -89,7 +89,7 @@ def run(tiny: bool = False, log: Callable[[str], None] = print) -> dict[str, obj
         results[label] = entry
     card = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu (interpreter)"
     versions = {"triton": triton.__version__, "torch": torch.__version__}
-    return {"card": card, **versions, "default_config": DEFAULT_CONFIG.name, "shapes": results}
+    return {"card": card, **versions, "default_config": default_config().name, "shapes": results}
 
 
 def _fmt(row: dict[str, object]) -> str:

@@ -54,12 +54,14 @@ class FlashConfig:
     num_stages: int = 3
     per_sm: int = 1  # persistent programs per SM; 0 = one program per q-tile (the plain schedule)
     tma: bool = False  # K/V through device TMA descriptors (Hopper+; the interpreter emulates them)
+    overlap: bool = False  # each block's P @ V runs under the next block's softmax (_full_blocks_overlapped)
 
     @property
     def name(self) -> str:
         sched = "tiles" if self.per_sm == 0 else f"sk{self.per_sm}"
         tma = "-tma" if self.tma else ""
-        return f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}-{sched}{tma}"
+        ov = "-ov" if self.overlap else ""
+        return f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}-{sched}{tma}{ov}"
 
 
 # What the GPU bench sweeps. DEFAULT is the candidate the AttentionPicker times against cuDNN: one
@@ -75,8 +77,35 @@ CONFIGS: tuple[FlashConfig, ...] = (
     FlashConfig(128, 128, 8, 2, tma=True),
     FlashConfig(128, 128, 8, 3, tma=True),
     FlashConfig(128, 64, 8, 3, per_sm=0),  # the plain one-tile-per-program grid, for comparison
+    # The overlapped loop keeps a second block's P live beside the scores. ptxas (sm_90a, Triton 3.6):
+    # m128n64 with 4 stages fits 255 registers, with 3 it spills 4 bytes; m128n128 (2 stages: its
+    # separate K and V loads double-buffer each) spills 308 bytes and is left out. m64 with 4 warps and
+    # 2 programs per SM lets one program's softmax run beside the other's products (98 KB of shared
+    # memory each).
+    FlashConfig(128, 64, 8, 4, tma=True, overlap=True),
+    FlashConfig(128, 64, 8, 3, tma=True, overlap=True),
+    FlashConfig(64, 64, 4, 2, per_sm=2, tma=True),
+    FlashConfig(64, 64, 4, 2, per_sm=2, tma=True, overlap=True),
 )
 DEFAULT_CONFIG = CONFIGS[6]
+# Names a config of CONFIGS to use instead of DEFAULT_CONFIG: for timing them inside the whole chunk
+# (tools/device/ab.py's env: variants) and for tuning on other cards.
+CONFIG_ENV = "STREAMER_FLASH_CONFIG"
+
+
+def default_config() -> FlashConfig:
+    """DEFAULT_CONFIG, or the config of CONFIGS that $STREAMER_FLASH_CONFIG names."""
+    return _named_config(os.environ.get(CONFIG_ENV, ""))
+
+
+@cache
+def _named_config(name: str) -> FlashConfig:
+    if not name:
+        return DEFAULT_CONFIG
+    for c in CONFIGS:
+        if c.name == name:
+            return c
+    raise ValueError(f"${CONFIG_ENV}={name!r} names no config; known: {', '.join(c.name for c in CONFIGS)}")
 
 
 @triton.jit
@@ -136,11 +165,62 @@ def _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N: tl.constexpr, MASK:
 
 
 @triton.jit
+def _load_rows(base, desc, kb, stride, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr):
+    """Key block kb of K or V (no row past Sk)."""
+    if USE_TMA:
+        x = desc.load([kb * BLOCK_N, 0])
+    else:
+        rows = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+        x = tl.load(base + rows[:, None] * stride + tl.arange(0, HEAD_DIM)[None, :])
+    return x
+
+
+@triton.jit
+def _softmax(m_i, l_i, s, qk_scale):
+    """The online-softmax update for the scores s of one full key block: (P, its rescale alpha, m, l)."""
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    return p, alpha, m_new, l_i
+
+
+@triton.jit
+def _full_blocks_overlapped(acc, m_i, l_i, q, kbase, vbase, kd, vd, lo, hi, sks, svs, qk_scale,
+                            BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr,
+                            F32: tl.constexpr):  # fmt: skip
+    """Key blocks [lo, hi) (hi > lo, none past Sk), each block's P @ V issued before the next one's softmax.
+
+    FlashAttention-3's intra-warpgroup overlap, written in the source. Triton waits for a Q K^T product
+    at once (softmax reads it), but leaves a P @ V product in flight until the accumulator is next read.
+    So step j issues S_j = Q K_j^T, waits, issues acc += P_{j-1} V_{j-1}, and computes P_j's
+    exponentials on the CUDA cores while the tensor cores run that product. In the plain loop the tensor
+    cores idle through every softmax. Same arithmetic, same order per key block, as `_step`.
+    """
+    k = _load_rows(kbase, kd, lo, sks, BLOCK_N, HEAD_DIM, USE_TMA)
+    p, alpha, m_i, l_i = _softmax(m_i, l_i, _dot(q, tl.trans(k), None, F32), qk_scale)
+    p = p.to(q.dtype)
+    for kb in range(lo + 1, hi):
+        k = _load_rows(kbase, kd, kb, sks, BLOCK_N, HEAD_DIM, USE_TMA)
+        v = _load_rows(vbase, vd, kb - 1, svs, BLOCK_N, HEAD_DIM, USE_TMA)
+        s = _dot(q, tl.trans(k), None, F32)
+        # an always-true select, so that Triton sees P made in the loop (not a loop-carried value) and
+        # keeps it in registers as the product's A operand: carried as is, it goes through shared
+        # memory, and that product can no longer run past the softmax
+        acc = _dot(tl.where(kb > lo, p, 0.0), v, acc * alpha[:, None], F32)
+        p, alpha, m_i, l_i = _softmax(m_i, l_i, s, qk_scale)
+        p = p.to(q.dtype)
+    v = _load_rows(vbase, vd, hi - 1, svs, BLOCK_N, HEAD_DIM, USE_TMA)
+    acc = _dot(p, v, acc * alpha[:, None], F32)
+    return acc, m_i, l_i
+
+
+@triton.jit
 def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML,
                 sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
                 H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                USE_TMA: tl.constexpr, F32: tl.constexpr):  # fmt: skip
+                USE_TMA: tl.constexpr, OVERLAP: tl.constexpr, F32: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     start = (pid * total) // n_prog
     end = ((pid + 1) * total) // n_prog
@@ -174,9 +254,14 @@ def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML,
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         full_hi = tl.minimum(hi, n_full)
-        for kb in range(lo, full_hi):
-            k, v = _load_kv(kbase, vbase, kd, vd, kb, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, False)
-            acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N, False, F32)
+        if OVERLAP:
+            if lo < full_hi:
+                acc, m_i, l_i = _full_blocks_overlapped(acc, m_i, l_i, q, kbase, vbase, kd, vd, lo, full_hi,
+                                                        sks, svs, qk_scale, BLOCK_N, HEAD_DIM, USE_TMA, F32)  # fmt: skip
+        else:
+            for kb in range(lo, full_hi):
+                k, v = _load_kv(kbase, vbase, kd, vd, kb, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, False)
+                acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N, False, F32)
         if full_hi < hi:  # the last key block, partly past Sk
             k, v = _load_kv(kbase, vbase, kd, vd, full_hi, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, True)
             acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, full_hi, Sk, qk_scale, BLOCK_N, True, F32)
@@ -262,14 +347,16 @@ def flash_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    config: FlashConfig = DEFAULT_CONFIG,
+    config: FlashConfig | None = None,
     programs: int | None = None,
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D)) v per head; [B, S, H, D] layout; `programs` overrides the grid (tests).
+    """softmax(q k^T / sqrt(D)) v per head; [B, S, H, D] layout; `programs` overrides the grid (tests);
+    `config` defaults to `default_config()`.
 
     No host syncs and nothing cached across calls: the output and the split tiles' workspace come from
     PyTorch's caching allocator per call, so the launch can be captured in a CUDA graph.
     """
+    config = config or default_config()
     _check(q, k, v, config)
     B, Sq, H, D = q.shape
     Sk = k.shape[1]
@@ -293,7 +380,7 @@ def flash_attention(
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
-        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=config.tma, F32=_INTERPRET,
+        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=config.tma, OVERLAP=config.overlap, F32=_INTERPRET,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     if split:

@@ -15,6 +15,7 @@ from streamer_kernels.flash_attention import (
 )
 
 TINY = FlashConfig(block_m=16, block_n=16, num_warps=4, num_stages=1)
+TINY_OVERLAP = FlashConfig(block_m=16, block_n=16, num_warps=4, num_stages=1, overlap=True)
 
 
 def _qkv(B: int, sq: int, sk: int, H: int, D: int, device: str, dtype: torch.dtype = torch.bfloat16):
@@ -31,12 +32,14 @@ def _check(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 SHAPES = [(1, 5, 5, 1, 16), (1, 40, 100, 2, 32), (2, 33, 47, 3, 16), (1, 16, 64, 2, 16), (1, 20, 9, 2, 16)]
 
 
+@pytest.mark.parametrize("cfg", [TINY, TINY_OVERLAP], ids=lambda c: c.name)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("programs", [1, 3, 7, 1000, None])
-def test_matches_reference_for_any_split(shape, programs):
-    """1 program: no split; 3 and 7: tiles shared by two or more programs; 1000: one iteration each."""
+def test_matches_reference_for_any_split(shape, programs, cfg):
+    """1 program: no split; 3 and 7: tiles shared by two or more programs; 1000: one iteration each
+    (the overlapped loop's one-block case)."""
     q, k, v = _qkv(*shape, small_device())
-    _check(flash_attention(q, k, v, TINY, programs=programs), q, k, v, f"{shape} P={programs}")
+    _check(flash_attention(q, k, v, cfg, programs=programs), q, k, v, f"{shape} P={programs}")
 
 
 @pytest.mark.parametrize(
@@ -46,6 +49,9 @@ def test_matches_reference_for_any_split(shape, programs):
         FlashConfig(32, 64, 4, 1),
         FlashConfig(64, 32, 4, 1, per_sm=2),
         FlashConfig(16, 32, 4, 1, tma=True),  # tensor descriptors: the interpreter emulates them too
+        FlashConfig(16, 16, 4, 1, overlap=True),
+        FlashConfig(16, 16, 4, 1, tma=True, overlap=True),
+        FlashConfig(32, 16, 4, 1, per_sm=0, overlap=True),
     ],
     ids=lambda c: c.name,
 )
@@ -151,7 +157,7 @@ def build(fn, constexprs, num_warps, num_stages=3):
     return compile(ASTSource(fn, sig, constexprs=cx, attrs=attrs), target=GPUTarget("cuda", 90, 32), options=opts)
 
 for c in F.CONFIGS:
-    cx = dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n, HEAD_DIM=128, USE_TMA=c.tma, F32=False)
+    cx = dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n, HEAD_DIM=128, USE_TMA=c.tma, OVERLAP=c.overlap, F32=False)
     k = build(F._flash_attn_fwd_kernel, cx, c.num_warps, c.num_stages)
     ops = k.asm["ttgir"]
     pipelined = "async_tma_copy" in ops if c.tma else "async_copy_global_to_local" in ops
@@ -170,3 +176,18 @@ def test_every_config_compiles_for_hopper():
     run = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     assert run.stdout.count("pipelined") == len(CONFIGS), run.stdout
+
+
+def test_the_environment_names_the_default_config(monkeypatch):
+    """$STREAMER_FLASH_CONFIG picks a config of CONFIGS by name (the whole-chunk A/B's switch); a name
+    that is not there is refused with the known names, not ignored."""
+    from streamer_kernels.flash_attention import CONFIG_ENV, DEFAULT_CONFIG, default_config
+
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    assert default_config() == DEFAULT_CONFIG
+    other = next(c for c in CONFIGS if c.overlap)
+    monkeypatch.setenv(CONFIG_ENV, other.name)
+    assert default_config() == other
+    monkeypatch.setenv(CONFIG_ENV, "m1n1")
+    with pytest.raises(ValueError, match=f"known: {DEFAULT_CONFIG.name}|{DEFAULT_CONFIG.name}"):
+        default_config()
