@@ -7,6 +7,7 @@ prompt change mid-stream.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -26,15 +27,27 @@ HAS_CUDA = torch.cuda.is_available()
 gpu = [pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (graph capture)")]
 
 
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
 @pytest.mark.parametrize("fp8", [False, True])
 def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(fp8: bool) -> None:
     """fp8: the same FP8Linears in both (fused q/k/v, the Triton quantizer vs the eager one); on a CPU
-    they run the emulation in fp32, on a GPU `_scaled_mm` in bf16."""
+    they run the emulation in fp32, on a GPU `_scaled_mm` in bf16.
+
+    On a GPU in bf16 an element-wise bound does not hold for fp8: the fused kernels round some bf16
+    values an ulp away from eager's, and an ulp before a quantization can become a whole e4m3 step
+    (12.5 %) after it. (On a CPU in bf16 the two paths differ by 0.08 % of the output's norm unquantized,
+    by 0.36 % quantized, while fp8 itself is 0.7 % from the unquantized model.) There the fused fp8
+    output must be no further than 1.5x eager fp8's distance from the unquantized model: a wrong
+    layout or scale would be many times further."""
     torch.manual_seed(0)
     dev = "cuda" if HAS_CUDA else "cpu"  # compiled kernels need CUDA tensors; the interpreter CPU ones
     dtype = torch.bfloat16 if fp8 and HAS_CUDA else torch.float32
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
     dit = build("tiny", device=dev, dtype=dtype)
+    unquantized = copy.deepcopy(dit) if fp8 and HAS_CUDA else None
     if fp8:
         dit.to_fp8()
     cfg, (hh, ww) = dit.cfg, (2, 4)
@@ -45,23 +58,36 @@ def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(fp8: bool) 
             cfg, batch=1, tokens_per_frame=tokens, window=4, sinks=1, adaptive_sinks=True, dtype=dtype, device=dev
         )
 
-    eager_cache, fused_cache = cache(), cache()
-    kv = dit.cross_kv(torch.randn(1, 5, cfg.text_dim, device=dev))
+    eager_cache, fused_cache, plain_cache = cache(), cache(), cache()
+    text = torch.randn(1, 5, cfg.text_dim, device=dev)
+    kv = dit.cross_kv(text)
     ops = FusedOps(dit)
 
     def fused(x, t, kv, cache):  # noqa: ANN001, ANN202 - the same DiT forward, fused ops swapped in
         return dit(x, t, kv, cache, ops=ops)
 
-    for _ in range(4):  # 3 chunks fill the history, the 4th is steady state (no mask)
+    for chunk in range(4):  # 3 chunks fill the history, the 4th is steady state (no mask)
         x, t = torch.randn(1, 16, 1, hh, ww, device=dev), torch.rand(1, 1, device=dev) * 1000
         want = dit(x, t, kv, eager_cache)
         got = fused(x, t, kv, fused_cache)
-        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+        if unquantized is None:
+            torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+        else:
+            plain = unquantized(x, t, unquantized.cross_kv(text), plain_cache)
+            plain_cache.commit(1)
+            eager_err, fused_err = _rel(want, plain), _rel(got, plain)
+            assert fused_err <= 1.5 * eager_err, f"chunk {chunk}: from bf16, fused fp8 {fused_err:.4f}, eager {eager_err:.4f}"
         eager_cache.commit(1)
         fused_cache.commit(1)
     assert fused_cache.history_full
-    torch.testing.assert_close(fused_cache.k, eager_cache.k, rtol=tol, atol=tol)
-    torch.testing.assert_close(fused_cache.v, eager_cache.v, rtol=tol, atol=tol)
+    if unquantized is None:
+        torch.testing.assert_close(fused_cache.k, eager_cache.k, rtol=tol, atol=tol)
+        torch.testing.assert_close(fused_cache.v, eager_cache.v, rtol=tol, atol=tol)
+    else:
+        for name in ("k", "v"):
+            plain = getattr(plain_cache, name)
+            eager_err, fused_err = _rel(getattr(eager_cache, name), plain), _rel(getattr(fused_cache, name), plain)
+            assert fused_err <= 1.5 * eager_err, f"cache {name}: from bf16, fused fp8 {fused_err:.4f}, eager {eager_err:.4f}"
 
 
 def _engine(
