@@ -55,13 +55,15 @@ class FlashConfig:
     per_sm: int = 1  # persistent programs per SM; 0 = one program per q-tile (the plain schedule)
     tma: bool = False  # K/V through device TMA descriptors (Hopper+; the interpreter emulates them)
     overlap: bool = False  # each block's P @ V runs under the next block's softmax (_full_blocks_overlapped)
+    inline_merge: bool = False  # a shared tile's last program merges it (counted arrivals), no merge kernel
 
     @property
     def name(self) -> str:
         sched = "tiles" if self.per_sm == 0 else f"sk{self.per_sm}"
         tma = "-tma" if self.tma else ""
         ov = "-ov" if self.overlap else ""
-        return f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}-{sched}{tma}{ov}"
+        im = "-im" if self.inline_merge else ""
+        return f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}-{sched}{tma}{ov}{im}"
 
 
 # What the GPU bench sweeps. DEFAULT is the candidate the AttentionPicker times against cuDNN: one
@@ -86,6 +88,10 @@ CONFIGS: tuple[FlashConfig, ...] = (
     FlashConfig(128, 64, 8, 3, tma=True, overlap=True),
     FlashConfig(64, 64, 4, 2, per_sm=2, tma=True),
     FlashConfig(64, 64, 4, 2, per_sm=2, tma=True, overlap=True),
+    # The merge kernel took 0.45 ms of W1's 32.6 (60 launches, H100 profile, 2026-12-07): done by the
+    # tile's last program instead, on a per-call zeroed arrival count per tile.
+    FlashConfig(128, 128, 8, 3, tma=True, inline_merge=True),
+    FlashConfig(128, 64, 8, 4, tma=True, overlap=True, inline_merge=True),
 )
 DEFAULT_CONFIG = CONFIGS[6]
 # Names a config of CONFIGS to use instead of DEFAULT_CONFIG: for timing them inside the whole chunk
@@ -216,11 +222,12 @@ def _full_blocks_overlapped(acc, m_i, l_i, q, kbase, vbase, kd, vd, lo, hi, sks,
 
 
 @triton.jit
-def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML,
+def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML, Arrivals,
                 sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
                 H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                USE_TMA: tl.constexpr, OVERLAP: tl.constexpr, F32: tl.constexpr):  # fmt: skip
+                USE_TMA: tl.constexpr, OVERLAP: tl.constexpr, INLINE_MERGE: tl.constexpr,
+                F32: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     start = (pid * total) // n_prog
     end = ((pid + 1) * total) // n_prog
@@ -274,7 +281,47 @@ def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML,
             tl.store(PO + slot * BLOCK_M * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc)
             tl.store(PML + slot * 2 * BLOCK_M + offs_m, m_i)
             tl.store(PML + slot * 2 * BLOCK_M + BLOCK_M + offs_m, l_i)
+            if INLINE_MERGE:  # the tile's last program to finish merges it: no merge kernel
+                n_pieces = _owner(t0 + n_kb - 1, total, n_prog) - _owner(t0, total, n_prog) + 1
+                tl.debug_barrier()  # all of this program's stores above, before the release below
+                arrived = tl.atomic_add(Arrivals + tile, 1, sem="acq_rel")
+                if arrived == n_pieces - 1:
+                    _merge_tile(Out, PO, PML, tile, t0, sob, sos, soh, H, Sq, n_mt, n_kb, total, n_prog,
+                                BLOCK_M, HEAD_DIM, ".cg")  # fmt: skip
         it = t0 + kk1
+
+
+@triton.jit
+def _merge_tile(Out, PO, PML, tile, t0, sob, sos, soh, H, Sq, n_mt, n_kb, total, n_prog,
+                BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, CACHE: tl.constexpr):  # fmt: skip
+    """Combine the (acc, m, l) pieces that programs p0..p1 left of a shared tile (log-sum-exp) and write it.
+
+    CACHE: the loads' cache modifier; ".cg" (L2, not the SM's own L1) when the pieces were written
+    by other programs of the running kernel."""
+    p0 = _owner(t0, total, n_prog)
+    p1 = _owner(t0 + n_kb - 1, total, n_prog)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    for p in range(p0, p1 + 1):
+        slot = p * 2 + tl.where((p * total) // n_prog >= t0, 0, 1)  # the tile is p's first piece, or its last
+        m_p = tl.load(PML + slot * 2 * BLOCK_M + offs_m, cache_modifier=CACHE)
+        l_p = tl.load(PML + slot * 2 * BLOCK_M + BLOCK_M + offs_m, cache_modifier=CACHE)
+        a_p = tl.load(PO + slot * BLOCK_M * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :], cache_modifier=CACHE)
+        m_new = tl.maximum(m, m_p)
+        alpha = tl.math.exp2(m - m_new)
+        beta = tl.math.exp2(m_p - m_new)
+        acc = acc * alpha[:, None] + a_p * beta[:, None]
+        l_i = l_i * alpha + l_p * beta
+        m = m_new
+    bh = tile // n_mt
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    rows = (tile % n_mt) * BLOCK_M + offs_m
+    o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + offs_d[None, :]
+    tl.store(o_ptrs, (acc / l_i[:, None]).to(Out.dtype.element_ty), mask=(rows < Sq)[:, None])
 
 
 @triton.jit
@@ -282,31 +329,8 @@ def _flash_attn_merge_kernel(Out, PO, PML, sob, sos, soh, H, Sq, n_mt, n_kb, tot
                   BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):  # fmt: skip
     tile = tl.program_id(0)
     t0 = tile * n_kb
-    p0 = _owner(t0, total, n_prog)
-    p1 = _owner(t0 + n_kb - 1, total, n_prog)
-    if p0 != p1:  # shared by programs p0..p1 (every range is non-empty: the launcher keeps P <= T)
-        offs_m = tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, HEAD_DIM)
-        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        for p in range(p0, p1 + 1):
-            slot = p * 2 + tl.where((p * total) // n_prog >= t0, 0, 1)  # the tile is p's first piece, or its last
-            m_p = tl.load(PML + slot * 2 * BLOCK_M + offs_m)
-            l_p = tl.load(PML + slot * 2 * BLOCK_M + BLOCK_M + offs_m)
-            a_p = tl.load(PO + slot * BLOCK_M * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :])
-            m_new = tl.maximum(m, m_p)
-            alpha = tl.math.exp2(m - m_new)
-            beta = tl.math.exp2(m_p - m_new)
-            acc = acc * alpha[:, None] + a_p * beta[:, None]
-            l_i = l_i * alpha + l_p * beta
-            m = m_new
-        bh = tile // n_mt
-        b = (bh // H).to(tl.int64)
-        h = (bh % H).to(tl.int64)
-        rows = (tile % n_mt) * BLOCK_M + offs_m
-        o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + offs_d[None, :]
-        tl.store(o_ptrs, (acc / l_i[:, None]).to(Out.dtype.element_ty), mask=(rows < Sq)[:, None])
+    if _owner(t0, total, n_prog) != _owner(t0 + n_kb - 1, total, n_prog):  # shared (ranges are never empty: P <= T)
+        _merge_tile(Out, PO, PML, tile, t0, sob, sos, soh, H, Sq, n_mt, n_kb, total, n_prog, BLOCK_M, HEAD_DIM, "")
 
 
 @cache
@@ -372,18 +396,22 @@ def flash_attention(
     slots = n_prog if split else 1
     po = torch.empty(slots, 2, bm, D, device=q.device, dtype=torch.float32)
     pml = torch.empty(slots, 2, 2, bm, device=q.device, dtype=torch.float32)
+    inline = split and config.inline_merge
+    # zeroed per call (a memset node in a graph), not kept between calls: nothing for two streams to share
+    arrivals = torch.zeros(tiles if inline else 1, device=q.device, dtype=torch.int32)
     if config.tma:
         triton.set_allocator(_tma_scratch)  # per call: the allocator is per thread (a context variable)
     qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634  # scores in log2 units: exp2 is the fast path
     _flash_attn_fwd_kernel[(n_prog,)](
-        q, k, v, o, po, pml,
+        q, k, v, o, po, pml, arrivals,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
-        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=config.tma, OVERLAP=config.overlap, F32=_INTERPRET,
+        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=config.tma, OVERLAP=config.overlap,
+        INLINE_MERGE=inline, F32=_INTERPRET,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
-    if split:
+    if split and not inline:
         _flash_attn_merge_kernel[(tiles,)](
             o, po, pml, o.stride(0), o.stride(1), o.stride(2), H, Sq, n_mt, n_kb, total, n_prog,
             BLOCK_M=bm, HEAD_DIM=D, num_warps=config.num_warps,

@@ -16,6 +16,7 @@ from streamer_kernels.flash_attention import (
 
 TINY = FlashConfig(block_m=16, block_n=16, num_warps=4, num_stages=1)
 TINY_OVERLAP = FlashConfig(block_m=16, block_n=16, num_warps=4, num_stages=1, overlap=True)
+TINY_INLINE_MERGE = FlashConfig(block_m=16, block_n=16, num_warps=4, num_stages=1, inline_merge=True)
 
 
 def _qkv(B: int, sq: int, sk: int, H: int, D: int, device: str, dtype: torch.dtype = torch.bfloat16):
@@ -32,7 +33,7 @@ def _check(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 SHAPES = [(1, 5, 5, 1, 16), (1, 40, 100, 2, 32), (2, 33, 47, 3, 16), (1, 16, 64, 2, 16), (1, 20, 9, 2, 16)]
 
 
-@pytest.mark.parametrize("cfg", [TINY, TINY_OVERLAP], ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", [TINY, TINY_OVERLAP, TINY_INLINE_MERGE], ids=lambda c: c.name)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("programs", [1, 3, 7, 1000, None])
 def test_matches_reference_for_any_split(shape, programs, cfg):
@@ -52,6 +53,7 @@ def test_matches_reference_for_any_split(shape, programs, cfg):
         FlashConfig(16, 16, 4, 1, overlap=True),
         FlashConfig(16, 16, 4, 1, tma=True, overlap=True),
         FlashConfig(32, 16, 4, 1, per_sm=0, overlap=True),
+        FlashConfig(16, 16, 4, 1, tma=True, overlap=True, inline_merge=True),
     ],
     ids=lambda c: c.name,
 )
@@ -148,7 +150,7 @@ import streamer_kernels.flash_attention as F
 def build(fn, constexprs, num_warps, num_stages=3):
     names = fn.arg_names
     sig = {n: "constexpr" if n in constexprs else "*bf16" if n in "Q K V Out" else "i32" for n in names}
-    sig.update(PO="*fp32", PML="*fp32", **({"qk_scale": "fp32"} if "qk_scale" in names else {}))
+    sig.update(PO="*fp32", PML="*fp32", **({"qk_scale": "fp32", "Arrivals": "*i32"} if "qk_scale" in names else {}))
     # what Triton's launcher specialises at W1: 16-aligned pointers and strides, so loads vectorise
     div16 = [n for n in names if n[0] in "QKVOP" or n[0] == "s" or n == "Sk"]
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in div16 if n not in constexprs}
@@ -157,7 +159,8 @@ def build(fn, constexprs, num_warps, num_stages=3):
     return compile(ASTSource(fn, sig, constexprs=cx, attrs=attrs), target=GPUTarget("cuda", 90, 32), options=opts)
 
 for c in F.CONFIGS:
-    cx = dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n, HEAD_DIM=128, USE_TMA=c.tma, OVERLAP=c.overlap, F32=False)
+    cx = dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n, HEAD_DIM=128, USE_TMA=c.tma, OVERLAP=c.overlap,
+              INLINE_MERGE=c.inline_merge, F32=False)
     k = build(F._flash_attn_fwd_kernel, cx, c.num_warps, c.num_stages)
     ops = k.asm["ttgir"]
     pipelined = "async_tma_copy" in ops if c.tma else "async_copy_global_to_local" in ops
