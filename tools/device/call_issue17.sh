@@ -1,7 +1,8 @@
 # The issue-17 device call of the fifteenth session, most needed first (each step is capped by what is
 # left of a 570 s budget, so a slow step cannot cost the summary of the next):
-# 1. every attention config at W1 and W2, the overlapped loops (`-ov`, FlashConfig.overlap) among them,
-#    each checked against fp32 first;
+# 1. every attention config at W1 and W2, the overlapped loops (`-ov`, FlashConfig.overlap) and the
+#    merge done by each shared tile's last program (`-im`, FlashConfig.inline_merge) among them, each
+#    checked against fp32 first;
 # 2. the whole W1 chunk, bf16, alternated: HEAD's default attention config against the fastest other
 #    Triton config of step 1 (chosen here from its JSON, through $STREAMER_FLASH_CONFIG);
 # 3. the fp8 fused-DiT test (failed twice, message lost), unfiltered;
