@@ -26,4 +26,8 @@ if not torch.cuda.is_available():
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-__all__ = ["tl", "triton"]
+# Whether the kernels run in Triton's interpreter (chosen above, or set by the caller): launchers pick
+# their fp32 / emulated paths by it. Read once, here, for every module.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+__all__ = ["INTERPRET", "tl", "triton"]

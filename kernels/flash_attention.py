@@ -37,9 +37,7 @@ from functools import cache
 import torch
 
 from streamer_kernels.attention import attention_ref
-from streamer_kernels.backend import tl, triton
-
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read after streamer_kernels.backend chose
+from streamer_kernels.backend import INTERPRET, tl, triton
 
 
 class FlashUnsupported(RuntimeError):
@@ -408,7 +406,7 @@ def flash_attention(
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
         BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=config.tma, OVERLAP=config.overlap,
-        INLINE_MERGE=inline, F32=_INTERPRET,
+        INLINE_MERGE=inline, F32=INTERPRET,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     if split and not inline:

@@ -22,17 +22,15 @@ tiny negative that rounds to zero may come out +0).
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from streamer.model.fp8 import E4M3, E4M3_MAX, MIN_SCALE
 from streamer.model.fp8 import quantize_activation as quantize_rows_ref
-from streamer_kernels.backend import tl, triton
+from streamer_kernels.backend import INTERPRET, tl, triton
 
 __all__ = ["EMULATE_CAST", "e4m3_scale", "e4m3_values", "quantize_rows", "quantize_rows_ref"]
 
-EMULATE_CAST = os.environ.get("TRITON_INTERPRET") == "1"  # read after streamer_kernels.backend chose
+EMULATE_CAST = INTERPRET
 _QMAX = tl.constexpr(E4M3_MAX)  # globals a jit function reads must be constexpr
 _MINS = tl.constexpr(MIN_SCALE)
 

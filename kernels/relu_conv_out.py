@@ -14,14 +14,11 @@ the frame conversion reads (kernels/frame_convert.py), so no layout copy follows
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
-from streamer_kernels.backend import tl, triton
+from streamer_kernels.backend import INTERPRET, tl, triton
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read after streamer_kernels.backend chose
 _CO_PAD = 16  # a tensor-core product's smallest N
 _BLOCK_W = 128
 
@@ -88,7 +85,7 @@ def relu_conv3x3(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, out_ch
     grid = (T * H, triton.cdiv(W, _BLOCK_W))
     _relu_conv3x3_kernel[grid](
         x, taps, bias, out, H, W, x.stride(0), x.stride(2), x.stride(3), out.stride(0), out.stride(1), out.stride(2),
-        CIN=C, COUT=out_channels, CO_PAD=_CO_PAD, BLOCK_W=_BLOCK_W, F32=_INTERPRET or x.dtype == torch.float32,
+        CIN=C, COUT=out_channels, CO_PAD=_CO_PAD, BLOCK_W=_BLOCK_W, F32=INTERPRET or x.dtype == torch.float32,
         num_warps=4,
     )  # fmt: skip
     return out

@@ -4,7 +4,6 @@ state, the TPool / TGrow / upsampling folds, and the decoder's fused end."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
@@ -12,12 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from streamer.model.vae import MemBlock, TGrow, TPool
+from streamer_kernels.backend import INTERPRET
 from streamer_kernels.relu_conv_out import pack_weight, relu_conv3x3
 from streamer_kernels.shift_add_relu import add_relu_, shift_add_relu
 
 Step = Callable[[Tensor], Tensor]
-# Triton kernels run on CUDA tensors, and on CPU tensors only under the interpreter (CPU machines, CI)
-_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"  # set by streamer_kernels.backend, imported above
 
 
 def stack_frames(h: Tensor, s: int, nhwc: bool) -> Tensor:
@@ -283,7 +281,7 @@ class ReluConvOut:
         self.packed: tuple[Tensor, Tensor] | None = None
 
     def __call__(self, x: Tensor) -> Tensor:
-        if not (x.is_cuda or _INTERPRETING):  # CPU tensors on a GPU machine: the same function unfused
+        if not (x.is_cuda or INTERPRET):  # CPU tensors on a GPU machine (Triton runs them only interpreted): unfused
             return F.conv2d(x.relu(), self.w, self.b, 1, 1)
         if self.packed is None or self.packed[0].dtype != x.dtype or self.packed[0].device != x.device:
             self.packed = pack_weight(
