@@ -84,6 +84,7 @@ CONFIGS: tuple[FlashConfig, ...] = (
     # memory each).
     FlashConfig(128, 64, 8, 4, tma=True, overlap=True),
     FlashConfig(128, 64, 8, 3, tma=True, overlap=True),
+    FlashConfig(128, 64, 8, 3, overlap=True),  # cp.async loads (20 bytes spilled): TMA's barriers or not
     FlashConfig(64, 64, 4, 2, per_sm=2, tma=True),
     FlashConfig(64, 64, 4, 2, per_sm=2, tma=True, overlap=True),
     # The merge kernel took 0.45 ms of W1's 32.6 (60 launches, H100 profile, 2026-12-07): done by the
