@@ -1,7 +1,7 @@
 """Time each fused kernel against its unfused plain-torch reference at W1 sizes (run on a CUDA GPU).
 
     python -m streamer_kernels.bench [--json PATH]
-    python -m streamer_kernels.bench attention [--json PATH] [--tiny]   # only attention: kernels/bench_attention.py
+    python -m streamer_kernels.bench attention [--json PATH] [--tiny] [--shapes W1]   # only attention: kernels/bench_attention.py
     python -m streamer_kernels.bench matmul [--json PATH]   # the projections, bf16 vs FP8: kernels/bench_matmul.py
 
 Reports ms (median of triton.testing.do_bench), achieved GB/s over the minimum bytes each op must
@@ -135,11 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("what", nargs="?", choices=["all", "attention", "matmul"], default="all")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--tiny", action="store_true", help="attention only: tiny sizes on CPU (the interpreter)")
+    p.add_argument("--shapes", default="", help="attention only: these shapes (label prefixes, e.g. W1 or W1,W2)")
     args = p.parse_args(argv)
     if args.what == "attention":
         from streamer_kernels import bench_attention
 
-        res = bench_attention.run(tiny=args.tiny, log=lambda line: print(line, flush=True))
+        res = bench_attention.run(tiny=args.tiny, log=lambda line: print(line, flush=True), shapes=args.shapes)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=1, default=str)

@@ -67,11 +67,15 @@ def _measure(fn: AttnFn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ref:
     return row
 
 
-def run(tiny: bool = False, log: Callable[[str], None] = print) -> dict[str, object]:
-    """Check and time every candidate per shape; tiny: the interpreter's sizes on CPU, no timing."""
+def run(tiny: bool = False, log: Callable[[str], None] = print, shapes: str = "") -> dict[str, object]:
+    """Check and time every candidate per shape; tiny: the interpreter's sizes on CPU, no timing;
+    shapes: only the shapes whose label starts with one of these comma-separated prefixes ("W1")."""
     dev = torch.device("cpu" if tiny or not torch.cuda.is_available() else "cuda")
     results: dict[str, object] = {}
+    prefixes = tuple(p for p in shapes.split(",") if p)
     for label, (B, sq, sk, H, D) in (TINY_SHAPES if tiny else SHAPES).items():
+        if prefixes and not label.startswith(prefixes):
+            continue
         g = torch.Generator(device=dev).manual_seed(0)
         q, k, v = (torch.randn(B, s, H, D, device=dev, dtype=torch.bfloat16, generator=g) for s in (sq, sk, sk))
         ref = flash_attention_ref(q, k, v)

@@ -194,3 +194,17 @@ def test_the_environment_names_the_default_config(monkeypatch):
     monkeypatch.setenv(CONFIG_ENV, "m1n1")
     with pytest.raises(ValueError, match=f"known: {DEFAULT_CONFIG.name}|{DEFAULT_CONFIG.name}"):
         default_config()
+
+
+def test_bench_takes_only_the_shapes_asked_for(tmp_path):
+    """`--shapes W1` (the device call's first step) skips the other shapes; a prefix that matches none
+    leaves the JSON's shapes empty, not the whole set."""
+    import json
+
+    from streamer_kernels.bench import main
+
+    path = tmp_path / "attention.json"
+    assert main(["attention", "--tiny", "--shapes", "W1", "--json", str(path)]) == 0
+    assert json.loads(path.read_text())["shapes"] == {}
+    assert main(["attention", "--tiny", "--shapes", "ti", "--json", str(path)]) == 0
+    assert list(json.loads(path.read_text())["shapes"]) == ["tiny"]
