@@ -14,7 +14,7 @@
 #   source tools/device/prepare.sh && OUT=$OUT bash tools/device/call_issue17.sh
 set -u
 T0=$(date +%s)
-BUDGET=${BUDGET:-570}
+BUDGET=${BUDGET:-570}  # a call with less device time left: BUDGET=300 ROUNDS=1 (the A/B alternated once)
 step() { echo; echo "== $1 ($(( $(date +%s) - T0 )) s in)"; }
 cap() {  # the smaller of $1 and what is left of the budget (at least 5 s)
   local left=$(( BUDGET - ($(date +%s) - T0) ))
@@ -40,7 +40,7 @@ timeout "$(cap 60)" python3 -m pytest -q -p no:cacheprovider --tb=short -W ignor
 
 step "W1 whole chunk, bf16: default attention config vs ${BEST:-none}"
 if [ -n "$BEST" ]; then
-  timeout "$(cap 190)" python3 tools/device/ab.py --rounds 2 --timeout 80 --json "$OUT/ab_w1.json" \
+  timeout "$(cap 190)" python3 tools/device/ab.py --rounds "${ROUNDS:-2}" --timeout 80 --json "$OUT/ab_w1.json" \
     --variant head=. --variant "$BEST=.:env:STREAMER_FLASH_CONFIG=$BEST" \
     -- bench model W1 --variants fast --dtype bfloat16 --iters 40 --json
 else
