@@ -128,20 +128,38 @@ def _rotation(t0, n_kb, total, n_prog):
 
 
 @triton.jit
-def _load_kv(kbase, vbase, kd, vd, kb, Sk, sks, svs, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-             USE_TMA: tl.constexpr, MASK: tl.constexpr):  # fmt: skip
-    if USE_TMA:  # rows past Sk come back as zeros
-        k = kd.load([kb * BLOCK_N, 0])
-        v = vd.load([kb * BLOCK_N, 0])
+def _load_rows(base, desc, kb, stride, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr):
+    """Key block kb of K or V, unmasked (TMA: rows past Sk come back as zeros; plain loads: none may be)."""
+    if USE_TMA:
+        x = desc.load([kb * BLOCK_N, 0])
     else:
         rows = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+        x = tl.load(base + rows[:, None] * stride + tl.arange(0, HEAD_DIM)[None, :])
+    return x
+
+
+@triton.jit
+def _softmax(m_i, l_i, s, qk_scale):
+    """The online-softmax update for one key block's scores s: (P, the rescale alpha of what came before,
+    m, l); m is kept in log2 units of the scaled scores."""
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    return p, alpha, m_new, l_i
+
+
+@triton.jit
+def _load_kv(kbase, vbase, kd, vd, kb, Sk, sks, svs, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+             USE_TMA: tl.constexpr, MASK: tl.constexpr):  # fmt: skip
+    if USE_TMA or not MASK:  # TMA: rows past Sk come back as zeros
+        k = _load_rows(kbase, kd, kb, sks, BLOCK_N, HEAD_DIM, USE_TMA)
+        v = _load_rows(vbase, vd, kb, svs, BLOCK_N, HEAD_DIM, USE_TMA)
+    else:  # zeros, not garbage, past Sk: 0 * NaN would poison the p @ v product
+        rows = kb * BLOCK_N + tl.arange(0, BLOCK_N)
         cols = tl.arange(0, HEAD_DIM)
-        if MASK:  # zeros, not garbage, past Sk: 0 * NaN would poison the p @ v product
-            k = tl.load(kbase + rows[:, None] * sks + cols[None, :], mask=(rows < Sk)[:, None], other=0.0)
-            v = tl.load(vbase + rows[:, None] * svs + cols[None, :], mask=(rows < Sk)[:, None], other=0.0)
-        else:
-            k = tl.load(kbase + rows[:, None] * sks + cols[None, :])
-            v = tl.load(vbase + rows[:, None] * svs + cols[None, :])
+        k = tl.load(kbase + rows[:, None] * sks + cols[None, :], mask=(rows < Sk)[:, None], other=0.0)
+        v = tl.load(vbase + rows[:, None] * svs + cols[None, :], mask=(rows < Sk)[:, None], other=0.0)
     return k, v
 
 
@@ -156,38 +174,14 @@ def _dot(a, b, acc, F32: tl.constexpr):
 
 @triton.jit
 def _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N: tl.constexpr, MASK: tl.constexpr, F32: tl.constexpr):
-    """One key block of the online softmax; m_i is kept in log2 units of the scaled scores."""
+    """One key block of the online softmax and its P @ V."""
     s = _dot(q, tl.trans(k), None, F32)
     if MASK:
         cols = kb * BLOCK_N + tl.arange(0, BLOCK_N)
         s = tl.where((cols < Sk)[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-    p = tl.math.exp2(s * qk_scale - m_new[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
+    p, alpha, m_i, l_i = _softmax(m_i, l_i, s, qk_scale)
     acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], F32)  # P rounded to bf16 either way
-    return acc, m_new, l_i
-
-
-@triton.jit
-def _load_rows(base, desc, kb, stride, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr):
-    """Key block kb of K or V (no row past Sk)."""
-    if USE_TMA:
-        x = desc.load([kb * BLOCK_N, 0])
-    else:
-        rows = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-        x = tl.load(base + rows[:, None] * stride + tl.arange(0, HEAD_DIM)[None, :])
-    return x
-
-
-@triton.jit
-def _softmax(m_i, l_i, s, qk_scale):
-    """The online-softmax update for the scores s of one full key block: (P, its rescale alpha, m, l)."""
-    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-    p = tl.math.exp2(s * qk_scale - m_new[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    return p, alpha, m_new, l_i
+    return acc, m_i, l_i
 
 
 @triton.jit
