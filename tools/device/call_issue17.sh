@@ -7,7 +7,7 @@
 # 3. the whole W1 chunk, bf16, alternated: HEAD's default attention config against the fastest other
 #    Triton config of step 1 (chosen here from its JSON, through $STREAMER_FLASH_CONFIG);
 # 4. the GPU tests of the attention kernel (the new configs at W1 and W2) and of the fast path;
-# 5. the codec at W1, and W1 in fp8.
+# 5. attention at W2, the codec at W1, W1 in fp8 and its profile.
 #
 # Here, first: `bash tools/device/fetch_wheels.sh` (the .whl folder), and `bash tools/device/compile_check.sh`
 # when a kernel changed. Then one call (under 10 minutes): run with carry [".whl"] and the command
@@ -58,4 +58,6 @@ step "codec W1"
 timeout "$(cap 50)" python3 -m streamer.bench.vae_speed W1 --json "$OUT/vae.json" 2>&1 | tail -17
 step "W1 fp8 (HEAD)"
 timeout "$(cap 45)" python3 -m streamer bench model W1 --variants fast --dtype fp8 --iters 40 2>&1 | tail -4
+step "W1 fp8 profile (last profiled in the twelfth session)"
+timeout "$(cap 70)" python3 -m streamer.bench.model_profile W1 --dtype fp8 --ops 2>&1 | tail -40
 step "done"
