@@ -390,8 +390,9 @@ def flash_attention(
     po = torch.empty(slots, 2, bm, D, device=q.device, dtype=torch.float32)
     pml = torch.empty(slots, 2, 2, bm, device=q.device, dtype=torch.float32)
     inline = split and config.inline_merge
-    # zeroed per call (a memset node in a graph), not kept between calls: nothing for two streams to share
-    arrivals = torch.zeros(tiles if inline else 1, device=q.device, dtype=torch.int32)
+    # zeroed per call (a memset node in a graph), not kept between calls: nothing for two streams to share.
+    # Without the inline merge the kernel never reads it: any tensor will do, and no memset runs.
+    arrivals = torch.zeros(tiles, device=q.device, dtype=torch.int32) if inline else pml
     if config.tma:
         triton.set_allocator(_tma_scratch)  # per call: the allocator is per thread (a context variable)
     qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634  # scores in log2 units: exp2 is the fast path
