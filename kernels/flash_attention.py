@@ -19,12 +19,19 @@ with 64-key blocks they read within a window of about 36 of its 147 blocks at on
 host-side simulation of the schedule). Scattered sweeps would need all heads' K/V (57 MB at W1, more
 than the 50 MB L2) resident, or read it from DRAM once per q-tile.
 
-`FlashConfig` names the tunables (tile sizes, warps, stages, programs per SM, TMA loads);
-`kernels/bench_attention.py` times every config in CONFIGS on the card. TMA (device tensor
+Two options for Hopper, not yet measured on a GPU (docs/benchmarks.md, fifteenth session):
+- `overlap`: the plain loop waits for Q K^T, runs the softmax, then issues P @ V, so the tensor cores
+  idle through every softmax. The overlapped loop issues block j-1's P @ V before block j's softmax
+  (`_full_blocks_overlapped`).
+- `inline_merge`: a shared tile's last program to finish merges it, in place of the merge kernel.
+
+`FlashConfig` names the tunables (tile sizes, warps, stages, programs per SM, TMA loads, the two options
+above); `kernels/bench_attention.py` times every config in CONFIGS on the card, and
+`$STREAMER_FLASH_CONFIG` picks the one the fast path uses (`default_config()`). TMA (device tensor
 descriptors) only compiles on Hopper+; the interpreter runs both paths at tiny sizes. Every config
-compiles for sm_90 under Triton 3.6 without register spills (except m128n128 without TMA: 8 bytes);
-Triton 3.6's automatic warp specialisation (`tl.range(..., warp_specialize=True)`) left the sm_90
-PTX unchanged, so no config asks for it.
+compiles for sm_90 under Triton 3.6; the spills ptxas reports are noted beside CONFIGS. Triton 3.6's
+automatic warp specialisation (`tl.range(..., warp_specialize=True)`) left the sm_90 PTX unchanged,
+so no config asks for it.
 """
 
 from __future__ import annotations
@@ -88,7 +95,8 @@ CONFIGS: tuple[FlashConfig, ...] = (
     FlashConfig(64, 64, 4, 2, per_sm=2, tma=True),
     FlashConfig(64, 64, 4, 2, per_sm=2, tma=True, overlap=True),
     # The merge kernel took 0.45 ms of W1's 32.6 (60 launches, H100 profile, 2026-12-07): done by the
-    # tile's last program instead, on a per-call zeroed arrival count per tile.
+    # tile's last program instead, on a per-call zeroed arrival count per tile (the merge's registers
+    # cost spills: 36 and 20 bytes below).
     FlashConfig(128, 128, 8, 3, tma=True, inline_merge=True),
     FlashConfig(128, 64, 8, 4, tma=True, overlap=True, inline_merge=True),
 )
