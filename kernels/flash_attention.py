@@ -209,33 +209,41 @@ def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML, Arrivals,
             k, v = _load_kv(kbase, vbase, kd, vd, full_hi, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, True)
             acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, full_hi, Sk, qk_scale, BLOCK_N, True, F32)
         if (kk0 == 0) & (kk1 == n_kb):  # the whole tile is ours
-            out = acc / l_i[:, None]
-            o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + offs_d[None, :]
-            tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(rows < Sq)[:, None])
+            _write_tile(Out, acc, l_i, tile, sob, sos, soh, H, Sq, n_mt, BLOCK_M, HEAD_DIM)
         else:  # slot 0: the program's first piece, 1: its last
             slot = pid * 2 + tl.where(it == start, 0, 1)
             tl.store(PO + slot * BLOCK_M * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc)
             tl.store(PML + slot * 2 * BLOCK_M + offs_m, m_i)
             tl.store(PML + slot * 2 * BLOCK_M + BLOCK_M + offs_m, l_i)
             if INLINE_MERGE:  # the tile's last program to finish merges it: no merge kernel
-                n_pieces = _owner(t0 + n_kb - 1, total, n_prog) - _owner(t0, total, n_prog) + 1
+                p0 = _owner(t0, total, n_prog)
+                p1 = _owner(t0 + n_kb - 1, total, n_prog)
                 tl.debug_barrier()  # all of this program's stores above, before the release below
                 arrived = tl.atomic_add(Arrivals + tile, 1, sem="acq_rel")
-                if arrived == n_pieces - 1:
-                    _merge_tile(Out, PO, PML, tile, t0, sob, sos, soh, H, Sq, n_mt, n_kb, total, n_prog,
+                if arrived == p1 - p0:  # the others have all arrived
+                    _merge_tile(Out, PO, PML, tile, t0, p0, p1, sob, sos, soh, H, Sq, n_mt, total, n_prog,
                                 BLOCK_M, HEAD_DIM, ".cg")  # fmt: skip
         it = t0 + kk1
 
 
 @triton.jit
-def _merge_tile(Out, PO, PML, tile, t0, sob, sos, soh, H, Sq, n_mt, n_kb, total, n_prog,
+def _write_tile(Out, acc, l_i, tile, sob, sos, soh, H, Sq, n_mt, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """A finished tile's rows, acc / l, into Out (rows past Sq left out)."""
+    bh = tile // n_mt
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    rows = (tile % n_mt) * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + tl.arange(0, HEAD_DIM)[None, :]
+    tl.store(o_ptrs, (acc / l_i[:, None]).to(Out.dtype.element_ty), mask=(rows < Sq)[:, None])
+
+
+@triton.jit
+def _merge_tile(Out, PO, PML, tile, t0, p0, p1, sob, sos, soh, H, Sq, n_mt, total, n_prog,
                 BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, CACHE: tl.constexpr):  # fmt: skip
     """Combine the (acc, m, l) pieces that programs p0..p1 left of a shared tile (log-sum-exp) and write it.
 
     CACHE: the loads' cache modifier; ".cg" (L2, not the SM's own L1) when the pieces were written
     by other programs of the running kernel."""
-    p0 = _owner(t0, total, n_prog)
-    p1 = _owner(t0 + n_kb - 1, total, n_prog)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -252,12 +260,7 @@ def _merge_tile(Out, PO, PML, tile, t0, sob, sos, soh, H, Sq, n_mt, n_kb, total,
         acc = acc * alpha[:, None] + a_p * beta[:, None]
         l_i = l_i * alpha + l_p * beta
         m = m_new
-    bh = tile // n_mt
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    rows = (tile % n_mt) * BLOCK_M + offs_m
-    o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + offs_d[None, :]
-    tl.store(o_ptrs, (acc / l_i[:, None]).to(Out.dtype.element_ty), mask=(rows < Sq)[:, None])
+    _write_tile(Out, acc, l_i, tile, sob, sos, soh, H, Sq, n_mt, BLOCK_M, HEAD_DIM)
 
 
 @triton.jit
@@ -265,8 +268,10 @@ def _flash_attn_merge_kernel(Out, PO, PML, sob, sos, soh, H, Sq, n_mt, n_kb, tot
                   BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):  # fmt: skip
     tile = tl.program_id(0)
     t0 = tile * n_kb
-    if _owner(t0, total, n_prog) != _owner(t0 + n_kb - 1, total, n_prog):  # shared (ranges are never empty: P <= T)
-        _merge_tile(Out, PO, PML, tile, t0, sob, sos, soh, H, Sq, n_mt, n_kb, total, n_prog, BLOCK_M, HEAD_DIM, "")
+    p0 = _owner(t0, total, n_prog)
+    p1 = _owner(t0 + n_kb - 1, total, n_prog)
+    if p0 != p1:  # shared by programs p0..p1 (ranges are never empty: the launcher keeps P <= T)
+        _merge_tile(Out, PO, PML, tile, t0, p0, p1, sob, sos, soh, H, Sq, n_mt, total, n_prog, BLOCK_M, HEAD_DIM, "")
 
 
 @cache
