@@ -192,7 +192,7 @@ def test_the_environment_names_the_default_config(monkeypatch):
     monkeypatch.setenv(CONFIG_ENV, other.name)
     assert default_config() == other
     monkeypatch.setenv(CONFIG_ENV, "m1n1")
-    with pytest.raises(ValueError, match=f"known: {DEFAULT_CONFIG.name}|{DEFAULT_CONFIG.name}"):
+    with pytest.raises(ValueError, match=DEFAULT_CONFIG.name):  # the known names are listed
         default_config()
 
 
