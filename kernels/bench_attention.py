@@ -1,11 +1,14 @@
-"""Attention at W1 and W2 shapes: cuDNN SDPA, flash SDPA and every config of the Triton stream-K kernel.
+"""Attention at W1 and W2 shapes: cuDNN SDPA, flash SDPA and every config of the Triton stream-K kernel;
+and W1's cross-attention to a zero-padded prompt: SDPA over all 512 keys against the prompt kernel
+(kernels/prompt_attention.py), which reads the padding's repeated key once.
 
     python -m streamer_kernels.bench attention [--json PATH]   # a CUDA GPU; about a minute with the JIT
+    python -m streamer_kernels.bench attention --shapes "W1 cross"   # only the cross-attention rows
     python -m streamer_kernels.bench attention --tiny          # the plumbing on CPU, under the interpreter
 
 Each candidate is first checked against the fp32 reference (max abs error and the picker's relative
 error); only the correct ones are timed (median of triton.testing.do_bench). TFLOP/s count
-4 * B * Sq * Sk * H * D. Last, the AttentionPicker picks among cuDNN, the other SDPA backends and the
+4 * B * Sq * Sk * H * D (every key, the repeated ones too, for the cross-attention). Last, the AttentionPicker picks among cuDNN, the other SDPA backends and the
 Triton kernel's `default_config()`, as the fast path would.
 """
 
@@ -26,21 +29,32 @@ from streamer_kernels.flash_attention import (
     flash_attention,
     flash_attention_ref,
 )
+from streamer_kernels.prompt_attention import prompt_attention
 
-# (B, Sq, Sk, H, D): a chunk's queries against the whole rolling cache (7 chunks: 6 past + its own)
-SHAPES = {"W1 480x832": (1, 1560, 9360, 12, 128), "W2 512x512": (1, 1024, 6144, 12, 128)}
+# (B, Sq, Sk, H, D, prompt tokens): a chunk's queries against the whole rolling cache (7 chunks: 6 past +
+# its own), tokens None; or against a prompt's 512 K/V whose positions from `tokens` on are padding
+# (one repeated key; 7: the default prompt "a watercolour painting", 512: no padding)
+SHAPES = {
+    "W1 480x832": (1, 1560, 9360, 12, 128, None),
+    "W2 512x512": (1, 1024, 6144, 12, 128, None),
+    **{f"W1 cross {n} tokens": (1, 1560, 512, 12, 128, n) for n in (7, 77, 512)},
+}
 # tiny: 3 q-tiles x 2 heads x 7 key blocks over the interpreter's 4 programs, so tiles are shared
-TINY_SHAPES = {"tiny": (1, 40, 100, 2, 32)}
+TINY_SHAPES = {"tiny": (1, 40, 100, 2, 32, None), "tiny cross": (1, 40, 48, 2, 32, 9)}
 TINY_CONFIGS = (FlashConfig(16, 16, 4, 1), FlashConfig(32, 16, 4, 1, per_sm=0))
 MAX_ABS_ERR = 2e-2  # bf16 output (ulp 2^-8 relative) of values well under 1; the picker also wants rel < 1e-2
 MAX_REL_ERR = 1e-2
 
 
-def _candidates(device: torch.device, tiny: bool) -> dict[str, AttnFn]:
+def _candidates(device: torch.device, tiny: bool, starts: torch.Tensor | None) -> dict[str, AttnFn]:
     sdpa = available_backends(device)
     found = {f"{n} SDPA": sdpa[n] for n in ("cudnn", "flash") if n in sdpa} or {"sdpa": sdpa["sdpa"]}
     if "fa3" in sdpa:  # FlashAttention-3, where installed
         found["fa3"] = sdpa["fa3"]
+    if starts is not None:  # a prompt's K/V: the prompt kernel instead of the stream-K configs
+        blocks = {"block_m": 16, "block_n": 16} if tiny else {}
+        found["triton prompt (distinct keys)"] = lambda q, k, v: prompt_attention(q, k, v, starts, **blocks)
+        return found
     for cfg in TINY_CONFIGS if tiny else CONFIGS:
         found[f"triton {cfg.name}"] = partial(flash_attention, config=cfg)
     return found
@@ -73,15 +87,19 @@ def run(tiny: bool = False, log: Callable[[str], None] = print, shapes: str = ""
     dev = torch.device("cpu" if tiny or not torch.cuda.is_available() else "cuda")
     results: dict[str, object] = {}
     prefixes = tuple(p for p in shapes.split(",") if p)
-    for label, (B, sq, sk, H, D) in (TINY_SHAPES if tiny else SHAPES).items():
+    for label, (B, sq, sk, H, D, tokens) in (TINY_SHAPES if tiny else SHAPES).items():
         if prefixes and not label.startswith(prefixes):
             continue
         g = torch.Generator(device=dev).manual_seed(0)
         q, k, v = (torch.randn(B, s, H, D, device=dev, dtype=torch.bfloat16, generator=g) for s in (sq, sk, sk))
+        starts = None
+        if tokens is not None:  # the padding: every position from `tokens` on holds one key and value
+            k[:, tokens:], v[:, tokens:] = k[:, -1:], v[:, -1:]
+            starts = torch.tensor([min(tokens, sk - 1)], dtype=torch.int32, device=dev)  # a run of one: none
         ref = flash_attention_ref(q, k, v)
         flops = 4 * B * sq * sk * H * D
         rows = {}
-        for name, fn in _candidates(dev, tiny).items():
+        for name, fn in _candidates(dev, tiny, starts).items():
             rows[name] = row = _measure(fn, q, k, v, ref, flops)
             log(f"{label:12s} {name:36s} " + _fmt(row))
         timed = {n: r["ms"] for n, r in rows.items() if "ms" in r}

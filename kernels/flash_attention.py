@@ -19,14 +19,16 @@ with 64-key blocks they read within a window of about 36 of its 147 blocks at on
 host-side simulation of the schedule). Scattered sweeps would need all heads' K/V (57 MB at W1, more
 than the 50 MB L2) resident, or read it from DRAM once per q-tile.
 
-Two options for Hopper, not yet measured on a GPU (docs/benchmarks.md, fifteenth session):
-- `overlap`: the plain loop waits for Q K^T, runs the softmax, then issues P @ V, so the tensor cores
-  idle through every softmax. The overlapped loop issues block j-1's P @ V before block j's softmax
-  (`_full_blocks_overlapped`).
-- `inline_merge`: a shared tile's last program to finish merges it, in place of the merge kernel.
+`inline_merge`: a shared tile's last program to finish merges it, in place of the merge kernel (counted
+arrivals). On by default: 462 TFLOP/s at W1 against 444 with the merge kernel (H100, 2026-12-07).
+
+Tried and removed (docs/benchmarks.md, sixteenth session): FlashAttention-3's intra-warpgroup overlap
+(each block's P @ V issued before the next block's softmax). Its sm_90a code did run the P @ V HGMMAs
+across the softmax's exponentials, but it keeps a second P live beside the scores: the m128n64 configs
+that fit its registers ran at 378-382 TFLOP/s at W1 against 420-425 without it, and m128n128 spills.
 
 `FlashConfig` (kernels/flash_config.py) names the tunables (tile sizes, warps, stages, programs per
-SM, TMA loads, the two options above); `kernels/bench_attention.py` times every config in CONFIGS on
+SM, TMA loads, the inline merge); `kernels/bench_attention.py` times every config in CONFIGS on
 the card, and
 `$STREAMER_FLASH_CONFIG` picks the one the fast path uses (`default_config()`). TMA (device tensor
 descriptors) only compiles on Hopper+; the interpreter runs both paths at tiny sizes. Every config
@@ -128,41 +130,11 @@ def _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N: tl.constexpr, MASK:
 
 
 @triton.jit
-def _full_blocks_overlapped(acc, m_i, l_i, q, kbase, vbase, kd, vd, lo, hi, sks, svs, qk_scale,
-                            BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr,
-                            F32: tl.constexpr):  # fmt: skip
-    """Key blocks [lo, hi) (hi > lo, none past Sk), each block's P @ V issued before the next one's softmax.
-
-    FlashAttention-3's intra-warpgroup overlap, written in the source. Triton waits for a Q K^T product
-    at once (softmax reads it), but leaves a P @ V product in flight until the accumulator is next read.
-    So step j issues S_j = Q K_j^T, waits, issues acc += P_{j-1} V_{j-1}, and computes P_j's
-    exponentials on the CUDA cores while the tensor cores run that product. In the plain loop the tensor
-    cores idle through every softmax. Same arithmetic, same order per key block, as `_step`.
-    """
-    k = _load_rows(kbase, kd, lo, sks, BLOCK_N, HEAD_DIM, USE_TMA)
-    p, alpha, m_i, l_i = _softmax(m_i, l_i, _dot(q, tl.trans(k), None, F32), qk_scale)
-    p = p.to(q.dtype)
-    for kb in range(lo + 1, hi):
-        k = _load_rows(kbase, kd, kb, sks, BLOCK_N, HEAD_DIM, USE_TMA)
-        v = _load_rows(vbase, vd, kb - 1, svs, BLOCK_N, HEAD_DIM, USE_TMA)
-        s = _dot(q, tl.trans(k), None, F32)
-        # an always-true select, so that Triton sees P made in the loop (not a loop-carried value) and
-        # keeps it in registers as the product's A operand: carried as is, it goes through shared
-        # memory, and that product can no longer run past the softmax
-        acc = _dot(tl.where(kb > lo, p, 0.0), v, acc * alpha[:, None], F32)
-        p, alpha, m_i, l_i = _softmax(m_i, l_i, s, qk_scale)
-        p = p.to(q.dtype)
-    v = _load_rows(vbase, vd, hi - 1, svs, BLOCK_N, HEAD_DIM, USE_TMA)
-    acc = _dot(p, v, acc * alpha[:, None], F32)
-    return acc, m_i, l_i
-
-
-@triton.jit
 def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML, Arrivals,
                 sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
                 H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                USE_TMA: tl.constexpr, OVERLAP: tl.constexpr, INLINE_MERGE: tl.constexpr,
+                USE_TMA: tl.constexpr, INLINE_MERGE: tl.constexpr,
                 F32: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     start = (pid * total) // n_prog
@@ -197,14 +169,9 @@ def _flash_attn_fwd_kernel(Q, K, V, Out, PO, PML, Arrivals,
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         full_hi = tl.minimum(hi, n_full)
-        if OVERLAP:
-            if lo < full_hi:
-                acc, m_i, l_i = _full_blocks_overlapped(acc, m_i, l_i, q, kbase, vbase, kd, vd, lo, full_hi,
-                                                        sks, svs, qk_scale, BLOCK_N, HEAD_DIM, USE_TMA, F32)  # fmt: skip
-        else:
-            for kb in range(lo, full_hi):
-                k, v = _load_kv(kbase, vbase, kd, vd, kb, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, False)
-                acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N, False, F32)
+        for kb in range(lo, full_hi):
+            k, v = _load_kv(kbase, vbase, kd, vd, kb, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, False)
+            acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, kb, Sk, qk_scale, BLOCK_N, False, F32)
         if full_hi < hi:  # the last key block, partly past Sk
             k, v = _load_kv(kbase, vbase, kd, vd, full_hi, Sk, sks, svs, BLOCK_N, HEAD_DIM, USE_TMA, True)
             acc, m_i, l_i = _step(acc, m_i, l_i, q, k, v, full_hi, Sk, qk_scale, BLOCK_N, True, F32)
@@ -349,8 +316,7 @@ def flash_attention(
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         H, Sq, Sk, n_mt, n_kb, total, n_prog, qk_scale,
-        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=config.tma, OVERLAP=config.overlap,
-        INLINE_MERGE=inline, F32=INTERPRET,
+        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=D, USE_TMA=config.tma, INLINE_MERGE=inline, F32=INTERPRET,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     if split and not inline:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,28 +33,57 @@ from streamer.model.config import DiTConfig
 from streamer.model.rope import rotate_time_band
 
 
-@dataclass
-class CrossAttnKV:
-    """Cross-attention K/V of every layer for one prompt: k, v [layers, B, heads, text_len, head_dim]."""
+class PromptKV(NamedTuple):
+    """One layer's cross-attention K/V: k, v [B, heads, L, head_dim], and where each batch row's
+    trailing run of repeated positions starts ([B] int32, `tail_start`; None: not known)."""
 
     k: Tensor
     v: Tensor
+    starts: Tensor | None
+
+
+@dataclass
+class CrossAttnKV:
+    """Cross-attention K/V of every layer for one prompt: k, v [layers, B, heads, text_len, head_dim].
+
+    `starts` [layers, B] (int32; None when not made by `DiT.cross_kv`): where each row's trailing run of
+    copies of one position starts. A zero-padded prompt's padding tokens all have one key and value, so
+    the fast path's cross-attention reads each run once (kernels/prompt_attention.py)."""
+
+    k: Tensor
+    v: Tensor
+    starts: Tensor | None = None
 
     @classmethod
     def allocate(cls, cfg: DiTConfig, batch: int, dtype: torch.dtype, device: torch.device | str) -> CrossAttnKV:
         shape = (cfg.num_layers, batch, cfg.num_heads, cfg.text_len, cfg.head_dim)
         storage = torch.zeros((2, *shape), dtype=dtype, device=device)
-        return cls(storage[0], storage[1])
+        # all zeros: every position a copy of the first, so the runs start at 0
+        starts = torch.zeros(cfg.num_layers, batch, dtype=torch.int32, device=device)
+        return cls(storage[0], storage[1], starts)
 
-    def layer(self, i: int) -> tuple[Tensor, Tensor]:
-        """k, v of layer i: [B, heads, text_len, head_dim]."""
-        return self.k[i], self.v[i]
+    def layer(self, i: int) -> PromptKV:
+        """Layer i's k, v [B, heads, text_len, head_dim] and the runs' starts [B]."""
+        return PromptKV(self.k[i], self.v[i], None if self.starts is None else self.starts[i])
 
     def copy_(self, other: CrossAttnKV) -> CrossAttnKV:
         """Overwrite in place (keeps the buffers a captured graph reads)."""
         self.k.copy_(other.k)
         self.v.copy_(other.v)
+        if self.starts is not None:
+            self.starts.copy_(other.starts if other.starts is not None else tail_start(other.k, other.v))
         return self
+
+
+def tail_start(k: Tensor, v: Tensor) -> Tensor:
+    """k, v [..., B, H, L, D] (a prompt's cross-attention K/V) -> [..., B] int32: the first position of
+    the trailing run whose key and value (every head) equal the last position's, bitwise. L - 1 when the
+    last repeats nothing. On the device, no host sync: it may run while a graph replays elsewhere."""
+    last_k, last_v = k[..., -1:, :], v[..., -1:, :]
+    same = (k == last_k).all(-1).all(-2) & (v == last_v).all(-1).all(-2)  # [..., B, L]
+    pos = torch.arange(k.shape[-2], device=k.device)
+    last_distinct = torch.where(same, -1, pos).amax(-1)  # -1 when every position equals the last
+    return (last_distinct + 1).to(torch.int32)
 
 
 class KVCache:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from streamer.model.attention import CrossAttention, SelfAttention, frame_mask, token_mask
-from streamer.model.cache import CrossAttnKV, KVCache
+from streamer.model.cache import CrossAttnKV, KVCache, PromptKV, tail_start
 from streamer.model.config import DiTConfig, preset
 from streamer.model.fp8 import input_dtype, to_fp8
 from streamer.model.ops import EAGER_OPS, DiTOps
@@ -67,7 +67,7 @@ class DiTBlock(nn.Module):
         mod: Tensor,
         next_mod: tuple[Tensor, Tensor, torch.dtype],
         rope: tuple[Tensor, Tensor],
-        text_kv: tuple[Tensor, Tensor],
+        text_kv: PromptKV,
         *,
         mask: Tensor | None = None,
         cache: KVCache | None = None,
@@ -77,7 +77,7 @@ class DiTBlock(nn.Module):
         """x: [B, F*T, dim] residual (fp32, or fp64 for an fp64 model); h: the self-attention's input
         (x normalised and modulated by this block's shift/scale); mod: [B, F, 6, dim] this block's
         modulation + time embedding; next_mod: (shift, scale [B, F, dim], dtype) for what follows;
-        rope: cos/sin [F*T, D/2]; text_kv: k, v [B, H, L, D]. Returns (new residual, next input h)."""
+        rope: cos/sin [F*T, D/2]; text_kv: k, v [B, H, L, D] and their runs' starts. Returns (new residual, next input h)."""
         dtype = input_dtype(self.self_attn.q)
         _, _, gate1, shift2, scale2, gate2 = mod.unbind(2)
         y = ops.self_attention(self.self_attn, h, *rope, mask=mask, cache=cache, layer=layer)
@@ -185,6 +185,8 @@ class DiT(nn.Module):
             k, v = self.layers[i].cross_attn.kv(ctx)
             out.k[j].copy_(k)
             out.v[j].copy_(v)
+        if out.starts is not None:  # where the zero padding's repeated K/V start (kernels/prompt_attention.py)
+            out.starts.copy_(tail_start(out.k, out.v))
         return out
 
     def time_embed(self, t: Tensor) -> tuple[Tensor, Tensor]:

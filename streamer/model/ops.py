@@ -83,8 +83,12 @@ class DiTOps:
         """q/k/v projections, q/k RMSNorm + RoPE, the cache write and attention, then `o`: [B, S, dim]."""
         return attn(h, cos, sin, mask=mask, cache=cache, layer=layer)
 
-    def cross_attention(self, attn: CrossAttention, h: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Attention of h [B, S, dim] to a prompt's k, v [B, H, L, D] (from `cross_kv`): [B, S, dim]."""
+    def cross_attention(
+        self, attn: CrossAttention, h: Tensor, k: Tensor, v: Tensor, starts: Tensor | None = None
+    ) -> Tensor:
+        """Attention of h [B, S, dim] to a prompt's k, v [B, H, L, D] (from `cross_kv`): [B, S, dim].
+        `starts` [B]: where each row's trailing run of repeated K/V starts (an optimisation hint: the
+        result is the attention over every position either way; eager attends to them all)."""
         return attn(h, k, v)
 
     def ffn(self, ffn: nn.Sequential, h: Tensor) -> Tensor:

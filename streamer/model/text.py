@@ -375,7 +375,11 @@ def wait_for_weights(text: TextEncoder) -> float | None:
 
 class RandomTextEncoder:
     """Seeded random token states per prompt, for speed runs of a wan preset with RANDOM DiT weights
-    and no umT5 folder (the states mean nothing, like the weights). Never used with trained weights."""
+    and no umT5 folder (the states mean nothing, like the weights). Never used with trained weights.
+
+    Laid out as umT5's: states for about as many tokens as umT5 makes of English text (one per four
+    characters, plus `</s>`), zeros after them. The padding's length matters to speed: the fast path's
+    cross-attention reads the repeated padding positions once (kernels/prompt_attention.py)."""
 
     def __init__(self, text_len: int, text_dim: int, seed: int = 0) -> None:
         self.text_len, self.text_dim, self.seed = text_len, text_dim, seed
@@ -386,5 +390,8 @@ class RandomTextEncoder:
         for prompt in prompts:
             digest = hashlib.sha256(f"{self.seed}\n{prompt}".encode()).digest()
             gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
-            out.append(torch.randn(self.text_len, self.text_dim, generator=gen))
+            states = torch.zeros(self.text_len, self.text_dim)
+            tokens = min(self.text_len, len(prompt) // 4 + 1)
+            states[:tokens] = torch.randn(tokens, self.text_dim, generator=gen)
+            out.append(states)
         return torch.stack(out)

@@ -10,7 +10,9 @@
   outputs go through the standalone quantizer (streamer_kernels.fp8_quant). The values are the same as
   quantizing each bf16 input on its own;
 - one kernel for q/k RMSNorm + RoPE + the write of K/V into the cache's staging slot;
-- attention through a measured backend picker (streamer_kernels.attention);
+- self-attention through a measured backend picker (streamer_kernels.attention); cross-attention over
+  the prompt's distinct K/V only (streamer_kernels.prompt_attention: the zero padding's repeated
+  positions are read once, weighted by their count);
 - each residual add fused with the next LayerNorm + modulation (norm3's affine is a modulation
   with scale = w - 1, shift = b), across block boundaries too (the forward passes the next one in);
 - FFN bias + GELU: in a bf16 model on CUDA, cuBLASLt's epilogue of the up-projection; else one pass
@@ -38,6 +40,7 @@ from streamer_kernels.modulated_layernorm import (
     modulated_layernorm,
     modulated_layernorm_fp8,
 )
+from streamer_kernels.prompt_attention import prompt_attention
 from streamer_kernels.qk_norm_rope import qk_norm_rope
 
 if TYPE_CHECKING:
@@ -56,6 +59,9 @@ class FusedOps(DiTOps):
     # Off: W1 32.89 / 32.93 ms against 33.40 / 33.26 on (H100, alternated, 2026-12-07; the cross-attention
     # output's 0.42 ms copy is gone, and neither attention got slower)
     Q_HEADS_FIRST = False
+    # cross-attention over the prompt's distinct K/V (kernels/prompt_attention.py); off, the picker's
+    # backend over all text_len positions. A switch for the whole-chunk A/B (tools/device/ab.py)
+    PROMPT_ATTENTION = True
 
     def __init__(self, dit: DiT, attention: AttentionPicker | None = None) -> None:
         self.attn = attention or AttentionPicker()
@@ -158,13 +164,19 @@ class FusedOps(DiTOps):
             ).transpose(1, 2)
         return self._mm(y.reshape(b, s, a), attn.o)
 
-    def cross_attention(self, attn: CrossAttention, h: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def cross_attention(
+        self, attn: CrossAttention, h: Tensor, k: Tensor, v: Tensor, starts: Tensor | None = None
+    ) -> Tensor:
         b, s, _ = h.shape
         q, _, _ = qk_norm_rope(
             self._mm(h, attn.q), None, None, attn.norm_q.weight, None, None, None, attn.num_heads, eps=attn.norm_q.eps,
             heads_first=self.Q_HEADS_FIRST,
         )  # fmt: skip
-        y = self.attn(q, k.transpose(1, 2), v.transpose(1, 2))
+        if self.PROMPT_ATTENTION and starts is not None and q.dtype != torch.float64:
+            # a zero-padded prompt's padding positions share one key and value: each run read once
+            y = prompt_attention(q, k.transpose(1, 2), v.transpose(1, 2), starts)
+        else:
+            y = self.attn(q, k.transpose(1, 2), v.transpose(1, 2))
         return self._mm(y.reshape(b, s, -1), attn.o)
 
     def ffn(self, ffn: nn.Sequential, h: Tensor) -> Tensor:

@@ -1,0 +1,95 @@
+"""Cross-attention to a prompt whose last keys are copies of one key: each run of copies counted once.
+
+Wan's DiT pads the text encoder's states with zeros to `text_len` (512) tokens before its text
+embedding, as upstream does, and its cross-attention attends to all 512. Every padding token then
+has the same key and value. A run of c identical keys scores the same c times, so in the softmax it
+equals that key once with its weight multiplied by c: log2(c) added to its score in log2 units. The
+result is the attention over all the keys, computed over the distinct ones only (a prompt of 20
+tokens: 21 keys instead of 512). The W1 profile had cuDNN's cross-attention at 1.07-1.11 ms per chunk
+(60 calls over 512 keys, H100, 2026-12-07).
+
+`tail_start` (streamer/model/cache.py) finds where the trailing run of identical (key, value) rows
+starts, on the device and exactly (bitwise equal rows only), when a prompt's K/V are made;
+`prompt_attention` reads it from the device, so a new prompt of another length needs no recapture of a CUDA graph. The run is found,
+not assumed: any keys the model makes work, and without a repeated tail (a run of one) nothing is
+skipped.
+
+q [B, Sq, H, D], k/v [B, L, H, D] (any strides, contiguous last dim), starts [B] int32 ->
+[B, Sq, H, D] in q's dtype; fp32 softmax and accumulation. One program per 128-row q-tile and head.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from streamer_kernels.attention import attention_ref
+from streamer_kernels.backend import INTERPRET, tl, triton
+from streamer_kernels.flash_attention import _dot, _softmax
+
+__all__ = ["prompt_attention", "prompt_attention_ref"]
+
+
+@triton.jit
+def _prompt_attn_kernel(Q, K, V, Out, Starts,
+                        sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
+                        Sq, L, qk_scale,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                        F32: tl.constexpr):  # fmt: skip
+    mt = tl.program_id(0)
+    h = tl.program_id(1).to(tl.int64)
+    b = tl.program_id(2).to(tl.int64)
+    n = tl.load(Starts + b)  # keys [n, L) are copies of key n: keys 0..n are the distinct ones
+    rows = mt * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqs + cols_d[None, :], mask=(rows < Sq)[:, None], other=0.0)
+    # key n stands for its L - n copies: its weight times L - n, i.e. log2(L - n) more in log2 units;
+    # _softmax scales the raw scores by qk_scale, so the bonus goes in before that scale
+    bonus = tl.log2((L - n).to(tl.float32)) / qk_scale
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    for start in range(0, n + 1, BLOCK_N):
+        keys = start + tl.arange(0, BLOCK_N)
+        live = keys <= n
+        # zeros, not garbage, past key n: 0 * NaN would poison the P @ V product
+        k = tl.load(K + b * skb + h * skh + keys[:, None] * sks + cols_d[None, :], mask=live[:, None], other=0.0)
+        v = tl.load(V + b * svb + h * svh + keys[:, None] * svs + cols_d[None, :], mask=live[:, None], other=0.0)
+        s = _dot(q, tl.trans(k), None, F32)
+        s = tl.where((keys == n)[None, :], s + bonus, s)
+        s = tl.where(live[None, :], s, float("-inf"))
+        p, alpha, m_i, l_i = _softmax(m_i, l_i, s, qk_scale)
+        acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], F32)
+    o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + cols_d[None, :]
+    tl.store(o_ptrs, (acc / l_i[:, None]).to(Out.dtype.element_ty), mask=(rows < Sq)[:, None])
+
+
+def prompt_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, starts: torch.Tensor, block_m: int = 128, block_n: int = 64
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v per head, [B, S, H, D] layout, where keys/values [starts[b], L) of
+    batch row b are copies of row starts[b] (streamer.model.cache.tail_start); those are not read."""
+    B, Sq, H, D = q.shape
+    L = k.shape[1]
+    if k.shape != v.shape or k.shape[0] != B or k.shape[2:] != (H, D) or starts.shape != (B,):
+        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, starts {tuple(starts.shape)}")
+    if D not in (16, 32, 64, 128, 256) or q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        raise ValueError(f"head dim {D} must be a power of two in 16..256 and contiguous")
+    o = torch.empty(B, Sq, H, D, device=q.device, dtype=q.dtype)
+    bm = min(block_m, max(16, triton.next_power_of_2(Sq)))
+    grid = (triton.cdiv(Sq, bm), H, B)
+    _prompt_attn_kernel[grid](
+        q, k, v, o, starts.to(torch.int32),
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+        Sq, L, 1.0 / math.sqrt(D) * 1.4426950408889634,
+        BLOCK_M=bm, BLOCK_N=block_n, HEAD_DIM=D, F32=INTERPRET or q.dtype == torch.float32,
+        num_warps=8 if bm >= 128 else 4, num_stages=2,
+    )  # fmt: skip
+    return o
+
+
+def prompt_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The reference: plain softmax attention over every key, repeated ones included, in fp32."""
+    return attention_ref(q, k, v, out_dtype=torch.float32)
