@@ -41,5 +41,6 @@ for run in "W1 fp8" "W2 bfloat16" "W2 fp8"; do
   timeout "$(cap 45)" python3 -m streamer bench model "$1" --variants fast --dtype "$2" --iters 40 2>&1 | tail -3
 done
 step "W1 fp8 profile"
-timeout "$(cap 70)" python3 -m streamer.bench.model_profile W1 --dtype fp8 --ops 2>&1 | tail -45
+timeout "$(cap 70)" python3 -m streamer.bench.model_profile W1 --dtype fp8 --ops > "$OUT/profile_w1_fp8.txt" 2>&1
+head -30 "$OUT/profile_w1_fp8.txt"  # the whole of it comes back in $OUT
 step "done"
