@@ -52,8 +52,9 @@ def _candidates(device: torch.device, tiny: bool, starts: torch.Tensor | None) -
     if "fa3" in sdpa:  # FlashAttention-3, where installed
         found["fa3"] = sdpa["fa3"]
     if starts is not None:  # a prompt's K/V: the prompt kernel instead of the stream-K configs
-        blocks = {"block_m": 16, "block_n": 16} if tiny else {}
-        found["triton prompt (distinct keys)"] = lambda q, k, v: prompt_attention(q, k, v, starts, **blocks)
+        for bm in (16,) if tiny else (128, 64):  # 64-row tiles: 300 programs at W1 in place of 156
+            blocks = {"block_m": bm, "block_n": 16 if tiny else 64}
+            found[f"triton prompt m{bm} (distinct keys)"] = partial(prompt_attention, starts=starts, **blocks)
         return found
     for cfg in TINY_CONFIGS if tiny else CONFIGS:
         found[f"triton {cfg.name}"] = partial(flash_attention, config=cfg)

@@ -134,8 +134,8 @@ def test_bench_plumbing_on_the_interpreter(tmp_path, capsys):
     assert len(triton_rows) == 2 and all(r["correct"] and r["max_abs_err"] < 2e-2 for r in triton_rows.values())
     assert "triton m16n16w4s1-sk1" in capsys.readouterr().out
     cross = res["shapes"]["tiny cross"]["candidates"]  # a padded prompt: the prompt kernel, no stream-K config
-    assert [n for n in cross if n.startswith("triton ")] == ["triton prompt (distinct keys)"]
-    assert cross["triton prompt (distinct keys)"]["correct"]
+    assert [n for n in cross if n.startswith("triton ")] == ["triton prompt m16 (distinct keys)"]
+    assert cross["triton prompt m16 (distinct keys)"]["correct"]
 
 
 _COMPILE_FOR_SM90 = """
