@@ -112,6 +112,7 @@ class AttentionPicker:
         self.picks: dict[tuple, str] = {}
         self.timings: dict[tuple, dict[str, float]] = {}
         self._backends: dict[str, dict[str, AttnFn]] = {}
+        self.prompt_ok: dict[tuple, bool] = {}  # per shape: the prompt kernel passed its check here
 
     def _candidates(self, device: torch.device) -> dict[str, AttnFn]:
         key = str(device)
@@ -158,6 +159,36 @@ class AttentionPicker:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self._candidates(q.device)[self.pick(q, k, v)](q, k, v)
+
+    def prompt(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Attention to a prompt's K/V whose rows from starts[b] on repeat one row: the prompt kernel
+        (kernels/prompt_attention.py), which reads each run once. Checked once per shape against the
+        reference over every key, as the backends are; where it fails (or first runs inside a graph
+        capture), the picked backend over every key instead: the same function, slower."""
+        from streamer_kernels.prompt_attention import prompt_attention  # imported here: it imports this module
+
+        key = (tuple(q.shape), tuple(k.shape), q.dtype, str(q.device))
+        ok = self.prompt_ok.get(key)
+        if ok is None and not (q.is_cuda and torch.cuda.is_current_stream_capturing()):
+            ok = self.prompt_ok[key] = self._check_prompt(prompt_attention, q, k, v, starts, key)
+        return prompt_attention(q, k, v, starts) if ok else self(q, k, v)
+
+    def _check_prompt(self, fn: Callable[..., torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      starts: torch.Tensor, key: tuple) -> bool:  # fmt: skip
+        ref = attention_ref(q, k, v).float()
+        try:
+            err = float((fn(q, k, v, starts).float() - ref).norm() / ref.norm())
+        except Exception as e:  # a compile or launch failure on this card: not used
+            log.warning("prompt attention unavailable for %s (%s); attending to every key", key, e)
+            return False
+        if not err < (1e-2 if q.dtype in (torch.bfloat16, torch.float16) else 1e-3):
+            log.warning("prompt attention rejected for %s: relative error %.3g; attending to every key", key, err)
+            return False
+        if q.is_cuda:  # for the log: this prompt's length against the backend over every key
+            ms = _time_ms(lambda q, k, v: fn(q, k, v, starts), q, k, v, self.iters)
+            log.info("prompt attention %s: %.3f ms over %d distinct keys; every key (%s): %.3f ms", key, ms,
+                     int(starts.max()) + 1, self.pick(q, k, v), _time_ms(self, q, k, v, self.iters))  # fmt: skip
+        return True
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:

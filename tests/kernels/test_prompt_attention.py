@@ -89,6 +89,49 @@ def test_strided_cross_kv_layout_and_bad_shapes():
         prompt_attention(q[..., :12], k[..., :12], v[..., :12], torch.zeros(1, dtype=torch.int32))
 
 
+def test_the_picker_checks_the_kernel_once_per_shape(monkeypatch):
+    """`AttentionPicker.prompt` (the fast path's cross-attention) uses the kernel once it has matched the
+    reference over every key for that shape; checked again for a new shape only."""
+    import streamer_kernels.prompt_attention as module
+    from streamer_kernels.attention import AttentionPicker
+
+    dev = small_device()
+    k, v = _prompt_kv(1, 48, 2, 32, [6], torch.float32)
+    q = torch.randn(1, 20, 2, 32)
+    q, k, v = q.to(dev), k.to(dev), v.to(dev)
+    calls = []
+    real = module.prompt_attention
+    monkeypatch.setattr(module, "prompt_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    picker = AttentionPicker()
+    for _ in range(3):
+        out = picker.prompt(q, k, v, _starts(k, v))
+        assert_matches(out, prompt_attention_ref(q, k, v), torch.float32, "picked")
+    assert list(picker.prompt_ok.values()) == [True]
+    assert len(calls) == 4  # the check, then one per call
+
+
+@pytest.mark.parametrize("broken", ["wrong", "raises"])
+def test_a_failing_kernel_falls_back_to_every_key(monkeypatch, caplog, broken):
+    """A kernel that is wrong or fails on this card is not used: the picked backend attends to every key
+    (the same function), and the log says so."""
+    import streamer_kernels.prompt_attention as module
+    from streamer_kernels.attention import AttentionPicker
+
+    def bad(q, k, v, starts, **kw):  # noqa: ANN001, ANN202 - the kernel's signature
+        if broken == "raises":
+            raise RuntimeError("no kernel image for this card")
+        return torch.zeros_like(q)
+
+    monkeypatch.setattr(module, "prompt_attention", bad)
+    k, v = _prompt_kv(1, 48, 2, 32, [6], torch.float32)
+    q = torch.randn(1, 20, 2, 32)
+    picker = AttentionPicker()
+    out = picker.prompt(q, k, v, _starts(k, v))
+    assert_matches(out, prompt_attention_ref(q, k, v), torch.float32, "fallback", rtol=1e-4, atol=1e-4)
+    assert list(picker.prompt_ok.values()) == [False]
+    assert "attending to every key" in caplog.text
+
+
 @needs_gpu
 @pytest.mark.parametrize("tokens", [1, 21, 130, 511, 512])
 def test_w1_cross_attention_on_the_card(tokens):

@@ -40,7 +40,6 @@ from streamer_kernels.modulated_layernorm import (
     modulated_layernorm,
     modulated_layernorm_fp8,
 )
-from streamer_kernels.prompt_attention import prompt_attention
 from streamer_kernels.qk_norm_rope import qk_norm_rope
 
 if TYPE_CHECKING:
@@ -174,7 +173,7 @@ class FusedOps(DiTOps):
         )  # fmt: skip
         if self.PROMPT_ATTENTION and starts is not None and q.dtype != torch.float64:
             # a zero-padded prompt's padding positions share one key and value: each run read once
-            y = prompt_attention(q, k.transpose(1, 2), v.transpose(1, 2), starts)
+            y = self.attn.prompt(q, k.transpose(1, 2), v.transpose(1, 2), starts)
         else:
             y = self.attn(q, k.transpose(1, 2), v.transpose(1, 2))
         return self._mm(y.reshape(b, s, -1), attn.o)
