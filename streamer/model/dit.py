@@ -77,7 +77,8 @@ class DiTBlock(nn.Module):
         """x: [B, F*T, dim] residual (fp32, or fp64 for an fp64 model); h: the self-attention's input
         (x normalised and modulated by this block's shift/scale); mod: [B, F, 6, dim] this block's
         modulation + time embedding; next_mod: (shift, scale [B, F, dim], dtype) for what follows;
-        rope: cos/sin [F*T, D/2]; text_kv: k, v [B, H, L, D] and their runs' starts. Returns (new residual, next input h)."""
+        rope: cos/sin [F*T, D/2]; text_kv: k, v [B, H, L, D] and where their repeated tail starts.
+        Returns (new residual, next input h)."""
         dtype = input_dtype(self.self_attn.q)
         _, _, gate1, shift2, scale2, gate2 = mod.unbind(2)
         y = ops.self_attention(self.self_attn, h, *rope, mask=mask, cache=cache, layer=layer)
