@@ -33,9 +33,12 @@ import torch
 
 from streamer.bench.model_workloads import WORKLOADS, Workload, matmul_peak_tflops, percentile
 from streamer.config import ModelSettings, effective_window
+from streamer.config.settings import PromptSettings
 from streamer.model.loading import dtype_name
+from streamer.prompts import PromptState
 
 log = logging.getLogger(__name__)
+BENCH_PROMPT = PromptSettings().initial  # the daemon's default first prompt, "a watercolour painting"
 VARIANTS = ("eager", "compile", "fast")
 
 
@@ -205,7 +208,8 @@ def workload_settings(wl: Workload, device: str, checkpoint: str = "", vae: str 
 def build_engine(wl: Workload, device: str, *, checkpoint: str = "", vae: str = "") -> Any:
     """The engine with the DiT and autoencoder the loader picks (checkpoint / vae as model.checkpoint /
     model.vae: "" = shipped tiny weights when present else seeded random, "random", or a path) and a
-    random text encoder: the text encoder runs only on prompt changes, never in the measured step."""
+    random text encoder: the text encoder runs only on prompt changes, never in the measured step. The
+    engine starts on BENCH_PROMPT."""
     from streamer.model.engine import ModelTransform
     from streamer.model.loading import (
         LoadedParts,
@@ -229,14 +233,22 @@ def build_engine(wl: Workload, device: str, *, checkpoint: str = "", vae: str = 
         name for name, w in (("DiT", dit_weights(m)), ("autoencoder", vae_weights(m))) if w.kind == "random"
     ]
     parts = LoadedParts(dev, dtype, dit, vae_model, text, sources, [*random_parts, "text encoder"])
-    return ModelTransform(m, parts)
+    return _prompted(ModelTransform(m, parts))
 
 
 def in_mode(engine: Any, mode: str) -> Any:
     """A fresh engine on the same loaded parts in another [model] mode ("sequential", "stream-batch")."""
     from streamer.model.engine import ModelTransform
 
-    return ModelTransform(dataclasses.replace(engine.settings, mode=mode), engine.parts)
+    return _prompted(ModelTransform(dataclasses.replace(engine.settings, mode=mode), engine.parts))
+
+
+def _prompted(engine: Any) -> Any:
+    """The engine with BENCH_PROMPT applied, as the daemon applies its first prompt. `step_tensor` reads
+    no prompt, so without this every chunk would attend to the zero conditioning of a new engine: 1
+    distinct text position, where a real prompt has its tokens plus the padding's."""
+    engine.prompts.sync(PromptState(text=BENCH_PROMPT))
+    return engine
 
 
 def bench_model(
@@ -273,6 +285,7 @@ def bench_model(
     for f in inputs[:-1]:
         engine.step_tensor(f)
     report["tflop_per_chunk"] = _count_flops(engine.step_tensor, inputs[-1]) / 1e12
+    report["prompt_keys"] = _prompt_keys(engine)
     flops = report["tflop_per_chunk"] * 1e12  # a stream-batch chunk costs the same: its passes run batched
     for mode in report["modes"]:
         if mode != engine.settings.mode:
@@ -281,6 +294,15 @@ def bench_model(
         for v in variants:
             report["variants"].append(_variant_row(engine, wl, v, iters, flops, report))
     return report
+
+
+def _prompt_keys(engine: Any) -> dict[str, int] | None:
+    """How many of the prompt's text_len cross-attention positions are distinct (the rest repeat the
+    padding's one K/V): the fast path's cross-attention reads only these, so its speed depends on it."""
+    starts = engine.state.cross.starts
+    if starts is None:
+        return None
+    return {"distinct": int(starts.max()) + 1, "of": int(engine.state.cross.k.shape[-2])}
 
 
 def _variant_row(engine: Any, wl: Workload, v: str, iters: int, flops: float, report: dict[str, Any]) -> dict[str, Any]:
@@ -301,6 +323,10 @@ def _variant_row(engine: Any, wl: Workload, v: str, iters: int, flops: float, re
     return res
 
 
+def _prompt_note(keys: dict[str, int] | None) -> str:
+    return "" if keys is None else f"; prompt: {keys['distinct']} of {keys['of']} text positions distinct"
+
+
 def format_table(report: dict[str, Any]) -> str:
     head = (
         f"{report['workload']}: {report['preset']} {report['resolution']} {report['steps']} steps {report['dtype']} "
@@ -310,7 +336,7 @@ def format_table(report: dict[str, Any]) -> str:
     rows = [
         head,
         f"window {report['window']} ({report['sinks']} sinks); DiT: {w['DiT']} [{w['dit_shape']}]; "
-        f"autoencoder: {w['autoencoder']}",
+        f"autoencoder: {w['autoencoder']}" + _prompt_note(report.get("prompt_keys")),
         "variant  | mode         | ms/chunk p50 | p99    | fps    | g2g p50 ms | p99 ms | TFLOP/s | %peak | peak GB "
         "| warm-up s",
     ]

@@ -29,6 +29,9 @@ def test_bench_model_cpu_tiny_custom_json(capsys: pytest.CaptureFixture[str]) ->
     assert eager["variant"] == "eager" and eager["ms_p50"] > 0 and eager["ms_p99"] >= eager["ms_p50"]
     assert eager["fps"] > 0 and eager["latency_p99_ms"] >= eager["latency_p50_ms"] > 0
     assert "CUDA" in fast["skipped"]  # no silent pass: the fast path says why it did not run
+    keys = report["prompt_keys"]  # the default prompt is short: most of the 64 positions are padding
+    assert 1 < keys["distinct"] < keys["of"] == 64, keys
+    assert f"prompt: {keys['distinct']} of 64 text positions distinct" in format_table(report)
 
 
 def test_bench_model_stream_batch_beside_sequential(capsys: pytest.CaptureFixture[str]) -> None:
