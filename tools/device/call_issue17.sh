@@ -6,7 +6,8 @@
 #    distinct ones, for prompts of 7, 77 and 512 tokens (`bench attention --shapes "W1 cross"`);
 # 3. the whole W1 chunk, bf16, alternated: the prompt kernel on (HEAD) and off (FusedOps.PROMPT_ATTENTION);
 # 4. W1 fp8, W2 bf16 and fp8, as the bench ships;
-# 5. the W1 fp8 profile.
+# 5. the W1 fp8 profile;
+# 6. the fp8 quality gate on the trained tiny model, now with a prompt applied (it never had one).
 #
 # Here, first: `bash tools/device/fetch_wheels.sh` (the .whl folder), and `bash tools/device/compile_check.sh`
 # when a kernel changed. Then one call (under 10 minutes): run with carry [".whl"] and the command
@@ -43,4 +44,6 @@ done
 step "W1 fp8 profile"
 timeout "$(cap 70)" python3 -m streamer.bench.model_profile W1 --dtype fp8 --ops > "$OUT/profile_w1_fp8.txt" 2>&1
 head -30 "$OUT/profile_w1_fp8.txt"  # the whole of it comes back in $OUT
+step "the fp8 quality gate with text conditioning (before: none, the bench never applied a prompt)"
+timeout "$(cap 90)" python3 -m streamer.bench.dtype_quality W3 --chunks 100 2>&1 | tail -8
 step "done"
