@@ -9,13 +9,14 @@ tokens: 21 keys instead of 512). The W1 profile had cuDNN's cross-attention at 1
 (60 calls over 512 keys, H100, 2026-12-07).
 
 `tail_start` (streamer/model/cache.py) finds where the trailing run of identical (key, value) rows
-starts, on the device and exactly (bitwise equal rows only), when a prompt's K/V are made;
-`prompt_attention` reads it from the device, so a new prompt of another length needs no recapture of a CUDA graph. The run is found,
-not assumed: any keys the model makes work, and without a repeated tail (a run of one) nothing is
-skipped.
+starts, on the device and exactly (bitwise equal rows only), when a prompt's K/V are made.
+`prompt_attention` reads it from the device, so a new prompt of another length needs no recapture of
+a CUDA graph. The run is found, not assumed: any keys the model makes work, and without a repeated
+tail (a run of one) nothing is skipped.
 
 q [B, Sq, H, D], k/v [B, L, H, D] (any strides, contiguous last dim), starts [B] int32 ->
-[B, Sq, H, D] in q's dtype; fp32 softmax and accumulation. One program per 128-row q-tile and head.
+[B, Sq, H, D] in q's dtype; fp32 softmax and accumulation. One program per q-tile (128 rows by
+default) and head. The fast path calls it through `AttentionPicker.prompt`, which checks it first.
 """
 
 from __future__ import annotations
