@@ -66,14 +66,6 @@ class CrossAttnKV:
         """Layer i's k, v [B, heads, text_len, head_dim] and the runs' starts [B]."""
         return PromptKV(self.k[i], self.v[i], None if self.starts is None else self.starts[i])
 
-    def copy_(self, other: CrossAttnKV) -> CrossAttnKV:
-        """Overwrite in place (keeps the buffers a captured graph reads)."""
-        self.k.copy_(other.k)
-        self.v.copy_(other.v)
-        if self.starts is not None:
-            self.starts.copy_(other.starts if other.starts is not None else tail_start(other.k, other.v))
-        return self
-
 
 def tail_start(k: Tensor, v: Tensor) -> Tensor:
     """k, v [..., B, H, L, D] (a prompt's cross-attention K/V) -> [..., B] int32: the first position of
