@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import signal
 import time
 from multiprocessing import shared_memory
 from multiprocessing import util as mp_util
@@ -40,6 +41,10 @@ class EncoderFailed(RuntimeError):
 
 def _child_main(target: str, kwargs: dict[str, Any], shm_name: str, shape: tuple[int, int, int], slots: int,
                 work: Any, status: Any, parent_pid: int) -> None:
+    # Ctrl-C in a terminal sends SIGINT to the whole foreground process group, this child too. Ending here
+    # would leave the file without its trailer; the parent is the one that stops the stream, and it
+    # closes us (or its pipe end closes) once the pipeline has stopped.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Imported here so the parent need not import av just to start a child.
     from streamer.sinks.encoder import VideoEncoder
 

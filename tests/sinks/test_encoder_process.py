@@ -71,6 +71,26 @@ def test_frames_are_encoded_in_a_child_and_the_file_has_every_one(tmp_path):
     assert [read_stamp(f) for f in frames] == list(range(45))
 
 
+def test_ctrl_c_reaches_the_child_too_and_the_recording_still_ends_whole(tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground process group: the child must not die of it
+    mid-file (no trailer, frames lost); it keeps encoding until the parent closes the sink."""
+    sink = RecordSink(settings(str(tmp_path / "ctrl_c.mkv")))
+    sink.open(W, H, FPS)
+    pid = sink._encoder.pid
+    for i in range(30):
+        if i == 10:
+            os.kill(pid, signal.SIGINT)
+        px = np.full((H, W, 3), (i * 7) % 256, np.uint8)
+        stamp_index(px, i)
+        sink.write(Frame(px, now(), i))
+        time.sleep(1 / FPS)
+    assert not gone(pid)
+    sink.close()
+    with av.open(sink.path) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert [read_stamp(f) for f in frames] == list(range(30))
+
+
 def test_an_error_in_the_child_is_raised_from_the_next_write(tmp_path):
     sink = RecordSink(settings(str(tmp_path / "full.mkv")))
     sink.open(W, H, FPS)
