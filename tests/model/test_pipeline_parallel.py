@@ -126,6 +126,22 @@ def test_a_killed_stage_is_a_model_failure_in_bounded_time_then_the_stages_resta
     assert not any(p.is_alive() for p in engine.group._procs)
 
 
+def test_ctrl_c_reaching_a_stage_does_not_stop_it() -> None:
+    """A terminal's Ctrl-C signals the whole foreground process group: the daemon stops the stages as
+    it shuts down, so a stage must not die of it first (a stage failure, a restart, a traceback)."""
+    engine = build_pipelined(_settings(checkpoint="random", vae="random", steps=1, gpus=2), ["cpu", "cpu"], FAST)
+    try:
+        frames = _frames(6)
+        assert _run_some(engine, frames[:3])
+        for p in engine.group._procs:
+            os.kill(p.pid, signal.SIGINT)
+        assert _run_some(engine, frames[3:] * 2)  # still running, the same generation
+        assert all(p.is_alive() for p in engine.group._procs) and engine.group.generation == 1
+    finally:
+        engine.close()
+    assert not any(p.is_alive() for p in engine.group._procs)
+
+
 def _run_some(engine: PipelinedTransform, frames: list[Frame]) -> list[Frame]:
     out: list[Frame] = []
     for f in frames:

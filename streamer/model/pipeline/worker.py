@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import signal
 import sys
 import threading
 import time
@@ -50,6 +51,9 @@ class StageArgs:
 
 def stage_main(args: StageArgs, inbox: Any, outbox: Any, parent_pid: int) -> None:
     """Process entry point (spawn): run the stage; on any error tell the driver, then exit non-zero."""
+    # A terminal's Ctrl-C reaches every process of its foreground group, the stages too. The driver stops
+    # them when the daemon shuts down; dying of it here would read as a stage failure (and a restart).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(args.port),
