@@ -164,9 +164,12 @@ class AttentionPicker:
         """Attention to a prompt's K/V whose rows from starts[b] on repeat one row: the prompt kernel
         (kernels/prompt_attention.py), which reads each run once. Checked once per shape against the
         reference over every key, as the backends are; where it fails (or first runs inside a graph
-        capture), the picked backend over every key instead: the same function, slower."""
+        capture), the picked backend over every key instead: the same function, slower. A picker forced
+        to one backend (`only`) uses that one."""
         from streamer_kernels.prompt_attention import prompt_attention  # imported here: it imports this module
 
+        if self.only is not None:
+            return self(q, k, v)
         key = (tuple(q.shape), tuple(k.shape), q.dtype, str(q.device))
         ok = self.prompt_ok.get(key)
         if ok is None and not (q.is_cuda and torch.cuda.is_current_stream_capturing()):

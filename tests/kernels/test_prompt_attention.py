@@ -108,6 +108,9 @@ def test_the_picker_checks_the_kernel_once_per_shape(monkeypatch):
         assert_matches(out, prompt_attention_ref(q, k, v), torch.float32, "picked")
     assert list(picker.prompt_ok.values()) == [True]
     assert len(calls) == 4  # the check, then one per call
+    forced = AttentionPicker(only="sdpa")  # a picker forced to one backend uses it, over every key
+    assert_matches(forced.prompt(q, k, v, _starts(k, v)), prompt_attention_ref(q, k, v), torch.float32, "forced")
+    assert len(calls) == 4 and not forced.prompt_ok
 
 
 @pytest.mark.parametrize("broken", ["wrong", "raises"])
