@@ -27,7 +27,7 @@ import torch
 
 from streamer_kernels.attention import attention_ref
 from streamer_kernels.backend import INTERPRET, tl, triton
-from streamer_kernels.flash_attention import _dot, _softmax
+from streamer_kernels.flash_attention import _dot, _load_kv, _softmax
 
 __all__ = ["prompt_attention", "prompt_attention_ref"]
 
@@ -51,15 +51,14 @@ def _prompt_attn_kernel(Q, K, V, Out, Starts,
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    for start in range(0, n + 1, BLOCK_N):
-        keys = start + tl.arange(0, BLOCK_N)
-        live = keys <= n
-        # zeros, not garbage, past key n: 0 * NaN would poison the P @ V product
-        k = tl.load(K + b * skb + h * skh + keys[:, None] * sks + cols_d[None, :], mask=live[:, None], other=0.0)
-        v = tl.load(V + b * svb + h * svh + keys[:, None] * svs + cols_d[None, :], mask=live[:, None], other=0.0)
+    kbase = K + b * skb + h * skh
+    vbase = V + b * svb + h * svh
+    for kb in range(0, n // BLOCK_N + 1):  # keys 0..n: the rows past n load as zeros
+        k, v = _load_kv(kbase, vbase, kbase, vbase, kb, n + 1, sks, svs, BLOCK_N, HEAD_DIM, False, True)
+        keys = kb * BLOCK_N + tl.arange(0, BLOCK_N)
         s = _dot(q, tl.trans(k), None, F32)
         s = tl.where((keys == n)[None, :], s + bonus, s)
-        s = tl.where(live[None, :], s, float("-inf"))
+        s = tl.where((keys <= n)[None, :], s, float("-inf"))
         p, alpha, m_i, l_i = _softmax(m_i, l_i, s, qk_scale)
         acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], F32)
     o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + cols_d[None, :]
@@ -77,6 +76,8 @@ def prompt_attention(
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, starts {tuple(starts.shape)}")
     if D not in (16, 32, 64, 128, 256) or q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         raise ValueError(f"head dim {D} must be a power of two in 16..256 and contiguous")
+    if q.dtype not in (torch.bfloat16, torch.float16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"dtypes {q.dtype}/{k.dtype}/{v.dtype}: need one of bf16, fp16, fp32")
     o = torch.empty(B, Sq, H, D, device=q.device, dtype=q.dtype)
     bm = min(block_m, max(16, triton.next_power_of_2(Sq)))
     grid = (triton.cdiv(Sq, bm), H, B)

@@ -171,7 +171,7 @@ class FusedOps(DiTOps):
             self._mm(h, attn.q), None, None, attn.norm_q.weight, None, None, None, attn.num_heads, eps=attn.norm_q.eps,
             heads_first=self.Q_HEADS_FIRST,
         )  # fmt: skip
-        if self.PROMPT_ATTENTION and starts is not None and q.dtype != torch.float64:
+        if self.PROMPT_ATTENTION and starts is not None:
             # a zero-padded prompt's padding positions share one key and value: each run read once
             y = self.attn.prompt(q, k.transpose(1, 2), v.transpose(1, 2), starts)
         else:
