@@ -25,6 +25,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 log = logging.getLogger(__name__)
@@ -168,13 +169,60 @@ class AttentionPicker:
         to one backend (`only`) uses that one."""
         from streamer_kernels.prompt_attention import prompt_attention  # imported here: it imports this module
 
-        if self.only is not None:
-            return self(q, k, v)
         key = (tuple(q.shape), tuple(k.shape), q.dtype, str(q.device))
+        if self.only is None and self._checked(key, q, lambda: _matches_reference(
+            "prompt attention", lambda: prompt_attention(q, k, v, starts), lambda: attention_ref(q, k, v).float(),
+            q.dtype, key,
+        )):  # fmt: skip
+            return prompt_attention(q, k, v, starts)
+        return self(q, k, v)
+
+    def prompt_projected(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        starts: torch.Tensor,
+        u: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+    ) -> torch.Tensor:
+        """`prompt`, then the o projection (weight [N, H*D], bias): [B, S, N]. A batch row whose distinct
+        keys fit in u [B, H, F, N] (the first values projected: CrossAttnKV.u) gets the attention's
+        weights times u (kernels/prompt_projection.py), the others the output times the weight. Checked
+        once per shape both ways (as the prompt is, and with every key taken as distinct) against the
+        reference's projection; where that fails, `prompt` and a matmul."""
+        from streamer_kernels.prompt_attention import prompt_attention
+        from streamer_kernels.prompt_projection import prompt_projection
+
+        B, S, H, D = q.shape
+
+        def run(starts: torch.Tensor) -> torch.Tensor:
+            probs = q.new_empty(B, S, H, u.shape[2])
+            o = prompt_attention(q, k, v, starts, probs=probs)
+            return prompt_projection(probs, u, o.view(B, S, H * D), weight, bias, starts)
+
+        def check() -> bool:
+            def ref() -> torch.Tensor:
+                return F.linear(attention_ref(q, k, v).float().flatten(2), weight.float(), bias.float())
+
+            every_key = torch.full_like(starts, k.shape[1] - 1)  # no run of copies: nothing folds
+            return _matches_reference("the folded prompt projection", lambda: run(starts), ref, q.dtype, key) and (
+                _matches_reference("the unfolded prompt projection", lambda: run(every_key), ref, q.dtype, key)
+            )
+
+        key = ("projected", tuple(q.shape), tuple(k.shape), tuple(u.shape), q.dtype, str(q.device))
+        if self.only is None and self._checked(key, q, check):
+            return run(starts)
+        return F.linear(self.prompt(q, k, v, starts).flatten(2), weight, bias)
+
+    def _checked(self, key: tuple, q: torch.Tensor, check: Callable[[], bool]) -> bool:
+        """Whether a kernel passed its check for `key`; checked on first sight (never while capturing:
+        not yet checked then means not used)."""
         ok = self.prompt_ok.get(key)
         if ok is None and not (q.is_cuda and torch.cuda.is_current_stream_capturing()):
-            ok = self.prompt_ok[key] = _prompt_kernel_correct(prompt_attention, q, k, v, starts, key)
-        return prompt_attention(q, k, v, starts) if ok else self(q, k, v)
+            ok = self.prompt_ok[key] = check()
+        return bool(ok)
 
 
 def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -186,19 +234,19 @@ def _tolerance(dtype: torch.dtype) -> float:
     return 1e-2 if dtype in (torch.bfloat16, torch.float16) else 1e-3
 
 
-def _prompt_kernel_correct(fn: Callable[..., torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                           starts: torch.Tensor, key: tuple) -> bool:  # fmt: skip
-    """The picker's rule for a backend, applied to the prompt kernel (its speed is benchmarked, not timed
-    here: `bench attention --shapes "W1 cross"`)."""
+def _matches_reference(what: str, run: Callable[[], torch.Tensor], ref: Callable[[], torch.Tensor],
+                       dtype: torch.dtype, key: tuple) -> bool:  # fmt: skip
+    """The picker's rule for a backend, applied to a kernel the fast path may use instead (its speed is
+    benchmarked, not timed here: `bench attention --shapes "W1 cross"`)."""
     try:
-        err = _relative_error(fn(q, k, v, starts), attention_ref(q, k, v).float())
+        err = _relative_error(run(), ref())
     except Exception as e:  # a compile or launch failure on this card, or inputs it does not take
-        log.warning("prompt attention unavailable for %s (%s); attending to every key", key, e)
+        log.warning("%s unavailable for %s (%s); attending to every key", what, key, e)
         return False
-    if not err < _tolerance(q.dtype):
-        log.warning("prompt attention rejected for %s: relative error %.3g; attending to every key", key, err)
+    if not err < _tolerance(dtype):
+        log.warning("%s rejected for %s: relative error %.3g; attending to every key", what, key, err)
         return False
-    log.info("prompt attention for %s: relative error %.2g against every key", key, err)
+    log.info("%s for %s: relative error %.2g against every key", what, key, err)
     return True
 
 

@@ -33,11 +33,19 @@ __all__ = ["prompt_attention", "prompt_attention_ref"]
 
 
 @triton.jit
-def _prompt_attn_kernel(Q, K, V, Out, Starts,
-                        sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh,
+def _scores(q, k, keys, n, bonus, F32: tl.constexpr):
+    """q k^T for keys `keys` of 0..n, key n counted for its copies (bonus), keys past n at -inf."""
+    s = _dot(q, tl.trans(k), None, F32)
+    s = tl.where((keys == n)[None, :], s + bonus, s)
+    return tl.where((keys <= n)[None, :], s, float("-inf"))
+
+
+@triton.jit
+def _prompt_attn_kernel(Q, K, V, Out, Probs, Starts,
+                        sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh, spb, sps, sph,
                         Sq, L, qk_scale,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                        F32: tl.constexpr):  # fmt: skip
+                        FOLD_KEYS: tl.constexpr, F32: tl.constexpr):  # fmt: skip
     mt = tl.program_id(0)
     h = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
@@ -48,28 +56,47 @@ def _prompt_attn_kernel(Q, K, V, Out, Starts,
     # key n stands for its L - n copies: its weight times L - n, i.e. log2(L - n) more in log2 units;
     # _softmax scales the raw scores by qk_scale, so the bonus goes in before that scale
     bonus = tl.log2((L - n).to(tl.float32)) / qk_scale
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     kbase = K + b * skb + h * skh
     vbase = V + b * svb + h * svh
-    for kb in range(0, n // BLOCK_N + 1):  # keys 0..n: the rows past n load as zeros
-        k, v = _load_kv(kbase, vbase, kbase, vbase, kb, n + 1, sks, svs, BLOCK_N, HEAD_DIM, False, True)
-        keys = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-        s = _dot(q, tl.trans(k), None, F32)
-        s = tl.where((keys == n)[None, :], s + bonus, s)
-        s = tl.where((keys <= n)[None, :], s, float("-inf"))
-        p, alpha, m_i, l_i = _softmax(m_i, l_i, s, qk_scale)
-        acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], F32)
-    o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + cols_d[None, :]
-    tl.store(o_ptrs, (acc / l_i[:, None]).to(Out.dtype.element_ty), mask=(rows < Sq)[:, None])
+    if n < FOLD_KEYS:  # (FOLD_KEYS 0: never) the weights alone, for the folded o projection (prompt_projection)
+        keys = tl.arange(0, BLOCK_N)  # FOLD_KEYS <= BLOCK_N: keys 0..n are in this one block
+        k = tl.load(kbase + keys[:, None] * sks + cols_d[None, :], mask=(keys <= n)[:, None], other=0.0)
+        s = _scores(q, k, keys, n, bonus, F32)
+        p, _, _, l_i = _softmax(tl.full([BLOCK_M], float("-inf"), tl.float32), tl.zeros([BLOCK_M], tl.float32), s,
+                                qk_scale)  # fmt: skip
+        p_ptrs = Probs + b * spb + h * sph + rows[:, None] * sps + keys[None, :]
+        tl.store(p_ptrs, (p / l_i[:, None]).to(Probs.dtype.element_ty),
+                 mask=(rows < Sq)[:, None] & (keys < FOLD_KEYS)[None, :])  # fmt: skip
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        for kb in range(0, n // BLOCK_N + 1):  # keys 0..n: the rows past n load as zeros
+            k, v = _load_kv(kbase, vbase, kbase, vbase, kb, n + 1, sks, svs, BLOCK_N, HEAD_DIM, False, True)
+            keys = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+            s = _scores(q, k, keys, n, bonus, F32)
+            p, alpha, m_i, l_i = _softmax(m_i, l_i, s, qk_scale)
+            acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], F32)
+        o_ptrs = Out + b * sob + h * soh + rows[:, None] * sos + cols_d[None, :]
+        tl.store(o_ptrs, (acc / l_i[:, None]).to(Out.dtype.element_ty), mask=(rows < Sq)[:, None])
 
 
 def prompt_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, starts: torch.Tensor, block_m: int = 128, block_n: int = 64
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    starts: torch.Tensor,
+    block_m: int = 128,
+    block_n: int = 64,
+    probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v per head, [B, S, H, D] layout, where keys/values [starts[b], L) of
-    batch row b are copies of row starts[b] (streamer.model.cache.tail_start); those are not read."""
+    batch row b are copies of row starts[b] (streamer.model.cache.tail_start); those are not read.
+
+    probs [B, S, H, F] (F <= block_n): for a batch row whose distinct keys fit in F (starts[b] < F), the
+    softmax weights of keys 0..F-1 go there (key starts[b] weighted for its copies, zeros after it)
+    and that row of the returned tensor is left unwritten: `prompt_projection` folds the weights into
+    the o projection. The other rows get the attention output as without `probs`."""
     B, Sq, H, D = q.shape
     L = k.shape[1]
     if k.shape != v.shape or k.shape[0] != B or k.shape[2:] != (H, D) or starts.shape != (B,):
@@ -78,15 +105,20 @@ def prompt_attention(
         raise ValueError(f"head dim {D} must be a power of two in 16..256 and contiguous")
     if q.dtype not in (torch.bfloat16, torch.float16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"dtypes {q.dtype}/{k.dtype}/{v.dtype}: need one of bf16, fp16, fp32")
+    fold = 0 if probs is None else probs.shape[-1]
+    if probs is not None and (probs.shape[:3] != (B, Sq, H) or fold > block_n or probs.stride(-1) != 1):
+        raise ValueError(f"probs {tuple(probs.shape)}: need [{B}, {Sq}, {H}, F <= {block_n}], contiguous last dim")
     o = torch.empty(B, Sq, H, D, device=q.device, dtype=q.dtype)
+    p = o if probs is None else probs  # (unread without probs: FOLD_KEYS 0)
     bm = min(block_m, max(16, triton.next_power_of_2(Sq)))
     grid = (triton.cdiv(Sq, bm), H, B)
     _prompt_attn_kernel[grid](
-        q, k, v, o, starts.to(torch.int32),
+        q, k, v, o, p, starts.to(torch.int32),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+        p.stride(0), p.stride(1), p.stride(2),
         Sq, L, 1.0 / math.sqrt(D) * 1.4426950408889634,
-        BLOCK_M=bm, BLOCK_N=block_n, HEAD_DIM=D, F32=INTERPRET or q.dtype == torch.float32,
+        BLOCK_M=bm, BLOCK_N=block_n, HEAD_DIM=D, FOLD_KEYS=fold, F32=INTERPRET or q.dtype == torch.float32,
         num_warps=8 if bm >= 128 else 4, num_stages=2,
     )  # fmt: skip
     return o

@@ -32,39 +32,57 @@ from torch import Tensor
 from streamer.model.config import DiTConfig
 from streamer.model.rope import rotate_time_band
 
+# The prompt positions whose values `CrossAttnKV.u` holds through the o projection: prompts of fewer
+# distinct keys (31 tokens and the padding) fold the projection into the attention's weights
+# (kernels/prompt_projection.py). A multiple of 16 (a tensor-core product's inner size), at most 64.
+FOLDED_KEYS = 32
+
 
 class PromptKV(NamedTuple):
-    """One layer's cross-attention K/V: k, v [B, heads, L, head_dim], and where each batch row's
-    trailing run of repeated positions starts ([B] int32, `tail_start`; None: not known)."""
+    """One layer's cross-attention K/V: k, v [B, heads, L, head_dim]; where each batch row's trailing
+    run of repeated positions starts ([B] int32, `tail_start`; None: not known); the first FOLDED_KEYS
+    values through the o projection, u [B, heads, FOLDED_KEYS, dim] (None: not made)."""
 
     k: Tensor
     v: Tensor
     starts: Tensor | None
+    u: Tensor | None = None
 
 
 @dataclass
 class CrossAttnKV:
     """Cross-attention K/V of every layer for one prompt: k, v [layers, B, heads, text_len, head_dim].
 
-    `starts` [layers, B] (int32; None when not made by `DiT.cross_kv`): where each row's trailing run of
-    copies of one position starts. A zero-padded prompt's padding tokens all have one key and value, so
-    the fast path's cross-attention reads each run once (kernels/prompt_attention.py)."""
+    Made by `DiT.cross_kv` (None otherwise):
+    - `starts` [layers, B] int32: where each row's trailing run of copies of one position starts. A
+      zero-padded prompt's padding tokens all have one key and value, so the fast path's
+      cross-attention reads each run once (kernels/prompt_attention.py);
+    - `u` [layers, B, heads, FOLDED_KEYS, dim]: each head's first values through the o projection
+      (`fold_values`), for a model whose o projections are plain Linears. With a short prompt the fast
+      path projects the attention's weights with it, not the attention's output
+      (kernels/prompt_projection.py)."""
 
     k: Tensor
     v: Tensor
     starts: Tensor | None = None
+    u: Tensor | None = None
 
     @classmethod
-    def allocate(cls, cfg: DiTConfig, batch: int, dtype: torch.dtype, device: torch.device | str) -> CrossAttnKV:
+    def allocate(
+        cls, cfg: DiTConfig, batch: int, dtype: torch.dtype, device: torch.device | str, *, fold: bool = False
+    ) -> CrossAttnKV:
+        """Zeros (every position a copy of the first, so the runs start at 0); `fold`: with `u`."""
         shape = (cfg.num_layers, batch, cfg.num_heads, cfg.text_len, cfg.head_dim)
         storage = torch.zeros((2, *shape), dtype=dtype, device=device)
-        # all zeros: every position a copy of the first, so the runs start at 0
         starts = torch.zeros(cfg.num_layers, batch, dtype=torch.int32, device=device)
-        return cls(storage[0], storage[1], starts)
+        u_shape = (cfg.num_layers, batch, cfg.num_heads, FOLDED_KEYS, cfg.dim)
+        u = torch.zeros(u_shape, dtype=dtype, device=device) if fold else None
+        return cls(storage[0], storage[1], starts, u)
 
     def layer(self, i: int) -> PromptKV:
-        """Layer i's k, v [B, heads, text_len, head_dim] and the runs' starts [B]."""
-        return PromptKV(self.k[i], self.v[i], None if self.starts is None else self.starts[i])
+        """Layer i's k, v [B, heads, text_len, head_dim], the runs' starts [B] and the folded values."""
+        starts = None if self.starts is None else self.starts[i]
+        return PromptKV(self.k[i], self.v[i], starts, None if self.u is None else self.u[i])
 
 
 def tail_start(k: Tensor, v: Tensor) -> Tensor:
@@ -76,6 +94,16 @@ def tail_start(k: Tensor, v: Tensor) -> Tensor:
     pos = torch.arange(k.shape[-2], device=k.device)
     last_distinct = torch.where(same, -1, pos).amax(-1)  # -1 when every position equals the last
     return (last_distinct + 1).to(torch.int32)
+
+
+def fold_values(v: torch.Tensor, weight: torch.Tensor, fold: int) -> torch.Tensor:
+    """`CrossAttnKV.u` (kernels/prompt_projection.py): v [B, H, L, D] (a prompt's values) and the o
+    projection's weight [N, H*D] -> [B, H, fold, N], U[b, h, j] = v[b, h, j] @ weight[:, h*D:(h+1)*D]^T
+    for the first `fold` keys (zeros past L). Products in fp32, rounded once to v's dtype."""
+    B, H, L, D = v.shape
+    head_w = weight.view(weight.shape[0], H, D)  # [N, H, D]
+    u = torch.einsum("bhjd,nhd->bhjn", v[:, :, :fold].float(), head_w.float()).to(v.dtype)
+    return F.pad(u, (0, 0, 0, fold - u.shape[2]))
 
 
 class KVCache:

@@ -21,6 +21,7 @@ import torch
 from streamer.config import ModelSettings, Settings, effective_window
 from streamer.doctor import Check, Status, clip, os_error_text
 from streamer.model import loading
+from streamer.model.cache import FOLDED_KEYS
 from streamer.model.config import DiTConfig, preset
 from streamer.model.dit import DiT
 from streamer.model.loading import ModelLoadError, dtype_name, preset_mismatch, resolve_device, resolve_dtype
@@ -88,6 +89,8 @@ def estimate_memory(
     per_token_layer = 2 * cfg.num_heads * cfg.head_dim * size  # K and V
     kv = cfg.num_layers * batch * effective_window(m)[0] * tokens * per_token_layer
     cross = cfg.num_layers * batch * cfg.text_len * per_token_layer
+    if m.dtype != "fp8":  # CrossAttnKV.u: FOLDED_KEYS values per head through each o projection
+        cross += cfg.num_layers * batch * cfg.num_heads * FOLDED_KEYS * cfg.dim * size
     if m.text_encoder:
         resident = m.text_encoder_device != "cpu" if text_on_gpu is None else text_on_gpu
         text = int(_umt5_params(m.text_encoder) * 2) if on_gpu and resident else 0  # bf16 on the GPU

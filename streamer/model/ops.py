@@ -84,11 +84,18 @@ class DiTOps:
         return attn(h, cos, sin, mask=mask, cache=cache, layer=layer)
 
     def cross_attention(
-        self, attn: CrossAttention, h: Tensor, k: Tensor, v: Tensor, starts: Tensor | None = None
+        self,
+        attn: CrossAttention,
+        h: Tensor,
+        k: Tensor,
+        v: Tensor,
+        starts: Tensor | None = None,
+        u: Tensor | None = None,
     ) -> Tensor:
-        """Attention of h [B, S, dim] to a prompt's k, v [B, H, L, D] (from `cross_kv`): [B, S, dim].
-        `starts` [B]: where each row's trailing run of repeated K/V starts (an optimisation hint: the
-        result is the attention over every position either way; eager attends to them all)."""
+        """Attention of h [B, S, dim] to a prompt's k, v [B, H, L, D] (from `cross_kv`), then `o`: [B, S, dim].
+        `starts` [B], where each row's trailing run of repeated K/V starts, and `u`, the first values
+        through `o` (CrossAttnKV.u), are optimisation hints: the result is the same function either way,
+        and eager uses neither."""
         return attn(h, k, v)
 
     def ffn(self, ffn: nn.Sequential, h: Tensor) -> Tensor:

@@ -31,9 +31,12 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 
-@pytest.mark.parametrize("fp8", [False, True])
-def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(fp8: bool) -> None:
-    """fp8: the same FP8Linears in both (fused q/k/v, the Triton quantizer vs the eager one); on a CPU
+@pytest.mark.parametrize(("fp8", "tokens"), [(False, 5), (False, 40), (True, 5)])
+def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(fp8: bool, tokens: int) -> None:
+    """tokens: a prompt of 5 tokens folds the cross-attention's o projection into its values
+    (kernels/prompt_projection.py, bf16/fp32 models); 40 distinct keys do not fold (FOLDED_KEYS).
+
+    fp8: the same FP8Linears in both (fused q/k/v, the Triton quantizer vs the eager one); on a CPU
     they run the emulation in fp32, on a GPU `_scaled_mm` in bf16.
 
     An element-wise bound does not hold for fp8: the fused kernels compute some values an ulp away from
@@ -59,9 +62,10 @@ def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(fp8: bool) 
         )
 
     eager_cache, fused_cache, plain_cache = cache(), cache(), cache()
-    text = torch.randn(1, 5, cfg.text_dim, device=dev)
+    text = torch.randn(1, tokens, cfg.text_dim, device=dev)
     kv = dit.cross_kv(text)
-    assert kv.starts is not None and kv.starts.tolist() == [[5]] * cfg.num_layers  # 5 tokens, then padding
+    assert kv.starts is not None and kv.starts.tolist() == [[tokens]] * cfg.num_layers  # the tokens, then padding
+    assert (kv.u is None) == fp8  # an FP8 model's o projections are not folded
     ops = FusedOps(dit)
 
     def fused(x, t, kv, cache):  # noqa: ANN001, ANN202 - the same DiT forward, fused ops swapped in
@@ -81,6 +85,8 @@ def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(fp8: bool) 
         eager_cache.commit(1)
         fused_cache.commit(1)
     assert fused_cache.history_full
+    # the fold was checked and used (both ways: every row unfolded too) where the model has it
+    assert [ok for key, ok in ops.attn.prompt_ok.items() if key[0] == "projected"] == ([] if fp8 else [True])
     if unquantized is None:
         torch.testing.assert_close(fused_cache.k, eager_cache.k, rtol=tol, atol=tol)
         torch.testing.assert_close(fused_cache.v, eager_cache.v, rtol=tol, atol=tol)

@@ -12,7 +12,8 @@
 - one kernel for q/k RMSNorm + RoPE + the write of K/V into the cache's staging slot;
 - self-attention through a measured backend picker (streamer_kernels.attention); cross-attention over
   the prompt's distinct K/V only (streamer_kernels.prompt_attention: the zero padding's repeated
-  positions are read once, weighted by their count);
+  positions are read once, weighted by their count), and for a short prompt in a bf16 model its o
+  projection folded into the values (streamer_kernels.prompt_projection: weights @ CrossAttnKV.u);
 - each residual add fused with the next LayerNorm + modulation (norm3's affine is a modulation
   with scale = w - 1, shift = b), across block boundaries too (the forward passes the next one in);
 - FFN bias + GELU: in a bf16 model on CUDA, cuBLASLt's epilogue of the up-projection; else one pass
@@ -61,6 +62,9 @@ class FusedOps(DiTOps):
     # cross-attention over the prompt's distinct K/V (kernels/prompt_attention.py); off, the picker's
     # backend over all text_len positions. A switch for the whole-chunk A/B (tools/device/ab.py)
     PROMPT_ATTENTION = True
+    # with it, a short prompt's o projection folded into its values (kernels/prompt_projection.py): the
+    # attention's weights times CrossAttnKV.u, not the output times o's weight. Off: the matmul after it
+    PROMPT_FOLD = True
 
     def __init__(self, dit: DiT, attention: AttentionPicker | None = None) -> None:
         self.attn = attention or AttentionPicker()
@@ -164,18 +168,29 @@ class FusedOps(DiTOps):
         return self._mm(y.reshape(b, s, a), attn.o)
 
     def cross_attention(
-        self, attn: CrossAttention, h: Tensor, k: Tensor, v: Tensor, starts: Tensor | None = None
+        self,
+        attn: CrossAttention,
+        h: Tensor,
+        k: Tensor,
+        v: Tensor,
+        starts: Tensor | None = None,
+        u: Tensor | None = None,
     ) -> Tensor:
         b, s, _ = h.shape
         q, _, _ = qk_norm_rope(
             self._mm(h, attn.q), None, None, attn.norm_q.weight, None, None, None, attn.num_heads, eps=attn.norm_q.eps,
             heads_first=self.Q_HEADS_FIRST,
         )  # fmt: skip
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
         if self.PROMPT_ATTENTION and starts is not None:
+            o = attn.o
+            if self.PROMPT_FOLD and u is not None and type(o) is nn.Linear and o.bias is not None:
+                # a short prompt's values come projected (u): its weights go through u, not an output
+                return self.attn.prompt_projected(q, k, v, starts, u, o.weight, o.bias)
             # a zero-padded prompt's padding positions share one key and value: each run read once
-            y = self.attn.prompt(q, k.transpose(1, 2), v.transpose(1, 2), starts)
+            y = self.attn.prompt(q, k, v, starts)
         else:
-            y = self.attn(q, k.transpose(1, 2), v.transpose(1, 2))
+            y = self.attn(q, k, v)
         return self._mm(y.reshape(b, s, -1), attn.o)
 
     def ffn(self, ffn: nn.Sequential, h: Tensor) -> Tensor:

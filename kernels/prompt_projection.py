@@ -1,0 +1,117 @@
+"""The cross-attention's o projection with a short prompt's values folded in: P @ U instead of O @ W^T.
+
+A head's attention output is a weighted sum of its values, O_h = sum_j p_hj v_hj, and the o projection
+is linear, so
+
+    O W^T + b = sum_h O_h W_h^T + b = sum_(h, j) p_hj (v_hj W_h^T) + b = P @ U + b
+
+with W_h the projection's columns of head h and U_hj = v_hj W_h^T, one row of the output width per
+head and key. U depends on the prompt only: `DiT.cross_kv` makes it with the K/V
+(`CrossAttnKV.u` for the first F keys, `fold_values` in streamer/model/cache.py). For a prompt of n distinct keys
+(kernels/prompt_attention.py) the product's inner size is H x n instead of the model width: for W1 and
+the default prompt, 12 x 7 = 84 against 1536. The W1 profile had the cross-attention's o projection at
+about 1 ms of a bf16 chunk (60 matmuls of 1560 x 1536 x 1536).
+
+Per batch row, the device decides (no host sync, so a captured graph serves prompts of any length):
+starts[b] < F, P [B, S, H, F] (from `prompt_attention(..., probs=P)`) times U [B, H, F, N], inner
+loop over heads and only the key blocks that hold keys 0..starts[b]; otherwise the plain projection,
+O [B, S, K] times W [N, K]^T. Bias added, fp32 accumulation, output in O's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from streamer_kernels.backend import INTERPRET, tl, triton
+from streamer_kernels.flash_attention import _dot
+
+__all__ = ["prompt_projection", "prompt_projection_ref"]
+
+_BLOCK_J = 16  # keys per step of the folded product (a tensor-core product's smallest inner size)
+
+
+@triton.jit
+def _prompt_proj_kernel(P, U, Attn, W, Bias, Out, Starts,
+                        spb, sps, sph, sub, suh, suj, sob, sos, swn, sxb, sxs,
+                        Sq, N, K, H,
+                        FOLD_KEYS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, F32: tl.constexpr):  # fmt: skip
+    mt = tl.program_id(0)
+    nt = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    n = tl.load(Starts + b)  # keys 0..n of each head are the distinct ones
+    rows = mt * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = nt * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < Sq
+    col_ok = cols < N
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    if n < FOLD_KEYS:  # P @ U over each head's keys 0..n
+        for h in range(0, H):
+            for jb in range(0, n // BLOCK_J + 1):
+                js = jb * BLOCK_J + tl.arange(0, BLOCK_J)
+                p = tl.load(P + b * spb + h * sph + rows[:, None] * sps + js[None, :],
+                            mask=row_ok[:, None] & (js <= n)[None, :], other=0.0)  # fmt: skip
+                u = tl.load(U + b * sub + h * suh + js[:, None] * suj + cols[None, :],
+                            mask=(js <= n)[:, None] & col_ok[None, :], other=0.0)  # fmt: skip
+                acc = _dot(p, u, acc, F32)
+    else:  # the plain projection: O @ W^T
+        for kb in range(0, tl.cdiv(K, BLOCK_K)):
+            ks = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+            a = tl.load(Attn + b * sob + rows[:, None] * sos + ks[None, :], mask=row_ok[:, None] & (ks < K)[None, :],
+                        other=0.0)  # fmt: skip
+            w = tl.load(W + cols[:, None] * swn + ks[None, :], mask=col_ok[:, None] & (ks < K)[None, :], other=0.0)
+            acc = _dot(a, tl.trans(w), acc, F32)
+    acc += tl.load(Bias + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    out_ptrs = Out + b * sxb + rows[:, None] * sxs + cols[None, :]
+    tl.store(out_ptrs, acc.to(Out.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+
+def prompt_projection(
+    probs: torch.Tensor,
+    u: torch.Tensor,
+    o: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    starts: torch.Tensor,
+    block_m: int = 128,
+    block_n: int = 128,
+) -> torch.Tensor:
+    """[B, S, N]: per batch row b, probs[b] @ u[b] + bias where starts[b] < F, else o[b] @ weight^T + bias.
+
+    probs [B, S, H, F] and o [B, S, H*D] from `prompt_attention(..., probs=probs)` (each batch row's
+    unused one is never read); u [B, H, F, N] (`CrossAttnKV.u`); weight [N, H*D], bias [N] (the Linear)."""
+    B, Sq, H, fold = probs.shape
+    N, K = weight.shape
+    if u.shape != (B, H, fold, N) or o.shape != (B, Sq, K) or bias.shape != (N,) or starts.shape != (B,):
+        raise ValueError(
+            f"probs {tuple(probs.shape)}, u {tuple(u.shape)}, o {tuple(o.shape)}, weight {tuple(weight.shape)}, "
+            f"bias {tuple(bias.shape)}, starts {tuple(starts.shape)}"
+        )
+    if any(t.stride(-1) != 1 for t in (probs, u, o, weight)) or fold % _BLOCK_J:
+        raise ValueError(f"contiguous last dims and F a multiple of {_BLOCK_J} (F = {fold})")
+    out = torch.empty(B, Sq, N, device=o.device, dtype=o.dtype)
+    bm = min(block_m, max(16, triton.next_power_of_2(Sq)))
+    grid = (triton.cdiv(Sq, bm), triton.cdiv(N, block_n), B)
+    _prompt_proj_kernel[grid](
+        probs, u, o, weight, bias, out, starts.to(torch.int32),
+        probs.stride(0), probs.stride(1), probs.stride(2), u.stride(0), u.stride(1), u.stride(2),
+        o.stride(0), o.stride(1), weight.stride(0), out.stride(0), out.stride(1),
+        Sq, N, K, H,
+        FOLD_KEYS=fold, BLOCK_M=bm, BLOCK_N=block_n, BLOCK_J=_BLOCK_J, BLOCK_K=64,
+        F32=INTERPRET or o.dtype == torch.float32, num_warps=8 if bm >= 128 else 4, num_stages=3,
+    )  # fmt: skip
+    return out
+
+
+def prompt_projection_ref(
+    probs: torch.Tensor, u: torch.Tensor, o: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+    starts: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """The reference in fp32: what `prompt_projection` computes, row by row."""
+    fold = probs.shape[-1]
+    keep = torch.arange(fold, device=starts.device).view(1, -1) <= starts.view(-1, 1)  # [B, F]: keys 0..n
+    probs = torch.where(keep[:, None, None, :], probs.float(), 0.0)
+    folded = torch.einsum("bshj,bhjn->bsn", probs, u.float()) + bias.float()
+    plain = F.linear(o.float(), weight.float(), bias.float())
+    return torch.where((starts < fold).view(-1, 1, 1), folded, plain)
