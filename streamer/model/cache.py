@@ -58,9 +58,8 @@ class CrossAttnKV:
       zero-padded prompt's padding tokens all have one key and value, so the fast path's
       cross-attention reads each run once (kernels/prompt_attention.py);
     - `u` [layers, B, heads, FOLDED_KEYS, dim]: each head's first values through the o projection
-      (`fold_values`), for a model whose o projections are plain Linears. With a short prompt the fast
-      path projects the attention's weights with it, not the attention's output
-      (kernels/prompt_projection.py)."""
+      (`fold_values`; an FP8 model's dequantized). With a short prompt the fast path projects the
+      attention's weights with it, not the attention's output (kernels/prompt_projection.py)."""
 
     k: Tensor
     v: Tensor

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from streamer.model.attention import CrossAttention, SelfAttention, frame_mask, token_mask
 from streamer.model.cache import CrossAttnKV, KVCache, PromptKV, fold_values, tail_start
 from streamer.model.config import DiTConfig, preset
-from streamer.model.fp8 import input_dtype, to_fp8
+from streamer.model.fp8 import dense_weight, input_dtype, to_fp8
 from streamer.model.ops import EAGER_OPS, DiTOps
 from streamer.model.rope import rope_tables
 
@@ -181,16 +181,14 @@ class DiT(nn.Module):
         ctx = self.embed_text(text)
         if out is None:
             cfg = dataclasses.replace(self.cfg, num_layers=len(layers))
-            # u (the values through the o projections) for plain Linears only: an FP8 model's stay unfolded
-            fold = all(type(self.layers[i].cross_attn.o) is nn.Linear for i in layers)
-            out = CrossAttnKV.allocate(cfg, text.shape[0], ctx.dtype, ctx.device, fold=fold)
+            out = CrossAttnKV.allocate(cfg, text.shape[0], ctx.dtype, ctx.device, fold=True)
         for j, i in enumerate(layers):
             attn = self.layers[i].cross_attn
             k, v = attn.kv(ctx)
             out.k[j].copy_(k)
             out.v[j].copy_(v)
             if out.u is not None:
-                out.u[j].copy_(fold_values(v, attn.o.weight, out.u.shape[-2]))
+                out.u[j].copy_(fold_values(v, dense_weight(attn.o), out.u.shape[-2]))
         if out.starts is not None:  # where the zero padding's repeated K/V start (kernels/prompt_attention.py)
             out.starts.copy_(tail_start(out.k, out.v))
         return out

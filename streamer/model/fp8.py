@@ -165,6 +165,16 @@ class FP8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3, {self.compute_dtype}"
 
 
+def dense_weight(layer: nn.Module) -> Tensor:
+    """The weight [out, in] a Linear holds, or an FP8Linear's dequantized in fp32 (its e4m3 values times
+    their scales): for the one place that needs a layer as a dense matrix (the folded cross-attention)."""
+    if isinstance(layer, FP8Linear):
+        return dequantize(layer.weight, layer.scale.view(-1))
+    weight = layer.weight
+    assert isinstance(weight, Tensor)
+    return weight
+
+
 def matmul(x: Tensor, layer: nn.Module, *, bias: bool = True, quantize: Quantizer = quantize_activation) -> Tensor:
     """x through a Linear or an FP8Linear, optionally without its bias: the fast path's one matmul entry,
     so the FP8 path is not written twice. x [..., in] -> [..., out]."""

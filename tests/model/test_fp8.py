@@ -14,6 +14,7 @@ from streamer.model.fp8 import (
     E4M3,
     E4M3_MAX,
     FP8Linear,
+    dense_weight,
     dequantize,
     fuse,
     input_dtype,
@@ -114,6 +115,18 @@ def test_matmul_with_and_without_bias_for_both_layer_kinds() -> None:
     assert torch.allclose(matmul(x, f, bias=False) + f.bias, f(x), atol=1e-6)
     with pytest.raises(TypeError, match="Linear"):
         matmul(x, nn.Conv1d(32, 16, 1))
+
+
+def test_dense_weight_of_both_layer_kinds() -> None:
+    """A Linear's own weight; an FP8Linear's e4m3 values times their row scales: the matrix its emulation
+    multiplies by, so x @ dense^T is the layer on an unquantized input."""
+    lin = _linear(32, 16, seed=8)
+    f = FP8Linear.from_linear(lin)
+    assert dense_weight(lin) is lin.weight
+    dense = dense_weight(f)
+    assert dense.shape == (16, 32) and dense.dtype == torch.float32
+    assert torch.equal(dense, f.weight.float() * f.scale.view(-1, 1))
+    assert float((dense - lin.weight).abs().max()) <= HALF_ULP * float(lin.weight.abs().max())
 
 
 @pytest.mark.parametrize("kind", ["linear", "fp8"])

@@ -1,5 +1,6 @@
-"""FusedOps' affine LayerNorm (norm3) as a modulation: its (b, w - 1) are made once, not per call, and
-remade when the weights change in place (a checkpoint loaded after the fast path was built)."""
+"""What FusedOps derives from weights is made once, not per call, and remade when the weights change in
+place (a checkpoint loaded after the fast path was built): the affine LayerNorm (norm3) as a modulation,
+its (b, w - 1), and an FP8 o projection's dequantized weight."""
 
 from __future__ import annotations
 
@@ -25,12 +26,30 @@ def test_affine_norm_matches_eager_before_and_after_an_in_place_weight_change() 
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
 
+    def scale() -> torch.Tensor:
+        return ops._derived[(id(norm), torch.float32)][1][1]
+
     both()
-    first = ops._affine[id(norm)][2]
+    first = scale()
     both()
-    assert ops._affine[id(norm)][2] is first  # made once
+    assert scale() is first  # made once
     with torch.no_grad():
         norm.weight.mul_(1.5)
         norm.bias.add_(0.25)
     both()  # remade: the version counters moved
-    assert ops._affine[id(norm)][2] is not first
+    assert scale() is not first
+
+
+def test_fp8_o_weight_is_dequantized_once_and_again_after_a_load() -> None:
+    from streamer.model.fp8 import FP8Linear, dense_weight
+
+    dit = build("tiny", device="cpu").to_fp8()
+    o = dit.blocks[1].cross_attn.o
+    assert isinstance(o, FP8Linear)
+    ops = FusedOps(dit)
+    first = ops._o_weight(o)
+    assert torch.equal(first, dense_weight(o)) and ops._o_weight(o) is first
+    with torch.no_grad():
+        o.scale.mul_(2.0)
+    again = ops._o_weight(o)
+    assert again is not first and torch.equal(again, 2.0 * first)

@@ -1,5 +1,5 @@
 # The issue-17 device call of the seventeenth session, most needed first (each step is capped by what is
-# left of a 570 s budget, so a slow step cannot cost the summary of the next):
+# left of a 540 s budget, so a slow step cannot cost the summary of the next):
 # 1. the GPU tests of the cross-attention kernels (kernels/prompt_attention.py, and the folded o
 #    projection, kernels/prompt_projection.py) at W1's shapes, then of the fast path (graph replay
 #    against eager, fp8 included) and the stream-K kernel's default config;
@@ -7,9 +7,10 @@
 #    distinct ones, for prompts of 7, 77 and 512 tokens (`bench attention --shapes "W1 cross"`);
 # 3. the whole W1 chunk, bf16, alternated: HEAD (prompt kernel + fold), the fold off
 #    (FusedOps.PROMPT_FOLD), the prompt kernel off (FusedOps.PROMPT_ATTENTION: cuDNN over 512 keys);
-# 4. W1 fp8 and W2 bf16, as the bench ships;
-# 5. the W1 bf16 profile (the last one is the fourteenth session's);
-# 6. the fp8 quality gate on the trained tiny model, now with a prompt applied (it never had one).
+# 4. W1 fp8: HEAD (the fold made from the dequantized o weight) against the fold off;
+# 5. the fp8 quality gate on the trained tiny model, now with a prompt applied (it never had one), and
+#    with the fold in the fp8 path;
+# 6. the W1 bf16 profile (the last one is the fourteenth session's).
 #
 # Here, first: `bash tools/device/fetch_wheels.sh` (the .whl folder), and `bash tools/device/compile_check.sh`
 # when a kernel changed. Then one call (under 10 minutes): run with carry [".whl"] and the command
@@ -17,7 +18,7 @@
 # (Earlier sessions' versions: git log -p on this file.)
 set -u
 T0=$(date +%s)
-BUDGET=${BUDGET:-570}  # a call with less device time left: BUDGET=300 ROUNDS=1 (the A/B alternated once)
+BUDGET=${BUDGET:-540}  # a call with less device time left: BUDGET=300 ROUNDS=1 (the A/B alternated once)
 step() { echo; echo "== $1 ($(( $(date +%s) - T0 )) s in)"; }
 cap() {  # the smaller of $1 and what is left of the budget (at least 5 s)
   local left=$(( BUDGET - ($(date +%s) - T0) ))
@@ -35,19 +36,20 @@ step "W1 cross-attention alone"
 timeout "$(cap 60)" python3 -m streamer_kernels.bench attention --shapes "W1 cross" --json "$OUT/cross.json" 2>&1 | tail -12
 
 step "W1 whole chunk, bf16: HEAD, the fold off, the prompt kernel off"
-timeout "$(cap 250)" python3 tools/device/ab.py --rounds "${ROUNDS:-2}" --timeout 80 --json "$OUT/ab_w1.json" \
+timeout "$(cap 230)" python3 tools/device/ab.py --rounds "${ROUNDS:-2}" --timeout 80 --json "$OUT/ab_w1.json" \
   --variant head=. --variant no-fold=.:streamer.model.fast.ops:FusedOps.PROMPT_FOLD=False \
   --variant no-prompt-kernel=.:streamer.model.fast.ops:FusedOps.PROMPT_ATTENTION=False \
   -- bench model W1 --variants fast --dtype bfloat16 --iters 40 --json
 
-for run in "W1 fp8" "W2 bfloat16"; do
-  set -- $run
-  step "$1 $2 (HEAD)"
-  timeout "$(cap 45)" python3 -m streamer bench model "$1" --variants fast --dtype "$2" --iters 40 2>&1 | tail -3
-done
+step "W1 whole chunk, fp8: HEAD (the fold from the dequantized weight), the fold off"
+timeout "$(cap 90)" python3 tools/device/ab.py --rounds 1 --timeout 80 --json "$OUT/ab_w1_fp8.json" \
+  --variant head=. --variant no-fold=.:streamer.model.fast.ops:FusedOps.PROMPT_FOLD=False \
+  -- bench model W1 --variants fast --dtype fp8 --iters 40 --json
+
+step "the fp8 quality gate with text conditioning (before: none, the bench never applied a prompt)"
+timeout "$(cap 90)" python3 -m streamer.bench.dtype_quality W3 --chunks 100 2>&1 | tail -8
+
 step "W1 bf16 profile"
 timeout "$(cap 70)" python3 -m streamer.bench.model_profile W1 --dtype bfloat16 --ops > "$OUT/profile_w1_bf16.txt" 2>&1
 head -30 "$OUT/profile_w1_bf16.txt"  # the whole of it comes back in $OUT
-step "the fp8 quality gate with text conditioning (before: none, the bench never applied a prompt)"
-timeout "$(cap 90)" python3 -m streamer.bench.dtype_quality W3 --chunks 100 2>&1 | tail -8
 step "done"

@@ -12,8 +12,9 @@
 - one kernel for q/k RMSNorm + RoPE + the write of K/V into the cache's staging slot;
 - self-attention through a measured backend picker (streamer_kernels.attention); cross-attention over
   the prompt's distinct K/V only (streamer_kernels.prompt_attention: the zero padding's repeated
-  positions are read once, weighted by their count), and for a short prompt in a bf16 model its o
-  projection folded into the values (streamer_kernels.prompt_projection: weights @ CrossAttnKV.u);
+  positions are read once, weighted by their count), and for a short prompt its o projection folded
+  into the values (streamer_kernels.prompt_projection: weights @ CrossAttnKV.u; in an FP8 model that
+  projection is then made in bf16, from the dequantized weight, with no activation quantized);
 - each residual add fused with the next LayerNorm + modulation (norm3's affine is a modulation
   with scale = w - 1, shift = b), across block boundaries too (the forward passes the next one in);
 - FFN bias + GELU: in a bf16 model on CUDA, cuBLASLt's epilogue of the up-projection; else one pass
@@ -24,13 +25,14 @@ Streaming only: the self-attention needs the KV cache (the full-sequence trainin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from streamer.model.fp8 import FP8Linear, fuse, matmul
+from streamer.model.fp8 import FP8Linear, dense_weight, fuse, matmul
 from streamer.model.ops import DiTOps
 from streamer_kernels.attention import AttentionPicker
 from streamer_kernels.bias_gelu import bias_gelu, bias_gelu_fp8
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
     from streamer.model.attention import CrossAttention, SelfAttention
     from streamer.model.cache import KVCache
     from streamer.model.dit import DiT
+
+
+T = TypeVar("T")
 
 
 class FusedOps(DiTOps):
@@ -75,7 +80,8 @@ class FusedOps(DiTOps):
         # output feeds an FP8 matmul but the head's); off, each input goes through the standalone quantizer
         self.fused_quant = any(isinstance(b.self_attn.q, FP8Linear) for b in dit.layers)
         self._held: tuple[Tensor, Tensor, Tensor] | None = None  # (norm output, its e4m3 rows, scales)
-        self._affine: dict[int, tuple[tuple[int, int], Tensor, Tensor]] = {}  # norm -> (versions, shift, scale)
+        # tensors derived from a module's weights: id -> (the weights' versions, what was made)
+        self._derived: dict[tuple[int, torch.dtype], tuple[tuple[int, ...], Any]] = {}
 
     def _mm(self, x: Tensor, layer: nn.Module, *, bias: bool = True) -> Tensor:
         held = self._held
@@ -120,17 +126,29 @@ class FusedOps(DiTOps):
         shift, scale = self._as_modulation(norm, x.dtype)
         return self._gated_norm(x, y, gate, shift.expand_as(gate), scale.expand_as(gate), norm.eps, out_dtype)
 
+    def _derive(self, module: nn.Module, dtype: torch.dtype, sources: tuple[Tensor, ...], make: Callable[[], T]) -> T:
+        """make(), kept per (module, dtype): made once, not on every call, and again when a load changes
+        one of its `sources` (their version counters)."""
+        versions = tuple(t._version for t in sources)
+        held = self._derived.get((id(module), dtype))
+        if held is None or held[0] != versions:
+            held = self._derived[(id(module), dtype)] = (versions, make())
+        return cast(T, held[1])
+
     def _as_modulation(self, norm: nn.LayerNorm, acc: torch.dtype) -> tuple[Tensor, Tensor]:
         """The affine LayerNorm as a modulation, w * n + b = n * (1 + (w - 1)) + b: (b, w - 1) in the
-        residual's dtype as [1, 1, dim]. Made once, not on every call (two conversions per block and pass
-        were 0.49 ms of a W1 chunk); remade when a load changes the weights (their version counters)."""
-        versions = (norm.weight._version, norm.bias._version)
-        held = self._affine.get(id(norm))
-        if held is None or held[0] != versions or held[1].dtype != acc:
-            shift = norm.bias.detach().to(acc).view(1, 1, -1)
-            scale = (norm.weight.detach().to(acc) - 1).view(1, 1, -1)
-            held = self._affine[id(norm)] = (versions, shift, scale)
-        return held[1], held[2]
+        residual's dtype as [1, 1, dim] (two conversions per block and pass, made on every call, were
+        0.49 ms of a W1 chunk)."""
+        return self._derive(norm, acc, (norm.weight, norm.bias), lambda: (
+            norm.bias.detach().to(acc).view(1, 1, -1), (norm.weight.detach().to(acc) - 1).view(1, 1, -1),
+        ))  # fmt: skip
+
+    def _o_weight(self, o: nn.Module) -> Tensor:
+        """The o projection's weight as the folded cross-attention's plain path multiplies it: a Linear's
+        own; an FP8Linear's dequantized to its compute dtype (prompts too long to fold only)."""
+        if not isinstance(o, FP8Linear):
+            return dense_weight(o)
+        return self._derive(o, o.compute_dtype, (o.weight, o.scale), lambda: dense_weight(o).to(o.compute_dtype))
 
     def self_attention(
         self,
@@ -183,10 +201,10 @@ class FusedOps(DiTOps):
         )  # fmt: skip
         k, v = k.transpose(1, 2), v.transpose(1, 2)
         if self.PROMPT_ATTENTION and starts is not None:
-            o = attn.o
-            if self.PROMPT_FOLD and u is not None and type(o) is nn.Linear and o.bias is not None:
+            bias = attn.o.bias
+            if self.PROMPT_FOLD and u is not None and isinstance(bias, Tensor):
                 # a short prompt's values come projected (u): its weights go through u, not an output
-                return self.attn.prompt_projected(q, k, v, starts, u, o.weight, o.bias)
+                return self.attn.prompt_projected(q, k, v, starts, u, self._o_weight(attn.o), bias)
             # a zero-padded prompt's padding positions share one key and value: each run read once
             y = self.attn.prompt(q, k, v, starts)
         else:
