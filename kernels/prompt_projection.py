@@ -7,15 +7,15 @@ is linear, so
 
 with W_h the projection's columns of head h and U_hj = v_hj W_h^T, one row of the output width per
 head and key. U depends on the prompt only: `DiT.cross_kv` makes it with the K/V
-(`CrossAttnKV.u` for the first F keys, `fold_values` in streamer/model/cache.py). For a prompt of n distinct keys
-(kernels/prompt_attention.py) the product's inner size is H x n instead of the model width: for W1 and
-the default prompt, 12 x 7 = 84 against 1536. The W1 profile had the cross-attention's o projection at
+(`CrossAttnKV.u` for the first F keys, `fold_values` in streamer/model/cache.py). For a prompt of n < F
+distinct keys (kernels/prompt_attention.py) the product's inner size is H x F instead of the model
+width: 12 x 32 = 384 against 1536 at W1, of which 12 x n are read (keys past n are masked to zero). The W1 profile had the cross-attention's o projection at
 about 1 ms of a bf16 chunk (60 matmuls of 1560 x 1536 x 1536).
 
 Per batch row, the device decides (no host sync, so a captured graph serves prompts of any length):
-starts[b] < F, P [B, S, H, F] (from `prompt_attention(..., probs=P)`) times U [B, H, F, N], inner
-loop over heads and only the key blocks that hold keys 0..starts[b]; otherwise the plain projection,
-O [B, S, K] times W [N, K]^T. Bias added, fp32 accumulation, output in O's dtype.
+starts[b] < F, P [B, S, H, F] (from `prompt_attention(..., probs=P)`) times U [B, H, F, N], the
+(head, key) pairs in one pipelined loop; otherwise the plain projection, O [B, S, K] times W [N, K]^T.
+Bias added, fp32 accumulation, output in O's dtype.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from streamer_kernels.flash_attention import _dot
 
 __all__ = ["prompt_projection", "prompt_projection_ref"]
 
-_BLOCK_J = 16  # keys per step of the folded product (a tensor-core product's smallest inner size)
+_BLOCK_J = 64  # (head, key) pairs per step of the folded product
 
 
 @triton.jit
@@ -46,15 +46,18 @@ def _prompt_proj_kernel(P, U, Attn, W, Bias, Out, Starts,
     row_ok = rows < Sq
     col_ok = cols < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    if n < FOLD_KEYS:  # P @ U over each head's keys 0..n
-        for h in range(0, H):
-            for jb in range(0, n // BLOCK_J + 1):
-                js = jb * BLOCK_J + tl.arange(0, BLOCK_J)
-                p = tl.load(P + b * spb + h * sph + rows[:, None] * sps + js[None, :],
-                            mask=row_ok[:, None] & (js <= n)[None, :], other=0.0)  # fmt: skip
-                u = tl.load(U + b * sub + h * suh + js[:, None] * suj + cols[None, :],
-                            mask=(js <= n)[:, None] & col_ok[None, :], other=0.0)  # fmt: skip
-                acc = _dot(p, u, acc, F32)
+    if n < FOLD_KEYS:  # P @ U, inner index (head, key) flattened: keys past n masked to zero
+        # one flat loop, not one per head: the loads of the next block are issued under this one's
+        # product (nested loops left each head's loads waiting in turn: 24 us a call at W1, H100)
+        for kb in range(0, tl.cdiv(H * FOLD_KEYS, BLOCK_J)):
+            idx = kb * BLOCK_J + tl.arange(0, BLOCK_J)
+            h, j = idx // FOLD_KEYS, idx % FOLD_KEYS
+            ok = (idx < H * FOLD_KEYS) & (j <= n)
+            p = tl.load(P + b * spb + h[None, :] * sph + rows[:, None] * sps + j[None, :],
+                        mask=row_ok[:, None] & ok[None, :], other=0.0)  # fmt: skip
+            u = tl.load(U + b * sub + h[:, None] * suh + j[:, None] * suj + cols[None, :],
+                        mask=ok[:, None] & col_ok[None, :], other=0.0)  # fmt: skip
+            acc = _dot(p, u, acc, F32)
     else:  # the plain projection: O @ W^T
         for kb in range(0, tl.cdiv(K, BLOCK_K)):
             ks = kb * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -88,8 +91,8 @@ def prompt_projection(
             f"probs {tuple(probs.shape)}, u {tuple(u.shape)}, o {tuple(o.shape)}, weight {tuple(weight.shape)}, "
             f"bias {tuple(bias.shape)}, starts {tuple(starts.shape)}"
         )
-    if any(t.stride(-1) != 1 for t in (probs, u, o, weight)) or fold % _BLOCK_J:
-        raise ValueError(f"contiguous last dims and F a multiple of {_BLOCK_J} (F = {fold})")
+    if any(t.stride(-1) != 1 for t in (probs, u, o, weight)):
+        raise ValueError("probs, u, o and weight need contiguous last dims")
     out = torch.empty(B, Sq, N, device=o.device, dtype=o.dtype)
     bm = min(block_m, max(16, triton.next_power_of_2(Sq)))
     grid = (triton.cdiv(Sq, bm), triton.cdiv(N, block_n), B)

@@ -19,7 +19,7 @@ def _cross_attention(q, k, v, weight, bias, fold, block_m=16, block_n=16):  # no
     B, Sq, H, D = q.shape
     starts = _starts(k, v)
     probs = torch.zeros(B, Sq, H, fold, dtype=q.dtype, device=q.device)
-    o = prompt_attention(q, k, v, starts, block_m=block_m, block_n=max(block_n, fold), probs=probs)
+    o = prompt_attention(q, k, v, starts, block_m=block_m, block_n=max(block_n, 1 << (fold - 1).bit_length()), probs=probs)
     u = fold_values(v.transpose(1, 2), weight, fold)  # v as CrossAttnKV holds it: [B, H, L, D]
     return prompt_projection(probs, u, o.view(B, Sq, H * D), weight, bias, starts, block_m=block_m, block_n=32)
 
@@ -36,7 +36,8 @@ def _want(q, k, v, weight, bias):  # noqa: ANN001, ANN202
         (1, 5, 64, 2, [3], 16),  # folded: 4 distinct keys of 16
         (2, 40, 64, 2, [15, 16], 16),  # the last key block that folds; one key more: the plain projection
         (2, 33, 48, 3, [0, 47], 32),  # every key a copy (one key, folded); no copies (plain)
-        (1, 17, 40, 2, [20], 32),  # 21 keys in two 16-key steps of the folded product
+        (1, 17, 40, 2, [20], 32),  # 21 keys of 32 per head
+        (1, 9, 40, 3, [5], 24),  # (head, key) pairs in 64-wide steps that split a head: 72 = 64 + 8
     ],
 )
 def test_folded_projection_equals_the_projection_of_every_key(B, Sq, L, H, tokens, fold, dtype):
@@ -83,8 +84,8 @@ def test_fold_values_and_bad_shapes():
     probs, o = torch.zeros(1, 3, 2, 16), torch.zeros(1, 3, 16)
     with pytest.raises(ValueError, match="probs"):
         prompt_projection(probs, u[:, :, :8], o, weight, torch.zeros(12), torch.zeros(1, dtype=torch.int32))
-    with pytest.raises(ValueError, match="multiple of 16"):
-        prompt_projection(probs[..., :8], u[:, :, :8], o, weight, torch.zeros(12), torch.zeros(1, dtype=torch.int32))
+    with pytest.raises(ValueError, match="contiguous"):
+        prompt_projection(probs, u, o, weight.t().contiguous().t(), torch.zeros(12), torch.zeros(1, dtype=torch.int32))
 
 
 @needs_gpu

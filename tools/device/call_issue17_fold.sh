@@ -1,0 +1,35 @@
+# The seventeenth session's second, short issue-17 call: the folded o projection's kernel rewritten after
+# the first call measured it at 24 us a call (1.45 ms of a W1 chunk, its head loop nested: loads
+# waited in turn). Each step is capped by what is left of a BUDGET (default 300 s):
+# 1. the GPU tests of the projection kernel at W1's shapes and of the fast path (bf16 and fp8);
+# 2. the whole W1 chunk, bf16, alternated: HEAD (the fold) against FusedOps.PROMPT_FOLD=False;
+# 3. the same in fp8, one round;
+# 4. the W1 bf16 profile (the kernel's time per call).
+# Run with carry [".whl"]:  source tools/device/prepare.sh && OUT=$OUT bash tools/device/call_issue17_fold.sh
+set -u
+T0=$(date +%s)
+BUDGET=${BUDGET:-300}
+step() { echo; echo "== $1 ($(( $(date +%s) - T0 )) s in)"; }
+cap() {  # the smaller of $1 and what is left of the budget (at least 5 s)
+  local left=$(( BUDGET - ($(date +%s) - T0) ))
+  [ "$left" -lt "$1" ] && echo $(( left > 5 ? left : 5 )) || echo "$1"
+}
+
+step "gpu tests: the projection kernel, the fast path"
+timeout "$(cap 80)" python3 -m pytest -q -p no:cacheprovider --tb=short -W ignore -m "gpu and not slow" \
+  tests/kernels/test_prompt_projection.py tests/model/test_fast_path.py 2>&1 | tail -30
+
+step "W1 whole chunk, bf16: HEAD (the fold), the fold off"
+timeout "$(cap 140)" python3 tools/device/ab.py --rounds "${ROUNDS:-2}" --timeout 70 --json "$OUT/ab_w1_fold.json" \
+  --variant head=. --variant no-fold=.:streamer.model.fast.ops:FusedOps.PROMPT_FOLD=False \
+  -- bench model W1 --variants fast --dtype bfloat16 --iters 40 --json
+
+step "W1 whole chunk, fp8: HEAD (the fold), the fold off"
+timeout "$(cap 70)" python3 tools/device/ab.py --rounds 1 --timeout 70 --json "$OUT/ab_w1_fp8_fold.json" \
+  --variant head=. --variant no-fold=.:streamer.model.fast.ops:FusedOps.PROMPT_FOLD=False \
+  -- bench model W1 --variants fast --dtype fp8 --iters 40 --json
+
+step "W1 bf16 profile"
+timeout "$(cap 45)" python3 -m streamer.bench.model_profile W1 --dtype bfloat16 --ops > "$OUT/profile_w1_bf16.txt" 2>&1
+head -24 "$OUT/profile_w1_bf16.txt"
+step "done"
