@@ -9,8 +9,8 @@ with W_h the projection's columns of head h and U_hj = v_hj W_h^T, one row of th
 head and key. U depends on the prompt only: `DiT.cross_kv` makes it with the K/V
 (`CrossAttnKV.u` for the first F keys, `fold_values` in streamer/model/cache.py). For a prompt of n < F
 distinct keys (kernels/prompt_attention.py) the product's inner size is H x F instead of the model
-width: 12 x 32 = 384 against 1536 at W1, of which 12 x n are read (keys past n are masked to zero). The W1 profile had the cross-attention's o projection at
-about 1 ms of a bf16 chunk (60 matmuls of 1560 x 1536 x 1536).
+width: 12 x 32 = 384 against 1536 at W1 (the weights of keys past n are zeros). The W1 profile had
+the cross-attention's o projection at about 1 ms of a bf16 chunk (60 matmuls of 1560 x 1536 x 1536).
 
 Per batch row, the device decides (no host sync, so a captured graph serves prompts of any length):
 starts[b] < F, P [B, S, H, F] (from `prompt_attention(..., probs=P)`) times U [B, H, F, N], the
@@ -33,9 +33,9 @@ _BLOCK_J = 64  # (head, key) pairs per step of the folded product
 
 @triton.jit
 def _prompt_proj_kernel(P, U, Attn, W, Bias, Out, Starts,
-                        spb, sps, sph, sub, suh, suj, sob, sos, swn, sxb, sxs,
-                        Sq, N, K, H,
-                        FOLD_KEYS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        spb, sps, sub, suj, sob, sos, swn, sxb, sxs,
+                        Sq, N, K,
+                        HEADS: tl.constexpr, FOLD_KEYS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, F32: tl.constexpr):  # fmt: skip
     mt = tl.program_id(0)
     nt = tl.program_id(1)
@@ -46,17 +46,18 @@ def _prompt_proj_kernel(P, U, Attn, W, Bias, Out, Starts,
     row_ok = rows < Sq
     col_ok = cols < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    if n < FOLD_KEYS:  # P @ U, inner index (head, key) flattened: keys past n masked to zero
-        # one flat loop, not one per head: the loads of the next block are issued under this one's
-        # product (nested loops left each head's loads waiting in turn: 24 us a call at W1, H100)
-        for kb in range(0, tl.cdiv(H * FOLD_KEYS, BLOCK_J)):
+    if n < FOLD_KEYS:  # P @ U over the flat (head, key) index: P [S, H*F] times U [H*F, N]
+        # One flat loop with contiguous, unmasked-within-a-row loads: the pipeliner copies both tiles
+        # to shared memory in 16-byte pieces under the previous product. Masking keys past n instead
+        # (their weights are zeros anyway) made every P load a 2-byte one outside the pipeline, and
+        # nesting a loop per head left each head's loads waiting in turn: 16.6 and 24 us a call at W1.
+        for kb in range(0, tl.cdiv(HEADS * FOLD_KEYS, BLOCK_J)):
             idx = kb * BLOCK_J + tl.arange(0, BLOCK_J)
-            h, j = idx // FOLD_KEYS, idx % FOLD_KEYS
-            ok = (idx < H * FOLD_KEYS) & (j <= n)
-            p = tl.load(P + b * spb + h[None, :] * sph + rows[:, None] * sps + j[None, :],
-                        mask=row_ok[:, None] & ok[None, :], other=0.0)  # fmt: skip
-            u = tl.load(U + b * sub + h[:, None] * suh + j[:, None] * suj + cols[None, :],
-                        mask=ok[:, None] & col_ok[None, :], other=0.0)  # fmt: skip
+            ok = idx < HEADS * FOLD_KEYS
+            p = tl.load(P + b * spb + rows[:, None] * sps + idx[None, :], mask=row_ok[:, None] & ok[None, :],
+                        other=0.0)  # fmt: skip
+            u = tl.load(U + b * sub + idx[:, None] * suj + cols[None, :], mask=ok[:, None] & col_ok[None, :],
+                        other=0.0)  # fmt: skip
             acc = _dot(p, u, acc, F32)
     else:  # the plain projection: O @ W^T
         for kb in range(0, tl.cdiv(K, BLOCK_K)):
@@ -83,7 +84,9 @@ def prompt_projection(
     """[B, S, N]: per batch row b, probs[b] @ u[b] + bias where starts[b] < F, else o[b] @ weight^T + bias.
 
     probs [B, S, H, F] and o [B, S, H*D] from `prompt_attention(..., probs=probs)` (each batch row's
-    unused one is never read); u [B, H, F, N] (`CrossAttnKV.u`); weight [N, H*D], bias [N] (the Linear)."""
+    unused one is never read; a folded row's weights past key starts[b] are zeros, as that kernel writes
+    them, and multiply finite values of u); u [B, H, F, N] (`CrossAttnKV.u`); weight [N, H*D], bias [N]
+    (the Linear). probs and u contiguous past their batch dim: the (head, key) index is one flat one."""
     B, Sq, H, fold = probs.shape
     N, K = weight.shape
     if u.shape != (B, H, fold, N) or o.shape != (B, Sq, K) or bias.shape != (N,) or starts.shape != (B,):
@@ -91,17 +94,19 @@ def prompt_projection(
             f"probs {tuple(probs.shape)}, u {tuple(u.shape)}, o {tuple(o.shape)}, weight {tuple(weight.shape)}, "
             f"bias {tuple(bias.shape)}, starts {tuple(starts.shape)}"
         )
-    if any(t.stride(-1) != 1 for t in (probs, u, o, weight)):
-        raise ValueError("probs, u, o and weight need contiguous last dims")
+    if any(t.stride(-1) != 1 for t in (probs, u, o, weight)) or probs.stride(2) != fold or (
+        u.stride(1) != fold * N or u.stride(2) != N
+    ):
+        raise ValueError("probs and u need contiguous [S, H, F] and [H, F, N], o and weight contiguous last dims")
     out = torch.empty(B, Sq, N, device=o.device, dtype=o.dtype)
     bm = min(block_m, max(16, triton.next_power_of_2(Sq)))
     grid = (triton.cdiv(Sq, bm), triton.cdiv(N, block_n), B)
     _prompt_proj_kernel[grid](
         probs, u, o, weight, bias, out, starts.to(torch.int32),
-        probs.stride(0), probs.stride(1), probs.stride(2), u.stride(0), u.stride(1), u.stride(2),
+        probs.stride(0), probs.stride(1), u.stride(0), u.stride(2),
         o.stride(0), o.stride(1), weight.stride(0), out.stride(0), out.stride(1),
-        Sq, N, K, H,
-        FOLD_KEYS=fold, BLOCK_M=bm, BLOCK_N=block_n, BLOCK_J=_BLOCK_J, BLOCK_K=64,
+        Sq, N, K,
+        HEADS=H, FOLD_KEYS=fold, BLOCK_M=bm, BLOCK_N=block_n, BLOCK_J=_BLOCK_J, BLOCK_K=64,
         F32=INTERPRET or o.dtype == torch.float32, num_warps=8 if bm >= 128 else 4, num_stages=3,
     )  # fmt: skip
     return out

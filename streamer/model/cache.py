@@ -102,7 +102,7 @@ def fold_values(v: torch.Tensor, weight: torch.Tensor, fold: int) -> torch.Tenso
     B, H, L, D = v.shape
     head_w = weight.view(weight.shape[0], H, D)  # [N, H, D]
     u = torch.einsum("bhjd,nhd->bhjn", v[:, :, :fold].float(), head_w.float()).to(v.dtype)
-    return F.pad(u, (0, 0, 0, fold - u.shape[2]))
+    return F.pad(u, (0, 0, 0, fold - u.shape[2])).contiguous()
 
 
 class KVCache:

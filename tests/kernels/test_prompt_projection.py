@@ -55,7 +55,8 @@ def test_folded_projection_equals_the_projection_of_every_key(B, Sq, L, H, token
 
 
 def test_unused_inputs_are_not_read():
-    """Per batch row only one of P and O is read, and of P only keys 0..n: NaN elsewhere changes nothing."""
+    """Per batch row only one of P and O is read: NaN in the other changes nothing. (A folded row's
+    weights past key n are zeros, as prompt_attention writes them.)"""
     dev = small_device()
     g = torch.Generator().manual_seed(4)
     B, Sq, H, D, fold, N = 2, 20, 2, 16, 16, 24
@@ -64,8 +65,9 @@ def test_unused_inputs_are_not_read():
     u = torch.randn(B, H, fold, N, generator=g)
     o = torch.randn(B, Sq, H * D, generator=g)
     weight, bias = torch.randn(N, H * D, generator=g), torch.randn(N, generator=g)
+    probs[0, :, :, 6:] = 0.0
     want = prompt_projection_ref(probs, u, o, weight, bias, starts)
-    probs[0, :, :, 6:], u[0, :, 6:], probs[1], u[1], o[0] = (float("nan"),) * 5
+    probs[1], u[1], o[0] = (float("nan"),) * 3
     out = prompt_projection(*(t.to(dev) for t in (probs, u, o, weight, bias, starts)), block_m=16, block_n=16)
     assert_matches(out, want, torch.float32, "NaN in the unread parts")
 
@@ -115,7 +117,7 @@ names = fn.arg_names
 types = {n: "*bf16" for n in ("P", "U", "Attn", "W", "Bias", "Out")} | {"Starts": "*i32"}
 div16 = [n for n in names if n in types] + [n for n in names if n[0] == "s" and n != "Sq"] + ["N", "K"]
 attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in div16}
-cx = {"FOLD_KEYS": 32, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_J": 16, "BLOCK_K": 64, "F32": False}
+cx = {"HEADS": 12, "FOLD_KEYS": 32, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_J": 16, "BLOCK_K": 64, "F32": False}
 sig = {n: ("constexpr" if n in cx else types.get(n, "i32")) for n in names}
 k = compile(
     ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in cx.items()}, attrs=attrs),
