@@ -1,6 +1,9 @@
-# The seventeenth session's second, short issue-17 call: the folded o projection's kernel rewritten after
-# the first call measured it at 24 us a call (1.45 ms of a W1 chunk, its head loop nested: loads
-# waited in turn). Each step is capped by what is left of a BUDGET (default 300 s):
+# A short issue-17 call for the folded o projection (kernels/prompt_projection.py). The seventeenth session
+# timed its first two versions: 24 and 16.6 us a call at W1, against 12.8 us for cuBLAS's 1536 x 1536
+# matmul it replaces (the second: every load of P a scalar 2-byte one, outside the pipeline). The third
+# version (0c083e4: contiguous, unmasked loads, 16-byte cp.async in the PTX) is untimed: run this first.
+# If HEAD is not faster than the fold off here, remove the fold (docs/benchmarks.md says what to remove).
+# Each step is capped by what is left of a BUDGET (default 300 s):
 # 1. the GPU tests of the projection kernel at W1's shapes and of the fast path (bf16 and fp8);
 # 2. the whole W1 chunk, bf16, alternated: HEAD (the fold) against FusedOps.PROMPT_FOLD=False;
 # 3. the same in fp8, one round;
