@@ -29,6 +29,7 @@ import torch
 from streamer_kernels.attention import attention_ref
 from streamer_kernels.backend import INTERPRET, tl, triton
 from streamer_kernels.flash_attention import _dot, _load_kv, _softmax
+from streamer_kernels.prompt_projection import KEY_STEP
 
 __all__ = ["prompt_attention", "prompt_attention_ref"]
 
@@ -46,7 +47,8 @@ def _prompt_attn_kernel(Q, K, V, Out, Probs, Starts,
                         sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, sob, sos, soh, spb, sps, sph,
                         Sq, L, qk_scale,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                        FOLD_KEYS: tl.constexpr, F32: tl.constexpr):  # fmt: skip
+                        FOLD_KEYS: tl.constexpr, FOLD_BLOCK: tl.constexpr, KEY_STEP: tl.constexpr,
+                        F32: tl.constexpr):  # fmt: skip
     mt = tl.program_id(0)
     h = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
@@ -60,14 +62,16 @@ def _prompt_attn_kernel(Q, K, V, Out, Probs, Starts,
     kbase = K + b * skb + h * skh
     vbase = V + b * svb + h * svh
     if n < FOLD_KEYS:  # (FOLD_KEYS 0: never) the weights alone, for the folded o projection (prompt_projection)
-        keys = tl.arange(0, BLOCK_N)  # FOLD_KEYS <= BLOCK_N: keys 0..n are in this one block
+        keys = tl.arange(0, FOLD_BLOCK)  # keys 0..n, all in one block of FOLD_BLOCK >= FOLD_KEYS
         k = tl.load(kbase + keys[:, None] * sks + cols_d[None, :], mask=(keys <= n)[:, None], other=0.0)
         s = _scores(q, k, keys, n, bonus, F32)
         p, _, _, l_i = _softmax(tl.full([BLOCK_M], float("-inf"), tl.float32), tl.zeros([BLOCK_M], tl.float32), s,
                                 qk_scale)  # fmt: skip
+        # the key steps that prompt_projection reads: keys 0..n, then zeros to the end of n's step
+        written = (n // KEY_STEP + 1) * KEY_STEP
         p_ptrs = Probs + b * spb + h * sph + rows[:, None] * sps + keys[None, :]
         tl.store(p_ptrs, (p / l_i[:, None]).to(Probs.dtype.element_ty),
-                 mask=(rows < Sq)[:, None] & (keys < FOLD_KEYS)[None, :])  # fmt: skip
+                 mask=(rows < Sq)[:, None] & (keys < written)[None, :])  # fmt: skip
     else:
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -94,10 +98,11 @@ def prompt_attention(
     """softmax(q k^T / sqrt(D)) v per head, [B, S, H, D] layout, where keys/values [starts[b], L) of
     batch row b are copies of row starts[b] (streamer.model.cache.tail_start); those are not read.
 
-    probs [B, S, H, F] (F <= block_n): for a batch row whose distinct keys fit in F (starts[b] < F), the
-    softmax weights of keys 0..F-1 go there (key starts[b] weighted for its copies, zeros after it)
-    and that row of the returned tensor is left unwritten: `prompt_projection` folds the weights into
-    the o projection. The other rows get the attention output as without `probs`."""
+    probs [B, S, H, F] (F a multiple of KEY_STEP): for a batch row whose distinct keys fit in F
+    (starts[b] = n < F), the softmax weights go there instead, for keys 0..n (key n weighted for its
+    copies) and as zeros from n + 1 to the end of n's step of KEY_STEP keys; that row of the returned
+    tensor is left unwritten: `prompt_projection` folds the weights into the o projection. The other
+    rows get the attention output as without `probs`."""
     B, Sq, H, D = q.shape
     L = k.shape[1]
     if k.shape != v.shape or k.shape[0] != B or k.shape[2:] != (H, D) or starts.shape != (B,):
@@ -107,8 +112,8 @@ def prompt_attention(
     if q.dtype not in (torch.bfloat16, torch.float16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"dtypes {q.dtype}/{k.dtype}/{v.dtype}: need one of bf16, fp16, fp32")
     fold = 0 if probs is None else probs.shape[-1]
-    if probs is not None and (probs.shape[:3] != (B, Sq, H) or fold > block_n or probs.stride(-1) != 1):
-        raise ValueError(f"probs {tuple(probs.shape)}: need [{B}, {Sq}, {H}, F <= {block_n}], contiguous last dim")
+    if probs is not None and (probs.shape[:3] != (B, Sq, H) or fold % KEY_STEP or probs.stride(-1) != 1):
+        raise ValueError(f"probs {tuple(probs.shape)}: need [{B}, {Sq}, {H}, a multiple of {KEY_STEP}], contiguous last dim")
     o = torch.empty(B, Sq, H, D, device=q.device, dtype=q.dtype)
     p = o if probs is None else probs  # (unread without probs: FOLD_KEYS 0)
     bm = min(block_m, max(16, triton.next_power_of_2(Sq)))
@@ -119,7 +124,8 @@ def prompt_attention(
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         p.stride(0), p.stride(1), p.stride(2),
         Sq, L, 1.0 / math.sqrt(D) * 1.4426950408889634,
-        BLOCK_M=bm, BLOCK_N=block_n, HEAD_DIM=D, FOLD_KEYS=fold, F32=INTERPRET or q.dtype == torch.float32,
+        BLOCK_M=bm, BLOCK_N=block_n, HEAD_DIM=D, FOLD_KEYS=fold, FOLD_BLOCK=max(16, triton.next_power_of_2(fold)),
+        KEY_STEP=KEY_STEP, F32=INTERPRET or q.dtype == torch.float32,
         num_warps=8 if bm >= 128 else 4, num_stages=2,
     )  # fmt: skip
     return o

@@ -32,10 +32,12 @@ from torch import Tensor
 from streamer.model.config import DiTConfig
 from streamer.model.rope import rotate_time_band
 
-# The prompt positions whose values `CrossAttnKV.u` holds through the o projection: prompts of fewer
-# distinct keys (31 tokens and the padding) fold the projection into the attention's weights
-# (kernels/prompt_projection.py). A multiple of 16 (a tensor-core product's inner size), at most 64.
-FOLDED_KEYS = 32
+# The prompt positions whose values `CrossAttnKV.u` holds through the o projection: a prompt of fewer
+# distinct keys (up to 127 tokens and the padding) folds the projection into the attention's weights
+# (kernels/prompt_projection.py), at a cost that grows with its length: 12 x 32 products per row for
+# up to 31 tokens, 12 x 128 (the plain projection's 1536) at 127. A multiple of its KEY_STEP (32).
+# 141 MB of U at W1 (30 layers x 12 heads x 128 x 1536, bf16).
+FOLDED_KEYS = 128
 
 
 class PromptKV(NamedTuple):

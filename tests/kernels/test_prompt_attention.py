@@ -162,8 +162,9 @@ types = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Probs": "*bf
 div16 = [n for n in names if n in types and n != "qk_scale"] + [n for n in names if n[0] == "s" and n != "Sq"]
 attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in div16}
 # prompt_attention's default tile, the bench's other one, and the default with the weights for the fold
-for block_m, warps, fold in ((64, 4, 0), (128, 8, 0), (64, 4, 32)):
-    cx = {"BLOCK_M": block_m, "BLOCK_N": 64, "HEAD_DIM": 128, "FOLD_KEYS": fold, "F32": False}
+for block_m, warps, fold in ((64, 4, 0), (128, 8, 0), (64, 4, 128)):
+    cx = {"BLOCK_M": block_m, "BLOCK_N": 64, "HEAD_DIM": 128, "FOLD_KEYS": fold, "FOLD_BLOCK": max(16, fold),
+          "KEY_STEP": 32, "F32": False}
     sig = {n: ("constexpr" if n in cx else types.get(n, "i32")) for n in names}
     k = compile(
         ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in cx.items()}, attrs=attrs),

@@ -18,8 +18,9 @@ def _cross_attention(q, k, v, weight, bias, fold, block_m=16, block_n=16):  # no
     """The fast path's pair: the prompt kernel (weights where they fold) and the projection."""
     B, Sq, H, D = q.shape
     starts = _starts(k, v)
-    probs = torch.zeros(B, Sq, H, fold, dtype=q.dtype, device=q.device)
-    o = prompt_attention(q, k, v, starts, block_m=block_m, block_n=max(block_n, 1 << (fold - 1).bit_length()), probs=probs)
+    # NaN where prompt_attention writes nothing: the projection must read only what it writes
+    probs = torch.full((B, Sq, H, fold), float("nan"), dtype=q.dtype, device=q.device)
+    o = prompt_attention(q, k, v, starts, block_m=block_m, block_n=block_n, probs=probs)
     u = fold_values(v.transpose(1, 2), weight, fold)  # v as CrossAttnKV holds it: [B, H, L, D]
     return prompt_projection(probs, u, o.view(B, Sq, H * D), weight, bias, starts, block_m=block_m, block_n=32)
 
@@ -33,11 +34,11 @@ def _want(q, k, v, weight, bias):  # noqa: ANN001, ANN202
 @pytest.mark.parametrize(
     "B, Sq, L, H, tokens, fold",
     [
-        (1, 5, 64, 2, [3], 16),  # folded: 4 distinct keys of 16
-        (2, 40, 64, 2, [15, 16], 16),  # the last key block that folds; one key more: the plain projection
+        (1, 5, 64, 2, [3], 32),  # folded: 4 distinct keys, one step of 32 per head
+        (2, 40, 80, 2, [31, 32], 32),  # the last key that folds; one key more: the plain projection
         (2, 33, 48, 3, [0, 47], 32),  # every key a copy (one key, folded); no copies (plain)
-        (1, 17, 40, 2, [20], 32),  # 21 keys of 32 per head
-        (1, 9, 40, 3, [5], 24),  # (head, key) pairs in 64-wide steps that split a head: 72 = 64 + 8
+        (1, 17, 90, 2, [40], 64),  # 41 keys: two steps per head of the fold's two
+        (1, 9, 100, 3, [70], 128),  # 71 keys: three steps per head of four
     ],
 )
 def test_folded_projection_equals_the_projection_of_every_key(B, Sq, L, H, tokens, fold, dtype):
@@ -55,19 +56,20 @@ def test_folded_projection_equals_the_projection_of_every_key(B, Sq, L, H, token
 
 
 def test_unused_inputs_are_not_read():
-    """Per batch row only one of P and O is read: NaN in the other changes nothing. (A folded row's
-    weights past key n are zeros, as prompt_attention writes them.)"""
+    """Per batch row only one of P and O is read, and of P and U only the key steps up to n's: NaN in the
+    rest changes nothing. (A folded row's weights from n + 1 to the end of n's step are zeros, as
+    prompt_attention writes them.)"""
     dev = small_device()
     g = torch.Generator().manual_seed(4)
-    B, Sq, H, D, fold, N = 2, 20, 2, 16, 16, 24
-    starts = torch.tensor([5, 16], dtype=torch.int32)  # row 0 folds (keys 0..5), row 1 does not
+    B, Sq, H, D, fold, N = 2, 20, 2, 16, 64, 24
+    starts = torch.tensor([5, 64], dtype=torch.int32)  # row 0 folds (keys 0..5: step 0 of 2), row 1 does not
     probs = torch.rand(B, Sq, H, fold, generator=g)
     u = torch.randn(B, H, fold, N, generator=g)
     o = torch.randn(B, Sq, H * D, generator=g)
     weight, bias = torch.randn(N, H * D, generator=g), torch.randn(N, generator=g)
     probs[0, :, :, 6:] = 0.0
     want = prompt_projection_ref(probs, u, o, weight, bias, starts)
-    probs[1], u[1], o[0] = (float("nan"),) * 3
+    probs[0, :, :, 32:], u[0, :, 32:], probs[1], u[1], o[0] = (float("nan"),) * 5
     out = prompt_projection(*(t.to(dev) for t in (probs, u, o, weight, bias, starts)), block_m=16, block_n=16)
     assert_matches(out, want, torch.float32, "NaN in the unread parts")
 
@@ -88,20 +90,25 @@ def test_fold_values_and_bad_shapes():
         prompt_projection(probs, u[:, :, :8], o, weight, torch.zeros(12), torch.zeros(1, dtype=torch.int32))
     with pytest.raises(ValueError, match="contiguous"):
         prompt_projection(probs, u, o, weight.t().contiguous().t(), torch.zeros(12), torch.zeros(1, dtype=torch.int32))
+    with pytest.raises(ValueError, match="multiple of 32"):  # F in whole key steps
+        prompt_projection(probs, u, o, weight, torch.zeros(12), torch.zeros(1, dtype=torch.int32))
+    kv = torch.zeros(1, 10, 2, 16)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        prompt_attention(torch.zeros(1, 3, 2, 16), kv, kv, torch.zeros(1, dtype=torch.int32), probs=probs)
 
 
 @needs_gpu
-@pytest.mark.parametrize("tokens", [1, 6, 31, 32, 130, 512])
+@pytest.mark.parametrize("tokens", [1, 6, 40, 127, 128, 512])
 def test_w1_cross_attention_projected_on_the_card(tokens):
     """W1's shapes: 1560 queries, 12 heads x 128, a 512-token prompt padded after `tokens` tokens, and the
-    1536 x 1536 o projection; the fast path's fold of 32 keys (folded up to 31 tokens, plain after)."""
+    1536 x 1536 o projection; the fast path's fold of 128 keys (folded up to 127 tokens, plain after)."""
     g = torch.Generator().manual_seed(6)
     k, v = _prompt_kv(1, 512, 12, 128, [tokens], torch.bfloat16)
     q = torch.randn(1, 1560, 12, 128, generator=g).to(torch.bfloat16)
     weight = (torch.randn(1536, 1536, generator=g) / 1536**0.5).to(torch.bfloat16)
     bias = torch.randn(1536, generator=g).to(torch.bfloat16)
     want = _want(q, k, v, weight, bias)
-    out = _cross_attention(*(t.cuda() for t in (q, k, v, weight, bias)), 32, block_m=128, block_n=64)
+    out = _cross_attention(*(t.cuda() for t in (q, k, v, weight, bias)), 128, block_m=64, block_n=64)
     assert_matches(out, want, torch.bfloat16, f"{tokens} tokens", rtol=2e-2, atol=2e-2)
 
 
@@ -117,7 +124,7 @@ names = fn.arg_names
 types = {n: "*bf16" for n in ("P", "U", "Attn", "W", "Bias", "Out")} | {"Starts": "*i32"}
 div16 = [n for n in names if n in types] + [n for n in names if n[0] == "s" and n != "Sq"] + ["N", "K"]
 attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in div16}
-cx = {"HEADS": 12, "FOLD_KEYS": 32, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_J": 16, "BLOCK_K": 64, "F32": False}
+cx = {"HEADS": 12, "FOLD_KEYS": 128, "BLOCK_M": 128, "BLOCK_N": 128, "KEY_STEP": 32, "BLOCK_K": 64, "F32": False}
 sig = {n: ("constexpr" if n in cx else types.get(n, "i32")) for n in names}
 k = compile(
     ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in cx.items()}, attrs=attrs),

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from streamer.config import ModelSettings
+from streamer.model import cache as cache_module
 from streamer.model.cache import KVCache
 from streamer.model.dit import build
 from streamer.model.engine import ModelTransform
@@ -32,10 +33,12 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(("fp8", "tokens"), [(False, 5), (False, 40), (True, 5), (True, 40)])
-def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(fp8: bool, tokens: int) -> None:
+def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(
+    fp8: bool, tokens: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """tokens: a prompt of 5 tokens folds the cross-attention's o projection into its values
     (kernels/prompt_projection.py; in an FP8 model from the dequantized weight); 40 distinct keys do
-    not fold (FOLDED_KEYS).
+    not fold here (FOLDED_KEYS set to 32: the tiny model's 64 text positions all fit the real 128).
 
     fp8: the same FP8Linears in both (fused q/k/v, the Triton quantizer vs the eager one); on a CPU
     they run the emulation in fp32, on a GPU `_scaled_mm` in bf16.
@@ -63,10 +66,11 @@ def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(fp8: bool, 
         )
 
     eager_cache, fused_cache, plain_cache = cache(), cache(), cache()
+    monkeypatch.setattr(cache_module, "FOLDED_KEYS", 32)
     text = torch.randn(1, tokens, cfg.text_dim, device=dev)
     kv = dit.cross_kv(text)
+    assert kv.u is not None and kv.u.shape[-2] == 32
     assert kv.starts is not None and kv.starts.tolist() == [[tokens]] * cfg.num_layers  # the tokens, then padding
-    assert kv.u is not None
     ops = FusedOps(dit)
 
     def fused(x, t, kv, cache):  # noqa: ANN001, ANN202 - the same DiT forward, fused ops swapped in
