@@ -19,11 +19,7 @@
 set -u
 T0=$(date +%s)
 BUDGET=${BUDGET:-540}  # a call with less device time left: BUDGET=300 ROUNDS=1 (the A/B alternated once)
-step() { echo; echo "== $1 ($(( $(date +%s) - T0 )) s in)"; }
-cap() {  # the smaller of $1 and what is left of the budget (at least 5 s)
-  local left=$(( BUDGET - ($(date +%s) - T0) ))
-  [ "$left" -lt "$1" ] && echo $(( left > 5 ? left : 5 )) || echo "$1"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/budget.sh"
 
 step "gpu tests: the prompt kernel, the fast path, the stream-K default"
 timeout "$(cap 110)" python3 -m pytest -q -p no:cacheprovider --tb=short -W ignore -m "gpu and not slow" \
