@@ -100,10 +100,11 @@ def tail_start(k: Tensor, v: Tensor) -> Tensor:
 def fold_values(v: torch.Tensor, weight: torch.Tensor, fold: int) -> torch.Tensor:
     """`CrossAttnKV.u` (kernels/prompt_projection.py): v [B, H, L, D] (a prompt's values) and the o
     projection's weight [N, H*D] -> [B, H, fold, N], U[b, h, j] = v[b, h, j] @ weight[:, h*D:(h+1)*D]^T
-    for the first `fold` keys (zeros past L). Products in fp32, rounded once to v's dtype."""
+    for the first `fold` keys (zeros past L). A matmul in v's dtype, as the projection it replaces (fp32
+    accumulation on a GPU): it runs with every `cross_kv`, so on every chunk of a prompt blend."""
     B, H, L, D = v.shape
-    head_w = weight.view(weight.shape[0], H, D)  # [N, H, D]
-    u = torch.einsum("bhjd,nhd->bhjn", v[:, :, :fold].float(), head_w.float()).to(v.dtype)
+    head_w = weight.view(weight.shape[0], H, D).to(v.dtype)  # [N, H, D]; an FP8 layer's dequantized, rounded
+    u = torch.einsum("bhjd,nhd->bhjn", v[:, :, :fold], head_w)
     return F.pad(u, (0, 0, 0, fold - u.shape[2])).contiguous()
 
 
