@@ -171,17 +171,23 @@ class DiT(nn.Module):
         return self.text_embedding(text)
 
     @torch.no_grad()
-    def cross_kv(self, text: Tensor, out: CrossAttnKV | None = None, layers: range | None = None) -> CrossAttnKV:
+    def cross_kv(
+        self, text: Tensor, out: CrossAttnKV | None = None, layers: range | None = None, *, fold: bool | None = None
+    ) -> CrossAttnKV:
         """Per-layer cross-attention K/V for a prompt: text [B, L, text_dim] -> CrossAttnKV.
 
         Written into `out` in place when given (static buffers for a captured graph), else allocated.
         `layers`: only these blocks, stored from index 0 (a pipeline stage holds its own layers' K/V).
+        `fold`: whether an allocated one holds `u`, the values through the o projections, which only
+        the fast path reads. Default: on a CUDA device (the fast path's), not elsewhere, where making it
+        with every prompt change and every chunk of a blend would be work for nothing.
         """
         layers = range(self.cfg.num_layers) if layers is None else layers
         ctx = self.embed_text(text)
         if out is None:
             cfg = dataclasses.replace(self.cfg, num_layers=len(layers))
-            out = CrossAttnKV.allocate(cfg, text.shape[0], ctx.dtype, ctx.device, fold=True)
+            fold = ctx.device.type == "cuda" if fold is None else fold
+            out = CrossAttnKV.allocate(cfg, text.shape[0], ctx.dtype, ctx.device, fold=fold)
         for j, i in enumerate(layers):
             attn = self.layers[i].cross_attn
             k, v = attn.kv(ctx)

@@ -89,11 +89,11 @@ def estimate_memory(
     per_token_layer = 2 * cfg.num_heads * cfg.head_dim * size  # K and V
     kv = cfg.num_layers * batch * effective_window(m)[0] * tokens * per_token_layer
     cross = cfg.num_layers * batch * cfg.text_len * per_token_layer
-    # CrossAttnKV.u: FOLDED_KEYS values per head through each o projection; an FP8 model's fast path
-    # also keeps those projections dequantized, for longer prompts (FusedOps.cross_attention)
-    cross += cfg.num_layers * batch * cfg.num_heads * FOLDED_KEYS * cfg.dim * size
-    if m.dtype == "fp8":
-        cross += cfg.num_layers * cfg.dim * cfg.num_heads * cfg.head_dim * size
+    if on_gpu:  # the fast path's CrossAttnKV.u: FOLDED_KEYS values per head through each o projection;
+        # an FP8 model's also keeps those projections dequantized, for longer prompts (FusedOps)
+        cross += cfg.num_layers * batch * cfg.num_heads * FOLDED_KEYS * cfg.dim * size
+        if m.dtype == "fp8":
+            cross += cfg.num_layers * cfg.dim * cfg.num_heads * cfg.head_dim * size
     if m.text_encoder:
         resident = m.text_encoder_device != "cpu" if text_on_gpu is None else text_on_gpu
         text = int(_umt5_params(m.text_encoder) * 2) if on_gpu and resident else 0  # bf16 on the GPU

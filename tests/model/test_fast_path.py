@@ -68,7 +68,7 @@ def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(
     eager_cache, fused_cache, plain_cache = cache(), cache(), cache()
     monkeypatch.setattr(cache_module, "FOLDED_KEYS", 32)
     text = torch.randn(1, tokens, cfg.text_dim, device=dev)
-    kv = dit.cross_kv(text)
+    kv = dit.cross_kv(text, fold=True)  # (the default makes u on CUDA only)
     assert kv.u is not None and kv.u.shape[-2] == 32
     assert kv.starts is not None and kv.starts.tolist() == [[tokens]] * cfg.num_layers  # the tokens, then padding
     ops = FusedOps(dit)
@@ -100,6 +100,22 @@ def test_fused_dit_matches_eager_through_cache_fill_and_steady_state(
             plain = getattr(plain_cache, name)
             eager_err, fused_err = _rel(getattr(eager_cache, name), plain), _rel(getattr(fused_cache, name), plain)
             assert fused_err <= 1.5 * eager_err, f"cache {name}: from bf16, fused fp8 {fused_err:.4f}, eager {eager_err:.4f}"
+
+
+def test_cross_kv_makes_the_folded_values_only_for_the_fast_path() -> None:
+    """u (the values through the o projections) is made where the fast path runs, on CUDA; a CPU engine
+    would make it on every prompt change and every chunk of a blend for nothing. In place, like k/v."""
+    torch.manual_seed(0)
+    dit = build("tiny", device="cpu")
+    cfg = dit.cfg
+    first, second = torch.randn(1, 5, cfg.text_dim), torch.randn(1, 9, cfg.text_dim)
+    assert dit.cross_kv(first).u is None
+    kv = dit.cross_kv(first, fold=True)
+    assert kv.u is not None and kv.u.shape == (cfg.num_layers, 1, cfg.num_heads, cache_module.FOLDED_KEYS, cfg.dim)
+    again = dit.cross_kv(second, out=kv)
+    assert again is kv and kv.starts is not None and kv.starts[0].item() == 9
+    want = cache_module.fold_values(kv.v[2], dit.layers[2].cross_attn.o.weight, cache_module.FOLDED_KEYS)
+    torch.testing.assert_close(kv.u[2], want)
 
 
 def _engine(
