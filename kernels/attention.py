@@ -113,7 +113,8 @@ class AttentionPicker:
         self.picks: dict[tuple, str] = {}
         self.timings: dict[tuple, dict[str, float]] = {}
         self._backends: dict[str, dict[str, AttnFn]] = {}
-        self.prompt_ok: dict[tuple, bool] = {}  # per shape: the prompt kernel passed its check here
+        # per shape: whether the prompt kernel (`prompt`) and its fold (`prompt_projected`) passed their checks
+        self.prompt_ok: dict[tuple, bool] = {}
 
     def _candidates(self, device: torch.device) -> dict[str, AttnFn]:
         key = str(device)

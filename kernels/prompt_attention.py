@@ -17,7 +17,8 @@ tail (a run of one) nothing is skipped.
 q [B, Sq, H, D], k/v [B, L, H, D] (any strides, contiguous last dim), starts [B] int32 ->
 [B, Sq, H, D] in q's dtype; fp32 softmax and accumulation. One program per q-tile and head. 64-row
 tiles by default: at W1 (H100, 2026-12-07) 39.8 against 44.1 us with 128 rows for a 77-token prompt,
-52.7 against 57.1 for 512 tokens, 14.7 against 14.1 for 7 (docs/benchmarks.md). The fast path calls it through `AttentionPicker.prompt`, which checks it first.
+52.7 against 57.1 for 512 tokens, 14.7 against 14.1 for 7 (docs/benchmarks.md). The fast path calls
+it through `AttentionPicker.prompt` or `prompt_projected`, which check it first.
 """
 
 from __future__ import annotations
